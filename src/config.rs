@@ -1,0 +1,281 @@
+//! Configuration: TOML, every key optional with a default, unknown keys rejected.
+//!
+//! Lookup order: `--config PATH`, then the user's config dir (`sutazai-top/config.toml`),
+//! then `/etc/sutazai/config.toml`, else built-in defaults. CLI flags override the file.
+//! Every error names the key and, where the file has it, the line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// How far the engine may go when it fixes things (given teeth by the optimizer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Low-risk changes only.
+    #[default]
+    Conservative,
+    /// Up to medium risk.
+    Balanced,
+    /// Everything.
+    Aggressive,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Conservative => "conservative",
+            Mode::Balanced => "balanced",
+            Mode::Aggressive => "aggressive",
+        }
+    }
+
+    /// The key that selects this mode in the TUI.
+    pub fn key(self) -> char {
+        match self {
+            Mode::Conservative => '1',
+            Mode::Balanced => '2',
+            Mode::Aggressive => '3',
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "1" | "conservative" => Ok(Mode::Conservative),
+            "2" | "balanced" => Ok(Mode::Balanced),
+            "3" | "aggressive" => Ok(Mode::Aggressive),
+            other => Err(format!(
+                "unknown mode '{other}': expected conservative, balanced or aggressive (or 1, 2, 3)"
+            )),
+        }
+    }
+}
+
+/// The shortest tick the engine accepts; faster sampling costs more than it shows.
+pub const MIN_INTERVAL_MS: u64 = 250;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Sampling tick in milliseconds (at least 250).
+    #[serde(deserialize_with = "interval_ms")]
+    pub interval_ms: u64,
+    /// Minutes of history kept for sparklines and trends (1..=1440).
+    #[serde(deserialize_with = "history_minutes")]
+    pub history_minutes: u64,
+    /// Mode at start.
+    pub mode: Mode,
+    /// How many of the busiest processes each snapshot keeps.
+    #[serde(deserialize_with = "top_processes")]
+    pub top_processes: usize,
+    /// Directory where `e` writes reports.
+    pub report_dir: PathBuf,
+    pub host: HostConfig,
+    pub docker: DockerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Where procfs is mounted.
+    pub proc_root: PathBuf,
+    /// Where sysfs is mounted.
+    pub sys_root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Watch Docker containers at all.
+    pub enabled: bool,
+    /// Docker endpoint; empty means DOCKER_HOST, else the local socket.
+    pub endpoint: String,
+    /// A container is an agent when it carries this label.
+    pub agent_label: String,
+    /// Treat every container as an agent, labelled or not.
+    pub all_containers_are_agents: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "sutazai_top=debug".
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval_ms: 1000,
+            history_minutes: 10,
+            mode: Mode::Conservative,
+            top_processes: 25,
+            report_dir: PathBuf::from("."),
+            host: HostConfig::default(),
+            docker: DockerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            endpoint: String::new(),
+            agent_label: "sutazai.agent".to_string(),
+            all_containers_are_agents: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message names the key, the line and the column.
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Parse a config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|err| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// The file to use: the explicit one, else the first that exists of the user's config dir
+    /// and /etc/sutazai/config.toml; `None` means built-in defaults.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_path_buf());
+        }
+        let user = directories::ProjectDirs::from("", "", "sutazai-top")
+            .map(|dirs| dirs.config_dir().join("config.toml"));
+        user.into_iter()
+            .chain(std::iter::once(PathBuf::from("/etc/sutazai/config.toml")))
+            .find(|p| p.is_file())
+    }
+
+    /// Number of history points kept at the configured tick.
+    pub fn history_points(&self) -> usize {
+        let secs = self.history_minutes.saturating_mul(60_000);
+        (secs / self.interval_ms.max(1)).clamp(1, 1_000_000) as usize
+    }
+}
+
+fn interval_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v < MIN_INTERVAL_MS {
+        return Err(serde::de::Error::custom(format!(
+            "interval_ms = {v} is below the floor of {MIN_INTERVAL_MS} ms"
+        )));
+    }
+    Ok(v)
+}
+
+fn history_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if !(1..=1440).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "history_minutes = {v} must be between 1 and 1440"
+        )));
+    }
+    Ok(v)
+}
+
+fn top_processes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=10_000).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "top_processes = {v} must be between 1 and 10000"
+        )));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let text = include_str!("../config.toml.example");
+        let parsed = Config::parse(text, Path::new("config.toml.example")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("mode = \"balanced\"\n\ninterval_msec = 500\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interval_msec"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_line() {
+        let err = Config::parse("interval_ms = 100\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("interval_ms = 100") && err.contains("line 1"), "{err}");
+        let err = Config::parse("[docker]\nenabled = \"yes\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("enabled"), "{err}");
+        let err = Config::parse("mode = \"turbo\"\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("turbo") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn history_points_follow_the_tick() {
+        let cfg = Config {
+            interval_ms: 500,
+            ..Config::default()
+        };
+        assert_eq!(cfg.history_points(), 1200);
+        assert_eq!(Config::default().history_points(), 600);
+    }
+}

@@ -1,0 +1,134 @@
+//! Reading the machine: /proc and /sys, with both roots injectable so tests can point the
+//! readers at fixture trees (several NUMA nodes, 64 CPUs, v1-only or v2-only cgroups).
+//!
+//! Readers never panic on odd input: a line they cannot parse is skipped with a debug log;
+//! a file that is missing yields `None` or an empty list where the kernel may lack it, and an
+//! error naming the path where it must exist.
+
+use std::path::{Path, PathBuf};
+
+pub mod cgroups;
+pub mod cpu;
+pub mod disks;
+pub mod info;
+pub mod memory;
+pub mod net;
+pub mod processes;
+pub mod psi;
+pub mod topology;
+
+/// Where the host's procfs and sysfs are mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoots {
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+}
+
+impl Default for HostRoots {
+    fn default() -> Self {
+        HostRoots {
+            proc: PathBuf::from("/proc"),
+            sys: PathBuf::from("/sys"),
+        }
+    }
+}
+
+impl HostRoots {
+    /// Roots for a fixture tree laid out as `<dir>/proc` and `<dir>/sys`.
+    pub fn under(dir: &Path) -> Self {
+        HostRoots {
+            proc: dir.join("proc"),
+            sys: dir.join("sys"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A file that must exist could not be read. File contents are never echoed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but holds nothing usable.
+    #[error("cannot parse {path}: {what}")]
+    Parse { path: PathBuf, what: String },
+}
+
+/// Read a whole file to a string, naming the path on failure.
+pub fn read_to_string(path: &Path) -> Result<String, HostError> {
+    std::fs::read_to_string(path).map_err(|source| HostError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Read a file that the kernel may not have (optional feature): `None` when absent or
+/// unreadable, logged at debug.
+pub fn read_optional(path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(err) => {
+            tracing::debug!(path = %path.display(), %err, "optional file not readable");
+            None
+        }
+    }
+}
+
+/// Parse a kernel CPU list such as "0-3,8,10-11" into ids. Malformed parts are skipped.
+pub fn parse_cpu_list(text: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
+                (Ok(a), Ok(b)) if a <= b && b - a < 1 << 16 => out.extend(a..=b),
+                _ => tracing::debug!(part, "skipping malformed cpu list range"),
+            },
+            None => match part.parse::<u32>() {
+                Ok(n) => out.push(n),
+                Err(_) => tracing::debug!(part, "skipping malformed cpu list entry"),
+            },
+        }
+    }
+    out
+}
+
+/// Format ids as a kernel-style CPU list, collapsing runs: [0,1,2,5] -> "0-2,5".
+pub fn format_cpu_list(ids: &[u32]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_round_trip_and_skip_garbage() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("x,2,5-3,7"), vec![2, 7]);
+        assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+        assert_eq!(format_cpu_list(&[5, 0, 1, 2, 2]), "0-2,5");
+        assert_eq!(format_cpu_list(&[]), "");
+    }
+}

@@ -1,0 +1,13 @@
+//! sutazai-top: `top` for many-agent AI hosts, and the thing that fixes what it finds.
+//!
+//! Data flows one way: samplers (`host`, `containers`) feed the `engine`, which publishes an
+//! immutable [`snapshot::Snapshot`] every tick; faces (`tui`, `report`) render it and talk back
+//! only through [`engine::Command`]s.
+
+pub mod config;
+pub mod containers;
+pub mod engine;
+pub mod host;
+pub mod report;
+pub mod snapshot;
+pub mod tui;
