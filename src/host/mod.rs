@@ -6,6 +6,7 @@
 //! error naming the path where it must exist.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub mod cgroups;
 pub mod cpu;
@@ -117,6 +118,34 @@ pub fn format_cpu_list(ids: &[u32]) -> String {
         i += 1;
     }
     parts.join(",")
+}
+
+/// Per-second rate of a counter. A counter that went backwards (reset, wrap) or a zero
+/// interval gives 0, never a huge bogus figure.
+pub fn counter_rate(prev: u64, cur: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if cur < prev || secs <= 0.0 {
+        return 0.0;
+    }
+    (cur - prev) as f64 / secs
+}
+
+/// The numbered subdirectories `<prefix>N` of `dir`, sorted by N. Absent dir -> empty.
+pub fn numbered_dirs(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::debug!(path = %dir.display(), "directory not readable");
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let id = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
+            Some((id, entry.path()))
+        })
+        .collect();
+    found.sort_unstable_by_key(|(id, _)| *id);
+    found
 }
 
 #[cfg(test)]
