@@ -250,22 +250,32 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = Config::parse("mode = \"balanced\"\n\ninterval_msec = 500\n", Path::new("x"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "mode = \"balanced\"\n\ninterval_msec = 500\n",
+            Path::new("x"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("interval_msec"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named_with_their_line() {
-        let err = Config::parse("interval_ms = 100\n", Path::new("x")).unwrap_err().to_string();
-        assert!(err.contains("interval_ms = 100") && err.contains("line 1"), "{err}");
+        let err = Config::parse("interval_ms = 100\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("interval_ms = 100") && err.contains("line 1"),
+            "{err}"
+        );
         let err = Config::parse("[docker]\nenabled = \"yes\"\n", Path::new("x"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2") && err.contains("enabled"), "{err}");
-        let err = Config::parse("mode = \"turbo\"\n", Path::new("x")).unwrap_err().to_string();
+        let err = Config::parse("mode = \"turbo\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("turbo") && err.contains("line 1"), "{err}");
     }
 

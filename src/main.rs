@@ -1,1 +1,258 @@
-fn main() {}
+//! The `sutazai-top` binary: parses the command line, loads the config, picks a face.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
+use sutazai_top::engine::{self, Command};
+
+/// Exit status for a bad config or bad flag value (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "sutazai-top", version, about = "top for many-agent AI hosts")]
+struct Cli {
+    /// Config file (default: ~/.config/sutazai-top/config.toml, then /etc/sutazai/config.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Sampling tick in milliseconds (at least 250).
+    #[arg(long, value_name = "MS")]
+    interval: Option<u64>,
+    /// Mode at start: conservative, balanced, aggressive (or 1, 2, 3).
+    #[arg(long)]
+    mode: Option<Mode>,
+    /// Where procfs is mounted.
+    #[arg(long, value_name = "DIR")]
+    proc_root: Option<PathBuf>,
+    /// Where sysfs is mounted.
+    #[arg(long, value_name = "DIR")]
+    sys_root: Option<PathBuf>,
+    /// Docker endpoint, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST, else the socket).
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
+    /// Do not watch Docker containers.
+    #[arg(long)]
+    no_docker: bool,
+    /// Treat every container as an agent, labelled or not.
+    #[arg(long)]
+    all_containers: bool,
+    /// Directory where `e` writes reports.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Log filter, e.g. info or sutazai_top=debug.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print one snapshot as JSON after a few ticks (so rates exist) and exit.
+    Snapshot {
+        /// Ticks to wait before printing.
+        #[arg(long, default_value_t = 2)]
+        ticks: u64,
+    },
+    /// Measure the engine's own CPU time per sampling round and its memory (for bench/).
+    #[command(hide = true)]
+    BenchObserve {
+        /// How long to measure, after a warm-up of three ticks.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("sutazai-top: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(cli, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sutazai-top: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file (if any) with the command line laid over it.
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = match Config::locate(cli.config.as_deref()) {
+        Some(path) => Config::load(&path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(ms) = cli.interval {
+        if ms < MIN_INTERVAL_MS {
+            return Err(format!(
+                "--interval {ms} is below the floor of {MIN_INTERVAL_MS} ms"
+            ));
+        }
+        config.interval_ms = ms;
+    }
+    if let Some(mode) = cli.mode {
+        config.mode = mode;
+    }
+    if let Some(dir) = &cli.proc_root {
+        config.host.proc_root = dir.clone();
+    }
+    if let Some(dir) = &cli.sys_root {
+        config.host.sys_root = dir.clone();
+    }
+    if let Some(host) = &cli.docker_host {
+        config.docker.endpoint = host.clone();
+    }
+    if cli.no_docker {
+        config.docker.enabled = false;
+    }
+    if cli.all_containers {
+        config.docker.all_containers_are_agents = true;
+    }
+    if let Some(dir) = &cli.report_dir {
+        config.report_dir = dir.clone();
+    }
+    if let Some(level) = &cli.log_level {
+        config.log.level = level.clone();
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("sutazai-engine")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        None => {
+            anyhow::ensure!(
+                std::io::stdout().is_terminal(),
+                "the dashboard needs a terminal; for a one-shot JSON view run `sutazai-top snapshot`"
+            );
+            sutazai_top::tui::init_logging(&config.log.level)
+                .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
+            runtime.block_on(dashboard(config))
+        }
+        Some(Cmd::Snapshot { ticks }) => {
+            init_stderr_logging(&config.log.level);
+            runtime.block_on(snapshot(config, ticks))
+        }
+        Some(Cmd::BenchObserve { seconds }) => {
+            init_stderr_logging(&config.log.level);
+            runtime.block_on(bench_observe(config, seconds))
+        }
+    }
+}
+
+fn init_stderr_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dashboard(config: Config) -> anyhow::Result<()> {
+    let (handle, engine) = engine::spawn(config);
+    let face = handle.clone();
+    let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;
+    // The TUI sends Quit itself; this covers its error paths.
+    let _ = handle.commands.send(Command::Quit).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), engine).await;
+    result
+        .context("the dashboard thread failed")?
+        .context("terminal error")
+}
+
+/// Wait until the engine has published tick `seq`.
+async fn wait_for_tick(handle: &mut engine::EngineHandle, seq: u64) -> anyhow::Result<()> {
+    while handle.snapshots.borrow_and_update().seq < seq {
+        handle
+            .snapshots
+            .changed()
+            .await
+            .context("engine stopped early")?;
+    }
+    Ok(())
+}
+
+async fn snapshot(config: Config, ticks: u64) -> anyhow::Result<()> {
+    let (mut handle, engine) = engine::spawn(config);
+    wait_for_tick(&mut handle, ticks.max(1)).await?;
+    let snap = handle.snapshots.borrow().clone();
+    println!("{}", sutazai_top::report::to_json(&snap)?);
+    let _ = handle.commands.send(Command::Quit).await;
+    let _ = engine.await;
+    Ok(())
+}
+
+/// CPU time used by this process so far (user + system).
+fn own_cpu_time() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    match usage {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// A field of /proc/self/status in kB (VmRSS, VmHWM).
+fn own_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_string))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn bench_observe(config: Config, seconds: u64) -> anyhow::Result<()> {
+    let interval_ms = config.interval_ms;
+    let (mut handle, engine) = engine::spawn(config);
+    wait_for_tick(&mut handle, 3).await?;
+    let seq0 = handle.snapshots.borrow().seq;
+    let cpu0 = own_cpu_time();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = own_cpu_time().saturating_sub(cpu0);
+    let wall = t0.elapsed();
+    let snap = handle.snapshots.borrow().clone();
+    let rounds = snap.seq.saturating_sub(seq0).max(1);
+    let summary = serde_json::json!({
+        "interval_ms": interval_ms,
+        "rounds": rounds,
+        "agents": snap.containers.agents.len(),
+        "containers_seen": snap.containers.total_seen,
+        "processes_kept": snap.processes.len(),
+        "cpu_ms_total": cpu.as_secs_f64() * 1e3,
+        "cpu_ms_per_round": cpu.as_secs_f64() * 1e3 / rounds as f64,
+        "cpu_pct_of_one_core": 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        "rss_kb": own_status_kb("VmRSS"),
+        "peak_rss_kb": own_status_kb("VmHWM"),
+        "samplers": snap.samplers,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let _ = handle.commands.send(Command::Quit).await;
+    let _ = engine.await;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! Docker containers: discovery through bollard, usage from each container's cgroup files.
+//!
+//! One task owns the Docker connection. It lists containers on connect, on every membership
+//! event and every `RELIST_EVERY` ticks (in case an event was missed), finds each running
+//! container's cgroup from its main pid's /proc/<pid>/cgroup (never a guessed path, so the
+//! cgroupfs and systemd drivers, v1 and v2 all work), and every tick reads the counters.
+//! A dead daemon is a status on the snapshot and a reconnect with backoff, never a crash.
+
+pub mod agent;
+pub mod docker;
+pub mod usage;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::config::DockerConfig;
+use crate::engine::health::HealthBoard;
+use crate::host::HostRoots;
+use crate::host::cgroups::{self, CgroupCounters, CgroupMounts, ProcCgroups};
+use crate::snapshot::{ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
+
+use agent::AgentRule;
+use docker::Listed;
+use usage::UsageTracker;
+
+/// Ticks between full re-lists when no event arrived.
+const RELIST_EVERY: u64 = 10;
+/// Longest wait between reconnection attempts.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Name of this sampler on the health board.
+pub const SAMPLER_NAME: &str = "containers";
+
+/// One container being followed.
+#[derive(Debug)]
+struct Tracked {
+    listed: Listed,
+    pid: Option<i32>,
+    cgroups: Option<ProcCgroups>,
+    usage: UsageTracker,
+    source: UsageSource,
+}
+
+/// The containers sampler: owns the connection state and every tracked container.
+pub struct ContainerSampler {
+    endpoint: String,
+    rule: AgentRule,
+    roots: HostRoots,
+    mounts: Arc<CgroupMounts>,
+    interval: Duration,
+    tracked: HashMap<String, Tracked>,
+    total_seen: usize,
+    health: HealthBoard,
+}
+
+impl ContainerSampler {
+    pub fn new(
+        config: &DockerConfig,
+        roots: HostRoots,
+        mounts: Arc<CgroupMounts>,
+        interval: Duration,
+        health: HealthBoard,
+    ) -> Self {
+        ContainerSampler {
+            endpoint: docker::effective_endpoint(&config.endpoint),
+            rule: AgentRule {
+                label: config.agent_label.clone(),
+                all_containers: config.all_containers_are_agents,
+            },
+            roots,
+            mounts,
+            interval,
+            tracked: HashMap::new(),
+            total_seen: 0,
+            health,
+        }
+    }
+
+    /// Run until `shutdown` turns true, publishing on `out`.
+    pub async fn run(
+        mut self,
+        out: watch::Sender<ContainersSnapshot>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut retry = Duration::from_secs(1);
+        loop {
+            let failure = match docker::connect(&self.endpoint).await {
+                Ok((client, version)) => {
+                    tracing::info!(endpoint = %self.endpoint, %version, "connected to Docker");
+                    retry = Duration::from_secs(1);
+                    let status = DockerStatus::Connected {
+                        endpoint: self.endpoint.clone(),
+                        version,
+                    };
+                    match self.follow(&client, status, &out, &mut shutdown).await {
+                        None => return, // shut down
+                        Some(err) => err,
+                    }
+                }
+                Err(err) => err.to_string(),
+            };
+            tracing::warn!(endpoint = %self.endpoint, error = %failure, retry_s = retry.as_secs(), "Docker unreachable");
+            self.health.failed(SAMPLER_NAME, &failure, retry);
+            self.tracked.clear();
+            self.total_seen = 0;
+            out.send_replace(ContainersSnapshot {
+                status: DockerStatus::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    error: failure,
+                    retry_in_ms: retry.as_millis() as u64,
+                },
+                agents: Vec::new(),
+                total_seen: 0,
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = shutdown.changed() => return,
+            }
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Follow a connected daemon until it fails (returns the error) or shutdown (None).
+    async fn follow(
+        &mut self,
+        client: &Docker,
+        status: DockerStatus,
+        out: &watch::Sender<ContainersSnapshot>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<String> {
+        let mut events = Box::pin(docker::container_events(client));
+        if let Err(err) = self.relist(client).await {
+            return Some(err.to_string());
+        }
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    if ticks % RELIST_EVERY == 0
+                        && let Err(err) = self.relist(client).await
+                    {
+                        return Some(err.to_string());
+                    }
+                    let started = Instant::now();
+                    self.read_usage(client).await;
+                    self.health.ok(SAMPLER_NAME, started.elapsed(), self.interval);
+                }
+                event = events.next() => match event {
+                    Some(Ok(message)) => {
+                        let action = message.action.unwrap_or_default();
+                        if !docker::event_changes_membership(&action) {
+                            continue;
+                        }
+                        tracing::debug!(%action, "container event");
+                        if let Err(err) = self.relist(client).await {
+                            return Some(err.to_string());
+                        }
+                    }
+                    Some(Err(err)) => return Some(format!("event stream failed: {err}")),
+                    None => return Some("event stream ended".to_string()),
+                },
+                _ = shutdown.changed() => return None,
+            }
+            out.send_replace(self.snapshot(status.clone()));
+        }
+    }
+
+    /// Refresh the container list; start following new or restarted containers, forget gone
+    /// ones.
+    async fn relist(&mut self, client: &Docker) -> Result<(), docker::DockerError> {
+        let listed = docker::list(client).await?;
+        self.total_seen = listed.len();
+        let mut next = HashMap::with_capacity(listed.len());
+        for item in listed {
+            if !self.rule.is_agent(&item.labels) {
+                continue;
+            }
+            let running = item.state == "running";
+            let mut tracked = match self.tracked.remove(&item.id) {
+                Some(old) if old.listed.state == item.state && (old.pid.is_some() || !running) => {
+                    Tracked {
+                        listed: item.clone(),
+                        ..old
+                    }
+                }
+                _ => Tracked {
+                    listed: item.clone(),
+                    pid: None,
+                    cgroups: None,
+                    usage: UsageTracker::default(),
+                    source: UsageSource::None,
+                },
+            };
+            if running && tracked.pid.is_none() {
+                match docker::main_pid(client, &item.id).await {
+                    Ok(pid) => tracked.pid = pid,
+                    // Gone between list and inspect: the next event or relist settles it.
+                    Err(err) => tracing::debug!(id = %item.id, %err, "inspect failed"),
+                }
+            }
+            next.insert(item.id, tracked);
+        }
+        self.tracked = next;
+        Ok(())
+    }
+
+    /// Read every running container's cgroup counters (off the async threads), falling back
+    /// to the stats API for a container whose cgroup cannot be read.
+    async fn read_usage(&mut self, client: &Docker) {
+        let work: Vec<(String, i32, Option<ProcCgroups>)> = self
+            .tracked
+            .iter()
+            .filter_map(|(id, t)| t.pid.map(|pid| (id.clone(), pid, t.cgroups.clone())))
+            .collect();
+        let roots = self.roots.clone();
+        let mounts = self.mounts.clone();
+        let readings = tokio::task::spawn_blocking(move || read_all(&roots, &mounts, work)).await;
+        let readings = match readings {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(%err, "cgroup reading task failed");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for (id, cgroups, result) in readings {
+            let counters = match result {
+                Ok(counters) => Some(counters),
+                Err(err) => {
+                    tracing::debug!(%id, %err, "cgroup unreadable, asking Docker for stats");
+                    match docker::stats_counters(client, &id).await {
+                        Ok(counters) => Some(counters),
+                        Err(err) => {
+                            tracing::debug!(%id, %err, "stats fallback failed");
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(tracked) = self.tracked.get_mut(&id) {
+                tracked.cgroups = cgroups;
+                if let Some(counters) = counters {
+                    tracked.source = counters.source;
+                    tracked.usage.update(now, counters);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, status: DockerStatus) -> ContainersSnapshot {
+        let mut agents: Vec<ContainerStat> = self.tracked.values().map(container_stat).collect();
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        ContainersSnapshot {
+            status,
+            agents,
+            total_seen: self.total_seen,
+        }
+    }
+}
+
+/// Resolve (once) and read each container's cgroup. Blocking file I/O.
+fn read_all(
+    roots: &HostRoots,
+    mounts: &CgroupMounts,
+    work: Vec<(String, i32, Option<ProcCgroups>)>,
+) -> Vec<(
+    String,
+    Option<ProcCgroups>,
+    Result<CgroupCounters, crate::host::HostError>,
+)> {
+    work.into_iter()
+        .map(|(id, pid, known)| {
+            let cgroups = match known {
+                Some(cg) => Ok(cg),
+                None => cgroups::read_proc_cgroups(roots, pid),
+            };
+            match cgroups {
+                Ok(cg) => {
+                    let result = mounts.read_counters(&cg);
+                    (id, Some(cg), result)
+                }
+                Err(err) => (id, None, Err(err)),
+            }
+        })
+        .collect()
+}
+
+fn container_stat(t: &Tracked) -> ContainerStat {
+    let listed = &t.listed;
+    let mut stat = ContainerStat {
+        id: listed.id.clone(),
+        name: listed.name.clone(),
+        image: listed.image.clone(),
+        state: listed.state.clone(),
+        class: agent::class_of(&listed.labels),
+        priority: agent::priority_of(&listed.labels),
+        labels: listed.labels.clone(),
+        pid: t.pid,
+        source: t.source,
+        cpu_history: t.usage.cpu_history.clone(),
+        ..ContainerStat::default()
+    };
+    if let Some(c) = t.usage.counters() {
+        let rates = t.usage.last;
+        stat.cgroup = Some(c.path.clone()).filter(|p| !p.is_empty());
+        stat.cpu_pct = rates.cpu_pct;
+        stat.mem_bytes = c.memory_usage_bytes.saturating_sub(c.inactive_file_bytes);
+        stat.mem_limit_bytes = c.memory_limit_bytes;
+        stat.io_read_bytes_per_sec = rates.io_read_bytes_per_sec;
+        stat.io_write_bytes_per_sec = rates.io_write_bytes_per_sec;
+        stat.pids = c.pids;
+        stat.throttled_periods_delta = rates.throttled_periods_delta;
+        stat.throttled_periods_total = c.nr_throttled;
+        stat.cpu_limit_cores = c.cpu_limit_cores;
+        stat.cpu_weight = c.cpu_weight;
+        stat.cpuset_cpus = c.cpuset_cpus.clone();
+        stat.cpuset_mems = c.cpuset_mems.clone();
+        stat.pressure = c.pressure;
+    }
+    stat
+}

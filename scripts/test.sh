@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when missing (Debian's docker.io,
+# busybox-static, tmux), starts dockerd if none answers and waits for it, then runs the
+# whole suite. Run as root on a fresh Debian machine: `sudo scripts/test.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (no bridge, no iptables: tests use --network none)"
+  nohup dockerd --bridge=none --iptables=false >/tmp/sutazai-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not answer; see /tmp/sutazai-dockerd.log"; tail -20 /tmp/sutazai-dockerd.log >&2; exit 1; }
+fi
+log "docker $(docker version --format '{{.Server.Version}}') answers"
+
+# Leftovers from an interrupted earlier run (tests name their containers sutazai-test-*).
+stale=$(docker ps -aq --filter name=sutazai-test- || true)
+[ -z "$stale" ] || docker rm -f $stale >/dev/null
+
+cargo test --all-targets --no-fail-fast "$@"

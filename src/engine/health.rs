@@ -1,0 +1,65 @@
+//! The health board: how each sampler is doing, shown on every snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::snapshot::SamplerHealth;
+
+/// Shared between the samplers (writers) and the tick (reader). Critical sections are a
+/// map insert or a clone, so a std mutex is fine.
+#[derive(Debug, Clone, Default)]
+pub struct HealthBoard {
+    inner: Arc<Mutex<BTreeMap<String, SamplerHealth>>>,
+}
+
+impl HealthBoard {
+    fn with_entry(&self, name: &str, f: impl FnOnce(&mut SamplerHealth)) {
+        // A poisoned lock only means another sampler panicked mid-update; the data is plain.
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(name.to_string())
+            .or_insert_with(|| SamplerHealth {
+                name: name.to_string(),
+                ..SamplerHealth::default()
+            });
+        f(entry);
+    }
+
+    /// A round succeeded in `took`; `next_wait` is the pause before the next round.
+    pub fn ok(&self, name: &str, took: Duration, next_wait: Duration) {
+        self.with_entry(name, |h| {
+            h.last_duration_us = took.as_micros() as u64;
+            h.last_error = None;
+            h.failures = 0;
+            h.backoff_ms = next_wait.as_millis() as u64;
+        });
+    }
+
+    /// A round failed; the sampler waits `backoff` before trying again.
+    pub fn failed(&self, name: &str, error: &str, backoff: Duration) {
+        self.with_entry(name, |h| {
+            h.last_error = Some(error.to_string());
+            h.failures = h.failures.saturating_add(1);
+            h.backoff_ms = backoff.as_millis() as u64;
+        });
+    }
+
+    /// A round succeeded but took longer than the tick.
+    pub fn slow(&self, name: &str, took: Duration, next_wait: Duration) {
+        self.with_entry(name, |h| {
+            h.last_duration_us = took.as_micros() as u64;
+            h.last_error = Some(format!(
+                "slow: round took {} ms, longer than the tick",
+                took.as_millis()
+            ));
+            h.failures = h.failures.saturating_add(1);
+            h.backoff_ms = next_wait.as_millis() as u64;
+        });
+    }
+
+    pub fn entries(&self) -> Vec<SamplerHealth> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+}

@@ -1,0 +1,37 @@
+//! The engine: sampler tasks, the tick, the snapshot channel, commands.
+//!
+//! Each sampler (cpu, memory, disks, net, processes, containers) runs as its own tokio task
+//! and publishes its latest reading on a watch channel. The tick never waits for a sampler:
+//! every interval it composes the latest readings into an immutable `Snapshot`, pushes the
+//! host history rings and publishes the snapshot as an `Arc`. Faces send `Command`s; their
+//! results come back in the next snapshot.
+
+pub mod health;
+pub mod sampler;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Mode;
+use crate::snapshot::Snapshot;
+
+mod ticker;
+pub use ticker::spawn;
+
+/// What a face may ask of the engine. Results come back in a later snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    SetMode(Mode),
+    /// Write a JSON report of the current snapshot and history; the path (or the error)
+    /// comes back as the snapshot's notice.
+    ExportReport,
+    Quit,
+}
+
+/// A face's connection to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub commands: mpsc::Sender<Command>,
+}

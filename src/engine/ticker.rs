@@ -1,0 +1,303 @@
+//! The tick: starts the samplers, composes snapshots, answers commands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::health::HealthBoard;
+use super::{Command, EngineHandle, sampler};
+use crate::config::{Config, Mode};
+use crate::containers::ContainerSampler;
+use crate::host::cgroups::CgroupMounts;
+use crate::host::cpu::CpuSampler;
+use crate::host::disks::DiskSampler;
+use crate::host::memory::MemorySampler;
+use crate::host::net::NetSampler;
+use crate::host::processes::ProcessSampler;
+use crate::host::{self, HostError, HostRoots};
+use crate::snapshot::{
+    ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory, HostInfo, MemorySnapshot,
+    NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
+};
+
+/// The memory sampler's reading: memory plus system pressure (both cheap, same cadence).
+#[derive(Debug, Clone, Default)]
+struct MemoryReading {
+    memory: MemorySnapshot,
+    pressure: Pressure,
+}
+
+/// Receivers for every sampler's latest reading.
+struct Readings {
+    cpu: watch::Receiver<Option<CpuSnapshot>>,
+    memory: watch::Receiver<Option<MemoryReading>>,
+    disks: watch::Receiver<Option<Vec<DiskStat>>>,
+    nets: watch::Receiver<Option<Vec<NetStat>>>,
+    processes: watch::Receiver<Option<Vec<ProcessStat>>>,
+    containers: watch::Receiver<ContainersSnapshot>,
+}
+
+fn latest<T: Clone + Default>(rx: &watch::Receiver<Option<T>>) -> T {
+    rx.borrow().clone().unwrap_or_default()
+}
+
+/// Start the engine on the current tokio runtime. The returned task ends after
+/// `Command::Quit` (or when every handle is dropped), once the samplers have stopped.
+pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
+    let roots = HostRoots {
+        proc: config.host.proc_root.clone(),
+        sys: config.host.sys_root.clone(),
+    };
+    let interval = Duration::from_millis(config.interval_ms);
+    let health = HealthBoard::default();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let topology = match host::topology::read_topology(&roots) {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::error!(%err, "cannot read CPU topology");
+            Topology::default()
+        }
+    };
+    let mounts = Arc::new(CgroupMounts::detect(&roots));
+    let mut host_info = host::info::read_host_info(&roots);
+    host_info.cgroup_layout = mounts.layout();
+    if !host_info.is_root {
+        tracing::info!("not running as root: read-only, nothing on the host will be changed");
+    }
+
+    let mut tasks = Vec::new();
+    macro_rules! blocking_sampler {
+        ($name:expr, $round:expr) => {{
+            let (tx, rx) = watch::channel(None);
+            tasks.push(tokio::spawn(sampler::run(
+                $name,
+                $round,
+                interval,
+                tx,
+                health.clone(),
+                shutdown_rx.clone(),
+            )));
+            rx
+        }};
+    }
+    let mut cpu = CpuSampler::new(&roots);
+    let mut memory = MemorySampler::new(&roots);
+    let pressure_roots = roots.clone();
+    let mut disks = DiskSampler::new(&roots);
+    let mut nets = NetSampler::new(&roots);
+    let mut processes = ProcessSampler::new(&roots, config.top_processes);
+    let readings = Readings {
+        cpu: blocking_sampler!("cpu", move || cpu.sample()),
+        memory: blocking_sampler!("memory", move || -> Result<MemoryReading, HostError> {
+            Ok(MemoryReading {
+                memory: memory.sample()?,
+                pressure: host::psi::read_system_pressure(&pressure_roots),
+            })
+        }),
+        disks: blocking_sampler!("disks", move || disks.sample()),
+        nets: blocking_sampler!("net", move || nets.sample()),
+        processes: blocking_sampler!("processes", move || processes.sample()),
+        containers: {
+            let initial = ContainersSnapshot {
+                status: if config.docker.enabled {
+                    DockerStatus::Connecting
+                } else {
+                    DockerStatus::Disabled
+                },
+                ..ContainersSnapshot::default()
+            };
+            let (tx, rx) = watch::channel(initial);
+            if config.docker.enabled {
+                let sampler = ContainerSampler::new(
+                    &config.docker,
+                    roots.clone(),
+                    mounts.clone(),
+                    interval,
+                    health.clone(),
+                );
+                tasks.push(tokio::spawn(sampler.run(tx, shutdown_rx.clone())));
+            }
+            rx
+        },
+    };
+
+    let ticker = Ticker {
+        interval,
+        mode: config.mode,
+        report_dir: config.report_dir.clone(),
+        host_info,
+        topology: Arc::new(topology),
+        history: HostHistory::with_capacity(config.history_points()),
+        health,
+        readings,
+        started: Instant::now(),
+        seq: 0,
+        notice: None,
+        notice_seq: 0,
+    };
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let engine = tokio::spawn(async move {
+        ticker.run(snap_tx, cmd_rx).await;
+        let _ = shutdown_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    (
+        EngineHandle {
+            snapshots: snap_rx,
+            commands: cmd_tx,
+        },
+        engine,
+    )
+}
+
+/// The tick: composes snapshots and answers commands.
+struct Ticker {
+    interval: Duration,
+    mode: Mode,
+    report_dir: PathBuf,
+    host_info: HostInfo,
+    topology: Arc<Topology>,
+    history: HostHistory,
+    health: HealthBoard,
+    readings: Readings,
+    started: Instant,
+    seq: u64,
+    notice: Option<Notice>,
+    notice_seq: u64,
+}
+
+impl Ticker {
+    async fn run(
+        mut self,
+        snapshots: watch::Sender<Arc<Snapshot>>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick fires at once; let the samplers run a round
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.seq += 1;
+                    let snap = self.compose();
+                    self.push_history(&snap);
+                    snapshots.send_replace(Arc::new(self.with_history(snap)));
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    if !self.handle(command, &snapshots).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply one command; false means quit.
+    async fn handle(&mut self, command: Command, snapshots: &watch::Sender<Arc<Snapshot>>) -> bool {
+        match command {
+            Command::Quit => return false,
+            Command::SetMode(mode) => {
+                self.mode = mode;
+                tracing::info!(mode = %mode, "mode changed");
+                self.set_notice(format!("mode: {mode}"), false);
+            }
+            Command::ExportReport => {
+                let current = snapshots.borrow().clone();
+                let dir = self.report_dir.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || crate::report::write_json(&current, &dir))
+                        .await;
+                match written {
+                    Ok(Ok(path)) => {
+                        tracing::info!(path = %path.display(), "report written");
+                        self.set_notice(format!("report written to {}", path.display()), false);
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(%err, "report failed");
+                        self.set_notice(format!("report failed: {err}"), true);
+                    }
+                    Err(err) => self.set_notice(format!("report failed: {err}"), true),
+                }
+            }
+        }
+        // Answer at once rather than at the next tick: same data, new mode or notice.
+        let mut snap = (**snapshots.borrow()).clone();
+        snap.mode = self.mode;
+        snap.notice = self.notice.clone();
+        snapshots.send_replace(Arc::new(snap));
+        true
+    }
+
+    fn set_notice(&mut self, text: String, is_error: bool) {
+        self.notice_seq += 1;
+        self.notice = Some(Notice {
+            seq: self.notice_seq,
+            text,
+            is_error,
+        });
+    }
+
+    /// A snapshot of the latest readings (history not included).
+    fn compose(&self) -> Snapshot {
+        let memory = latest(&self.readings.memory);
+        let mut host = self.host_info.clone();
+        host.uptime_secs += self.started.elapsed().as_secs();
+        Snapshot {
+            seq: self.seq,
+            taken_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            interval_ms: self.interval.as_millis() as u64,
+            mode: self.mode,
+            host,
+            topology: self.topology.clone(),
+            cpu: latest(&self.readings.cpu),
+            memory: memory.memory,
+            pressure: memory.pressure,
+            disks: latest(&self.readings.disks),
+            nets: latest(&self.readings.nets),
+            processes: latest(&self.readings.processes),
+            containers: self.readings.containers.borrow().clone(),
+            history: HostHistory::default(),
+            samplers: self.health.entries(),
+            notice: self.notice.clone(),
+        }
+    }
+
+    fn push_history(&mut self, snap: &Snapshot) {
+        let h = &mut self.history;
+        let m = &snap.memory;
+        h.cpu_busy_pct.push(snap.cpu.total.busy());
+        h.mem_used_pct.push((m.used_fraction() * 100.0) as f32);
+        let swap_used = if m.swap_total_kb == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - m.swap_free_kb as f64 / m.swap_total_kb as f64)
+        };
+        h.swap_used_pct.push(swap_used as f32);
+        let p = &snap.pressure;
+        let some = |r: Option<crate::snapshot::PsiResource>| r.map(|r| r.some.avg10).unwrap_or(0.0);
+        let full = |r: Option<crate::snapshot::PsiResource>| {
+            r.and_then(|r| r.full).map(|f| f.avg10).unwrap_or(0.0)
+        };
+        h.psi_cpu_some.push(some(p.cpu));
+        h.psi_memory_some.push(some(p.memory));
+        h.psi_memory_full.push(full(p.memory));
+        h.psi_io_some.push(some(p.io));
+        h.psi_io_full.push(full(p.io));
+    }
+
+    fn with_history(&self, mut snap: Snapshot) -> Snapshot {
+        snap.history = self.history.clone();
+        snap
+    }
+}

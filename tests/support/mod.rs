@@ -1,0 +1,158 @@
+//! Shared helpers for the tests that drive a real Docker daemon and the real engine.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sutazai_top::config::Config;
+use sutazai_top::engine::{self, EngineHandle};
+use sutazai_top::snapshot::Snapshot;
+
+/// The test image: busybox-static imported into Docker (no registry is reachable here).
+pub const TEST_IMAGE: &str = "sutazai-test:busybox";
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Run docker, panicking with its stderr when it fails.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Import the test image once (from Debian's busybox-static) if Docker does not have it.
+pub fn ensure_test_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if docker(&["image", "inspect", TEST_IMAGE]).status.success() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox from Debian's busybox-static");
+        for applet in ["sh", "sleep", "yes", "cat", "true", "httpd", "dd"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(dir.path().join("rootfs"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        docker_ok(&["import", tar.to_str().unwrap(), TEST_IMAGE]);
+    });
+}
+
+/// A container this test started; removed (forcibly) when dropped, even on failure.
+pub struct Container {
+    pub name: String,
+    pub id: String,
+}
+
+impl Container {
+    /// `docker run -d --network none --name NAME [extra...] IMAGE cmd...`
+    pub fn run(name: &str, extra: &[&str], cmd: &[&str]) -> Container {
+        ensure_test_image();
+        let _ = docker(&["rm", "-f", name]);
+        let mut args = vec!["run", "-d", "--network", "none", "--name", name];
+        args.extend_from_slice(extra);
+        args.push(TEST_IMAGE);
+        args.extend_from_slice(cmd);
+        let id = docker_ok(&args);
+        Container {
+            name: name.to_string(),
+            id,
+        }
+    }
+
+    pub fn remove(&self) {
+        docker_ok(&["rm", "-f", &self.name]);
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.name]);
+    }
+}
+
+/// A name unique to this test process, so parallel runs never collide.
+pub fn unique(name: &str) -> String {
+    format!("sutazai-test-{}-{name}", std::process::id())
+}
+
+/// A test config: fast tick, no config file involved.
+pub fn test_config(interval_ms: u64) -> Config {
+    Config {
+        interval_ms,
+        ..Config::default()
+    }
+}
+
+/// The engine on its own runtime, for tests that are plain (non-async) functions.
+pub struct RunningEngine {
+    pub runtime: tokio::runtime::Runtime,
+    pub handle: EngineHandle,
+}
+
+impl RunningEngine {
+    pub fn start(config: Config) -> RunningEngine {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.block_on(async { engine::spawn(config).0 });
+        RunningEngine { runtime, handle }
+    }
+
+    /// Wait (up to `timeout`) for a snapshot that satisfies `pred`; returns it.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(&Snapshot) -> bool,
+    ) -> Arc<Snapshot> {
+        let deadline = Instant::now() + timeout;
+        let rx = &mut self.handle.snapshots;
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            if pred(&snap) {
+                return snap;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; last snapshot seq {}: {:?}",
+                snap.seq,
+                snap.containers.status
+            );
+            let changed = self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, rx.changed()).await });
+            if let Ok(Err(_)) = changed {
+                panic!("engine stopped while waiting for {what}");
+            }
+        }
+    }
+
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.handle.snapshots.borrow().clone()
+    }
+}
