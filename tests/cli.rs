@@ -112,3 +112,39 @@ fn dashboard_without_a_terminal_says_so() {
         stderr(&out)
     );
 }
+
+#[test]
+fn snapshot_over_a_fixture_host_shows_its_64_cpus_and_2_nodes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numa64");
+    let out = run(bin()
+        .args(["--no-docker", "--interval", "250"])
+        .args(["--proc-root", &format!("{root}/proc")])
+        .args(["--sys-root", &format!("{root}/sys")])
+        .args(["snapshot", "--ticks", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let topology = &report["snapshot"]["topology"];
+    assert_eq!(topology["cpus"].as_array().unwrap().len(), 64);
+    assert_eq!(topology["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(topology["packages"], 2);
+    assert_eq!(topology["physical_cores"], 32);
+}
+
+#[test]
+fn not_root_runs_read_only_and_says_so() {
+    // Copy the binary where an unprivileged user can run it.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sutazai-top");
+    std::fs::copy(env!("CARGO_BIN_EXE_sutazai-top"), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .args(["--no-docker", "--interval", "250", "--report-dir", "/tmp"])
+        .args(["snapshot", "--ticks", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["snapshot"]["host"]["is_root"], false);
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+}
