@@ -297,7 +297,8 @@ pub struct ProcessStat {
     /// "SCHED_OTHER", "SCHED_BATCH", "SCHED_IDLE", "SCHED_FIFO", "SCHED_RR", "SCHED_DEADLINE".
     pub policy: String,
     pub nice: i32,
-    /// The process's cgroup path (unified entry if present, else the cpu controller's).
+    /// The process's cgroup path: the unified entry, unless it is just "/" on a hybrid host
+    /// where the v1 cpu (else cpuacct, else memory) path says more.
     pub cgroup: String,
 }
 

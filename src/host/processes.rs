@@ -1,1 +1,383 @@
-//! TODO(helper)
+//! The busiest processes: CPU percent from proc/<pid>/stat deltas, details for the top few.
+//!
+//! At 1 Hz with thousands of processes only proc/<pid>/stat is read for every process; status,
+//! cmdline and cgroup are read only for the `top_n` shown. Processes are keyed by
+//! (pid, start time) so a reused pid is a new process, never diffed against the old one.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::host::cgroups::read_proc_cgroups;
+use crate::host::{HostError, HostRoots};
+use crate::snapshot::{ProcessId, ProcessStat};
+
+/// Characters of the command line kept for display.
+const CMDLINE_DISPLAY_CHARS: usize = 120;
+/// Bytes of cmdline read at most: enough for the display, cheap for huge argument lists.
+const CMDLINE_READ_BYTES: u64 = 4096;
+/// Fields after the comm that a usable stat line must have (through field 41, policy).
+const STAT_FIELDS_AFTER_COMM: usize = 39;
+
+/// The fields of proc/<pid>/stat that the sampler uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatFields {
+    pub comm: String,
+    pub state: char,
+    /// Clock ticks in user and kernel mode (fields 14 and 15).
+    pub utime: u64,
+    pub stime: u64,
+    pub nice: i32,
+    pub num_threads: u32,
+    /// Clock ticks since boot when the process started (field 22).
+    pub start_time: u64,
+    pub rss_pages: u64,
+    /// Scheduling policy number (field 41).
+    pub policy: u32,
+}
+
+/// Parse one proc/<pid>/stat. The comm sits between the FIRST '(' and the LAST ')' and may
+/// itself hold spaces, parentheses and newlines, so fields are counted from that last ')'.
+/// `None` for a truncated or garbled line.
+pub fn parse_stat(text: &str) -> Option<StatFields> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?;
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    if rest.len() < STAT_FIELDS_AFTER_COMM {
+        return None;
+    }
+    // Field n of stat(5) (1-based, pid = 1, comm = 2) is rest[n - 3].
+    let field = |n: usize| rest.get(n - 3).copied();
+    let number = |n: usize| field(n)?.parse::<u64>().ok();
+    let mut state_chars = field(3)?.chars();
+    let state = state_chars
+        .next()
+        .filter(|_| state_chars.next().is_none())?;
+    Some(StatFields {
+        comm: comm.to_string(),
+        state,
+        utime: number(14)?,
+        stime: number(15)?,
+        nice: field(19)?.parse::<i32>().ok()?,
+        num_threads: u32::try_from(number(20)?).ok()?,
+        start_time: number(22)?,
+        rss_pages: field(24)?.parse::<i64>().ok()?.max(0).unsigned_abs(),
+        policy: u32::try_from(number(41)?).ok()?,
+    })
+}
+
+/// The scheduling policy's name as sched(7) spells it.
+pub fn policy_name(policy: u32) -> String {
+    match policy {
+        0 => "SCHED_OTHER".to_string(),
+        1 => "SCHED_FIFO".to_string(),
+        2 => "SCHED_RR".to_string(),
+        3 => "SCHED_BATCH".to_string(),
+        5 => "SCHED_IDLE".to_string(),
+        6 => "SCHED_DEADLINE".to_string(),
+        other => format!("SCHED_UNKNOWN({other})"),
+    }
+}
+
+/// The proc/<pid>/status lines the sampler shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusFields {
+    pub threads: Option<u32>,
+    pub vm_rss_kb: Option<u64>,
+    pub cpus_allowed_list: Option<String>,
+}
+
+/// Parse proc/<pid>/status; lines it does not need or cannot parse are ignored.
+pub fn parse_status(text: &str) -> StatusFields {
+    let mut out = StatusFields::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "Threads" => out.threads = value.parse().ok(),
+            "VmRSS" => out.vm_rss_kb = value.strip_suffix("kB").and_then(|n| n.trim().parse().ok()),
+            "Cpus_allowed_list" => out.cpus_allowed_list = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// proc/<pid>/cmdline (NUL-separated arguments) as one display string of at most
+/// `CMDLINE_DISPLAY_CHARS` characters; empty for kernel threads.
+pub fn format_cmdline(raw: &[u8]) -> String {
+    let joined = raw
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.char_indices().nth(CMDLINE_DISPLAY_CHARS) {
+        Some((cut, _)) => joined.get(..cut).unwrap_or_default().to_string(),
+        None => joined,
+    }
+}
+
+/// Clock ticks per second of the stat counters.
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a system constant; it has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+fn page_size_kb() -> u64 {
+    // SAFETY: sysconf only reads a system constant; it has no memory-safety preconditions.
+    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(bytes)
+        .ok()
+        .filter(|&b| b >= 1024)
+        .map_or(4, |b| b / 1024)
+}
+
+/// Read and parse proc/<pid>/stat; `None` when the process is gone or the line is malformed
+/// (both logged at debug: processes exit all the time).
+fn read_stat(proc_root: &Path, pid: i32) -> Option<StatFields> {
+    let path = proc_root.join(pid.to_string()).join("stat");
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) => {
+            tracing::debug!(pid, %err, "process vanished or stat unreadable");
+            return None;
+        }
+    };
+    let parsed = parse_stat(&text);
+    if parsed.is_none() {
+        tracing::debug!(pid, "skipping process with malformed stat");
+    }
+    parsed
+}
+
+/// The identity of a live process, or `None` when it is gone or unreadable.
+pub fn read_process_id(roots: &HostRoots, pid: i32) -> Option<ProcessId> {
+    read_stat(&roots.proc, pid).map(|stat| ProcessId {
+        pid,
+        start_time: stat.start_time,
+    })
+}
+
+/// One process seen this round, before its details are read.
+struct Seen {
+    id: ProcessId,
+    stat: StatFields,
+    cpu_pct: f32,
+}
+
+/// Keeps the previous round's CPU ticks of every process to turn counters into percentages.
+pub struct ProcessSampler {
+    proc_root: PathBuf,
+    roots: HostRoots,
+    top_n: usize,
+    ticks_per_sec: f64,
+    page_kb: u64,
+    /// utime + stime per process at `prev_at`; replaced every round, so gone processes drop out.
+    prev_ticks: HashMap<ProcessId, u64>,
+    prev_at: Option<Instant>,
+}
+
+impl ProcessSampler {
+    pub fn new(roots: &HostRoots, top_n: usize) -> Self {
+        ProcessSampler {
+            proc_root: roots.proc.clone(),
+            roots: roots.clone(),
+            top_n,
+            ticks_per_sec: clock_ticks_per_sec(),
+            page_kb: page_size_kb(),
+            prev_ticks: HashMap::new(),
+            prev_at: None,
+        }
+    }
+
+    /// One round: the `top_n` processes by CPU percent (ties: resident memory), busiest first.
+    /// Every percentage is 0 on the first round, which has no interval yet.
+    pub fn sample(&mut self) -> Result<Vec<ProcessStat>, HostError> {
+        let now = Instant::now();
+        let pids = self.list_pids()?;
+        let elapsed_secs = self
+            .prev_at
+            .map(|then| now.duration_since(then).as_secs_f64())
+            .filter(|&secs| secs > 0.0);
+        let mut ticks = HashMap::with_capacity(pids.len());
+        let mut seen = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let Some(stat) = read_stat(&self.proc_root, pid) else {
+                continue;
+            };
+            let id = ProcessId {
+                pid,
+                start_time: stat.start_time,
+            };
+            let total = stat.utime.saturating_add(stat.stime);
+            let cpu_pct = match (elapsed_secs, self.prev_ticks.get(&id)) {
+                (Some(secs), Some(&before)) => {
+                    (total.saturating_sub(before) as f64 / self.ticks_per_sec / secs * 100.0) as f32
+                }
+                _ => 0.0,
+            };
+            ticks.insert(id, total);
+            seen.push(Seen { id, stat, cpu_pct });
+        }
+        self.prev_ticks = ticks;
+        self.prev_at = Some(now);
+        seen.sort_by(|a, b| {
+            b.cpu_pct
+                .total_cmp(&a.cpu_pct)
+                .then(b.stat.rss_pages.cmp(&a.stat.rss_pages))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(seen
+            .into_iter()
+            .filter_map(|s| self.details(s))
+            .take(self.top_n)
+            .collect())
+    }
+
+    /// Numeric entries of the proc root.
+    fn list_pids(&self) -> Result<Vec<i32>, HostError> {
+        let entries = std::fs::read_dir(&self.proc_root).map_err(|source| HostError::Io {
+            path: self.proc_root.clone(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+            .collect())
+    }
+
+    /// Read status, cmdline and cgroup of one process shown; `None` when it vanished since its
+    /// stat was read.
+    fn details(&self, seen: Seen) -> Option<ProcessStat> {
+        let dir = self.proc_root.join(seen.id.pid.to_string());
+        let status = match std::fs::read(dir.join("status")) {
+            Ok(bytes) => parse_status(&String::from_utf8_lossy(&bytes)),
+            Err(err) => {
+                tracing::debug!(pid = seen.id.pid, %err, "process vanished before its status was read");
+                return None;
+            }
+        };
+        let cgroup = match read_proc_cgroups(&self.roots, seen.id.pid) {
+            Ok(cg) => cg.display_path(),
+            Err(err) => {
+                tracing::debug!(pid = seen.id.pid, %err, "no cgroup for process");
+                String::new()
+            }
+        };
+        let stat = seen.stat;
+        Some(ProcessStat {
+            id: seen.id,
+            cmdline: read_cmdline(&dir.join("cmdline")),
+            state: stat.state,
+            cpu_pct: seen.cpu_pct,
+            rss_kb: status
+                .vm_rss_kb
+                .unwrap_or(stat.rss_pages.saturating_mul(self.page_kb)),
+            threads: status.threads.unwrap_or(stat.num_threads),
+            allowed_cpus: status.cpus_allowed_list.unwrap_or_default(),
+            policy: policy_name(stat.policy),
+            nice: stat.nice,
+            cgroup,
+            comm: stat.comm,
+        })
+    }
+}
+
+fn read_cmdline(path: &Path) -> String {
+    let mut raw = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|file| file.take(CMDLINE_READ_BYTES).read_to_end(&mut raw));
+    if let Err(err) = read {
+        tracing::debug!(path = %path.display(), %err, "cmdline unreadable");
+    }
+    format_cmdline(&raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full stat line with the given comm; fields after it are numbered so a test can tell
+    /// which one was picked.
+    fn stat_line(comm: &str) -> String {
+        format!(
+            "42 ({comm}) R 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 -5 3 0 12345 1000000 \
+             77 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 3 0 0 0 0 0 0 0 0 0 0 0\n"
+        )
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_paren() {
+        let s = parse_stat(&stat_line("a) (b")).unwrap();
+        assert_eq!(s.comm, "a) (b");
+        assert_eq!(s.state, 'R');
+        assert_eq!((s.utime, s.stime), (250, 50));
+        assert_eq!(s.nice, -5);
+        assert_eq!(s.num_threads, 3);
+        assert_eq!(s.start_time, 12345);
+        assert_eq!(s.rss_pages, 77);
+        assert_eq!(s.policy, 3);
+        assert_eq!(parse_stat(&stat_line("x\ny")).unwrap().comm, "x\ny");
+        assert_eq!(parse_stat(&stat_line("")).unwrap().comm, "");
+        assert_eq!(parse_stat(&stat_line("))((")).unwrap().comm, "))((");
+    }
+
+    #[test]
+    fn bad_stat_is_none() {
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) R 1 2 3"), None);
+        assert_eq!(parse_stat(")( R"), None);
+        let line = stat_line("x");
+        assert_eq!(parse_stat(line.get(..line.len() / 2).unwrap()), None);
+        assert_eq!(parse_stat(&line.replace(" 250 ", " x ")), None);
+        assert_eq!(parse_stat(&line.replace(" R ", " RR ")), None);
+    }
+
+    #[test]
+    fn policy_names() {
+        assert_eq!(policy_name(0), "SCHED_OTHER");
+        assert_eq!(policy_name(1), "SCHED_FIFO");
+        assert_eq!(policy_name(2), "SCHED_RR");
+        assert_eq!(policy_name(3), "SCHED_BATCH");
+        assert_eq!(policy_name(5), "SCHED_IDLE");
+        assert_eq!(policy_name(6), "SCHED_DEADLINE");
+        assert_eq!(policy_name(9), "SCHED_UNKNOWN(9)");
+    }
+
+    #[test]
+    fn status_fields_and_odd_lines() {
+        let s = parse_status(
+            "Name:\tx\nThreads:\t7\nVmRSS:\t   2048 kB\nCpus_allowed_list:\t0-1\ngarbage\nThreads\n",
+        );
+        assert_eq!(s.threads, Some(7));
+        assert_eq!(s.vm_rss_kb, Some(2048));
+        assert_eq!(s.cpus_allowed_list.as_deref(), Some("0-1"));
+        assert_eq!(parse_status(""), StatusFields::default());
+        assert_eq!(parse_status("VmRSS: lots\nThreads: -1\n").vm_rss_kb, None);
+    }
+
+    #[test]
+    fn cmdline_joins_and_truncates() {
+        assert_eq!(format_cmdline(b"python3\0-m\0agent\0"), "python3 -m agent");
+        assert_eq!(format_cmdline(b""), "");
+        assert_eq!(format_cmdline(b"a\0\0b"), "a b");
+        let long = "é".repeat(300);
+        let shown = format_cmdline(long.as_bytes());
+        assert_eq!(shown.chars().count(), CMDLINE_DISPLAY_CHARS);
+        assert_eq!(format_cmdline(&[0xff, 0, b'x']), "\u{fffd} x");
+    }
+
+    #[test]
+    fn clock_and_page_size_are_sane() {
+        assert!(clock_ticks_per_sec() >= 1.0);
+        assert!(page_size_kb() >= 4);
+    }
+}
