@@ -1,0 +1,346 @@
+//! View state and the pure key handler. `App` never holds host data: everything shown comes
+//! from the snapshot, so the mode in the header is the engine's, never a local guess.
+
+use std::cmp::Ordering;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::engine::Command;
+use crate::snapshot::{ContainerStat, Snapshot};
+use crate::tui::keymap::{self, Action};
+
+/// Rows moved by PageUp / PageDown.
+const PAGE_ROWS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pane {
+    #[default]
+    Cores,
+    Memory,
+    Containers,
+    Pools,
+    Cache,
+    Balancer,
+    Proposals,
+    Log,
+}
+
+impl Pane {
+    /// Tab order.
+    pub const ALL: [Pane; 8] = [
+        Pane::Cores,
+        Pane::Memory,
+        Pane::Containers,
+        Pane::Pools,
+        Pane::Cache,
+        Pane::Balancer,
+        Pane::Proposals,
+        Pane::Log,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Cores => "Cores",
+            Pane::Memory => "Memory",
+            Pane::Containers => "Containers",
+            Pane::Pools => "Pools",
+            Pane::Cache => "Cache",
+            Pane::Balancer => "Balancer",
+            Pane::Proposals => "Proposals",
+            Pane::Log => "Log",
+        }
+    }
+
+    fn index(self) -> usize {
+        Pane::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+
+    pub fn next(self) -> Pane {
+        Pane::ALL[(self.index() + 1) % Pane::ALL.len()]
+    }
+
+    pub fn prev(self) -> Pane {
+        Pane::ALL[(self.index() + Pane::ALL.len() - 1) % Pane::ALL.len()]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Cpu,
+    Memory,
+    Io,
+    Name,
+}
+
+impl SortKey {
+    pub fn next(self) -> SortKey {
+        match self {
+            SortKey::Cpu => SortKey::Memory,
+            SortKey::Memory => SortKey::Io,
+            SortKey::Io => SortKey::Name,
+            SortKey::Name => SortKey::Cpu,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Cpu => "cpu",
+            SortKey::Memory => "memory",
+            SortKey::Io => "io",
+            SortKey::Name => "name",
+        }
+    }
+}
+
+/// The dashboard's view state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct App {
+    pub focus: Pane,
+    /// The selected container, by id, so the selection follows it when the order changes.
+    pub selected_container: Option<String>,
+    pub sort: SortKey,
+    pub filter: String,
+    /// True while the filter is being typed: letters go to the filter, not to actions.
+    pub filter_typing: bool,
+    pub help_visible: bool,
+    /// Sequence number of the latest engine notice seen.
+    pub last_notice_seq: Option<u64>,
+}
+
+impl App {
+    /// Handle one key event; returns the command to send to the engine, if any.
+    /// Only presses count: release and repeat events (kitty protocol, Windows) are ignored.
+    pub fn handle_key(&mut self, key: KeyEvent, snap: &Snapshot) -> Option<Command> {
+        if key.kind != KeyEventKind::Press {
+            return None;
+        }
+        if self.filter_typing && self.type_into_filter(&key) {
+            return None;
+        }
+        let action = keymap::action_for(&key)?;
+        self.apply(action, snap)
+    }
+
+    /// Record the snapshot's notice; true when it is one not seen before.
+    pub fn observe(&mut self, snap: &Snapshot) -> bool {
+        let seq = snap.notice.as_ref().map(|n| n.seq);
+        let is_new = seq.is_some() && seq != self.last_notice_seq;
+        if is_new {
+            self.last_notice_seq = seq;
+        }
+        is_new
+    }
+
+    /// While typing, printable keys edit the filter. Returns false for keys that keep their
+    /// normal meaning (arrows, Tab, Ctrl-C).
+    fn type_into_filter(&mut self, key: &KeyEvent) -> bool {
+        let ctrl_or_alt = key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+        match key.code {
+            KeyCode::Char(c) if !ctrl_or_alt => self.filter.push(c),
+            KeyCode::Backspace => {
+                self.filter.pop();
+            }
+            KeyCode::Enter => self.filter_typing = false,
+            KeyCode::Esc => {
+                self.filter.clear();
+                self.filter_typing = false;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn apply(&mut self, action: Action, snap: &Snapshot) -> Option<Command> {
+        match action {
+            Action::Quit => return Some(Command::Quit),
+            Action::SetMode(mode) => return Some(Command::SetMode(mode)),
+            Action::ExportReport => return Some(Command::ExportReport),
+            Action::ToggleHelp => self.help_visible = !self.help_visible,
+            Action::Dismiss => {
+                if self.help_visible {
+                    self.help_visible = false;
+                } else {
+                    self.filter.clear();
+                }
+            }
+            Action::NextPane => self.focus = self.focus.next(),
+            Action::PrevPane => self.focus = self.focus.prev(),
+            Action::CycleSort => self.sort = self.sort.next(),
+            Action::StartFilter => {
+                self.focus = Pane::Containers;
+                self.filter_typing = true;
+            }
+            Action::SelectUp => self.move_selection(snap, -1),
+            Action::SelectDown => self.move_selection(snap, 1),
+            Action::PageUp => self.move_selection(snap, -(PAGE_ROWS as isize)),
+            Action::PageDown => self.move_selection(snap, PAGE_ROWS as isize),
+            Action::SelectFirst => self.move_selection(snap, isize::MIN),
+            Action::SelectLast => self.move_selection(snap, isize::MAX),
+        }
+        None
+    }
+
+    /// Only the containers pane has rows to select; other panes ignore movement.
+    fn move_selection(&mut self, snap: &Snapshot, delta: isize) {
+        if self.focus != Pane::Containers {
+            return;
+        }
+        let rows = visible_containers(snap, self);
+        let Some(last) = rows.len().checked_sub(1) else {
+            return;
+        };
+        let current = self.selected_index(&rows) as isize;
+        let target = current.saturating_add(delta).clamp(0, last as isize) as usize;
+        self.selected_container = rows.get(target).map(|c| c.id.clone());
+    }
+
+    /// Index of the selected container among `rows`; the first row when none is selected
+    /// or the selected one is gone.
+    pub fn selected_index(&self, rows: &[&ContainerStat]) -> usize {
+        self.selected_container
+            .as_ref()
+            .and_then(|id| rows.iter().position(|c| &c.id == id))
+            .unwrap_or(0)
+    }
+}
+
+/// The agent containers the table shows: filtered, then sorted by the chosen key
+/// (largest first, names A-Z), ties broken by name so the order is stable.
+pub fn visible_containers<'a>(snap: &'a Snapshot, app: &App) -> Vec<&'a ContainerStat> {
+    let needle = app.filter.to_lowercase();
+    let mut rows: Vec<&ContainerStat> = snap
+        .containers
+        .agents
+        .iter()
+        .filter(|c| {
+            needle.is_empty()
+                || c.name.to_lowercase().contains(&needle)
+                || c.image.to_lowercase().contains(&needle)
+        })
+        .collect();
+    rows.sort_by(|a, b| compare(a, b, app.sort).then_with(|| a.name.cmp(&b.name)));
+    rows
+}
+
+fn compare(a: &ContainerStat, b: &ContainerStat, key: SortKey) -> Ordering {
+    match key {
+        SortKey::Cpu => b.cpu_pct.total_cmp(&a.cpu_pct),
+        SortKey::Memory => b.mem_bytes.cmp(&a.mem_bytes),
+        SortKey::Io => io_rate(b).total_cmp(&io_rate(a)),
+        SortKey::Name => Ordering::Equal,
+    }
+}
+
+fn io_rate(c: &ContainerStat) -> f64 {
+    c.io_read_bytes_per_sec + c.io_write_bytes_per_sec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::snapshot::Notice;
+
+    fn press(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+    }
+
+    fn snap_with(names: &[(&str, f32, u64)]) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.containers.agents = names
+            .iter()
+            .map(|(name, cpu, mem)| ContainerStat {
+                id: format!("id-{name}"),
+                name: name.to_string(),
+                cpu_pct: *cpu,
+                mem_bytes: *mem,
+                ..ContainerStat::default()
+            })
+            .collect();
+        snap
+    }
+
+    #[test]
+    fn selection_follows_the_container_not_the_row() {
+        let snap = snap_with(&[("a", 10.0, 1), ("b", 50.0, 3), ("c", 30.0, 2)]);
+        let mut app = App {
+            focus: Pane::Containers,
+            ..App::default()
+        };
+        app.handle_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE), &snap);
+        assert_eq!(app.selected_container.as_deref(), Some("id-c"));
+        app.sort = SortKey::Name;
+        let rows = visible_containers(&snap, &app);
+        assert_eq!(app.selected_index(&rows), 2);
+        app.handle_key(KeyEvent::new(KeyCode::End, KeyModifiers::NONE), &snap);
+        assert_eq!(app.selected_container.as_deref(), Some("id-c"));
+        app.handle_key(press('g'), &snap);
+        assert_eq!(app.selected_container.as_deref(), Some("id-a"));
+    }
+
+    #[test]
+    fn sort_orders_largest_first_and_names_alphabetically() {
+        let snap = snap_with(&[("a", 10.0, 1), ("b", 50.0, 3), ("c", 30.0, 2)]);
+        let mut app = App::default();
+        let names = |app: &App| -> Vec<String> {
+            visible_containers(&snap, app)
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&app), ["b", "c", "a"]);
+        app.sort = SortKey::Name;
+        assert_eq!(names(&app), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn escape_clears_the_filter_after_it_was_kept() {
+        let snap = Snapshot::default();
+        let mut app = App::default();
+        for c in ['/', 'x', 'y'] {
+            app.handle_key(press(c), &snap);
+        }
+        app.handle_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE), &snap);
+        app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &snap);
+        assert_eq!(app.filter, "x");
+        assert!(!app.filter_typing);
+        assert_eq!(
+            app.handle_key(press('3'), &snap),
+            Some(Command::SetMode(Mode::Aggressive))
+        );
+        app.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE), &snap);
+        assert_eq!(app.filter, "");
+    }
+
+    #[test]
+    fn ctrl_c_quits_even_while_typing() {
+        let mut app = App {
+            filter_typing: true,
+            ..App::default()
+        };
+        let key = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(
+            app.handle_key(key, &Snapshot::default()),
+            Some(Command::Quit)
+        );
+    }
+
+    #[test]
+    fn a_notice_is_new_once() {
+        let mut app = App::default();
+        let snap = Snapshot {
+            notice: Some(Notice {
+                seq: 4,
+                text: "report written".into(),
+                is_error: false,
+            }),
+            ..Snapshot::default()
+        };
+        assert!(app.observe(&snap));
+        assert!(!app.observe(&snap));
+        assert_eq!(app.last_notice_seq, Some(4));
+    }
+}

@@ -1,0 +1,470 @@
+//! Containers: the agent table (sortable, filterable) or, when Docker is not connected, a
+//! screen that says why and what still works.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::{pane_block, short_bytes, spark_text};
+use crate::snapshot::{AgentClass, ContainerStat, DockerStatus, Snapshot};
+use crate::tui::app::{App, SortKey, visible_containers};
+use crate::tui::theme;
+
+/// Points in the CPU trend column.
+const TREND_WIDTH: u16 = 8;
+const COLUMN_SPACING: u16 = 1;
+
+pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused: bool) {
+    let containers = &snap.containers;
+    let block = pane_block(title(snap, app), focused);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    match &containers.status {
+        DockerStatus::Connected { .. } if !containers.agents.is_empty() => {
+            render_table(frame, inner, snap, app, focused)
+        }
+        status => {
+            let message = Paragraph::new(status_lines(status, containers.total_seen))
+                .wrap(Wrap { trim: false });
+            frame.render_widget(message, inner);
+        }
+    }
+}
+
+fn title(snap: &Snapshot, app: &App) -> Line<'static> {
+    let containers = &snap.containers;
+    let state = match containers.status {
+        DockerStatus::Connected { .. } => format!(
+            "{} agents of {} seen",
+            containers.agents.len(),
+            containers.total_seen
+        ),
+        DockerStatus::Connecting => "connecting".to_string(),
+        DockerStatus::Disabled => "docker disabled".to_string(),
+        DockerStatus::Unreachable { .. } => "docker unreachable".to_string(),
+    };
+    let mut text = format!(" Containers · {state} · sort {} (s) ", app.sort.label());
+    if !app.filter.is_empty() || app.filter_typing {
+        text.push_str(&format!("· filter \"{}\" ", app.filter));
+    }
+    Line::from(text)
+}
+
+fn status_lines(status: &DockerStatus, total_seen: usize) -> Vec<Line<'static>> {
+    let still_works = Line::styled(
+        "Everything else still works: cores, memory, pressure and the log stay live.",
+        theme::good(),
+    );
+    match status {
+        DockerStatus::Disabled => vec![
+            Line::styled("Docker is disabled in the configuration.", theme::label()),
+            Line::from("Set [docker] enabled = true to list agent containers."),
+            still_works,
+        ],
+        DockerStatus::Connecting => vec![
+            Line::styled("Connecting to Docker…", theme::label()),
+            Line::from("Agent containers appear here once the daemon answers."),
+            still_works,
+        ],
+        DockerStatus::Unreachable {
+            endpoint,
+            error,
+            retry_in_ms,
+        } => vec![
+            Line::styled("Docker is not reachable.", theme::error()),
+            Line::from(""),
+            Line::from(vec![
+                Span::styled("Looked at:  ", theme::label()),
+                Span::raw(endpoint.clone()),
+            ]),
+            Line::from(vec![
+                Span::styled("Error:      ", theme::label()),
+                Span::styled(error.clone(), theme::error()),
+            ]),
+            Line::from(vec![
+                Span::styled("Retrying:   ", theme::label()),
+                Span::raw(format!("in {} s", retry_in_ms.div_ceil(1000))),
+            ]),
+            Line::from(""),
+            still_works,
+        ],
+        DockerStatus::Connected { endpoint, version } => vec![
+            Line::styled("No agent containers (label sutazai.agent).", theme::label()),
+            Line::from(format!(
+                "Docker {version} at {endpoint} reports {total_seen} containers in all; \
+                 none carries the agent label."
+            )),
+        ],
+    }
+}
+
+fn render_table(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused: bool) {
+    let show_filter = app.filter_typing || !app.filter.is_empty();
+    let filter_height = u16::from(show_filter).min(area.height);
+    let table_area = Rect {
+        height: area.height - filter_height,
+        ..area
+    };
+    if show_filter {
+        let filter_area = Rect {
+            y: area.y + table_area.height,
+            height: filter_height,
+            ..area
+        };
+        frame.render_widget(Paragraph::new(filter_line(app)), filter_area);
+    }
+    let rows = visible_containers(snap, app);
+    let columns = fit_columns(&rows, table_area.width);
+    let mut lines = vec![header_line(&columns, app.sort)];
+    if rows.is_empty() {
+        lines.push(Line::styled(
+            format!("No agent container matches \"{}\".", app.filter),
+            theme::warning(),
+        ));
+    }
+    // Build only the rows that can show: 131 agents should not cost 131 rows of cells.
+    let (window, selected) =
+        visible_window(rows.len(), app.selected_index(&rows), table_area.height);
+    let highlight = if focused {
+        theme::selected_row()
+    } else {
+        theme::label()
+    };
+    for (index, container) in rows.get(window).unwrap_or_default().iter().enumerate() {
+        let line = row_line(&columns, container);
+        lines.push(if index == selected {
+            highlighted(line, highlight)
+        } else {
+            line
+        });
+    }
+    frame.render_widget(Paragraph::new(lines), table_area);
+}
+
+/// The table is laid out by hand: fixed widths need no constraint solver, which costs more
+/// than the rest of the frame together.
+fn header_line(columns: &[Column], sort: SortKey) -> Line<'static> {
+    let cells = columns.iter().map(|c| {
+        let title = c.kind.title(sort);
+        if c.kind.is_numeric() {
+            TextCell::right(title, theme::table_header())
+        } else {
+            TextCell::left(title, theme::table_header())
+        }
+    });
+    join_cells(columns, cells)
+}
+
+fn row_line(columns: &[Column], container: &ContainerStat) -> Line<'static> {
+    join_cells(columns, columns.iter().map(|c| c.kind.cell(container)))
+}
+
+fn join_cells(columns: &[Column], cells: impl Iterator<Item = TextCell>) -> Line<'static> {
+    let mut spans = Vec::with_capacity(columns.len() * 2);
+    for (column, cell) in columns.iter().zip(cells) {
+        if !spans.is_empty() {
+            spans.push(Span::raw(" ".repeat(COLUMN_SPACING as usize)));
+        }
+        spans.push(cell.fit(column.width as usize));
+    }
+    Line::from(spans)
+}
+
+/// The selected row drops its per-cell colours so the highlight reads as one bar.
+fn highlighted(line: Line<'static>, style: Style) -> Line<'static> {
+    let spans = line
+        .spans
+        .into_iter()
+        .map(|span| Span::styled(span.content, style))
+        .collect::<Vec<_>>();
+    Line::from(spans).style(style)
+}
+
+/// One table cell before layout.
+struct TextCell {
+    text: String,
+    style: Style,
+    right: bool,
+}
+
+impl TextCell {
+    fn left(text: String, style: Style) -> TextCell {
+        TextCell {
+            text,
+            style,
+            right: false,
+        }
+    }
+
+    fn right(text: String, style: Style) -> TextCell {
+        TextCell {
+            text,
+            style,
+            right: true,
+        }
+    }
+
+    /// Pad to `width`, or cut with "…" when too long.
+    fn fit(self, width: usize) -> Span<'static> {
+        let len = self.text.chars().count();
+        let text = if len > width {
+            let kept: String = self.text.chars().take(width.saturating_sub(1)).collect();
+            format!("{kept}…")
+        } else if self.right {
+            format!("{:>width$}", self.text)
+        } else {
+            format!("{:<width$}", self.text)
+        };
+        Span::styled(text, self.style)
+    }
+}
+
+/// The rows that fit under the header with the selection in view (at the bottom once it
+/// passes the first screen, as a scrolling list does), and the selection's index in them.
+fn visible_window(len: usize, selected: usize, height: u16) -> (std::ops::Range<usize>, usize) {
+    let fits = usize::from(height.saturating_sub(1)).max(1);
+    let selected = selected.min(len.saturating_sub(1));
+    let start = (selected + 1).saturating_sub(fits);
+    let end = (start + fits).min(len);
+    (start..end, selected - start)
+}
+
+fn filter_line(app: &App) -> Line<'static> {
+    let mut spans = vec![
+        Span::styled("/", theme::key()),
+        Span::raw(app.filter.clone()),
+    ];
+    if app.filter_typing {
+        spans.push(Span::styled("▏", theme::key()));
+        spans.push(Span::styled("  Enter keeps · Esc clears", theme::dim()));
+    } else {
+        spans.push(Span::styled("  / edits · Esc clears", theme::dim()));
+    }
+    Line::from(spans)
+}
+
+/// Table columns, in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnKind {
+    Name,
+    Class,
+    Cpu,
+    Trend,
+    Memory,
+    Read,
+    Write,
+    Pids,
+    Throttled,
+    CpuLimit,
+    Weight,
+    Cpuset,
+}
+
+/// Dropped last-first when the pane is narrow: name, CPU, memory and throttling stay longest.
+const BY_PRIORITY: [ColumnKind; 12] = [
+    ColumnKind::Name,
+    ColumnKind::Cpu,
+    ColumnKind::Memory,
+    ColumnKind::Throttled,
+    ColumnKind::Class,
+    ColumnKind::Read,
+    ColumnKind::Write,
+    ColumnKind::Pids,
+    ColumnKind::Trend,
+    ColumnKind::CpuLimit,
+    ColumnKind::Weight,
+    ColumnKind::Cpuset,
+];
+
+const DISPLAY_ORDER: [ColumnKind; 12] = [
+    ColumnKind::Name,
+    ColumnKind::Class,
+    ColumnKind::Cpu,
+    ColumnKind::Trend,
+    ColumnKind::Memory,
+    ColumnKind::Read,
+    ColumnKind::Write,
+    ColumnKind::Pids,
+    ColumnKind::Throttled,
+    ColumnKind::CpuLimit,
+    ColumnKind::Weight,
+    ColumnKind::Cpuset,
+];
+
+struct Column {
+    kind: ColumnKind,
+    width: u16,
+}
+
+/// The columns that fit in `width`, keeping the most important ones.
+fn fit_columns(rows: &[&ContainerStat], width: u16) -> Vec<Column> {
+    let name_width = rows
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, 28) as u16;
+    let width_of = |kind: ColumnKind| match kind {
+        ColumnKind::Name => name_width,
+        ColumnKind::Class => 5,
+        ColumnKind::Cpu => 6,
+        ColumnKind::Trend => TREND_WIDTH,
+        ColumnKind::Memory => 11,
+        ColumnKind::Read => 7,
+        ColumnKind::Write => 8,
+        ColumnKind::Pids => 5,
+        ColumnKind::Throttled => 6,
+        ColumnKind::CpuLimit => 6,
+        ColumnKind::Weight => 6,
+        ColumnKind::Cpuset => 10,
+    };
+    let mut kept: Vec<ColumnKind> = Vec::new();
+    let mut used: u16 = 0;
+    for kind in BY_PRIORITY {
+        let extra = width_of(kind) + if kept.is_empty() { 0 } else { COLUMN_SPACING };
+        if used + extra <= width {
+            used += extra;
+            kept.push(kind);
+        }
+    }
+    DISPLAY_ORDER
+        .iter()
+        .filter(|kind| kept.contains(kind))
+        .map(|&kind| Column {
+            kind,
+            width: width_of(kind),
+        })
+        .collect()
+}
+
+impl ColumnKind {
+    /// Numbers are right-aligned, and so are their titles.
+    fn is_numeric(self) -> bool {
+        !matches!(
+            self,
+            ColumnKind::Name | ColumnKind::Class | ColumnKind::Trend | ColumnKind::Cpuset
+        )
+    }
+
+    fn title(self, sort: SortKey) -> String {
+        let (text, sorted_by) = match self {
+            ColumnKind::Name => ("NAME", sort == SortKey::Name),
+            ColumnKind::Class => ("CLASS", false),
+            ColumnKind::Cpu => ("CPU%", sort == SortKey::Cpu),
+            ColumnKind::Trend => ("TREND", false),
+            ColumnKind::Memory => ("MEM/LIMIT", sort == SortKey::Memory),
+            ColumnKind::Read => ("READ/s", sort == SortKey::Io),
+            ColumnKind::Write => ("WRITE/s", sort == SortKey::Io),
+            ColumnKind::Pids => ("PIDS", false),
+            ColumnKind::Throttled => ("THROT", false),
+            ColumnKind::CpuLimit => ("CORES", false),
+            ColumnKind::Weight => ("WEIGHT", false),
+            ColumnKind::Cpuset => ("CPUSET", false),
+        };
+        match (sorted_by, sort) {
+            (false, _) => text.to_string(),
+            (true, SortKey::Name) => format!("{text}▲"),
+            (true, _) => format!("{text}▼"),
+        }
+    }
+
+    fn cell(self, c: &ContainerStat) -> TextCell {
+        match self {
+            ColumnKind::Name => {
+                let style = if c.state == "running" || c.state.is_empty() {
+                    Style::new()
+                } else {
+                    theme::dim()
+                };
+                TextCell::left(c.name.clone(), style)
+            }
+            ColumnKind::Class => TextCell::left(
+                match c.class {
+                    Some(AgentClass::Latency) => "lat",
+                    Some(AgentClass::Batch) => "batch",
+                    None => "-",
+                }
+                .to_string(),
+                Style::new(),
+            ),
+            ColumnKind::Cpu => right(format!("{:.1}", c.cpu_pct), theme::load(cpu_load_pct(c))),
+            ColumnKind::Trend => {
+                let max = c.cpu_history.iter().copied().fold(100.0, f32::max);
+                TextCell::left(
+                    spark_text(c.cpu_history.iter(), TREND_WIDTH as usize, max),
+                    theme::load(cpu_load_pct(c)),
+                )
+            }
+            ColumnKind::Memory => memory_cell(c),
+            ColumnKind::Read => right(short_bytes(c.io_read_bytes_per_sec), Style::new()),
+            ColumnKind::Write => right(short_bytes(c.io_write_bytes_per_sec), Style::new()),
+            ColumnKind::Pids => right(c.pids.to_string(), Style::new()),
+            ColumnKind::Throttled => right(
+                c.throttled_periods_delta.to_string(),
+                super::zero_is_good(c.throttled_periods_delta as f64),
+            ),
+            ColumnKind::CpuLimit => right(
+                c.cpu_limit_cores
+                    .map_or_else(|| "-".to_string(), |cores| format!("{cores:.2}")),
+                Style::new(),
+            ),
+            ColumnKind::Weight => right(
+                c.cpu_weight
+                    .map_or_else(|| "-".to_string(), |w| w.to_string()),
+                Style::new(),
+            ),
+            ColumnKind::Cpuset => TextCell::left(
+                if c.cpuset_cpus.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.cpuset_cpus.clone()
+                },
+                Style::new(),
+            ),
+        }
+    }
+}
+
+/// CPU use as a share of what the container may use: of its quota when limited, else of
+/// one CPU (capped), so colour means "close to its ceiling".
+fn cpu_load_pct(c: &ContainerStat) -> f32 {
+    match c.cpu_limit_cores {
+        Some(cores) if cores > 0.0 => (c.cpu_pct as f64 / cores) as f32,
+        _ => c.cpu_pct.min(100.0),
+    }
+}
+
+fn memory_cell(c: &ContainerStat) -> TextCell {
+    let used = short_bytes(c.mem_bytes as f64);
+    match c.mem_limit_bytes {
+        Some(limit) if limit > 0 => {
+            let pct = (c.mem_bytes as f64 / limit as f64 * 100.0) as f32;
+            right(
+                format!("{used}/{}", short_bytes(limit as f64)),
+                theme::load(pct),
+            )
+        }
+        _ => right(format!("{used}/-"), Style::new()),
+    }
+}
+
+fn right(text: String, style: Style) -> TextCell {
+    TextCell::right(text, style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_window;
+
+    #[test]
+    fn window_keeps_the_selection_in_view() {
+        assert_eq!(visible_window(131, 0, 18), (0..17, 0));
+        assert_eq!(visible_window(131, 16, 18), (0..17, 16));
+        assert_eq!(visible_window(131, 17, 18), (1..18, 16));
+        assert_eq!(visible_window(131, 130, 18), (114..131, 16));
+        assert_eq!(visible_window(3, 1, 18), (0..3, 1));
+        assert_eq!(visible_window(0, 0, 18), (0..0, 0));
+    }
+}

@@ -1,0 +1,433 @@
+//! TUI frames rendered into ratatui's TestBackend: insta snapshots of every pane in every
+//! state at 80x24 and 200x50, cell-level style checks, and the pure key handler.
+
+mod common;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use sutazai_top::config::Mode;
+use sutazai_top::engine::Command;
+use sutazai_top::snapshot::Snapshot;
+use sutazai_top::tui::keymap::BINDINGS;
+use sutazai_top::tui::{self, App, Pane, SortKey, theme};
+
+const SMALL: (u16, u16) = (80, 24);
+const LARGE: (u16, u16) = (200, 50);
+
+fn render(snap: &Snapshot, app: &App, (width, height): (u16, u16)) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
+    terminal
+        .draw(|frame| tui::draw(frame, snap, app))
+        .expect("draw into test backend");
+    terminal.backend().buffer().clone()
+}
+
+/// The buffer as text, one line per row, trailing blanks trimmed.
+fn text(buffer: &Buffer) -> String {
+    let area = buffer.area;
+    (0..area.height)
+        .map(|y| {
+            let row: String = (0..area.width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect();
+            row.trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn row_text(buffer: &Buffer, y: u16) -> String {
+    (0..buffer.area.width)
+        .map(|x| buffer[(x, y)].symbol().to_string())
+        .collect()
+}
+
+fn focused(pane: Pane) -> App {
+    App {
+        focus: pane,
+        ..App::default()
+    }
+}
+
+fn press(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ch(c: char) -> KeyEvent {
+    press(KeyCode::Char(c))
+}
+
+fn states() -> Vec<(&'static str, Snapshot)> {
+    vec![
+        ("empty", common::empty()),
+        ("unreachable", common::docker_unreachable()),
+        ("containers131", common::with_containers(131)),
+        ("numa64", common::numa64()),
+    ]
+}
+
+fn size_name((w, h): (u16, u16)) -> String {
+    format!("{w}x{h}")
+}
+
+#[test]
+fn every_pane_in_every_state_and_size() {
+    for (state, snap) in states() {
+        for pane in Pane::ALL {
+            for size in [SMALL, LARGE] {
+                let name = format!(
+                    "{state}_{}_{}",
+                    pane.title().to_lowercase(),
+                    size_name(size)
+                );
+                insta::assert_snapshot!(name, text(&render(&snap, &focused(pane), size)));
+            }
+        }
+    }
+}
+
+#[test]
+fn each_mode_in_the_header() {
+    for mode in [Mode::Conservative, Mode::Balanced, Mode::Aggressive] {
+        let mut snap = common::small_host();
+        snap.mode = mode;
+        let buffer = render(&snap, &App::default(), SMALL);
+        let header = row_text(&buffer, 1);
+        assert!(header.contains(&mode.label().to_uppercase()), "{header}");
+        insta::assert_snapshot!(format!("mode_{}", mode.label()), text(&buffer));
+    }
+}
+
+#[test]
+fn notices_and_read_only_show_in_the_header() {
+    let mut snap = common::with_notice(
+        common::small_host(),
+        "report written to /var/lib/sutazai-top/report-42.json",
+        false,
+    );
+    snap.host.is_root = false;
+    let buffer = render(&snap, &App::default(), SMALL);
+    assert!(row_text(&buffer, 0).contains("READ-ONLY (not root)"));
+    assert!(row_text(&buffer, 1).contains("report written to /var/lib"));
+    insta::assert_snapshot!("notice_read_only", text(&buffer));
+
+    let snap = common::with_notice(common::small_host(), "export failed: disk full", true);
+    let buffer = render(&snap, &App::default(), SMALL);
+    let row = row_text(&buffer, 1);
+    let x = row.find("export failed").expect("notice shown") as u16;
+    // Byte offset equals column here only if everything before is one byte wide per cell.
+    let x = row[..x as usize].chars().count() as u16;
+    assert_eq!(buffer[(x, 1)].fg, theme::HOT, "errors are red");
+}
+
+#[test]
+fn help_overlay_lists_every_binding() {
+    let app = App {
+        help_visible: true,
+        ..App::default()
+    };
+    for size in [SMALL, LARGE] {
+        let buffer = render(&common::small_host(), &app, size);
+        let shown = text(&buffer);
+        for binding in BINDINGS {
+            assert!(
+                shown.contains(&binding.keys_label()) && shown.contains(binding.description),
+                "help at {} lacks {:?}: {}",
+                size_name(size),
+                binding.keys_label(),
+                binding.description
+            );
+        }
+        insta::assert_snapshot!(format!("help_{}", size_name(size)), shown);
+    }
+}
+
+#[test]
+fn filter_shows_only_matching_containers() {
+    let snap = common::with_containers(131);
+    let mut app = App::default();
+    for key in "/agent-01".chars().map(ch) {
+        assert_eq!(app.handle_key(key, &snap), None);
+    }
+    assert_eq!(app.focus, Pane::Containers);
+    assert_eq!(app.filter, "agent-01");
+    for size in [SMALL, LARGE] {
+        let buffer = render(&snap, &app, size);
+        let shown = text(&buffer);
+        let listed = (0..131)
+            .filter(|i| shown.contains(&format!("agent-{i:03}")))
+            .count();
+        assert_eq!(listed, 10, "agent-010..agent-019 only");
+        assert!(shown.contains("agent-019") && !shown.contains("agent-020"));
+        insta::assert_snapshot!(format!("filter_agent01_{}", size_name(size)), shown);
+    }
+}
+
+#[test]
+fn filter_without_match_says_so() {
+    let snap = common::with_containers(131);
+    let app = App {
+        focus: Pane::Containers,
+        filter: "no-such".into(),
+        ..App::default()
+    };
+    let shown = text(&render(&snap, &app, SMALL));
+    assert!(
+        shown.contains("No agent container matches \"no-such\""),
+        "{shown}"
+    );
+}
+
+#[test]
+fn sorted_by_memory_puts_the_largest_first() {
+    let snap = common::with_containers(131);
+    let mut app = focused(Pane::Containers);
+    app.handle_key(ch('s'), &snap);
+    assert_eq!(app.sort, SortKey::Memory);
+    for size in [SMALL, LARGE] {
+        let shown = text(&render(&snap, &app, size));
+        // 1088 MiB (i % 17 == 16) is the most; ties go by name.
+        let first = shown.find("agent-016").expect("largest shown");
+        let second = shown.find("agent-033").expect("next largest shown");
+        assert!(first < second);
+        assert!(shown.contains("MEM/LIMIT▼"));
+        insta::assert_snapshot!(format!("sorted_memory_{}", size_name(size)), shown);
+    }
+}
+
+#[test]
+fn docker_states_explain_themselves() {
+    let shown = text(&render(
+        &common::docker_unreachable(),
+        &focused(Pane::Containers),
+        SMALL,
+    ));
+    for expected in [
+        "Docker is not reachable",
+        "unix:///var/run/docker.sock",
+        "connection refused (os error 111)",
+        "in 5 s",
+        "Everything else still works",
+    ] {
+        assert!(shown.contains(expected), "missing {expected:?} in\n{shown}");
+    }
+    let shown = text(&render(
+        &common::small_host(),
+        &focused(Pane::Containers),
+        SMALL,
+    ));
+    assert!(
+        shown.contains("No agent containers (label sutazai.agent)"),
+        "{shown}"
+    );
+    assert!(shown.contains("reports 4 containers"), "{shown}");
+    let shown = text(&render(&common::empty(), &focused(Pane::Containers), SMALL));
+    assert!(shown.contains("Connecting to Docker"), "{shown}");
+}
+
+#[test]
+fn panes_without_an_engine_show_no_numbers() {
+    let snap = common::numa64();
+    for (pane, issue) in [
+        (Pane::Proposals, Some("issue #3")),
+        (Pane::Cache, Some("issue #5")),
+        (Pane::Balancer, Some("issue #6")),
+        (Pane::Pools, None),
+    ] {
+        let buffer = render(&snap, &focused(pane), SMALL);
+        // The body: below the header and tab bar, above the summary line.
+        let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
+        assert!(body.contains("not built yet"), "{pane:?}: {body}");
+        if let Some(issue) = issue {
+            assert!(body.contains(issue), "{pane:?} names its issue");
+        }
+        let digits: String = body
+            .replace(issue.unwrap_or("#"), "")
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert!(digits.is_empty(), "{pane:?} shows numbers: {digits}");
+    }
+}
+
+#[test]
+fn focused_pane_border_uses_the_focus_style() {
+    let snap = common::small_host();
+    let buffer = render(&snap, &focused(Pane::Cores), SMALL);
+    assert_eq!(buffer[(0, 3)].symbol(), "┌");
+    assert_eq!(buffer[(0, 3)].fg, theme::FOCUS);
+
+    // In the grid, Cores sits top-left; focusing Memory turns its border muted.
+    let buffer = render(&snap, &focused(Pane::Cores), LARGE);
+    assert_eq!(buffer[(0, 3)].fg, theme::FOCUS);
+    let buffer = render(&snap, &focused(Pane::Memory), LARGE);
+    assert_eq!(buffer[(0, 3)].fg, theme::MUTED);
+    assert_eq!(buffer[(110, 3)].symbol(), "┌", "memory pane starts at 55 %");
+    assert_eq!(buffer[(110, 3)].fg, theme::FOCUS);
+}
+
+#[test]
+fn a_busy_cpu_bar_is_hot_and_an_idle_one_is_calm() {
+    // small_host: CPU 0 at 95 %, CPU 1 at 20 %, side by side on one row.
+    let buffer = render(&common::small_host(), &focused(Pane::Cores), SMALL);
+    let y = (0..buffer.area.height)
+        .find(|y| row_text(&buffer, *y).contains("  95"))
+        .expect("the row of CPU 0");
+    let bars: Vec<Color> = (0..buffer.area.width)
+        .filter(|x| buffer[(*x, y)].symbol() == "█")
+        .map(|x| buffer[(x, y)].fg)
+        .collect();
+    assert_eq!(bars.first(), Some(&theme::HOT));
+    assert_eq!(bars.last(), Some(&theme::OK));
+    assert!(bars.contains(&theme::OK) && bars.iter().filter(|c| **c == theme::HOT).count() > 3);
+}
+
+#[test]
+fn numa64_marks_siblings_and_isolated_cpus() {
+    for size in [SMALL, LARGE] {
+        let shown = text(&render(&common::numa64(), &focused(Pane::Cores), size));
+        assert!(shown.contains("node 0 · cpus 0-15,32-47"), "{shown}");
+        assert!(shown.contains("node 1 · cpus 16-31,48-63"), "{shown}");
+        assert!(shown.contains("28/60"), "siblings share a cell");
+        assert!(
+            shown.contains("31/63"),
+            "every core shown at {}",
+            size_name(size)
+        );
+        // Exactly CPUs 60-63 carry the isolated mark: an "i" right after their percent.
+        let chars: Vec<char> = shown.chars().collect();
+        let marks = chars
+            .windows(2)
+            .filter(|pair| pair[0].is_ascii_digit() && pair[1] == 'i')
+            .count();
+        assert_eq!(marks, 4, "{shown}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The key handler
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn mode_keys_ask_the_engine() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    assert_eq!(
+        app.handle_key(ch('1'), &snap),
+        Some(Command::SetMode(Mode::Conservative))
+    );
+    assert_eq!(
+        app.handle_key(ch('2'), &snap),
+        Some(Command::SetMode(Mode::Balanced))
+    );
+    assert_eq!(
+        app.handle_key(ch('3'), &snap),
+        Some(Command::SetMode(Mode::Aggressive))
+    );
+    assert_eq!(app.handle_key(ch('e'), &snap), Some(Command::ExportReport));
+    assert_eq!(app.handle_key(ch('q'), &snap), Some(Command::Quit));
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(app.handle_key(ctrl_c, &snap), Some(Command::Quit));
+}
+
+#[test]
+fn typing_a_filter_does_not_quit() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    assert_eq!(app.handle_key(ch('/'), &snap), None);
+    assert!(app.filter_typing);
+    assert_eq!(app.handle_key(ch('q'), &snap), None);
+    assert_eq!(app.handle_key(ch('2'), &snap), None);
+    assert_eq!(app.filter, "q2");
+    app.handle_key(press(KeyCode::Esc), &snap);
+    assert_eq!(app.filter, "");
+    assert!(!app.filter_typing);
+    assert_eq!(app.handle_key(ch('q'), &snap), Some(Command::Quit));
+}
+
+#[test]
+fn s_cycles_the_sort() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    let mut seen = vec![app.sort];
+    for _ in 0..4 {
+        app.handle_key(ch('s'), &snap);
+        seen.push(app.sort);
+    }
+    assert_eq!(
+        seen,
+        [
+            SortKey::Cpu,
+            SortKey::Memory,
+            SortKey::Io,
+            SortKey::Name,
+            SortKey::Cpu
+        ]
+    );
+}
+
+#[test]
+fn tab_cycles_focus_both_ways() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    let mut order = Vec::new();
+    for _ in 0..Pane::ALL.len() {
+        app.handle_key(press(KeyCode::Tab), &snap);
+        order.push(app.focus);
+    }
+    assert_eq!(order.first(), Some(&Pane::Memory));
+    assert_eq!(order.last(), Some(&Pane::Cores), "wraps around");
+    app.handle_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT), &snap);
+    assert_eq!(app.focus, Pane::Log);
+}
+
+#[test]
+fn release_and_repeat_events_are_ignored() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    for kind in [KeyEventKind::Release, KeyEventKind::Repeat] {
+        let key = KeyEvent::new_with_kind_and_state(
+            KeyCode::Char('q'),
+            KeyModifiers::NONE,
+            kind,
+            KeyEventState::NONE,
+        );
+        assert_eq!(app.handle_key(key, &snap), None);
+        let tab = KeyEvent::new_with_kind(KeyCode::Tab, KeyModifiers::NONE, kind);
+        app.handle_key(tab, &snap);
+        assert_eq!(app.focus, Pane::Cores);
+    }
+}
+
+#[test]
+fn help_opens_and_escape_closes_it() {
+    let snap = common::small_host();
+    let mut app = App::default();
+    app.handle_key(ch('?'), &snap);
+    assert!(app.help_visible);
+    app.handle_key(press(KeyCode::Esc), &snap);
+    assert!(!app.help_visible);
+    app.handle_key(press(KeyCode::F(1)), &snap);
+    assert!(app.help_visible);
+}
+
+#[test]
+fn arrows_move_the_container_selection() {
+    let snap = common::with_containers(131);
+    let mut app = focused(Pane::Containers);
+    app.sort = SortKey::Name;
+    app.handle_key(press(KeyCode::Down), &snap);
+    app.handle_key(ch('j'), &snap);
+    let selected = app.selected_container.clone();
+    assert_eq!(selected, Some(common::container(2).id));
+    app.handle_key(ch('k'), &snap);
+    assert_eq!(app.selected_container, Some(common::container(1).id));
+    let buffer = render(&snap, &app, SMALL);
+    let y = (0..buffer.area.height)
+        .find(|y| row_text(&buffer, *y).contains("agent-001"))
+        .expect("selected row shown");
+    assert_eq!(buffer[(2, y)].bg, theme::FOCUS, "selected row highlighted");
+}
