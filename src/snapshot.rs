@@ -456,8 +456,10 @@ impl HostHistory {
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct SamplerHealth {
     pub name: String,
-    /// Duration of the last round, microseconds.
+    /// Wall time of the last round, microseconds.
     pub last_duration_us: u64,
+    /// CPU time the last round's file reading cost, microseconds (the sampler's own cost).
+    pub last_cpu_us: u64,
     pub last_error: Option<String>,
     /// Consecutive failed or overrun rounds.
     pub failures: u32,

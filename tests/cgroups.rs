@@ -196,6 +196,8 @@ fn v2_missing_optional_files_leave_defaults_and_unlimited_is_none() {
         "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
     );
     let cgdir = roots.sys.join("fs/cgroup/x.slice");
+    // cpu.stat is the one file every v2 cgroup has; everything else here is optional.
+    write(&cgdir.join("cpu.stat"), "usage_usec 5\n");
     write(&cgdir.join("memory.current"), "77\n");
     write(&cgdir.join("memory.max"), "max\n");
     write(&cgdir.join("cpu.max"), "max 100000\n");
@@ -208,6 +210,7 @@ fn v2_missing_optional_files_leave_defaults_and_unlimited_is_none() {
         counters,
         CgroupCounters {
             source: UsageSource::CgroupV2,
+            cpu_usage_ns: Some(5000),
             memory_usage_bytes: 77,
             cpuset_cpus: "3".to_string(),
             path: "/x.slice".to_string(),

@@ -19,8 +19,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::config::DockerConfig;
-use crate::engine::health::HealthBoard;
-use crate::host::HostRoots;
+use crate::engine::health::{HealthBoard, thread_cpu_time};
+use crate::host::files::FileCache;
+use crate::host::{HostError, HostRoots};
 use crate::host::cgroups::{self, CgroupCounters, CgroupMounts, ProcCgroups};
 use crate::snapshot::{ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
 
@@ -43,6 +44,8 @@ struct Tracked {
     cgroups: Option<ProcCgroups>,
     usage: UsageTracker,
     source: UsageSource,
+    /// The container's cgroup files, kept open between ticks.
+    files: FileCache,
 }
 
 /// The containers sampler: owns the connection state and every tracked container.
@@ -149,8 +152,8 @@ impl ContainerSampler {
                         return Some(err.to_string());
                     }
                     let started = Instant::now();
-                    self.read_usage(client).await;
-                    self.health.ok(SAMPLER_NAME, started.elapsed(), self.interval);
+                    let cpu = self.read_usage(client).await;
+                    self.health.ok(SAMPLER_NAME, started.elapsed(), cpu, self.interval);
                 }
                 event = events.next() => match event {
                     Some(Ok(message)) => {
@@ -196,6 +199,7 @@ impl ContainerSampler {
                     cgroups: None,
                     usage: UsageTracker::default(),
                     source: UsageSource::None,
+                    files: FileCache::new(),
                 },
             };
             if running && tracked.pid.is_none() {
@@ -205,6 +209,9 @@ impl ContainerSampler {
                     Err(err) => tracing::debug!(id = %item.id, %err, "inspect failed"),
                 }
             }
+            // A relist follows an event (maybe `docker update`) or RELIST_EVERY ticks:
+            // re-read limits and cpusets now rather than when their readings age out.
+            tracked.files.expire_readings();
             next.insert(item.id, tracked);
         }
         self.tracked = next;
@@ -212,46 +219,64 @@ impl ContainerSampler {
     }
 
     /// Read every running container's cgroup counters (off the async threads), falling back
-    /// to the stats API for a container whose cgroup cannot be read.
-    async fn read_usage(&mut self, client: &Docker) {
-        let work: Vec<(String, i32, Option<ProcCgroups>)> = self
+    /// to the stats API for a container whose cgroup cannot be read. Returns the CPU time the
+    /// file reading cost.
+    async fn read_usage(&mut self, client: &Docker) -> Duration {
+        // The kept files travel to the blocking pool and back with each work item.
+        let work: Vec<Work> = self
             .tracked
-            .iter()
-            .filter_map(|(id, t)| t.pid.map(|pid| (id.clone(), pid, t.cgroups.clone())))
+            .iter_mut()
+            .filter_map(|(id, t)| {
+                t.pid.map(|pid| Work {
+                    id: id.clone(),
+                    pid,
+                    cgroups: t.cgroups.clone(),
+                    files: std::mem::take(&mut t.files),
+                    result: None,
+                })
+            })
             .collect();
         let roots = self.roots.clone();
         let mounts = self.mounts.clone();
-        let readings = tokio::task::spawn_blocking(move || read_all(&roots, &mounts, work)).await;
-        let readings = match readings {
-            Ok(r) => r,
+        let done = tokio::task::spawn_blocking(move || {
+            let cpu_before = thread_cpu_time();
+            let done = read_all(&roots, &mounts, work);
+            (done, thread_cpu_time().saturating_sub(cpu_before))
+        })
+        .await;
+        let (done, cpu) = match done {
+            Ok(done) => done,
             Err(err) => {
                 tracing::error!(%err, "cgroup reading task failed");
-                return;
+                return Duration::ZERO;
             }
         };
         let now = Instant::now();
-        for (id, cgroups, result) in readings {
-            let counters = match result {
-                Ok(counters) => Some(counters),
-                Err(err) => {
-                    tracing::debug!(%id, %err, "cgroup unreadable, asking Docker for stats");
-                    match docker::stats_counters(client, &id).await {
+        for item in done {
+            let counters = match item.result {
+                Some(Ok(counters)) => Some(counters),
+                Some(Err(err)) => {
+                    tracing::debug!(id = %item.id, %err, "cgroup unreadable, asking Docker for stats");
+                    match docker::stats_counters(client, &item.id).await {
                         Ok(counters) => Some(counters),
                         Err(err) => {
-                            tracing::debug!(%id, %err, "stats fallback failed");
+                            tracing::debug!(id = %item.id, %err, "stats fallback failed");
                             None
                         }
                     }
                 }
+                None => None,
             };
-            if let Some(tracked) = self.tracked.get_mut(&id) {
-                tracked.cgroups = cgroups;
+            if let Some(tracked) = self.tracked.get_mut(&item.id) {
+                tracked.cgroups = item.cgroups;
+                tracked.files = item.files;
                 if let Some(counters) = counters {
                     tracked.source = counters.source;
                     tracked.usage.update(now, counters);
                 }
             }
         }
+        cpu
     }
 
     fn snapshot(&self, status: DockerStatus) -> ContainersSnapshot {
@@ -265,31 +290,32 @@ impl ContainerSampler {
     }
 }
 
+/// One container's cgroup reading, done on the blocking pool.
+struct Work {
+    id: String,
+    pid: i32,
+    cgroups: Option<ProcCgroups>,
+    files: FileCache,
+    result: Option<Result<CgroupCounters, HostError>>,
+}
+
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
-fn read_all(
-    roots: &HostRoots,
-    mounts: &CgroupMounts,
-    work: Vec<(String, i32, Option<ProcCgroups>)>,
-) -> Vec<(
-    String,
-    Option<ProcCgroups>,
-    Result<CgroupCounters, crate::host::HostError>,
-)> {
-    work.into_iter()
-        .map(|(id, pid, known)| {
-            let cgroups = match known {
-                Some(cg) => Ok(cg),
-                None => cgroups::read_proc_cgroups(roots, pid),
-            };
-            match cgroups {
-                Ok(cg) => {
-                    let result = mounts.read_counters(&cg);
-                    (id, Some(cg), result)
+fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Vec<Work> {
+    for item in &mut work {
+        if item.cgroups.is_none() {
+            match cgroups::read_proc_cgroups(roots, item.pid) {
+                Ok(cg) => item.cgroups = Some(cg),
+                Err(err) => {
+                    item.result = Some(Err(err));
+                    continue;
                 }
-                Err(err) => (id, None, Err(err)),
             }
-        })
-        .collect()
+        }
+        if let Some(cg) = &item.cgroups {
+            item.result = Some(mounts.read_counters_cached(cg, &mut item.files));
+        }
+    }
+    work
 }
 
 fn container_stat(t: &Tracked) -> ContainerStat {

@@ -26,10 +26,12 @@ impl HealthBoard {
         f(entry);
     }
 
-    /// A round succeeded in `took`; `next_wait` is the pause before the next round.
-    pub fn ok(&self, name: &str, took: Duration, next_wait: Duration) {
+    /// A round succeeded in `took` (wall) costing `cpu`; `next_wait` is the pause before
+    /// the next round.
+    pub fn ok(&self, name: &str, took: Duration, cpu: Duration, next_wait: Duration) {
         self.with_entry(name, |h| {
             h.last_duration_us = took.as_micros() as u64;
+            h.last_cpu_us = cpu.as_micros() as u64;
             h.last_error = None;
             h.failures = 0;
             h.backoff_ms = next_wait.as_millis() as u64;
@@ -46,9 +48,10 @@ impl HealthBoard {
     }
 
     /// A round succeeded but took longer than the tick.
-    pub fn slow(&self, name: &str, took: Duration, next_wait: Duration) {
+    pub fn slow(&self, name: &str, took: Duration, cpu: Duration, next_wait: Duration) {
         self.with_entry(name, |h| {
             h.last_duration_us = took.as_micros() as u64;
+            h.last_cpu_us = cpu.as_micros() as u64;
             h.last_error = Some(format!(
                 "slow: round took {} ms, longer than the tick",
                 took.as_millis()
@@ -61,5 +64,13 @@ impl HealthBoard {
     pub fn entries(&self) -> Vec<SamplerHealth> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.values().cloned().collect()
+    }
+}
+
+/// CPU time consumed so far by the calling thread (zero if the clock is unavailable).
+pub fn thread_cpu_time() -> Duration {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(ts) => Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().clamp(0, 999_999_999) as u32),
+        Err(_) => Duration::ZERO,
     }
 }

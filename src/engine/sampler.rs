@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::health::HealthBoard;
+use super::health::{HealthBoard, thread_cpu_time};
 
 /// Longest pause a failing sampler backs off to.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -35,11 +35,13 @@ pub async fn run<T, E, F>(
     loop {
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
+            let cpu_before = thread_cpu_time();
             let result = round();
-            (round, result)
+            let cpu = thread_cpu_time().saturating_sub(cpu_before);
+            (round, result, cpu)
         })
         .await;
-        let (returned, result) = match joined {
+        let (returned, result, cpu) = match joined {
             Ok(pair) => pair,
             Err(err) => {
                 tracing::error!(sampler = name, %err, "sampler panicked; it stops");
@@ -60,11 +62,11 @@ pub async fn run<T, E, F>(
                         took_ms = took.as_millis() as u64,
                         "sampler slower than the tick; backing off"
                     );
-                    health.slow(name, took, wait);
+                    health.slow(name, took, cpu, wait);
                     wait
                 } else {
                     failures = 0;
-                    health.ok(name, took, interval);
+                    health.ok(name, took, cpu, interval);
                     interval.saturating_sub(took)
                 }
             }

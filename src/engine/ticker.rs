@@ -53,6 +53,9 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
     };
     let interval = Duration::from_millis(config.interval_ms);
     let health = HealthBoard::default();
+    // Kept-open kernel files need a descriptor each (see host::files).
+    let open_files = host::files::raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let topology = match host::topology::read_topology(&roots) {

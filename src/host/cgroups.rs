@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use crate::host::psi::read_cgroup_pressure;
-use crate::host::{HostError, HostRoots, read_optional, read_to_string};
+use crate::host::files::FileCache;
+use crate::host::{HostError, HostRoots, read_to_string};
 use crate::snapshot::{CgroupLayout, Pressure, UsageSource};
 
 /// v1 memory limits at or above this mean "no limit" (the kernel reports a page-rounded
@@ -215,16 +217,28 @@ impl CgroupMounts {
     /// Read the usage counters of the cgroup(s) a process is in: v1 when the memory controller
     /// is a v1 hierarchy holding the process, else v2. Missing optional files leave their field
     /// at its default; a missing cgroup directory (the container is gone) is an error.
+    /// One-shot: opens and closes every file; see `read_counters_cached` for the tick path.
     pub fn read_counters(&self, cg: &ProcCgroups) -> Result<CgroupCounters, HostError> {
+        self.read_counters_cached(cg, &mut FileCache::new())
+    }
+
+    /// `read_counters` through kept-open files: the caller keeps one `FileCache` per
+    /// followed cgroup so each tick costs one pread per file.
+    pub fn read_counters_cached(
+        &self,
+        cg: &ProcCgroups,
+        files: &mut FileCache,
+    ) -> Result<CgroupCounters, HostError> {
         if let (Some(_), Some(path)) = (self.v1.get("memory"), cg.v1.get("memory")) {
             let memory_dir = self.v1_dir(cg, "memory").ok_or_else(|| unusable(path))?;
-            require_dir(&memory_dir)?;
-            return Ok(self.read_v1(cg, &memory_dir, path));
+            // The one required file: its absence means the cgroup (container) is gone.
+            let usage = files.read(&memory_dir.join("memory.usage_in_bytes"))?;
+            let usage = usage.trim().parse::<u64>().unwrap_or(0);
+            return Ok(self.read_v1(cg, &memory_dir, path, usage, files));
         }
         if let (Some(_), Some(path)) = (&self.unified, &cg.unified) {
             let dir = self.unified_dir(cg).ok_or_else(|| unusable(path))?;
-            require_dir(&dir)?;
-            return Ok(read_v2(&dir, path));
+            return read_v2(&dir, path, files);
         }
         Err(HostError::Parse {
             path: PathBuf::from("/proc/<pid>/cgroup"),
@@ -233,32 +247,40 @@ impl CgroupMounts {
         })
     }
 
-    fn read_v1(&self, cg: &ProcCgroups, memory_dir: &Path, path: &str) -> CgroupCounters {
+    fn read_v1(
+        &self,
+        cg: &ProcCgroups,
+        memory_dir: &Path,
+        path: &str,
+        memory_usage_bytes: u64,
+        files: &mut FileCache,
+    ) -> CgroupCounters {
         let mut c = CgroupCounters {
             source: UsageSource::CgroupV1,
             path: path.to_string(),
+            memory_usage_bytes,
             ..CgroupCounters::default()
         };
-        read_v1_memory(memory_dir, &mut c);
+        read_v1_memory(memory_dir, &mut c, files);
         if let Some(dir) = self.v1_dir(cg, "cpuacct") {
-            c.cpu_usage_ns = read_u64(&dir.join("cpuacct.usage"));
+            c.cpu_usage_ns = read_u64(files, &dir.join("cpuacct.usage"));
         }
         if let Some(dir) = self.v1_dir(cg, "cpu") {
-            read_v1_cpu(&dir, &mut c);
+            read_v1_cpu(&dir, &mut c, files);
         }
         if let Some(dir) = self.v1_dir(cg, "blkio") {
-            (c.io_read_bytes, c.io_write_bytes) = read_v1_blkio(&dir);
+            (c.io_read_bytes, c.io_write_bytes) = read_v1_blkio(&dir, files);
         }
         if let Some(dir) = self.v1_dir(cg, "pids") {
-            c.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
+            c.pids = read_u64(files, &dir.join("pids.current")).unwrap_or(0);
         }
         if let Some(dir) = self.v1_dir(cg, "cpuset") {
-            c.cpuset_cpus = read_trimmed(&dir.join("cpuset.cpus")).unwrap_or_default();
-            c.cpuset_mems = read_trimmed(&dir.join("cpuset.mems")).unwrap_or_default();
+            c.cpuset_cpus = read_limit(files, &dir.join("cpuset.cpus")).unwrap_or_default();
+            c.cpuset_mems = read_limit(files, &dir.join("cpuset.mems")).unwrap_or_default();
         }
         // Hybrid hosts keep PSI only in the unified tree.
         if let Some(dir) = self.unified_dir(cg) {
-            c.pressure = read_cgroup_pressure(&dir);
+            c.pressure = read_cgroup_pressure(&dir, files);
         }
         c
     }
@@ -271,48 +293,28 @@ fn unusable(cg_path: &str) -> HostError {
     }
 }
 
-/// The cgroup directory must exist; when it does not, the process or container is gone.
-fn require_dir(dir: &Path) -> Result<(), HostError> {
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(HostError::Io {
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        }),
-        Err(source) => Err(HostError::Io {
-            path: dir.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-fn read_v1_memory(dir: &Path, c: &mut CgroupCounters) {
-    c.memory_usage_bytes = read_u64(&dir.join("memory.usage_in_bytes")).unwrap_or(0);
-    c.memory_limit_bytes =
-        read_u64(&dir.join("memory.limit_in_bytes")).filter(|&limit| limit < V1_UNLIMITED);
-    if let Some(text) = read_optional(&dir.join("memory.stat")) {
-        let stat = parse_flat_keyed(&text);
-        c.inactive_file_bytes = stat
-            .get("total_inactive_file")
-            .or_else(|| stat.get("inactive_file"))
-            .copied()
+fn read_v1_memory(dir: &Path, c: &mut CgroupCounters, files: &mut FileCache) {
+    c.memory_limit_bytes = read_limit_u64(files, &dir.join("memory.limit_in_bytes"))
+        .filter(|&limit| limit < V1_UNLIMITED);
+    if let Some(text) = files.read_optional(&dir.join("memory.stat")) {
+        c.inactive_file_bytes = flat_keyed_value(text, "total_inactive_file")
+            .or_else(|| flat_keyed_value(text, "inactive_file"))
             .unwrap_or(0);
     }
 }
 
-fn read_v1_cpu(dir: &Path, c: &mut CgroupCounters) {
-    if let Some(text) = read_optional(&dir.join("cpu.stat")) {
-        let stat = parse_flat_keyed(&text);
-        c.nr_periods = stat.get("nr_periods").copied().unwrap_or(0);
-        c.nr_throttled = stat.get("nr_throttled").copied().unwrap_or(0);
+fn read_v1_cpu(dir: &Path, c: &mut CgroupCounters, files: &mut FileCache) {
+    if let Some(text) = files.read_optional(&dir.join("cpu.stat")) {
+        c.nr_periods = flat_keyed_value(text, "nr_periods").unwrap_or(0);
+        c.nr_throttled = flat_keyed_value(text, "nr_throttled").unwrap_or(0);
     }
-    let quota = read_trimmed(&dir.join("cpu.cfs_quota_us"));
-    let period = read_u64(&dir.join("cpu.cfs_period_us"));
+    let quota = read_limit(files, &dir.join("cpu.cfs_quota_us"));
+    let period = read_limit_u64(files, &dir.join("cpu.cfs_period_us"));
     c.cpu_limit_cores = match (quota.as_deref().map(str::parse::<i64>), period) {
         (Some(Ok(quota)), Some(period)) => cores(quota, period),
         _ => None,
     };
-    c.cpu_weight = read_u64(&dir.join("cpu.shares"));
+    c.cpu_weight = read_limit_u64(files, &dir.join("cpu.shares"));
 }
 
 /// Quota over period in cores; a negative quota (-1) means unlimited.
@@ -322,45 +324,43 @@ fn cores(quota: i64, period: u64) -> Option<f64> {
 
 /// (read, write) bytes from the throttle files, which count I/O on every block scheduler
 /// (the CFQ-only blkio.io_service_bytes stays empty on modern kernels).
-fn read_v1_blkio(dir: &Path) -> (u64, u64) {
+fn read_v1_blkio(dir: &Path, files: &mut FileCache) -> (u64, u64) {
     let recursive = dir.join("blkio.throttle.io_service_bytes_recursive");
-    let text = std::fs::read_to_string(&recursive)
-        .ok()
-        .or_else(|| read_optional(&dir.join("blkio.throttle.io_service_bytes")));
-    text.map(|t| parse_blkio_service_bytes(&t))
+    if let Ok(text) = files.read(&recursive) {
+        return parse_blkio_service_bytes(text);
+    }
+    files
+        .read_optional(&dir.join("blkio.throttle.io_service_bytes"))
+        .map(parse_blkio_service_bytes)
         .unwrap_or((0, 0))
 }
 
-fn read_v2(dir: &Path, path: &str) -> CgroupCounters {
+fn read_v2(dir: &Path, path: &str, files: &mut FileCache) -> Result<CgroupCounters, HostError> {
     let mut c = CgroupCounters {
         source: UsageSource::CgroupV2,
         path: path.to_string(),
         ..CgroupCounters::default()
     };
-    if let Some(text) = read_optional(&dir.join("cpu.stat")) {
-        let stat = parse_flat_keyed(&text);
-        c.cpu_usage_ns = stat.get("usage_usec").map(|us| us.saturating_mul(1000));
-        c.nr_periods = stat.get("nr_periods").copied().unwrap_or(0);
-        c.nr_throttled = stat.get("nr_throttled").copied().unwrap_or(0);
+    // cpu.stat exists in every v2 cgroup: its absence means the cgroup (container) is gone.
+    let stat = files.read(&dir.join("cpu.stat"))?;
+    c.cpu_usage_ns = flat_keyed_value(stat, "usage_usec").map(|us| us.saturating_mul(1000));
+    c.nr_periods = flat_keyed_value(stat, "nr_periods").unwrap_or(0);
+    c.nr_throttled = flat_keyed_value(stat, "nr_throttled").unwrap_or(0);
+    c.cpu_limit_cores = read_limit(files, &dir.join("cpu.max")).and_then(|t| parse_cpu_max(&t));
+    c.cpu_weight = read_limit_u64(files, &dir.join("cpu.weight"));
+    c.memory_usage_bytes = read_u64(files, &dir.join("memory.current")).unwrap_or(0);
+    c.memory_limit_bytes = read_limit(files, &dir.join("memory.max")).and_then(|t| parse_max(&t));
+    if let Some(text) = files.read_optional(&dir.join("memory.stat")) {
+        c.inactive_file_bytes = flat_keyed_value(text, "inactive_file").unwrap_or(0);
     }
-    c.cpu_limit_cores = read_optional(&dir.join("cpu.max")).and_then(|t| parse_cpu_max(&t));
-    c.cpu_weight = read_u64(&dir.join("cpu.weight"));
-    c.memory_usage_bytes = read_u64(&dir.join("memory.current")).unwrap_or(0);
-    c.memory_limit_bytes = read_trimmed(&dir.join("memory.max")).and_then(|t| parse_max(&t));
-    if let Some(text) = read_optional(&dir.join("memory.stat")) {
-        c.inactive_file_bytes = parse_flat_keyed(&text)
-            .get("inactive_file")
-            .copied()
-            .unwrap_or(0);
+    if let Some(text) = files.read_optional(&dir.join("io.stat")) {
+        (c.io_read_bytes, c.io_write_bytes) = parse_io_stat(text);
     }
-    if let Some(text) = read_optional(&dir.join("io.stat")) {
-        (c.io_read_bytes, c.io_write_bytes) = parse_io_stat(&text);
-    }
-    c.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
-    c.cpuset_cpus = read_first_trimmed(dir, &["cpuset.cpus.effective", "cpuset.cpus"]);
-    c.cpuset_mems = read_first_trimmed(dir, &["cpuset.mems.effective", "cpuset.mems"]);
-    c.pressure = read_cgroup_pressure(dir);
-    c
+    c.pids = read_u64(files, &dir.join("pids.current")).unwrap_or(0);
+    c.cpuset_cpus = read_first_limit(files, dir, &["cpuset.cpus.effective", "cpuset.cpus"]);
+    c.cpuset_mems = read_first_limit(files, dir, &["cpuset.mems.effective", "cpuset.mems"]);
+    c.pressure = read_cgroup_pressure(dir, files);
+    Ok(c)
 }
 
 /// Which cgroups one process is in, from proc/<pid>/cgroup.
@@ -448,24 +448,14 @@ pub struct CgroupCounters {
     pub path: String,
 }
 
-/// "key value" lines (cpu.stat, memory.stat) into a map; malformed lines are skipped.
-pub fn parse_flat_keyed(text: &str) -> BTreeMap<&str, u64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match (
-            words.next(),
-            words.next().map(str::parse::<u64>),
-            words.next(),
-        ) {
-            (Some(key), Some(Ok(value)), None) => {
-                out.insert(key, value);
-            }
-            (None, _, _) => {}
-            _ => tracing::debug!("skipping malformed cgroup stat line"),
-        }
-    }
-    out
+/// The value of `key` in a flat-keyed cgroup file ("key value" per line, e.g. cpu.stat,
+/// memory.stat). Scans without building a map: the hot path wants two or three keys out of
+/// dozens. Odd lines are skipped; the first well-formed line for the key wins.
+pub fn flat_keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(' ')?;
+        rest.trim().parse::<u64>().ok()
+    })
 }
 
 /// v1 blkio service bytes: "MAJ:MIN Read N" rows summed over devices; "Total" rows and the
@@ -527,6 +517,9 @@ pub fn parse_cpu_max(text: &str) -> Option<f64> {
     cores(quota.parse::<i64>().ok()?, period)
 }
 
+/// How stale a limit reading may be; see `read_limit`.
+pub const LIMITS_MAX_AGE: Duration = Duration::from_secs(10);
+
 /// A v2 limit: "max" is none.
 pub fn parse_max(text: &str) -> Option<u64> {
     match text.trim() {
@@ -535,24 +528,31 @@ pub fn parse_max(text: &str) -> Option<u64> {
     }
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
-    read_optional(path).map(|t| t.trim().to_string())
-}
-
-fn read_first_trimmed(dir: &Path, names: &[&str]) -> String {
-    names
-        .iter()
-        .find_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+/// A limit or placement (quota, shares, memory limit, cpuset): these change only when
+/// someone updates the container, so they are re-read at most every `LIMITS_MAX_AGE` (and at
+/// once after a Docker update event, which expires the readings).
+fn read_limit(files: &mut FileCache, path: &Path) -> Option<String> {
+    files
+        .read_optional_within(path, LIMITS_MAX_AGE)
         .map(|t| t.trim().to_string())
-        .unwrap_or_else(|| {
-            tracing::debug!(dir = %dir.display(), ?names, "no cpuset file");
-            String::new()
-        })
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
-    let text = read_optional(path)?;
-    let parsed = text.trim().parse::<u64>().ok();
+fn read_limit_u64(files: &mut FileCache, path: &Path) -> Option<u64> {
+    read_limit(files, path)?.parse().ok()
+}
+
+fn read_first_limit(files: &mut FileCache, dir: &Path, names: &[&str]) -> String {
+    for name in names {
+        if let Ok(text) = files.read_within(&dir.join(name), LIMITS_MAX_AGE) {
+            return text.trim().to_string();
+        }
+    }
+    tracing::debug!(dir = %dir.display(), ?names, "no cpuset file");
+    String::new()
+}
+
+fn read_u64(files: &mut FileCache, path: &Path) -> Option<u64> {
+    let parsed = files.read_optional(path)?.trim().parse::<u64>().ok();
     if parsed.is_none() {
         tracing::debug!(path = %path.display(), "cgroup file holds no number");
     }
@@ -674,11 +674,15 @@ x:pids:/p
 
     #[test]
     fn flat_keyed_skips_odd_lines() {
-        let m =
-            parse_flat_keyed("nr_periods 10\nbad\nnr_throttled x\ntoo many 1 2\n\nusage_usec 5\n");
-        assert_eq!(m.get("nr_periods"), Some(&10));
-        assert_eq!(m.get("usage_usec"), Some(&5));
-        assert_eq!(m.len(), 2);
+        let text = "nr_periods 10\nbad\nnr_throttled x\ntoo many 1 2\n\nusage_usec 5\n\
+                    inactive_file 7\ntotal_inactive_file 9\n";
+        assert_eq!(flat_keyed_value(text, "nr_periods"), Some(10));
+        assert_eq!(flat_keyed_value(text, "usage_usec"), Some(5));
+        assert_eq!(flat_keyed_value(text, "nr_throttled"), None);
+        assert_eq!(flat_keyed_value(text, "too"), None);
+        assert_eq!(flat_keyed_value(text, "inactive_file"), Some(7));
+        assert_eq!(flat_keyed_value(text, "total_inactive_file"), Some(9));
+        assert_eq!(flat_keyed_value(text, "nr_"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod cgroups;
 pub mod cpu;
 pub mod disks;
+pub mod files;
 pub mod info;
 pub mod memory;
 pub mod net;

@@ -4,12 +4,13 @@
 //! cmdline and cgroup are read only for the `top_n` shown. Processes are keyed by
 //! (pid, start time) so a reused pid is a new process, never diffed against the old one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::host::cgroups::read_proc_cgroups;
+use crate::host::files::FileCache;
 use crate::host::{HostError, HostRoots};
 use crate::snapshot::{ProcessId, ProcessStat};
 
@@ -19,6 +20,8 @@ const CMDLINE_DISPLAY_CHARS: usize = 120;
 const CMDLINE_READ_BYTES: u64 = 4096;
 /// Fields after the comm that a usable stat line must have (through field 41, policy).
 const STAT_FIELDS_AFTER_COMM: usize = 39;
+/// Most stat files kept open (one per process); past it the rest are opened per round.
+const MAX_KEPT_STAT_FILES: usize = 16_384;
 
 /// The fields of proc/<pid>/stat that the sampler uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +143,10 @@ fn page_size_kb() -> u64 {
 
 /// Read and parse proc/<pid>/stat; `None` when the process is gone or the line is malformed
 /// (both logged at debug: processes exit all the time).
-fn read_stat(proc_root: &Path, pid: i32) -> Option<StatFields> {
+fn read_stat(files: &mut FileCache, proc_root: &Path, pid: i32) -> Option<StatFields> {
     let path = proc_root.join(pid.to_string()).join("stat");
-    let text = match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+    let text = match files.read_bytes(&path) {
+        Ok(bytes) => String::from_utf8_lossy(bytes),
         Err(err) => {
             tracing::debug!(pid, %err, "process vanished or stat unreadable");
             return None;
@@ -158,7 +161,7 @@ fn read_stat(proc_root: &Path, pid: i32) -> Option<StatFields> {
 
 /// The identity of a live process, or `None` when it is gone or unreadable.
 pub fn read_process_id(roots: &HostRoots, pid: i32) -> Option<ProcessId> {
-    read_stat(&roots.proc, pid).map(|stat| ProcessId {
+    read_stat(&mut FileCache::new(), &roots.proc, pid).map(|stat| ProcessId {
         pid,
         start_time: stat.start_time,
     })
@@ -181,6 +184,13 @@ pub struct ProcessSampler {
     /// utime + stime per process at `prev_at`; replaced every round, so gone processes drop out.
     prev_ticks: HashMap<ProcessId, u64>,
     prev_at: Option<Instant>,
+    /// Every process's stat file, kept open between rounds.
+    stat_files: FileCache,
+    /// status files of the processes shown, kept open between rounds.
+    status_files: FileCache,
+    /// cmdline and cgroup of each process shown: read once per process identity, since
+    /// they almost never change over a process's life.
+    labels: HashMap<ProcessId, (String, String)>,
 }
 
 impl ProcessSampler {
@@ -193,6 +203,9 @@ impl ProcessSampler {
             page_kb: page_size_kb(),
             prev_ticks: HashMap::new(),
             prev_at: None,
+            stat_files: FileCache::with_limit(MAX_KEPT_STAT_FILES),
+            status_files: FileCache::new(),
+            labels: HashMap::new(),
         }
     }
 
@@ -208,7 +221,7 @@ impl ProcessSampler {
         let mut ticks = HashMap::with_capacity(pids.len());
         let mut seen = Vec::with_capacity(pids.len());
         for pid in pids {
-            let Some(stat) = read_stat(&self.proc_root, pid) else {
+            let Some(stat) = read_stat(&mut self.stat_files, &self.proc_root, pid) else {
                 continue;
             };
             let id = ProcessId {
@@ -227,17 +240,27 @@ impl ProcessSampler {
         }
         self.prev_ticks = ticks;
         self.prev_at = Some(now);
+        // Close the files of processes that exited without a failed read to drop them.
+        let live: HashSet<i32> = seen.iter().map(|s| s.id.pid).collect();
+        self.stat_files
+            .retain(|path| pid_of_path(path).is_some_and(|pid| live.contains(&pid)));
         seen.sort_by(|a, b| {
             b.cpu_pct
                 .total_cmp(&a.cpu_pct)
                 .then(b.stat.rss_pages.cmp(&a.stat.rss_pages))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(seen
+        let top_n = self.top_n;
+        let shown: Vec<ProcessStat> = seen
             .into_iter()
             .filter_map(|s| self.details(s))
-            .take(self.top_n)
-            .collect())
+            .take(top_n)
+            .collect();
+        let shown_ids: HashSet<ProcessId> = shown.iter().map(|p| p.id).collect();
+        self.labels.retain(|id, _| shown_ids.contains(id));
+        let shown_pids: HashSet<i32> = shown_ids.iter().map(|id| id.pid).collect();
+        self.status_files.retain(|path| pid_of_path(path).is_some_and(|pid| shown_pids.contains(&pid)));
+        Ok(shown)
     }
 
     /// Numeric entries of the proc root.
@@ -253,28 +276,36 @@ impl ProcessSampler {
             .collect())
     }
 
-    /// Read status, cmdline and cgroup of one process shown; `None` when it vanished since its
-    /// stat was read.
-    fn details(&self, seen: Seen) -> Option<ProcessStat> {
+    /// Read status (each round), cmdline and cgroup (once per process) of one process shown;
+    /// `None` when it vanished since its stat was read.
+    fn details(&mut self, seen: Seen) -> Option<ProcessStat> {
         let dir = self.proc_root.join(seen.id.pid.to_string());
-        let status = match std::fs::read(dir.join("status")) {
-            Ok(bytes) => parse_status(&String::from_utf8_lossy(&bytes)),
+        let status = match self.status_files.read_bytes(&dir.join("status")) {
+            Ok(bytes) => parse_status(&String::from_utf8_lossy(bytes)),
             Err(err) => {
                 tracing::debug!(pid = seen.id.pid, %err, "process vanished before its status was read");
                 return None;
             }
         };
-        let cgroup = match read_proc_cgroups(&self.roots, seen.id.pid) {
-            Ok(cg) => cg.display_path(),
-            Err(err) => {
-                tracing::debug!(pid = seen.id.pid, %err, "no cgroup for process");
-                String::new()
-            }
-        };
+        let roots = &self.roots;
+        let (cmdline, cgroup) = self
+            .labels
+            .entry(seen.id)
+            .or_insert_with(|| {
+                let cgroup = match read_proc_cgroups(roots, seen.id.pid) {
+                    Ok(cg) => cg.display_path(),
+                    Err(err) => {
+                        tracing::debug!(pid = seen.id.pid, %err, "no cgroup for process");
+                        String::new()
+                    }
+                };
+                (read_cmdline(&dir.join("cmdline")), cgroup)
+            })
+            .clone();
         let stat = seen.stat;
         Some(ProcessStat {
             id: seen.id,
-            cmdline: read_cmdline(&dir.join("cmdline")),
+            cmdline,
             state: stat.state,
             cpu_pct: seen.cpu_pct,
             rss_kb: status
@@ -288,6 +319,11 @@ impl ProcessSampler {
             comm: stat.comm,
         })
     }
+}
+
+/// The pid of a path like <proc>/<pid>/stat.
+fn pid_of_path(path: &Path) -> Option<i32> {
+    path.parent()?.file_name()?.to_str()?.parse().ok()
 }
 
 fn read_cmdline(path: &Path) -> String {

@@ -3,7 +3,9 @@
 //! `total` would only add noise.
 
 use std::path::Path;
+use std::time::Duration;
 
+use crate::host::files::FileCache;
 use crate::host::{HostRoots, read_optional};
 use crate::snapshot::{Pressure, PsiLine, PsiResource};
 
@@ -73,12 +75,25 @@ pub fn read_system_pressure(roots: &HostRoots) -> Pressure {
     }
 }
 
-/// Pressure of one cgroup v2 directory, from its {cpu,memory,io}.pressure files.
-pub fn read_cgroup_pressure(dir: &Path) -> Pressure {
+/// The kernel recomputes the PSI averages every 2 seconds; reading more often finds the
+/// same avg10/avg60/avg300.
+pub const PSI_UPDATE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Pressure of one cgroup v2 directory, from its {cpu,memory,io}.pressure files, read
+/// through the caller's kept-open files at most once per kernel update period.
+pub fn read_cgroup_pressure(dir: &Path, files: &mut FileCache) -> Pressure {
+    let mut read = |name: &str| {
+        let path = dir.join(name);
+        let parsed = parse_psi(files.read_optional_within(&path, PSI_UPDATE_PERIOD)?);
+        if parsed.is_none() {
+            tracing::debug!(path = %path.display(), "PSI file holds no usable \"some\" line");
+        }
+        parsed
+    };
     Pressure {
-        cpu: read_psi_file(&dir.join("cpu.pressure")),
-        memory: read_psi_file(&dir.join("memory.pressure")),
-        io: read_psi_file(&dir.join("io.pressure")),
+        cpu: read("cpu.pressure"),
+        memory: read("memory.pressure"),
+        io: read("io.pressure"),
     }
 }
 
@@ -157,7 +172,7 @@ mod tests {
             "some avg10=4.00 avg60=3.00 avg300=2.00 total=100\nfull avg10=1.00 avg60=0.50 avg300=0.25 total=50\n",
         )
         .unwrap();
-        let pressure = read_cgroup_pressure(dir.path());
+        let pressure = read_cgroup_pressure(dir.path(), &mut FileCache::new());
         assert_eq!(pressure.cpu, None);
         assert_eq!(pressure.io, None);
         let memory = pressure.memory.unwrap();

@@ -1,0 +1,148 @@
+//! The real binary in a real terminal (tmux), driven by keys as a person would.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    /// Start `command` in a detached 120x40 session.
+    fn start(tag: &str, command: &str) -> Tmux {
+        let session = format!("sutazai-test-{}-{tag}", std::process::id());
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &session])
+            .output();
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                "-s",
+                &session,
+                command,
+            ])
+            .status()
+            .expect("tmux runs (scripts/test.sh installs it)");
+        assert!(status.success());
+        Tmux { session }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Wait until the screen shows `needle`; returns the screen.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {needle:?}; it shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[test]
+fn dashboard_keys_mode_help_export_and_quit_with_terminal_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit_file = dir.path().join("exit");
+    let stty_before = dir.path().join("stty-before");
+    let stty_after = dir.path().join("stty-after");
+    let reports = dir.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    let command = format!(
+        "stty -g > {before}; {bin} --no-docker --interval 500 --report-dir {reports}; \
+         echo $? > {exit}; stty -g > {after}; sleep 30",
+        bin = env!("CARGO_BIN_EXE_sutazai-top"),
+        reports = reports.display(),
+        exit = exit_file.display(),
+        before = stty_before.display(),
+        after = stty_after.display(),
+    );
+    let tmux = Tmux::start("keys", &command);
+
+    let screen = tmux.wait_for("CONSERVATIVE");
+    for pane in ["Cores", "Memory", "Containers"] {
+        assert!(screen.contains(pane), "no {pane} pane:\n{screen}");
+    }
+
+    tmux.keys(&["2"]);
+    tmux.wait_for("BALANCED");
+
+    tmux.keys(&["?"]);
+    let help = tmux.wait_for("Help");
+    assert!(help.contains("quit") || help.contains("Quit"), "{help}");
+    tmux.keys(&["Escape"]);
+
+    tmux.keys(&["e"]);
+    let screen = tmux.wait_for("report written to");
+    let written: Vec<_> = std::fs::read_dir(&reports).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1, "{screen}");
+    let text = std::fs::read_to_string(written[0].path()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(report["snapshot"]["mode"], "balanced");
+    assert!(report["snapshot"]["history"]["cpu_busy_pct"]["points"].is_array());
+
+    tmux.keys(&["q"]);
+    assert_eq!(wait_for_file(&exit_file).trim(), "0");
+    // The terminal settings after exit are exactly those before start (raw mode undone).
+    assert_eq!(wait_for_file(&stty_after), wait_for_file(&stty_before));
+}
+
+#[test]
+fn ctrl_c_quits_cleanly_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit_file = dir.path().join("exit");
+    let command = format!(
+        "{bin} --no-docker; echo $? > {exit}; sleep 30",
+        bin = env!("CARGO_BIN_EXE_sutazai-top"),
+        exit = exit_file.display(),
+    );
+    let tmux = Tmux::start("ctrlc", &command);
+    tmux.wait_for("Cores");
+    tmux.keys(&["C-c"]);
+    assert_eq!(wait_for_file(&exit_file).trim(), "0");
+}
