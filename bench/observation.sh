@@ -65,5 +65,9 @@ printf '\n== observation overhead, %s agent containers (engine saw %s) ==\n' "$r
 printf 'sutazai-top engine: %.2f ms CPU per round, %.2f%% of one core at 1 Hz, RSS %.1f MB\n' \
   "$per_round" "$pct" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
 printf 'docker stats --no-stream: %s ms of dockerd CPU per round (mean of 3)\n' "$stats_ms"
+printf '%s' "$engine_json" | python3 -c "
+import json, sys
+for s in json.load(sys.stdin)['samplers']:
+    print(f\"  sampler {s['name']:<10} {s['last_cpu_us'] / 1000:6.2f} ms CPU in its last round\")"
 awk -v e="$per_round" -v d="$stats_ms" 'BEGIN {
   if (e > 0) printf "ratio: one engine round costs 1/%.0f of a docker stats round (target: at most 1/50)\n", d / e }'
