@@ -20,9 +20,9 @@ use tokio::sync::watch;
 
 use crate::config::DockerConfig;
 use crate::engine::health::{HealthBoard, thread_cpu_time};
-use crate::host::files::FileCache;
+use crate::host::cgroup_files::CgroupReader;
+use crate::host::cgroups::{self, CgroupCounters, CgroupMounts};
 use crate::host::{HostError, HostRoots};
-use crate::host::cgroups::{self, CgroupCounters, CgroupMounts, ProcCgroups};
 use crate::snapshot::{ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
 
 use agent::AgentRule;
@@ -41,11 +41,10 @@ pub const SAMPLER_NAME: &str = "containers";
 struct Tracked {
     listed: Listed,
     pid: Option<i32>,
-    cgroups: Option<ProcCgroups>,
+    /// The container's cgroup files, resolved from its main pid once and kept open.
+    reader: Option<CgroupReader>,
     usage: UsageTracker,
     source: UsageSource,
-    /// The container's cgroup files, kept open between ticks.
-    files: FileCache,
 }
 
 /// The containers sampler: owns the connection state and every tracked container.
@@ -196,10 +195,9 @@ impl ContainerSampler {
                 _ => Tracked {
                     listed: item.clone(),
                     pid: None,
-                    cgroups: None,
+                    reader: None,
                     usage: UsageTracker::default(),
                     source: UsageSource::None,
-                    files: FileCache::new(),
                 },
             };
             if running && tracked.pid.is_none() {
@@ -211,7 +209,9 @@ impl ContainerSampler {
             }
             // A relist follows an event (maybe `docker update`) or RELIST_EVERY ticks:
             // re-read limits and cpusets now rather than when their readings age out.
-            tracked.files.expire_readings();
+            if let Some(reader) = &mut tracked.reader {
+                reader.expire_readings();
+            }
             next.insert(item.id, tracked);
         }
         self.tracked = next;
@@ -230,8 +230,7 @@ impl ContainerSampler {
                 t.pid.map(|pid| Work {
                     id: id.clone(),
                     pid,
-                    cgroups: t.cgroups.clone(),
-                    files: std::mem::take(&mut t.files),
+                    reader: t.reader.take(),
                     result: None,
                 })
             })
@@ -268,8 +267,7 @@ impl ContainerSampler {
                 None => None,
             };
             if let Some(tracked) = self.tracked.get_mut(&item.id) {
-                tracked.cgroups = item.cgroups;
-                tracked.files = item.files;
+                tracked.reader = item.reader;
                 if let Some(counters) = counters {
                     tracked.source = counters.source;
                     tracked.usage.update(now, counters);
@@ -294,25 +292,26 @@ impl ContainerSampler {
 struct Work {
     id: String,
     pid: i32,
-    cgroups: Option<ProcCgroups>,
-    files: FileCache,
+    reader: Option<CgroupReader>,
     result: Option<Result<CgroupCounters, HostError>>,
 }
 
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
 fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Vec<Work> {
     for item in &mut work {
-        if item.cgroups.is_none() {
-            match cgroups::read_proc_cgroups(roots, item.pid) {
-                Ok(cg) => item.cgroups = Some(cg),
+        if item.reader.is_none() {
+            let resolved =
+                cgroups::read_proc_cgroups(roots, item.pid).and_then(|cg| mounts.reader(&cg));
+            match resolved {
+                Ok(reader) => item.reader = Some(reader),
                 Err(err) => {
                     item.result = Some(Err(err));
                     continue;
                 }
             }
         }
-        if let Some(cg) = &item.cgroups {
-            item.result = Some(mounts.read_counters_cached(cg, &mut item.files));
+        if let Some(reader) = &mut item.reader {
+            item.result = Some(reader.read());
         }
     }
     work

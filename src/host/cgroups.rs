@@ -8,16 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
-use crate::host::psi::read_cgroup_pressure;
-use crate::host::files::FileCache;
+use crate::host::cgroup_files::{CgroupReader, V1Dirs};
 use crate::host::{HostError, HostRoots, read_to_string};
 use crate::snapshot::{CgroupLayout, Pressure, UsageSource};
 
 /// v1 memory limits at or above this mean "no limit" (the kernel reports a page-rounded
 /// i64::MAX, which differs between page sizes).
-const V1_UNLIMITED: u64 = 1 << 60;
+pub(crate) const V1_UNLIMITED: u64 = 1 << 60;
 
 /// Super options of a v1 cgroup mount that are flags, not controller names.
 const NON_CONTROLLER_OPTIONS: &[&str] = &[
@@ -214,31 +212,25 @@ impl CgroupMounts {
         self.cgroup_dir(self.unified.as_deref()?, cg.unified.as_deref()?)
     }
 
-    /// Read the usage counters of the cgroup(s) a process is in: v1 when the memory controller
-    /// is a v1 hierarchy holding the process, else v2. Missing optional files leave their field
-    /// at its default; a missing cgroup directory (the container is gone) is an error.
-    /// One-shot: opens and closes every file; see `read_counters_cached` for the tick path.
-    pub fn read_counters(&self, cg: &ProcCgroups) -> Result<CgroupCounters, HostError> {
-        self.read_counters_cached(cg, &mut FileCache::new())
-    }
-
-    /// `read_counters` through kept-open files: the caller keeps one `FileCache` per
-    /// followed cgroup so each tick costs one pread per file.
-    pub fn read_counters_cached(
-        &self,
-        cg: &ProcCgroups,
-        files: &mut FileCache,
-    ) -> Result<CgroupCounters, HostError> {
+    /// A reader for the cgroup(s) a process is in: v1 when the memory controller is a v1
+    /// hierarchy holding the process, else v2. Resolved once; read every tick.
+    pub fn reader(&self, cg: &ProcCgroups) -> Result<CgroupReader, HostError> {
         if let (Some(_), Some(path)) = (self.v1.get("memory"), cg.v1.get("memory")) {
-            let memory_dir = self.v1_dir(cg, "memory").ok_or_else(|| unusable(path))?;
-            // The one required file: its absence means the cgroup (container) is gone.
-            let usage = files.read(&memory_dir.join("memory.usage_in_bytes"))?;
-            let usage = usage.trim().parse::<u64>().unwrap_or(0);
-            return Ok(self.read_v1(cg, &memory_dir, path, usage, files));
+            let memory = self.v1_dir(cg, "memory").ok_or_else(|| unusable(path))?;
+            let dirs = V1Dirs {
+                memory,
+                cpuacct: self.v1_dir(cg, "cpuacct"),
+                cpu: self.v1_dir(cg, "cpu"),
+                blkio: self.v1_dir(cg, "blkio"),
+                pids: self.v1_dir(cg, "pids"),
+                cpuset: self.v1_dir(cg, "cpuset"),
+                unified: self.unified_dir(cg),
+            };
+            return Ok(CgroupReader::v1(path, dirs));
         }
         if let (Some(_), Some(path)) = (&self.unified, &cg.unified) {
             let dir = self.unified_dir(cg).ok_or_else(|| unusable(path))?;
-            return read_v2(&dir, path, files);
+            return Ok(CgroupReader::v2(path, &dir));
         }
         Err(HostError::Parse {
             path: PathBuf::from("/proc/<pid>/cgroup"),
@@ -247,42 +239,11 @@ impl CgroupMounts {
         })
     }
 
-    fn read_v1(
-        &self,
-        cg: &ProcCgroups,
-        memory_dir: &Path,
-        path: &str,
-        memory_usage_bytes: u64,
-        files: &mut FileCache,
-    ) -> CgroupCounters {
-        let mut c = CgroupCounters {
-            source: UsageSource::CgroupV1,
-            path: path.to_string(),
-            memory_usage_bytes,
-            ..CgroupCounters::default()
-        };
-        read_v1_memory(memory_dir, &mut c, files);
-        if let Some(dir) = self.v1_dir(cg, "cpuacct") {
-            c.cpu_usage_ns = read_u64(files, &dir.join("cpuacct.usage"));
-        }
-        if let Some(dir) = self.v1_dir(cg, "cpu") {
-            read_v1_cpu(&dir, &mut c, files);
-        }
-        if let Some(dir) = self.v1_dir(cg, "blkio") {
-            (c.io_read_bytes, c.io_write_bytes) = read_v1_blkio(&dir, files);
-        }
-        if let Some(dir) = self.v1_dir(cg, "pids") {
-            c.pids = read_u64(files, &dir.join("pids.current")).unwrap_or(0);
-        }
-        if let Some(dir) = self.v1_dir(cg, "cpuset") {
-            c.cpuset_cpus = read_limit(files, &dir.join("cpuset.cpus")).unwrap_or_default();
-            c.cpuset_mems = read_limit(files, &dir.join("cpuset.mems")).unwrap_or_default();
-        }
-        // Hybrid hosts keep PSI only in the unified tree.
-        if let Some(dir) = self.unified_dir(cg) {
-            c.pressure = read_cgroup_pressure(&dir, files);
-        }
-        c
+    /// Read the usage counters of the cgroup(s) a process is in, once. Missing optional files
+    /// leave their field at its default; a missing cgroup (the container is gone) is an error.
+    /// The tick path keeps a `CgroupReader` instead.
+    pub fn read_counters(&self, cg: &ProcCgroups) -> Result<CgroupCounters, HostError> {
+        self.reader(cg)?.read()
     }
 }
 
@@ -293,74 +254,9 @@ fn unusable(cg_path: &str) -> HostError {
     }
 }
 
-fn read_v1_memory(dir: &Path, c: &mut CgroupCounters, files: &mut FileCache) {
-    c.memory_limit_bytes = read_limit_u64(files, &dir.join("memory.limit_in_bytes"))
-        .filter(|&limit| limit < V1_UNLIMITED);
-    if let Some(text) = files.read_optional(&dir.join("memory.stat")) {
-        c.inactive_file_bytes = flat_keyed_value(text, "total_inactive_file")
-            .or_else(|| flat_keyed_value(text, "inactive_file"))
-            .unwrap_or(0);
-    }
-}
-
-fn read_v1_cpu(dir: &Path, c: &mut CgroupCounters, files: &mut FileCache) {
-    if let Some(text) = files.read_optional(&dir.join("cpu.stat")) {
-        c.nr_periods = flat_keyed_value(text, "nr_periods").unwrap_or(0);
-        c.nr_throttled = flat_keyed_value(text, "nr_throttled").unwrap_or(0);
-    }
-    let quota = read_limit(files, &dir.join("cpu.cfs_quota_us"));
-    let period = read_limit_u64(files, &dir.join("cpu.cfs_period_us"));
-    c.cpu_limit_cores = match (quota.as_deref().map(str::parse::<i64>), period) {
-        (Some(Ok(quota)), Some(period)) => cores(quota, period),
-        _ => None,
-    };
-    c.cpu_weight = read_limit_u64(files, &dir.join("cpu.shares"));
-}
-
 /// Quota over period in cores; a negative quota (-1) means unlimited.
-fn cores(quota: i64, period: u64) -> Option<f64> {
+pub(crate) fn cores(quota: i64, period: u64) -> Option<f64> {
     (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
-}
-
-/// (read, write) bytes from the throttle files, which count I/O on every block scheduler
-/// (the CFQ-only blkio.io_service_bytes stays empty on modern kernels).
-fn read_v1_blkio(dir: &Path, files: &mut FileCache) -> (u64, u64) {
-    let recursive = dir.join("blkio.throttle.io_service_bytes_recursive");
-    if let Ok(text) = files.read(&recursive) {
-        return parse_blkio_service_bytes(text);
-    }
-    files
-        .read_optional(&dir.join("blkio.throttle.io_service_bytes"))
-        .map(parse_blkio_service_bytes)
-        .unwrap_or((0, 0))
-}
-
-fn read_v2(dir: &Path, path: &str, files: &mut FileCache) -> Result<CgroupCounters, HostError> {
-    let mut c = CgroupCounters {
-        source: UsageSource::CgroupV2,
-        path: path.to_string(),
-        ..CgroupCounters::default()
-    };
-    // cpu.stat exists in every v2 cgroup: its absence means the cgroup (container) is gone.
-    let stat = files.read(&dir.join("cpu.stat"))?;
-    c.cpu_usage_ns = flat_keyed_value(stat, "usage_usec").map(|us| us.saturating_mul(1000));
-    c.nr_periods = flat_keyed_value(stat, "nr_periods").unwrap_or(0);
-    c.nr_throttled = flat_keyed_value(stat, "nr_throttled").unwrap_or(0);
-    c.cpu_limit_cores = read_limit(files, &dir.join("cpu.max")).and_then(|t| parse_cpu_max(&t));
-    c.cpu_weight = read_limit_u64(files, &dir.join("cpu.weight"));
-    c.memory_usage_bytes = read_u64(files, &dir.join("memory.current")).unwrap_or(0);
-    c.memory_limit_bytes = read_limit(files, &dir.join("memory.max")).and_then(|t| parse_max(&t));
-    if let Some(text) = files.read_optional(&dir.join("memory.stat")) {
-        c.inactive_file_bytes = flat_keyed_value(text, "inactive_file").unwrap_or(0);
-    }
-    if let Some(text) = files.read_optional(&dir.join("io.stat")) {
-        (c.io_read_bytes, c.io_write_bytes) = parse_io_stat(text);
-    }
-    c.pids = read_u64(files, &dir.join("pids.current")).unwrap_or(0);
-    c.cpuset_cpus = read_first_limit(files, dir, &["cpuset.cpus.effective", "cpuset.cpus"]);
-    c.cpuset_mems = read_first_limit(files, dir, &["cpuset.mems.effective", "cpuset.mems"]);
-    c.pressure = read_cgroup_pressure(dir, files);
-    Ok(c)
 }
 
 /// Which cgroups one process is in, from proc/<pid>/cgroup.
@@ -517,46 +413,12 @@ pub fn parse_cpu_max(text: &str) -> Option<f64> {
     cores(quota.parse::<i64>().ok()?, period)
 }
 
-/// How stale a limit reading may be; see `read_limit`.
-pub const LIMITS_MAX_AGE: Duration = Duration::from_secs(10);
-
 /// A v2 limit: "max" is none.
 pub fn parse_max(text: &str) -> Option<u64> {
     match text.trim() {
         "max" => None,
         other => other.parse().ok(),
     }
-}
-
-/// A limit or placement (quota, shares, memory limit, cpuset): these change only when
-/// someone updates the container, so they are re-read at most every `LIMITS_MAX_AGE` (and at
-/// once after a Docker update event, which expires the readings).
-fn read_limit(files: &mut FileCache, path: &Path) -> Option<String> {
-    files
-        .read_optional_within(path, LIMITS_MAX_AGE)
-        .map(|t| t.trim().to_string())
-}
-
-fn read_limit_u64(files: &mut FileCache, path: &Path) -> Option<u64> {
-    read_limit(files, path)?.parse().ok()
-}
-
-fn read_first_limit(files: &mut FileCache, dir: &Path, names: &[&str]) -> String {
-    for name in names {
-        if let Ok(text) = files.read_within(&dir.join(name), LIMITS_MAX_AGE) {
-            return text.trim().to_string();
-        }
-    }
-    tracing::debug!(dir = %dir.display(), ?names, "no cpuset file");
-    String::new()
-}
-
-fn read_u64(files: &mut FileCache, path: &Path) -> Option<u64> {
-    let parsed = files.read_optional(path)?.trim().parse::<u64>().ok();
-    if parsed.is_none() {
-        tracing::debug!(path = %path.display(), "cgroup file holds no number");
-    }
-    parsed
 }
 
 #[cfg(test)]

@@ -133,7 +133,6 @@ pub fn parse_loadavg(text: &str) -> Option<LoadAvg> {
     })
 }
 
-
 /// Shares of time between two readings of one CPU, in percent. `None` when there is no data:
 /// no tick elapsed, or a counter went backwards because the CPU was unplugged and came back.
 /// iowait alone is clamped, since the kernel documents that it may decrease on a live CPU.

@@ -10,10 +10,10 @@
 //! report another process's figures.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::HostError;
@@ -21,15 +21,91 @@ use super::HostError;
 /// Read buffer start size; kernel files of interest fit, larger ones grow it.
 const START_BUFFER: usize = 8 * 1024;
 
-/// Open files by path, each re-read in place.
+/// One kernel file, opened on first read and kept open; optionally with its last reading.
+#[derive(Debug)]
+pub struct KeptFile {
+    path: PathBuf,
+    file: Option<File>,
+    memo: Option<(Instant, Vec<u8>)>,
+}
+
+impl KeptFile {
+    pub fn new(path: PathBuf) -> Self {
+        KeptFile {
+            path,
+            file: None,
+            memo: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's current content, in `buffer`. When the kept descriptor fails (its process
+    /// or cgroup is gone) the path is opened afresh once, so a reused pid or a recreated
+    /// cgroup is read as the new one it now is.
+    pub fn read_bytes<'b>(&mut self, buffer: &'b mut Vec<u8>) -> Result<&'b [u8], HostError> {
+        if let Some(file) = &self.file {
+            if read_whole_at_zero(file, buffer).is_ok() {
+                return Ok(buffer);
+            }
+            self.file = None;
+        }
+        let io_err = |source| HostError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = File::open(&self.path).map_err(io_err)?;
+        read_whole_at_zero(&file, buffer).map_err(io_err)?;
+        self.file = Some(file);
+        Ok(buffer)
+    }
+
+    /// The file's current content as text.
+    pub fn read<'b>(&mut self, buffer: &'b mut Vec<u8>) -> Result<&'b str, HostError> {
+        self.read_bytes(buffer)?;
+        as_text(buffer, &self.path)
+    }
+
+    /// Content no older than `max_age`: the last reading when recent enough, else a fresh
+    /// one. For files that change slowly (limits) or that the kernel itself updates only
+    /// every few seconds (PSI averages, every 2 s).
+    pub fn read_within(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        max_age: Duration,
+    ) -> Result<&str, HostError> {
+        let fresh = self
+            .memo
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < max_age);
+        if !fresh {
+            let bytes = self.read_bytes(buffer)?.to_vec();
+            self.memo = Some((Instant::now(), bytes));
+        }
+        match &self.memo {
+            Some((_, bytes)) => as_text(bytes, &self.path),
+            None => Err(HostError::Parse {
+                path: self.path.clone(),
+                what: "no reading kept".to_string(),
+            }),
+        }
+    }
+
+    /// Forget the last reading, so the next `read_within` reads afresh.
+    pub fn expire(&mut self) {
+        self.memo = None;
+    }
+}
+
+/// Kept files by path, for sets of files that come and go (one stat file per process).
 #[derive(Debug, Default)]
 pub struct FileCache {
     // Keyed by the raw path bytes: hashing a `Path` walks its components, which showed in
-    // profiles at two thousand lookups a tick.
-    files: HashMap<OsString, File>,
+    // profiles at hundreds of lookups a tick.
+    files: HashMap<OsString, KeptFile>,
     buffer: Vec<u8>,
-    /// Last content of files read through `read_within`, with when it was read.
-    memos: HashMap<OsString, (Instant, Vec<u8>)>,
     /// Most files kept open at once; past it, files are read and closed as usual.
     keep_limit: Option<usize>,
 }
@@ -48,90 +124,44 @@ impl FileCache {
         }
     }
 
+    /// The file's current content (see `KeptFile::read_bytes`). A file that fails is dropped.
+    pub fn read_bytes(&mut self, path: &Path) -> Result<&[u8], HostError> {
+        let key = path.as_os_str();
+        if !self.files.contains_key(key) {
+            if self
+                .keep_limit
+                .is_some_and(|limit| self.files.len() >= limit)
+            {
+                // Full: read without keeping.
+                return KeptFile::new(path.to_path_buf()).read_bytes(&mut self.buffer);
+            }
+            self.files
+                .insert(key.to_owned(), KeptFile::new(path.to_path_buf()));
+        }
+        let Some(kept) = self.files.get_mut(key) else {
+            return Err(HostError::Parse {
+                path: path.to_path_buf(),
+                what: "file vanished from the cache".to_string(),
+            });
+        };
+        match kept.read_bytes(&mut self.buffer) {
+            Ok(_) => Ok(&self.buffer),
+            Err(err) => {
+                self.files.remove(key);
+                Err(err)
+            }
+        }
+    }
+
     /// The file's current content as text (UTF-8 required).
     pub fn read(&mut self, path: &Path) -> Result<&str, HostError> {
         self.read_bytes(path)?;
         as_text(&self.buffer, path)
     }
 
-    /// The file's current content. Opens and keeps the file on first use. When a kept file
-    /// fails (its process or cgroup is gone) it is dropped and the path opened afresh once,
-    /// so a reused pid or a recreated cgroup is read as the new one it now is.
-    pub fn read_bytes(&mut self, path: &Path) -> Result<&[u8], HostError> {
-        if let Some(file) = self.files.get(path.as_os_str()) {
-            match read_whole_at_zero(file, &mut self.buffer) {
-                Ok(()) => return Ok(&self.buffer),
-                Err(_) => {
-                    self.files.remove(path.as_os_str());
-                }
-            }
-        }
-        let io_err = |source| HostError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io_err)?;
-        read_whole_at_zero(&file, &mut self.buffer).map_err(io_err)?;
-        if self.keep_limit.is_none_or(|limit| self.files.len() < limit) {
-            self.files.insert(path.as_os_str().to_owned(), file);
-        }
-        Ok(&self.buffer)
-    }
-
-    /// Content no older than `max_age`: the last reading when it is recent enough, else a
-    /// fresh one. For files that change slowly (limits) or that the kernel itself updates
-    /// only every few seconds (PSI averages, every 2 s).
-    pub fn read_within(&mut self, path: &Path, max_age: Duration) -> Result<&str, HostError> {
-        let fresh = self
-            .memos
-            .get(path.as_os_str())
-            .is_some_and(|(at, _)| at.elapsed() < max_age);
-        if !fresh {
-            self.read_bytes(path)?;
-            let memo = (Instant::now(), self.buffer.clone());
-            self.memos.insert(path.as_os_str().to_owned(), memo);
-        }
-        match self.memos.get(path.as_os_str()) {
-            Some((_, bytes)) => as_text(bytes, path),
-            None => Err(HostError::Parse {
-                path: path.to_path_buf(),
-                what: "no reading kept".to_string(),
-            }),
-        }
-    }
-
-    /// `read_within` for files the kernel may lack: `None` when absent or unreadable.
-    pub fn read_optional_within(&mut self, path: &Path, max_age: Duration) -> Option<&str> {
-        match self.read_within(path, max_age) {
-            Ok(text) => Some(text),
-            Err(err) => {
-                tracing::debug!(%err, "optional file not readable");
-                None
-            }
-        }
-    }
-
-    /// Make every kept reading stale, so the next `read_within` reads afresh (after an
-    /// event that may have changed the files, such as `docker update`).
-    pub fn expire_readings(&mut self) {
-        self.memos.clear();
-    }
-
-    /// Like `read`, for files the kernel may lack: `None` when absent or unreadable.
-    pub fn read_optional(&mut self, path: &Path) -> Option<&str> {
-        match self.read(path) {
-            Ok(text) => Some(text),
-            Err(err) => {
-                tracing::debug!(%err, "optional file not readable");
-                None
-            }
-        }
-    }
-
     /// Forget every kept file whose path does not satisfy `keep` (closing it).
     pub fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
         self.files.retain(|path, _| keep(Path::new(path)));
-        self.memos.retain(|path, _| keep(Path::new(path)));
     }
 
     /// How many files are kept open.
@@ -192,15 +222,20 @@ pub fn raise_open_file_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn kept_proc_file_follows_changes_and_fails_when_its_process_is_gone() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let path = PathBuf::from(format!("/proc/{}/stat", child.id()));
         let mut cache = FileCache::new();
         let first = cache.read(&path).unwrap().to_string();
-        assert!(first.starts_with(&format!("{} (sleep)", child.id())), "{first}");
+        assert!(
+            first.starts_with(&format!("{} (sleep)", child.id())),
+            "{first}"
+        );
         assert_eq!(cache.len(), 1);
         child.kill().unwrap();
         child.wait().unwrap();
@@ -219,7 +254,8 @@ mod tests {
         assert_eq!(cache.read(&path).unwrap(), big);
         std::fs::write(&path, "short").unwrap();
         assert_eq!(cache.read(&path).unwrap(), "short");
-        assert!(cache.read_optional(&dir.path().join("absent")).is_none());
+        assert!(cache.read(&dir.path().join("absent")).is_err());
+        assert_eq!(cache.len(), 1, "a file that failed is not kept");
         cache.retain(|_| false);
         assert!(cache.is_empty());
     }
@@ -229,15 +265,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("limit");
         std::fs::write(&path, "1").unwrap();
-        let mut cache = FileCache::new();
+        let mut kept = KeptFile::new(path.clone());
+        let mut buffer = Vec::new();
         let long = Duration::from_secs(3600);
-        assert_eq!(cache.read_within(&path, long).unwrap(), "1");
+        assert_eq!(kept.read_within(&mut buffer, long).unwrap(), "1");
         std::fs::write(&path, "2").unwrap();
-        assert_eq!(cache.read_within(&path, long).unwrap(), "1", "still within its age");
-        assert_eq!(cache.read_within(&path, Duration::ZERO).unwrap(), "2");
+        assert_eq!(
+            kept.read_within(&mut buffer, long).unwrap(),
+            "1",
+            "still within its age"
+        );
+        assert_eq!(kept.read_within(&mut buffer, Duration::ZERO).unwrap(), "2");
         std::fs::write(&path, "3").unwrap();
-        cache.expire_readings();
-        assert_eq!(cache.read_within(&path, long).unwrap(), "3");
+        kept.expire();
+        assert_eq!(kept.read_within(&mut buffer, long).unwrap(), "3");
     }
 
     #[test]

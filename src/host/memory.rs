@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use std::time::{Duration, Instant};
 
-use crate::host::{HostError, HostRoots, counter_rate, numbered_dirs, read_optional, read_to_string};
+use crate::host::{
+    HostError, HostRoots, counter_rate, numbered_dirs, read_optional, read_to_string,
+};
 use crate::snapshot::{KsmStats, MemorySnapshot, NodeMemory};
 
 /// Parse "Key:   value [kB]" lines (proc/meminfo) into key -> value. Node meminfo lines
@@ -107,7 +109,6 @@ pub fn apply_vm_rates(
     out.swap_out_per_sec = counter_rate(prev.pswpout, cur.pswpout, elapsed);
     out.major_faults_per_sec = counter_rate(prev.pgmajfault, cur.pgmajfault, elapsed);
 }
-
 
 /// Per-node MemTotal/MemFree from sys/devices/system/node/nodeN/meminfo. Nodes whose meminfo
 /// is missing are left out rather than shown as empty.

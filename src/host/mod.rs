@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod cgroup_files;
 pub mod cgroups;
 pub mod cpu;
 pub mod disks;
@@ -82,7 +83,12 @@ pub fn read_optional(path: &Path) -> Option<String> {
 /// Parse a kernel CPU list such as "0-3,8,10-11" into ids. Malformed parts are skipped.
 pub fn parse_cpu_list(text: &str) -> Vec<u32> {
     let mut out = Vec::new();
-    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         match part.split_once('-') {
             Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
                 (Ok(a), Ok(b)) if a <= b && b - a < 1 << 16 => out.extend(a..=b),

@@ -259,7 +259,8 @@ impl ProcessSampler {
         let shown_ids: HashSet<ProcessId> = shown.iter().map(|p| p.id).collect();
         self.labels.retain(|id, _| shown_ids.contains(id));
         let shown_pids: HashSet<i32> = shown_ids.iter().map(|id| id.pid).collect();
-        self.status_files.retain(|path| pid_of_path(path).is_some_and(|pid| shown_pids.contains(&pid)));
+        self.status_files
+            .retain(|path| pid_of_path(path).is_some_and(|pid| shown_pids.contains(&pid)));
         Ok(shown)
     }
 

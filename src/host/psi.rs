@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::host::files::FileCache;
 use crate::host::{HostRoots, read_optional};
 use crate::snapshot::{Pressure, PsiLine, PsiResource};
 
@@ -79,24 +78,6 @@ pub fn read_system_pressure(roots: &HostRoots) -> Pressure {
 /// same avg10/avg60/avg300.
 pub const PSI_UPDATE_PERIOD: Duration = Duration::from_secs(2);
 
-/// Pressure of one cgroup v2 directory, from its {cpu,memory,io}.pressure files, read
-/// through the caller's kept-open files at most once per kernel update period.
-pub fn read_cgroup_pressure(dir: &Path, files: &mut FileCache) -> Pressure {
-    let mut read = |name: &str| {
-        let path = dir.join(name);
-        let parsed = parse_psi(files.read_optional_within(&path, PSI_UPDATE_PERIOD)?);
-        if parsed.is_none() {
-            tracing::debug!(path = %path.display(), "PSI file holds no usable \"some\" line");
-        }
-        parsed
-    };
-    Pressure {
-        cpu: read("cpu.pressure"),
-        memory: read("memory.pressure"),
-        io: read("io.pressure"),
-    }
-}
-
 fn read_psi_file(path: &Path) -> Option<PsiResource> {
     let parsed = parse_psi(&read_optional(path)?);
     if parsed.is_none() {
@@ -162,21 +143,5 @@ mod tests {
         let psi = parse_psi(text).unwrap();
         assert_eq!(psi.some.avg10, 3.0);
         assert_eq!(psi.some.total_us, 5);
-    }
-
-    #[test]
-    fn cgroup_pressure_reads_dot_pressure_files_and_absent_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("memory.pressure"),
-            "some avg10=4.00 avg60=3.00 avg300=2.00 total=100\nfull avg10=1.00 avg60=0.50 avg300=0.25 total=50\n",
-        )
-        .unwrap();
-        let pressure = read_cgroup_pressure(dir.path(), &mut FileCache::new());
-        assert_eq!(pressure.cpu, None);
-        assert_eq!(pressure.io, None);
-        let memory = pressure.memory.unwrap();
-        assert_eq!(memory.some.avg10, 4.0);
-        assert_eq!(memory.full.unwrap().total_us, 50);
     }
 }

@@ -1,0 +1,330 @@
+//! One cgroup's usage files, resolved once and kept open: the per-tick path of the containers
+//! sampler.
+//!
+//! Resolving a cgroup's directories walks the mount table and the cgroup path; doing that
+//! and building every file path again each tick cost more than the kernel's reads at 131
+//! containers. A `CgroupReader` resolves once, keeps each file open, and re-reads with one
+//! pread. Limits and cpusets are re-read every `LIMITS_MAX_AGE` (or at once after
+//! `expire_readings`), PSI every `PSI_UPDATE_PERIOD`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::HostError;
+use super::cgroups::{
+    CgroupCounters, V1_UNLIMITED, cores, flat_keyed_value, parse_blkio_service_bytes,
+    parse_cpu_max, parse_io_stat, parse_max,
+};
+use super::files::KeptFile;
+use super::psi::{PSI_UPDATE_PERIOD, parse_psi};
+use crate::snapshot::{Pressure, UsageSource};
+
+/// How stale a limit or placement reading (quota, shares, memory limit, cpuset) may be: they
+/// change only when someone updates the container.
+pub const LIMITS_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The three PSI files of one cgroup (v2 dir, or the unified dir on a hybrid host).
+#[derive(Debug)]
+struct PsiFiles {
+    cpu: KeptFile,
+    memory: KeptFile,
+    io: KeptFile,
+}
+
+impl PsiFiles {
+    fn new(dir: &Path) -> Self {
+        PsiFiles {
+            cpu: KeptFile::new(dir.join("cpu.pressure")),
+            memory: KeptFile::new(dir.join("memory.pressure")),
+            io: KeptFile::new(dir.join("io.pressure")),
+        }
+    }
+
+    fn read(&mut self, buffer: &mut Vec<u8>) -> Pressure {
+        let mut one = |file: &mut KeptFile| {
+            let text = optional(file.read_within(buffer, PSI_UPDATE_PERIOD))?;
+            let parsed = parse_psi(text);
+            if parsed.is_none() {
+                tracing::debug!(path = %file.path().display(), "PSI file holds no usable line");
+            }
+            parsed
+        };
+        Pressure {
+            cpu: one(&mut self.cpu),
+            memory: one(&mut self.memory),
+            io: one(&mut self.io),
+        }
+    }
+
+    fn expire(&mut self) {
+        self.cpu.expire();
+        self.memory.expire();
+        self.io.expire();
+    }
+}
+
+#[derive(Debug)]
+struct V1Files {
+    /// memory.usage_in_bytes: required; its absence means the cgroup is gone.
+    usage: KeptFile,
+    limit: KeptFile,
+    memory_stat: KeptFile,
+    cpuacct_usage: Option<KeptFile>,
+    cpu_stat: Option<KeptFile>,
+    quota: Option<KeptFile>,
+    period: Option<KeptFile>,
+    shares: Option<KeptFile>,
+    /// The throttle counters count I/O on every block scheduler (the CFQ-only
+    /// blkio.io_service_bytes stays empty on modern kernels); the recursive one when present.
+    blkio: Option<KeptFile>,
+    pids: Option<KeptFile>,
+    cpuset_cpus: Option<KeptFile>,
+    cpuset_mems: Option<KeptFile>,
+    /// Hybrid hosts keep PSI only in the unified tree.
+    psi: Option<PsiFiles>,
+}
+
+#[derive(Debug)]
+struct V2Files {
+    /// cpu.stat exists in every v2 cgroup: its absence means the cgroup is gone.
+    cpu_stat: KeptFile,
+    cpu_max: KeptFile,
+    cpu_weight: KeptFile,
+    memory_current: KeptFile,
+    memory_max: KeptFile,
+    memory_stat: KeptFile,
+    io_stat: KeptFile,
+    pids: KeptFile,
+    cpuset_cpus: KeptFile,
+    cpuset_mems: KeptFile,
+    psi: PsiFiles,
+}
+
+#[derive(Debug)]
+enum Files {
+    V1(Box<V1Files>),
+    V2(Box<V2Files>),
+}
+
+/// Reads one cgroup's counters, tick after tick.
+#[derive(Debug)]
+pub struct CgroupReader {
+    /// The cgroup path as the process sees it (memory controller's for v1).
+    path: String,
+    files: Files,
+    buffer: Vec<u8>,
+}
+
+/// v1 directories of one process's cgroup, by controller (None where not mounted).
+pub(crate) struct V1Dirs {
+    pub memory: PathBuf,
+    pub cpuacct: Option<PathBuf>,
+    pub cpu: Option<PathBuf>,
+    pub blkio: Option<PathBuf>,
+    pub pids: Option<PathBuf>,
+    pub cpuset: Option<PathBuf>,
+    pub unified: Option<PathBuf>,
+}
+
+impl CgroupReader {
+    pub(crate) fn v1(path: &str, dirs: V1Dirs) -> Self {
+        let file =
+            |dir: &Option<PathBuf>, name: &str| dir.as_ref().map(|d| KeptFile::new(d.join(name)));
+        let blkio = dirs.blkio.as_ref().map(|dir| {
+            let recursive = dir.join("blkio.throttle.io_service_bytes_recursive");
+            KeptFile::new(if recursive.exists() {
+                recursive
+            } else {
+                dir.join("blkio.throttle.io_service_bytes")
+            })
+        });
+        let files = V1Files {
+            usage: KeptFile::new(dirs.memory.join("memory.usage_in_bytes")),
+            limit: KeptFile::new(dirs.memory.join("memory.limit_in_bytes")),
+            memory_stat: KeptFile::new(dirs.memory.join("memory.stat")),
+            cpuacct_usage: file(&dirs.cpuacct, "cpuacct.usage"),
+            cpu_stat: file(&dirs.cpu, "cpu.stat"),
+            quota: file(&dirs.cpu, "cpu.cfs_quota_us"),
+            period: file(&dirs.cpu, "cpu.cfs_period_us"),
+            shares: file(&dirs.cpu, "cpu.shares"),
+            blkio,
+            pids: file(&dirs.pids, "pids.current"),
+            cpuset_cpus: file(&dirs.cpuset, "cpuset.cpus"),
+            cpuset_mems: file(&dirs.cpuset, "cpuset.mems"),
+            psi: dirs.unified.as_deref().map(PsiFiles::new),
+        };
+        CgroupReader {
+            path: path.to_string(),
+            files: Files::V1(Box::new(files)),
+            buffer: Vec::new(),
+        }
+    }
+
+    pub(crate) fn v2(path: &str, dir: &Path) -> Self {
+        let first_present = |names: [&str; 2]| {
+            let effective = dir.join(names[0]);
+            KeptFile::new(if effective.exists() {
+                effective
+            } else {
+                dir.join(names[1])
+            })
+        };
+        let file = |name: &str| KeptFile::new(dir.join(name));
+        let files = V2Files {
+            cpu_stat: file("cpu.stat"),
+            cpu_max: file("cpu.max"),
+            cpu_weight: file("cpu.weight"),
+            memory_current: file("memory.current"),
+            memory_max: file("memory.max"),
+            memory_stat: file("memory.stat"),
+            io_stat: file("io.stat"),
+            pids: file("pids.current"),
+            cpuset_cpus: first_present(["cpuset.cpus.effective", "cpuset.cpus"]),
+            cpuset_mems: first_present(["cpuset.mems.effective", "cpuset.mems"]),
+            psi: PsiFiles::new(dir),
+        };
+        CgroupReader {
+            path: path.to_string(),
+            files: Files::V2(Box::new(files)),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Read the counters now. Missing optional files leave their field at its default; the
+    /// cgroup gone (its required file unreadable) is an error naming the file.
+    pub fn read(&mut self) -> Result<CgroupCounters, HostError> {
+        let buffer = &mut self.buffer;
+        let mut c = CgroupCounters {
+            path: self.path.clone(),
+            ..CgroupCounters::default()
+        };
+        match &mut self.files {
+            Files::V1(f) => {
+                c.source = UsageSource::CgroupV1;
+                c.memory_usage_bytes = f.usage.read(buffer)?.trim().parse().unwrap_or(0);
+                c.memory_limit_bytes =
+                    limit_u64(&mut f.limit, buffer).filter(|&limit| limit < V1_UNLIMITED);
+                if let Some(text) = optional(f.memory_stat.read(buffer)) {
+                    c.inactive_file_bytes = flat_keyed_value(text, "total_inactive_file")
+                        .or_else(|| flat_keyed_value(text, "inactive_file"))
+                        .unwrap_or(0);
+                }
+                c.cpu_usage_ns = f.cpuacct_usage.as_mut().and_then(|k| number(k, buffer));
+                if let Some(text) = f.cpu_stat.as_mut().and_then(|k| optional(k.read(buffer))) {
+                    c.nr_periods = flat_keyed_value(text, "nr_periods").unwrap_or(0);
+                    c.nr_throttled = flat_keyed_value(text, "nr_throttled").unwrap_or(0);
+                }
+                let quota = f.quota.as_mut().and_then(|k| limit(k, buffer));
+                let period = f.period.as_mut().and_then(|k| limit_u64(k, buffer));
+                c.cpu_limit_cores = match (quota.map(|q| q.parse::<i64>()), period) {
+                    (Some(Ok(quota)), Some(period)) => cores(quota, period),
+                    _ => None,
+                };
+                c.cpu_weight = f.shares.as_mut().and_then(|k| limit_u64(k, buffer));
+                if let Some(text) = f.blkio.as_mut().and_then(|k| optional(k.read(buffer))) {
+                    (c.io_read_bytes, c.io_write_bytes) = parse_blkio_service_bytes(text);
+                }
+                c.pids = f.pids.as_mut().and_then(|k| number(k, buffer)).unwrap_or(0);
+                c.cpuset_cpus = f
+                    .cpuset_cpus
+                    .as_mut()
+                    .and_then(|k| limit(k, buffer))
+                    .unwrap_or_default();
+                c.cpuset_mems = f
+                    .cpuset_mems
+                    .as_mut()
+                    .and_then(|k| limit(k, buffer))
+                    .unwrap_or_default();
+                if let Some(psi) = &mut f.psi {
+                    c.pressure = psi.read(buffer);
+                }
+            }
+            Files::V2(f) => {
+                c.source = UsageSource::CgroupV2;
+                let stat = f.cpu_stat.read(buffer)?;
+                c.cpu_usage_ns =
+                    flat_keyed_value(stat, "usage_usec").map(|us| us.saturating_mul(1000));
+                c.nr_periods = flat_keyed_value(stat, "nr_periods").unwrap_or(0);
+                c.nr_throttled = flat_keyed_value(stat, "nr_throttled").unwrap_or(0);
+                c.cpu_limit_cores = limit(&mut f.cpu_max, buffer).and_then(|t| parse_cpu_max(&t));
+                c.cpu_weight = limit_u64(&mut f.cpu_weight, buffer);
+                c.memory_usage_bytes = number(&mut f.memory_current, buffer).unwrap_or(0);
+                c.memory_limit_bytes = limit(&mut f.memory_max, buffer).and_then(|t| parse_max(&t));
+                if let Some(text) = optional(f.memory_stat.read(buffer)) {
+                    c.inactive_file_bytes = flat_keyed_value(text, "inactive_file").unwrap_or(0);
+                }
+                if let Some(text) = optional(f.io_stat.read(buffer)) {
+                    (c.io_read_bytes, c.io_write_bytes) = parse_io_stat(text);
+                }
+                c.pids = number(&mut f.pids, buffer).unwrap_or(0);
+                c.cpuset_cpus = limit(&mut f.cpuset_cpus, buffer).unwrap_or_default();
+                c.cpuset_mems = limit(&mut f.cpuset_mems, buffer).unwrap_or_default();
+                c.pressure = f.psi.read(buffer);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Make limit, cpuset and PSI readings stale so the next `read` takes them afresh (after
+    /// an event that may have changed them, such as `docker update`).
+    pub fn expire_readings(&mut self) {
+        let kept: Vec<&mut KeptFile> = match &mut self.files {
+            Files::V1(f) => [
+                Some(&mut f.limit),
+                f.quota.as_mut(),
+                f.period.as_mut(),
+                f.shares.as_mut(),
+                f.cpuset_cpus.as_mut(),
+                f.cpuset_mems.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Files::V2(f) => vec![
+                &mut f.cpu_max,
+                &mut f.cpu_weight,
+                &mut f.memory_max,
+                &mut f.cpuset_cpus,
+                &mut f.cpuset_mems,
+            ],
+        };
+        for file in kept {
+            file.expire();
+        }
+        match &mut self.files {
+            Files::V1(f) => {
+                if let Some(psi) = &mut f.psi {
+                    psi.expire();
+                }
+            }
+            Files::V2(f) => f.psi.expire(),
+        }
+    }
+}
+
+/// An optional file's text: `None` (debug log) when absent or unreadable.
+fn optional<T>(result: Result<T, HostError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::debug!(%err, "optional cgroup file not readable");
+            None
+        }
+    }
+}
+
+fn number(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<u64> {
+    let parsed = optional(file.read(buffer))?.trim().parse().ok();
+    if parsed.is_none() {
+        tracing::debug!(path = %file.path().display(), "cgroup file holds no number");
+    }
+    parsed
+}
+
+fn limit(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<String> {
+    optional(file.read_within(buffer, LIMITS_MAX_AGE)).map(|t| t.trim().to_string())
+}
+
+fn limit_u64(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<u64> {
+    limit(file, buffer)?.parse().ok()
+}
