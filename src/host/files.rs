@@ -93,6 +93,11 @@ impl KeptFile {
         }
     }
 
+    /// Close the descriptor; the next read opens the path again.
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
     /// Forget the last reading, so the next `read_within` reads afresh.
     pub fn expire(&mut self) {
         self.memo = None;

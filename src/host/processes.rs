@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::host::cgroups::read_proc_cgroups;
-use crate::host::files::FileCache;
+use crate::host::files::{FileCache, KeptFile};
 use crate::host::{HostError, HostRoots};
 use crate::snapshot::{ProcessId, ProcessStat};
 
@@ -141,18 +141,9 @@ fn page_size_kb() -> u64 {
         .map_or(4, |b| b / 1024)
 }
 
-/// Read and parse proc/<pid>/stat; `None` when the process is gone or the line is malformed
-/// (both logged at debug: processes exit all the time).
-fn read_stat(files: &mut FileCache, proc_root: &Path, pid: i32) -> Option<StatFields> {
-    let path = proc_root.join(pid.to_string()).join("stat");
-    let text = match files.read_bytes(&path) {
-        Ok(bytes) => String::from_utf8_lossy(bytes),
-        Err(err) => {
-            tracing::debug!(pid, %err, "process vanished or stat unreadable");
-            return None;
-        }
-    };
-    let parsed = parse_stat(&text);
+/// Parse the bytes of a proc/<pid>/stat; `None` (debug log) when malformed.
+fn stat_from_bytes(pid: i32, bytes: &[u8]) -> Option<StatFields> {
+    let parsed = parse_stat(&String::from_utf8_lossy(bytes));
     if parsed.is_none() {
         tracing::debug!(pid, "skipping process with malformed stat");
     }
@@ -161,10 +152,20 @@ fn read_stat(files: &mut FileCache, proc_root: &Path, pid: i32) -> Option<StatFi
 
 /// The identity of a live process, or `None` when it is gone or unreadable.
 pub fn read_process_id(roots: &HostRoots, pid: i32) -> Option<ProcessId> {
-    read_stat(&mut FileCache::new(), &roots.proc, pid).map(|stat| ProcessId {
+    let bytes = std::fs::read(roots.proc.join(pid.to_string()).join("stat")).ok()?;
+    stat_from_bytes(pid, &bytes).map(|stat| ProcessId {
         pid,
         start_time: stat.start_time,
     })
+}
+
+/// A pid being followed: its kept stat file and what the last round read.
+struct Followed {
+    stat: KeptFile,
+    /// Identity and utime + stime at the last round; a new start time is a new process.
+    last: Option<(ProcessId, u64)>,
+    /// The round that last listed this pid; older entries are dropped.
+    round: u64,
 }
 
 /// One process seen this round, before its details are read.
@@ -181,11 +182,11 @@ pub struct ProcessSampler {
     top_n: usize,
     ticks_per_sec: f64,
     page_kb: u64,
-    /// utime + stime per process at `prev_at`; replaced every round, so gone processes drop out.
-    prev_ticks: HashMap<ProcessId, u64>,
+    /// Every listed pid with its kept stat file and last counters.
+    followed: HashMap<i32, Followed>,
+    round: u64,
+    buffer: Vec<u8>,
     prev_at: Option<Instant>,
-    /// Every process's stat file, kept open between rounds.
-    stat_files: FileCache,
     /// status files of the processes shown, kept open between rounds.
     status_files: FileCache,
     /// cmdline and cgroup of each process shown: read once per process identity, since
@@ -201,9 +202,10 @@ impl ProcessSampler {
             top_n,
             ticks_per_sec: clock_ticks_per_sec(),
             page_kb: page_size_kb(),
-            prev_ticks: HashMap::new(),
+            followed: HashMap::new(),
+            round: 0,
+            buffer: Vec::new(),
             prev_at: None,
-            stat_files: FileCache::with_limit(MAX_KEPT_STAT_FILES),
             status_files: FileCache::new(),
             labels: HashMap::new(),
         }
@@ -218,32 +220,50 @@ impl ProcessSampler {
             .prev_at
             .map(|then| now.duration_since(then).as_secs_f64())
             .filter(|&secs| secs > 0.0);
-        let mut ticks = HashMap::with_capacity(pids.len());
+        self.round += 1;
+        let round = self.round;
         let mut seen = Vec::with_capacity(pids.len());
         for pid in pids {
-            let Some(stat) = read_stat(&mut self.stat_files, &self.proc_root, pid) else {
+            let keep_open = self.followed.len() < MAX_KEPT_STAT_FILES;
+            let proc_root = &self.proc_root;
+            let followed = self.followed.entry(pid).or_insert_with(|| Followed {
+                stat: KeptFile::new(proc_root.join(pid.to_string()).join("stat")),
+                last: None,
+                round: 0,
+            });
+            let bytes = match followed.stat.read_bytes(&mut self.buffer) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    // Gone between the listing and the read: processes exit all the time.
+                    tracing::debug!(pid, %err, "process vanished or stat unreadable");
+                    continue;
+                }
+            };
+            let Some(stat) = stat_from_bytes(pid, bytes) else {
                 continue;
             };
+            followed.round = round;
             let id = ProcessId {
                 pid,
                 start_time: stat.start_time,
             };
             let total = stat.utime.saturating_add(stat.stime);
-            let cpu_pct = match (elapsed_secs, self.prev_ticks.get(&id)) {
-                (Some(secs), Some(&before)) => {
+            let cpu_pct = match (elapsed_secs, followed.last) {
+                // Only the same identity is diffed: a reused pid starts again at 0.
+                (Some(secs), Some((last_id, before))) if last_id == id => {
                     (total.saturating_sub(before) as f64 / self.ticks_per_sec / secs * 100.0) as f32
                 }
                 _ => 0.0,
             };
-            ticks.insert(id, total);
+            followed.last = Some((id, total));
+            if !keep_open {
+                followed.stat.close();
+            }
             seen.push(Seen { id, stat, cpu_pct });
         }
-        self.prev_ticks = ticks;
         self.prev_at = Some(now);
-        // Close the files of processes that exited without a failed read to drop them.
-        let live: HashSet<i32> = seen.iter().map(|s| s.id.pid).collect();
-        self.stat_files
-            .retain(|path| pid_of_path(path).is_some_and(|pid| live.contains(&pid)));
+        // Forget (and close the files of) pids that were not listed or not readable.
+        self.followed.retain(|_, f| f.round == round);
         seen.sort_by(|a, b| {
             b.cpu_pct
                 .total_cmp(&a.cpu_pct)
