@@ -333,6 +333,8 @@ pub struct ContainersSnapshot {
     pub agents: Vec<ContainerStat>,
     /// How many containers Docker reports in all, agents or not.
     pub total_seen: usize,
+    /// The label that makes a container an agent; `None` when every container counts.
+    pub agent_label: Option<String>,
 }
 
 /// Latency-sensitive or batch, from the `sutazai.class` label.
@@ -460,6 +462,9 @@ pub struct SamplerHealth {
     pub last_duration_us: u64,
     /// CPU time the last round's file reading cost, microseconds (the sampler's own cost).
     pub last_cpu_us: u64,
+    /// Successful rounds so far, and the CPU time they cost in all (for the mean).
+    pub rounds: u64,
+    pub total_cpu_us: u64,
     pub last_error: Option<String>,
     /// Consecutive failed or overrun rounds.
     pub failures: u32,

@@ -20,6 +20,11 @@ impl AgentRule {
     pub fn is_agent(&self, labels: &BTreeMap<String, String>) -> bool {
         self.all_containers || labels.contains_key(&self.label)
     }
+
+    /// The label to show operators; `None` when every container counts.
+    pub fn shown_label(&self) -> Option<String> {
+        (!self.all_containers).then(|| self.label.clone())
+    }
 }
 
 /// `sutazai.class`: "latency" or "batch" (any case). Anything else is ignored with a debug log.

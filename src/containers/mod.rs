@@ -117,6 +117,7 @@ impl ContainerSampler {
                 },
                 agents: Vec::new(),
                 total_seen: 0,
+                agent_label: self.rule.shown_label(),
             });
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
@@ -284,6 +285,7 @@ impl ContainerSampler {
             status,
             agents,
             total_seen: self.total_seen,
+            agent_label: self.rule.shown_label(),
         }
     }
 }

@@ -32,6 +32,8 @@ impl HealthBoard {
         self.with_entry(name, |h| {
             h.last_duration_us = took.as_micros() as u64;
             h.last_cpu_us = cpu.as_micros() as u64;
+            h.rounds += 1;
+            h.total_cpu_us += cpu.as_micros() as u64;
             h.last_error = None;
             h.failures = 0;
             h.backoff_ms = next_wait.as_millis() as u64;
@@ -52,6 +54,8 @@ impl HealthBoard {
         self.with_entry(name, |h| {
             h.last_duration_us = took.as_micros() as u64;
             h.last_cpu_us = cpu.as_micros() as u64;
+            h.rounds += 1;
+            h.total_cpu_us += cpu.as_micros() as u64;
             h.last_error = Some(format!(
                 "slow: round took {} ms, longer than the tick",
                 took.as_millis()

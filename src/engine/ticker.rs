@@ -111,6 +111,8 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
                 } else {
                     DockerStatus::Disabled
                 },
+                agent_label: (!config.docker.all_containers_are_agents)
+                    .then(|| config.docker.agent_label.clone()),
                 ..ContainersSnapshot::default()
             };
             let (tx, rx) = watch::channel(initial);
