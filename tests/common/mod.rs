@@ -145,6 +145,7 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
             },
             agents: Vec::new(),
             total_seen: 4,
+            agent_label: Some("sutazai.agent".into()),
         },
         ..Snapshot::default()
     }
@@ -287,6 +288,7 @@ pub fn docker_unreachable() -> Snapshot {
         },
         agents: Vec::new(),
         total_seen: 0,
+        agent_label: Some("sutazai.agent".into()),
     };
     snap
 }
