@@ -67,7 +67,7 @@ printf 'sutazai-top engine: %.2f ms CPU per round, %.2f%% of one core at 1 Hz, R
 printf 'docker stats --no-stream: %s ms of dockerd CPU per round (mean of 3)\n' "$stats_ms"
 printf '%s' "$engine_json" | python3 -c "
 import json, sys
-for s in json.load(sys.stdin)['samplers']:
-    print(f\"  sampler {s['name']:<10} {s['last_cpu_us'] / 1000:6.2f} ms CPU in its last round\")"
+for name, ms in json.load(sys.stdin)['sampler_mean_cpu_ms'].items():
+    print(f\"  sampler {name:<10} {ms:6.2f} ms CPU per round (mean over the run)\")"
 awk -v e="$per_round" -v d="$stats_ms" 'BEGIN {
   if (e > 0) printf "ratio: one engine round costs 1/%.0f of a docker stats round (target: at most 1/50)\n", d / e }'

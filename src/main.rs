@@ -167,6 +167,7 @@ fn init_stderr_logging(filter: &str) {
 
 async fn dashboard(config: Config) -> anyhow::Result<()> {
     let (handle, engine) = engine::spawn(config);
+    quit_on_signals(handle.commands.clone());
     let face = handle.clone();
     let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;
     // The TUI sends Quit itself; this covers its error paths.
@@ -175,6 +176,31 @@ async fn dashboard(config: Config) -> anyhow::Result<()> {
     result
         .context("the dashboard thread failed")?
         .context("terminal error")
+}
+
+/// SIGTERM, SIGHUP (closed terminal or ssh session) and SIGINT stop the engine; its snapshot
+/// channel closes, the dashboard returns and its guard restores the terminal.
+fn quit_on_signals(commands: tokio::sync::mpsc::Sender<Command>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = [
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::interrupt(),
+    ]
+    .map(signal);
+    tokio::spawn(async move {
+        let [Ok(mut term), Ok(mut hup), Ok(mut int)] = signals else {
+            tracing::warn!("cannot listen for signals; quit with q");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received; quitting");
+        let _ = commands.send(Command::Quit).await;
+    });
 }
 
 /// Wait until the engine has published tick `seq`.
@@ -249,6 +275,12 @@ async fn bench_observe(config: Config, seconds: u64) -> anyhow::Result<()> {
         "cpu_pct_of_one_core": 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
         "rss_kb": own_status_kb("VmRSS"),
         "peak_rss_kb": own_status_kb("VmHWM"),
+        // Mean CPU per round of each sampler over the whole run (warm-up included).
+        "sampler_mean_cpu_ms": snap
+            .samplers
+            .iter()
+            .map(|s| (s.name.clone(), s.total_cpu_us as f64 / 1e3 / s.rounds.max(1) as f64))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "samplers": snap.samplers,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);

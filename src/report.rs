@@ -5,6 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -60,7 +61,13 @@ pub fn write_json(snap: &Snapshot, dir: &Path) -> Result<PathBuf, ReportError> {
             format!("sutazai-report-{stamp}-{attempt}.json")
         };
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        // 0600: the report holds command lines, which may carry secrets.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(mut file) => {
                 file.write_all(text.as_bytes()).map_err(io_err)?;
                 file.sync_all().map_err(io_err)?;
@@ -133,6 +140,9 @@ mod tests {
         let second = write_json(&snap, dir.path()).unwrap();
         assert_ne!(first, second);
         assert!(second.to_string_lossy().ends_with("-1.json"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "reports are private to their owner");
         let value: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
         assert_eq!(value["snapshot"]["seq"], 7);

@@ -132,9 +132,27 @@ pub struct CpuTimes {
 }
 
 impl CpuTimes {
-    /// Busy percent: everything but idle and iowait.
+    /// Busy percent: everything but idle and iowait. All-zero times mean "no data yet"
+    /// (first tick, or a CPU whose counters went backwards) and count as 0, not 100.
     pub fn busy(&self) -> f32 {
-        (100.0 - self.idle - self.iowait).clamp(0.0, 100.0)
+        if self.has_data() {
+            (100.0 - self.idle - self.iowait).clamp(0.0, 100.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// False for the all-zero value that stands for "no interval measured".
+    pub fn has_data(&self) -> bool {
+        let total = self.user
+            + self.nice
+            + self.system
+            + self.iowait
+            + self.irq
+            + self.softirq
+            + self.steal
+            + self.idle;
+        total > 0.0
     }
 }
 

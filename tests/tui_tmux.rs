@@ -146,3 +146,53 @@ fn ctrl_c_quits_cleanly_too() {
     tmux.keys(&["C-c"]);
     assert_eq!(wait_for_file(&exit_file).trim(), "0");
 }
+
+#[test]
+fn sigterm_and_sighup_quit_with_the_terminal_restored() {
+    for (tag, signal) in [("term", "-TERM"), ("hup", "-HUP")] {
+        let dir = tempfile::tempdir().unwrap();
+        let exit_file = dir.path().join("exit");
+        let stty_before = dir.path().join("stty-before");
+        let stty_after = dir.path().join("stty-after");
+        // The report dir makes this instance's command line unique, so pgrep finds only it.
+        let command = format!(
+            "stty -g > {before}; {bin} --no-docker --report-dir {dir}; echo $? > {exit}; \
+             stty -g > {after}; sleep 30",
+            bin = env!("CARGO_BIN_EXE_sutazai-top"),
+            dir = dir.path().display(),
+            exit = exit_file.display(),
+            before = stty_before.display(),
+            after = stty_after.display(),
+        );
+        let tmux = Tmux::start(tag, &command);
+        tmux.wait_for("Cores");
+        // Anchored at the binary so the shell running the command line does not match.
+        let pattern = format!(
+            "^{} --no-docker --report-dir {}",
+            env!("CARGO_BIN_EXE_sutazai-top"),
+            dir.path().display()
+        );
+        let found = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        assert!(
+            !pid.is_empty() && !pid.contains('\n'),
+            "pgrep found {pid:?}"
+        );
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(wait_for_file(&exit_file).trim(), "0", "{signal}");
+        assert_eq!(
+            wait_for_file(&stty_after),
+            wait_for_file(&stty_before),
+            "{signal}"
+        );
+    }
+}

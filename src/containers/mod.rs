@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::config::DockerConfig;
@@ -33,6 +33,12 @@ use usage::UsageTracker;
 const RELIST_EVERY: u64 = 10;
 /// Longest wait between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Most events taken in one burst before re-listing (a failed stream may keep yielding).
+const MAX_EVENT_BATCH: usize = 1024;
+/// Stats API calls in flight at once when cgroups cannot be read.
+const FALLBACK_CONCURRENCY: usize = 8;
+/// Ticks before a container whose stats fallback failed is asked again.
+const FALLBACK_PAUSE: u32 = 10;
 /// Name of this sampler on the health board.
 pub const SAMPLER_NAME: &str = "containers";
 
@@ -45,6 +51,8 @@ struct Tracked {
     reader: Option<CgroupReader>,
     usage: UsageTracker,
     source: UsageSource,
+    /// After a failed stats fallback: no new attempt before this instant.
+    fallback_paused_until: Option<Instant>,
 }
 
 /// The containers sampler: owns the connection state and every tracked container.
@@ -155,20 +163,35 @@ impl ContainerSampler {
                     let cpu = self.read_usage(client).await;
                     self.health.ok(SAMPLER_NAME, started.elapsed(), cpu, self.interval);
                 }
-                event = events.next() => match event {
-                    Some(Ok(message)) => {
-                        let action = message.action.unwrap_or_default();
-                        if !docker::event_changes_membership(&action) {
-                            continue;
-                        }
-                        tracing::debug!(%action, "container event");
-                        if let Err(err) = self.relist(client).await {
-                            return Some(err.to_string());
+                event = events.next() => {
+                    // A burst (131 containers starting) arrives as hundreds of events: take
+                    // every one already waiting, then re-list once.
+                    let mut batch = vec![event];
+                    while batch.len() < MAX_EVENT_BATCH
+                        && matches!(batch.last(), Some(Some(Ok(_))))
+                        && let Some(more) = events.next().now_or_never()
+                    {
+                        batch.push(more);
+                    }
+                    let mut changed = false;
+                    for event in batch {
+                        match event {
+                            Some(Ok(message)) => {
+                                let action = message.action.unwrap_or_default();
+                                tracing::debug!(%action, "container event");
+                                changed |= docker::event_changes_membership(&action);
+                            }
+                            Some(Err(err)) => return Some(format!("event stream failed: {err}")),
+                            None => return Some("event stream ended".to_string()),
                         }
                     }
-                    Some(Err(err)) => return Some(format!("event stream failed: {err}")),
-                    None => return Some("event stream ended".to_string()),
-                },
+                    if !changed {
+                        continue;
+                    }
+                    if let Err(err) = self.relist(client).await {
+                        return Some(err.to_string());
+                    }
+                }
                 _ = shutdown.changed() => return None,
             }
             out.send_replace(self.snapshot(status.clone()));
@@ -199,6 +222,7 @@ impl ContainerSampler {
                     reader: None,
                     usage: UsageTracker::default(),
                     source: UsageSource::None,
+                    fallback_paused_until: None,
                 },
             };
             if running && tracked.pid.is_none() {
@@ -252,20 +276,11 @@ impl ContainerSampler {
             }
         };
         let now = Instant::now();
+        let fallbacks = self.fallback_readings(client, &done, now).await;
         for item in done {
             let counters = match item.result {
                 Some(Ok(counters)) => Some(counters),
-                Some(Err(err)) => {
-                    tracing::debug!(id = %item.id, %err, "cgroup unreadable, asking Docker for stats");
-                    match docker::stats_counters(client, &item.id).await {
-                        Ok(counters) => Some(counters),
-                        Err(err) => {
-                            tracing::debug!(id = %item.id, %err, "stats fallback failed");
-                            None
-                        }
-                    }
-                }
-                None => None,
+                _ => fallbacks.get(&item.id).cloned(),
             };
             if let Some(tracked) = self.tracked.get_mut(&item.id) {
                 tracked.reader = item.reader;
@@ -276,6 +291,59 @@ impl ContainerSampler {
             }
         }
         cpu
+    }
+
+    /// Docker's stats for the containers whose cgroup could not be read, a few calls at a
+    /// time. A container whose fallback failed is not asked again for `FALLBACK_PAUSE` ticks,
+    /// so a daemon that cannot answer never stalls the sampler tick after tick.
+    async fn fallback_readings(
+        &mut self,
+        client: &Docker,
+        done: &[Work],
+        now: Instant,
+    ) -> HashMap<String, CgroupCounters> {
+        let due: Vec<String> = done
+            .iter()
+            .filter(|item| matches!(item.result, Some(Err(_))))
+            .filter(|item| {
+                self.tracked
+                    .get(&item.id)
+                    .is_none_or(|t| t.fallback_paused_until.is_none_or(|until| now >= until))
+            })
+            .map(|item| item.id.clone())
+            .collect();
+        if due.is_empty() {
+            return HashMap::new();
+        }
+        tracing::debug!(
+            containers = due.len(),
+            "cgroups unreadable, asking Docker for stats"
+        );
+        let answers: Vec<(String, Result<CgroupCounters, docker::DockerError>)> =
+            futures_util::stream::iter(due)
+                .map(|id| async move {
+                    let result = docker::stats_counters(client, &id).await;
+                    (id, result)
+                })
+                .buffer_unordered(FALLBACK_CONCURRENCY)
+                .collect()
+                .await;
+        let pause = self.interval * FALLBACK_PAUSE;
+        let mut readings = HashMap::new();
+        for (id, result) in answers {
+            match result {
+                Ok(counters) => {
+                    readings.insert(id, counters);
+                }
+                Err(err) => {
+                    tracing::debug!(%id, %err, "stats fallback failed");
+                    if let Some(t) = self.tracked.get_mut(&id) {
+                        t.fallback_paused_until = Some(now + pause);
+                    }
+                }
+            }
+        }
+        readings
     }
 
     fn snapshot(&self, status: DockerStatus) -> ContainersSnapshot {

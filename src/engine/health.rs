@@ -49,19 +49,15 @@ impl HealthBoard {
         });
     }
 
-    /// A round succeeded but took longer than the tick.
+    /// A round succeeded but took longer than the tick: recorded like a success, with the
+    /// overrun shown as its error.
     pub fn slow(&self, name: &str, took: Duration, cpu: Duration, next_wait: Duration) {
+        self.ok(name, took, cpu, next_wait);
         self.with_entry(name, |h| {
-            h.last_duration_us = took.as_micros() as u64;
-            h.last_cpu_us = cpu.as_micros() as u64;
-            h.rounds += 1;
-            h.total_cpu_us += cpu.as_micros() as u64;
             h.last_error = Some(format!(
                 "slow: round took {} ms, longer than the tick",
                 took.as_millis()
             ));
-            h.failures = h.failures.saturating_add(1);
-            h.backoff_ms = next_wait.as_millis() as u64;
         });
     }
 
@@ -74,7 +70,10 @@ impl HealthBoard {
 /// CPU time consumed so far by the calling thread (zero if the clock is unavailable).
 pub fn thread_cpu_time() -> Duration {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
-        Ok(ts) => Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().clamp(0, 999_999_999) as u32),
+        Ok(ts) => Duration::new(
+            ts.tv_sec().max(0) as u64,
+            ts.tv_nsec().clamp(0, 999_999_999) as u32,
+        ),
         Err(_) => Duration::ZERO,
     }
 }

@@ -187,6 +187,7 @@ impl Ticker {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick fires at once; let the samplers run a round
+        let mut containers_live = true;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -199,6 +200,13 @@ impl Ticker {
                     let Some(command) = command else { return };
                     if !self.handle(command, &snapshots).await {
                         return;
+                    }
+                }
+                changed = self.readings.containers.changed(), if containers_live => {
+                    match changed {
+                        Ok(()) => self.publish_membership_change(&snapshots),
+                        // No containers sampler (Docker disabled) or it stopped: ticks go on.
+                        Err(_) => containers_live = false,
                     }
                 }
             }
@@ -241,6 +249,27 @@ impl Ticker {
         true
     }
 
+    /// A container appeared or went away between ticks (Docker event): show it now rather
+    /// than at the next tick. Usage-only updates wait for the tick.
+    fn publish_membership_change(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        let same_members = |a: &ContainersSnapshot, b: &ContainersSnapshot| {
+            a.status == b.status
+                && a.agents.len() == b.agents.len()
+                && a.agents.iter().zip(&b.agents).all(|(x, y)| x.id == y.id)
+        };
+        let changed = {
+            let latest = self.readings.containers.borrow_and_update();
+            let shown = snapshots.borrow();
+            !same_members(&latest, &shown.containers)
+        };
+        if !changed {
+            return;
+        }
+        let mut snap = (**snapshots.borrow()).clone();
+        snap.containers = self.readings.containers.borrow().clone();
+        snapshots.send_replace(Arc::new(snap));
+    }
+
     fn set_notice(&mut self, text: String, is_error: bool) {
         self.notice_seq += 1;
         self.notice = Some(Notice {
@@ -281,7 +310,10 @@ impl Ticker {
     fn push_history(&mut self, snap: &Snapshot) {
         let h = &mut self.history;
         let m = &snap.memory;
-        h.cpu_busy_pct.push(snap.cpu.total.busy());
+        // No point for a tick without a CPU interval (the first), rather than a false 0.
+        if snap.cpu.total.has_data() {
+            h.cpu_busy_pct.push(snap.cpu.total.busy());
+        }
         h.mem_used_pct.push((m.used_fraction() * 100.0) as f32);
         let swap_used = if m.swap_total_kb == 0 {
             0.0

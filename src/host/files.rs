@@ -5,9 +5,10 @@
 //! a kept file costs one pread. procfs, sysfs and cgroupfs files are generated on read from
 //! offset 0, so the content is always current (procps keeps /proc/stat open the same way).
 //!
-//! A kept /proc/<pid>/... file stays bound to the process it was opened for: once that
-//! process exits, reads fail (ESRCH) even if the pid is reused, so a cached file can never
-//! report another process's figures.
+//! A kept /proc/<pid>/... descriptor stays bound to the process it was opened for: once that
+//! process exits, reads through it fail (ESRCH) even if the pid is reused. The path is then
+//! opened afresh, which reaches whatever process holds the pid now, so callers that care
+//! about identity compare the start time (the process sampler does).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -43,12 +44,19 @@ impl KeptFile {
     }
 
     /// The file's current content, in `buffer`. When the kept descriptor fails (its process
-    /// or cgroup is gone) the path is opened afresh once, so a reused pid or a recreated
-    /// cgroup is read as the new one it now is.
+    /// or cgroup is gone) the path is opened afresh once, so a recreated cgroup, or a pid now
+    /// held by another process, is read as what it now is (callers that care about identity,
+    /// like the process sampler, check the start time).
     pub fn read_bytes<'b>(&mut self, buffer: &'b mut Vec<u8>) -> Result<&'b [u8], HostError> {
+        let filled = self.fill(buffer)?;
+        Ok(&buffer[..filled])
+    }
+
+    /// Read into `buffer`; returns how many bytes are valid.
+    fn fill(&mut self, buffer: &mut Vec<u8>) -> Result<usize, HostError> {
         if let Some(file) = &self.file {
-            if read_whole_at_zero(file, buffer).is_ok() {
-                return Ok(buffer);
+            if let Ok(filled) = read_whole_at_zero(file, buffer) {
+                return Ok(filled);
             }
             self.file = None;
         }
@@ -57,15 +65,15 @@ impl KeptFile {
             source,
         };
         let file = File::open(&self.path).map_err(io_err)?;
-        read_whole_at_zero(&file, buffer).map_err(io_err)?;
+        let filled = read_whole_at_zero(&file, buffer).map_err(io_err)?;
         self.file = Some(file);
-        Ok(buffer)
+        Ok(filled)
     }
 
     /// The file's current content as text.
     pub fn read<'b>(&mut self, buffer: &'b mut Vec<u8>) -> Result<&'b str, HostError> {
-        self.read_bytes(buffer)?;
-        as_text(buffer, &self.path)
+        let bytes = self.read_bytes(buffer)?;
+        as_text(bytes, &self.path)
     }
 
     /// Content no older than `max_age`: the last reading when recent enough, else a fresh
@@ -132,25 +140,20 @@ impl FileCache {
     /// The file's current content (see `KeptFile::read_bytes`). A file that fails is dropped.
     pub fn read_bytes(&mut self, path: &Path) -> Result<&[u8], HostError> {
         let key = path.as_os_str();
-        if !self.files.contains_key(key) {
-            if self
-                .keep_limit
-                .is_some_and(|limit| self.files.len() >= limit)
-            {
-                // Full: read without keeping.
-                return KeptFile::new(path.to_path_buf()).read_bytes(&mut self.buffer);
+        let filled = match self.files.get_mut(key) {
+            Some(kept) => kept.fill(&mut self.buffer),
+            None => {
+                let mut kept = KeptFile::new(path.to_path_buf());
+                let filled = kept.fill(&mut self.buffer);
+                let room = self.keep_limit.is_none_or(|limit| self.files.len() < limit);
+                if filled.is_ok() && room {
+                    self.files.insert(key.to_owned(), kept);
+                }
+                filled
             }
-            self.files
-                .insert(key.to_owned(), KeptFile::new(path.to_path_buf()));
-        }
-        let Some(kept) = self.files.get_mut(key) else {
-            return Err(HostError::Parse {
-                path: path.to_path_buf(),
-                what: "file vanished from the cache".to_string(),
-            });
         };
-        match kept.read_bytes(&mut self.buffer) {
-            Ok(_) => Ok(&self.buffer),
+        match filled {
+            Ok(filled) => Ok(&self.buffer[..filled]),
             Err(err) => {
                 self.files.remove(key);
                 Err(err)
@@ -160,8 +163,8 @@ impl FileCache {
 
     /// The file's current content as text (UTF-8 required).
     pub fn read(&mut self, path: &Path) -> Result<&str, HostError> {
-        self.read_bytes(path)?;
-        as_text(&self.buffer, path)
+        let bytes = self.read_bytes(path)?;
+        as_text(bytes, path)
     }
 
     /// Forget every kept file whose path does not satisfy `keep` (closing it).
@@ -179,8 +182,9 @@ impl FileCache {
     }
 }
 
-/// Read the whole file from offset 0 into `buffer` with as few preads as possible.
-fn read_whole_at_zero(file: &File, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+/// Read the whole file from offset 0 into `buffer` with as few preads as possible; returns
+/// the length read. The buffer keeps its size between reads (no zero-filling per read).
+fn read_whole_at_zero(file: &File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
     if buffer.len() < START_BUFFER {
         buffer.resize(START_BUFFER, 0);
     }
@@ -191,13 +195,11 @@ fn read_whole_at_zero(file: &File, buffer: &mut Vec<u8>) -> std::io::Result<()> 
         // Short read: the kernel generated all it had (seq_file fills the buffer until
         // done); a zero read is the end too.
         if n == 0 || filled < buffer.len() {
-            break;
+            return Ok(filled);
         }
         let grown = buffer.len() * 2;
         buffer.resize(grown, 0);
     }
-    buffer.truncate(filled);
-    Ok(())
 }
 
 fn as_text<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, HostError> {

@@ -20,8 +20,20 @@ const CMDLINE_DISPLAY_CHARS: usize = 120;
 const CMDLINE_READ_BYTES: u64 = 4096;
 /// Fields after the comm that a usable stat line must have (through field 41, policy).
 const STAT_FIELDS_AFTER_COMM: usize = 39;
-/// Most stat files kept open (one per process); past it the rest are opened per round.
+/// Most stat files kept open (one per process), at most; see `kept_stat_file_limit`.
 const MAX_KEPT_STAT_FILES: usize = 16_384;
+
+/// How many stat files to keep open: half the open-file limit at most (the rest is for
+/// containers' cgroup files, sockets and the terminal), and never more than
+/// `MAX_KEPT_STAT_FILES`.
+fn kept_stat_file_limit() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 2)
+        .unwrap_or(MAX_KEPT_STAT_FILES)
+        .min(MAX_KEPT_STAT_FILES)
+}
 
 /// The fields of proc/<pid>/stat that the sampler uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +171,15 @@ pub fn read_process_id(roots: &HostRoots, pid: i32) -> Option<ProcessId> {
     })
 }
 
+/// What is shown about a process besides its counters.
+#[derive(Debug, Clone)]
+struct Labels {
+    /// The comm these were read under; a new comm (exec) means read them again.
+    comm: String,
+    cmdline: String,
+    cgroup: String,
+}
+
 /// A pid being followed: its kept stat file and what the last round read.
 struct Followed {
     stat: KeptFile,
@@ -184,14 +205,17 @@ pub struct ProcessSampler {
     page_kb: u64,
     /// Every listed pid with its kept stat file and last counters.
     followed: HashMap<i32, Followed>,
+    /// Most stat files kept open; past it the rest are opened per round.
+    kept_limit: usize,
     round: u64,
     buffer: Vec<u8>,
     prev_at: Option<Instant>,
     /// status files of the processes shown, kept open between rounds.
     status_files: FileCache,
-    /// cmdline and cgroup of each process shown: read once per process identity, since
-    /// they almost never change over a process's life.
-    labels: HashMap<ProcessId, (String, String)>,
+    /// cmdline and cgroup of each process shown, read once per process identity and comm:
+    /// they change only at exec (which changes comm) or a cgroup move (rare; the entry is
+    /// also dropped whenever the process leaves the shown set).
+    labels: HashMap<ProcessId, Labels>,
 }
 
 impl ProcessSampler {
@@ -203,6 +227,7 @@ impl ProcessSampler {
             ticks_per_sec: clock_ticks_per_sec(),
             page_kb: page_size_kb(),
             followed: HashMap::new(),
+            kept_limit: kept_stat_file_limit(),
             round: 0,
             buffer: Vec::new(),
             prev_at: None,
@@ -224,7 +249,7 @@ impl ProcessSampler {
         let round = self.round;
         let mut seen = Vec::with_capacity(pids.len());
         for pid in pids {
-            let keep_open = self.followed.len() < MAX_KEPT_STAT_FILES;
+            let keep_open = self.followed.len() < self.kept_limit;
             let proc_root = &self.proc_root;
             let followed = self.followed.entry(pid).or_insert_with(|| Followed {
                 stat: KeptFile::new(proc_root.join(pid.to_string()).join("stat")),
@@ -309,7 +334,16 @@ impl ProcessSampler {
             }
         };
         let roots = &self.roots;
-        let (cmdline, cgroup) = self
+        if self
+            .labels
+            .get(&seen.id)
+            .is_some_and(|l| l.comm != seen.stat.comm)
+        {
+            self.labels.remove(&seen.id);
+        }
+        let Labels {
+            cmdline, cgroup, ..
+        } = self
             .labels
             .entry(seen.id)
             .or_insert_with(|| {
@@ -320,7 +354,11 @@ impl ProcessSampler {
                         String::new()
                     }
                 };
-                (read_cmdline(&dir.join("cmdline")), cgroup)
+                Labels {
+                    comm: seen.stat.comm.clone(),
+                    cmdline: read_cmdline(&dir.join("cmdline")),
+                    cgroup,
+                }
             })
             .clone();
         let stat = seen.stat;
