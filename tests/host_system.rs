@@ -1,6 +1,8 @@
 //! Host system readers against fixture trees (a 64-CPU two-node host, a tree of malformed
 //! files) and against the real machine.
 
+mod host_support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,24 +16,12 @@ use sutazai_top::host::topology::read_topology;
 use sutazai_top::host::{HostRoots, parse_cpu_list};
 use sutazai_top::snapshot::{CacheInfo, NumaNode};
 
+use host_support::copy_tree;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-/// Copy a fixture tree so a test may rewrite files in it.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,13 +391,49 @@ fn real_memory_total_matches_sysinfo() {
     assert!(memory.available_kb > 0 && memory.available_kb <= memory.total_kb);
 }
 
+/// PSI is optional (CONFIG_PSI, `psi=0` on the command line): the kernel creates
+/// /proc/pressure exactly when it accounts pressure, so the reader must report all three
+/// resources when the directory is there and none, without error, when it is not.
+fn assert_pressure_matches_proc_pressure(roots: &HostRoots) {
+    let pressure = read_system_pressure(roots);
+    let in_range = |avg: f32| (0.0..=100.0).contains(&avg);
+    if roots.proc.join("pressure").is_dir() {
+        let cpu = pressure
+            .cpu
+            .expect("/proc/pressure exists but no cpu pressure was read");
+        assert!(
+            in_range(cpu.some.avg10) && in_range(cpu.some.avg300),
+            "{cpu:?}"
+        );
+        // Memory and io have had a "full" line since PSI began; cpu only since 5.13.
+        let memory = pressure
+            .memory
+            .expect("/proc/pressure exists but no memory pressure");
+        assert!(memory.full.is_some(), "{memory:?}");
+        let io = pressure
+            .io
+            .expect("/proc/pressure exists but no io pressure");
+        assert!(io.full.is_some(), "{io:?}");
+    } else {
+        assert_eq!(
+            pressure,
+            Default::default(),
+            "no /proc/pressure, yet pressure was read"
+        );
+    }
+}
+
+#[test]
+fn pressure_check_holds_on_hosts_with_and_without_psi() {
+    assert_pressure_matches_proc_pressure(&numa64());
+    let without_psi = tempfile::tempdir().unwrap();
+    assert_pressure_matches_proc_pressure(&HostRoots::under(without_psi.path()));
+}
+
 #[test]
 fn real_pressure_disks_and_net() {
     let roots = HostRoots::default();
-    let pressure = read_system_pressure(&roots);
-    assert!(pressure.cpu.is_some());
-    assert!(pressure.memory.is_some_and(|m| m.full.is_some()));
-    assert!(pressure.io.is_some_and(|io| io.full.is_some()));
+    assert_pressure_matches_proc_pressure(&roots);
 
     let mut disks = DiskSampler::new(&roots);
     disks.sample().unwrap();

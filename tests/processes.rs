@@ -1,6 +1,8 @@
 //! The process sampler: odd comms and broken stat files on a fixture proc root, pid reuse,
 //! and a real busy child on the real host.
 
+mod host_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -8,6 +10,8 @@ use std::time::Duration;
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::processes::{ProcessSampler, read_process_id};
 use sutazai_top::snapshot::{ProcessId, ProcessStat};
+
+use host_support::{copy_tree, favour};
 
 fn odd_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procs_odd")
@@ -18,19 +22,6 @@ fn copy_of_odd_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&odd_fixture(), dir.path());
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A stat line shaped like the fixture's, for rewriting between samples.
@@ -191,16 +182,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Lower the child's nice value so it gets its CPU even while other builds load the machine;
-/// only the process this test spawned is changed (needs root; harmless when refused).
-fn favour(pid: u32) {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -10) };
-    if rc != 0 {
-        eprintln!("could not raise the child's priority; measuring anyway");
     }
 }
 
