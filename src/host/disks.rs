@@ -1,12 +1,11 @@
 //! Block device I/O from /proc/diskstats: rates, utilisation, queue depth and await, the
 //! figures `iostat -x` shows.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::host::counter_rate;
-use crate::host::{HostError, HostRoots, read_to_string};
+use crate::host::{HostError, HostRoots, NamedReading, rates_by_name, read_to_string};
 use crate::snapshot::DiskStat;
 
 /// Bytes per sector in /proc/diskstats, whatever the device's real sector size.
@@ -113,7 +112,7 @@ pub fn disk_stat_between(
 pub struct DiskSampler {
     diskstats_path: PathBuf,
     block_dir: PathBuf,
-    prev: Option<(HashMap<String, DiskCounters>, Instant)>,
+    prev: NamedReading<DiskCounters>,
 }
 
 impl DiskSampler {
@@ -134,25 +133,11 @@ impl DiskSampler {
     /// One reading, in file order. Rates are 0 on the first call and for a new device.
     pub fn sample(&mut self) -> Result<Vec<DiskStat>, HostError> {
         let text = read_to_string(&self.diskstats_path)?;
-        let now = Instant::now();
         let current: Vec<(String, DiskCounters)> = parse_diskstats(&text)
             .into_iter()
             .filter(|(name, _)| self.is_whole_device(name))
             .collect();
-        let stats = current
-            .iter()
-            .map(|(name, cur)| match &self.prev {
-                Some((prev, at)) => {
-                    let before = prev.get(name).unwrap_or(cur);
-                    disk_stat_between(name, before, cur, now.saturating_duration_since(*at))
-                }
-                None => DiskStat {
-                    name: name.clone(),
-                    ..DiskStat::default()
-                },
-            })
-            .collect();
-        self.prev = Some((current.into_iter().collect(), now));
+        let stats = rates_by_name(&mut self.prev, current, disk_stat_between);
         Ok(stats)
     }
 }

@@ -155,6 +155,32 @@ pub fn numbered_dirs(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf)> {
     found
 }
 
+/// The previous reading of counters kept by name (disks, interfaces), for rates.
+pub type NamedReading<C> = Option<(std::collections::HashMap<String, C>, std::time::Instant)>;
+
+/// Figures for each named counter set between the previous reading and `current` (taken
+/// now), in `current`'s order; then `current` becomes the previous reading. The first reading,
+/// and a name not seen before, are compared with themselves: every rate is 0.
+pub fn rates_by_name<C, S>(
+    prev: &mut NamedReading<C>,
+    current: Vec<(String, C)>,
+    between: impl Fn(&str, &C, &C, Duration) -> S,
+) -> Vec<S> {
+    let now = std::time::Instant::now();
+    let stats = current
+        .iter()
+        .map(|(name, cur)| match prev {
+            Some((before, at)) => {
+                let before = before.get(name).unwrap_or(cur);
+                between(name, before, cur, now.saturating_duration_since(*at))
+            }
+            None => between(name, cur, cur, Duration::ZERO),
+        })
+        .collect();
+    *prev = Some((current.into_iter().collect(), now));
+    stats
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

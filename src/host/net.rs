@@ -1,11 +1,10 @@
 //! Network interfaces from /proc/net/dev: byte and packet rates, errors plus drops.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::host::counter_rate;
-use crate::host::{HostError, HostRoots, read_to_string};
+use crate::host::{HostError, HostRoots, NamedReading, rates_by_name, read_to_string};
 use crate::snapshot::NetStat;
 
 /// The /proc/net/dev counters we use for one interface, since it came up.
@@ -85,7 +84,7 @@ pub fn net_stat_between(
 /// Samples every interface; keeps the previous reading for rates.
 pub struct NetSampler {
     path: PathBuf,
-    prev: Option<(HashMap<String, NetCounters>, Instant)>,
+    prev: NamedReading<NetCounters>,
 }
 
 impl NetSampler {
@@ -99,21 +98,7 @@ impl NetSampler {
     /// One reading, in file order. Rates are 0 on the first call and for a new interface.
     pub fn sample(&mut self) -> Result<Vec<NetStat>, HostError> {
         let current = parse_net_dev(&read_to_string(&self.path)?);
-        let now = Instant::now();
-        let stats = current
-            .iter()
-            .map(|(name, cur)| match &self.prev {
-                Some((prev, at)) => {
-                    let before = prev.get(name).unwrap_or(cur);
-                    net_stat_between(name, before, cur, now.saturating_duration_since(*at))
-                }
-                None => NetStat {
-                    name: name.clone(),
-                    ..NetStat::default()
-                },
-            })
-            .collect();
-        self.prev = Some((current.into_iter().collect(), now));
+        let stats = rates_by_name(&mut self.prev, current, net_stat_between);
         Ok(stats)
     }
 }
