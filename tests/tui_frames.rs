@@ -69,6 +69,11 @@ fn states() -> Vec<(&'static str, Snapshot)> {
     ]
 }
 
+/// The pane's title as a file-name part: "I/O" becomes "io".
+fn slug(pane: Pane) -> String {
+    pane.title().to_lowercase().replace('/', "")
+}
+
 fn size_name((w, h): (u16, u16)) -> String {
     format!("{w}x{h}")
 }
@@ -78,11 +83,7 @@ fn every_pane_in_every_state_and_size() {
     for (state, snap) in states() {
         for pane in Pane::ALL {
             for size in [SMALL, LARGE] {
-                let name = format!(
-                    "{state}_{}_{}",
-                    pane.title().to_lowercase(),
-                    size_name(size)
-                );
+                let name = format!("{state}_{}_{}", slug(pane), size_name(size));
                 insta::assert_snapshot!(name, text(&render(&snap, &focused(pane), size)));
             }
         }
@@ -147,7 +148,9 @@ fn help_overlay_lists_every_binding() {
 
 #[test]
 fn filter_shows_only_matching_containers() {
-    let snap = common::with_containers(131);
+    let mut snap = common::with_containers(131);
+    // Processes in agent cgroups name their agent too; count the container table alone.
+    snap.processes.clear();
     let mut app = App::default();
     for key in "/agent-01".chars().map(ch) {
         assert_eq!(app.handle_key(key, &snap), None);
@@ -430,4 +433,206 @@ fn arrows_move_the_container_selection() {
         .find(|y| row_text(&buffer, *y).contains("agent-001"))
         .expect("selected row shown");
     assert_eq!(buffer[(2, y)].bg, theme::FOCUS, "selected row highlighted");
+}
+
+// ------------------------------------------------------------------------------------------
+// Processes, disks and network, sampler health
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn processes_pane_lists_the_busiest_with_scheduling_details() {
+    let snap = common::small_host();
+    let busiest = common::process(0);
+    for size in [SMALL, LARGE] {
+        let shown = text(&render(&snap, &focused(Pane::Processes), size));
+        for column in [
+            "PID", "COMM", "CPU%", "RSS", "THR", "POLICY", "CGROUP", "CMDLINE",
+        ] {
+            assert!(
+                shown.contains(column),
+                "{column} at {}:\n{shown}",
+                size_name(size)
+            );
+        }
+        assert!(
+            shown.contains(&format!("{:>7} python3", busiest.id.pid)),
+            "{shown}"
+        );
+        assert!(shown.contains("180.0"), "{shown}");
+        assert!(
+            shown.contains("[kworker/4:"),
+            "kernel threads bracketed: {shown}"
+        );
+    }
+    // Full width below the grid size: room for every column and most of the command line.
+    let shown = text(&render(&snap, &focused(Pane::Processes), (170, 40)));
+    for column in ["NICE", "CPUS"] {
+        assert!(shown.contains(column), "{column}:\n{shown}");
+    }
+    assert!(shown.contains(" 0-1 ") && shown.contains("-10"), "{shown}");
+    assert!(shown.contains("BATCH") && shown.contains("DL") && shown.contains("FIFO"));
+    assert!(shown.contains("--model llama-3-8b-instruct"), "{shown}");
+    assert!(shown.contains("[kworker/4:1]"), "{shown}");
+    // A process in an agent's cgroup shows the agent's name; without the agent, the path
+    // with Docker's short id.
+    let short_id = common::container_id(0).chars().take(12).collect::<String>();
+    assert!(shown.contains(&format!("/docker/{short_id} ")), "{shown}");
+    let with_agents = text(&render(
+        &common::with_containers(131),
+        &focused(Pane::Processes),
+        (170, 40),
+    ));
+    let first = with_agents
+        .lines()
+        .find(|l| l.contains(&format!("{:>7} python3", busiest.id.pid)))
+        .expect("busiest row");
+    assert!(first.contains(" agent-000 "), "{first}");
+    // On a narrow pane cgroup paths are cut from the left: their end tells them apart.
+    let narrow = text(&render(&snap, &focused(Pane::Processes), SMALL));
+    assert!(narrow.contains(" …rker-01.service "), "{narrow}");
+}
+
+#[test]
+fn processes_pane_says_when_there_is_nothing_yet() {
+    for size in [SMALL, LARGE] {
+        let shown = text(&render(&common::empty(), &focused(Pane::Processes), size));
+        assert!(
+            shown.contains("no process data yet (first tick)"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn arrows_move_the_process_selection() {
+    let snap = common::small_host();
+    let mut app = focused(Pane::Processes);
+    app.handle_key(press(KeyCode::Down), &snap);
+    app.handle_key(ch('j'), &snap);
+    app.handle_key(ch('k'), &snap);
+    assert_eq!(app.selected_process, Some(common::process(1).id));
+    app.handle_key(press(KeyCode::End), &snap);
+    assert_eq!(app.selected_process, Some(common::process(39).id));
+    let buffer = render(&snap, &app, SMALL);
+    let pid = common::process(39).id.pid.to_string();
+    let y = (0..buffer.area.height)
+        .find(|y| row_text(&buffer, *y).contains(&pid))
+        .expect("the last process scrolled into view");
+    assert_eq!(buffer[(2, y)].bg, theme::FOCUS, "selected row highlighted");
+    // Movement in another pane leaves the process selection alone.
+    app.focus = Pane::Containers;
+    app.handle_key(ch('g'), &snap);
+    assert_eq!(app.selected_process, Some(common::process(39).id));
+}
+
+#[test]
+fn io_pane_shows_disks_and_network() {
+    for size in [SMALL, LARGE] {
+        let shown = text(&render(&common::small_host(), &focused(Pane::Io), size));
+        for expected in [
+            "DISK",
+            "UTIL%",
+            "AWAIT ms",
+            "nvme0n1",
+            "sda",
+            "NET",
+            "RX/s",
+            "eth0",
+            "veth1a2b3c4",
+            "8.0M",
+            "12M",
+            "92.0",
+        ] {
+            assert!(
+                shown.contains(expected),
+                "{expected} at {}:\n{shown}",
+                size_name(size)
+            );
+        }
+        let shown = text(&render(&common::empty(), &focused(Pane::Io), size));
+        assert!(shown.contains("no disk data yet"), "{shown}");
+        assert!(shown.contains("no network data yet"), "{shown}");
+    }
+}
+
+#[test]
+fn network_errors_and_a_busy_disk_are_red() {
+    let buffer = render(&common::small_host(), &focused(Pane::Io), SMALL);
+    let red_on = |needle: &str, value: &str| {
+        let y = (0..buffer.area.height)
+            .find(|y| row_text(&buffer, *y).contains(needle))
+            .expect("row shown");
+        let row = row_text(&buffer, y);
+        let byte = row.rfind(value).expect("value shown");
+        let x = row[..byte].chars().count() as u16;
+        buffer[(x, y)].fg
+    };
+    assert_eq!(red_on("nvme0n1", "92.0"), theme::HOT, "92 % util is hot");
+    assert_eq!(red_on("eth0", "2"), theme::HOT, "errors are red");
+}
+
+#[test]
+fn a_failing_sampler_shows_in_red_in_the_log_pane() {
+    let snap = common::with_sampler_error(common::small_host());
+    for size in [SMALL, LARGE] {
+        let buffer = render(&snap, &focused(Pane::Log), size);
+        let y = (0..buffer.area.height)
+            .find(|y| row_text(&buffer, *y).contains("samplers:"))
+            .expect("sampler strip shown");
+        let row = row_text(&buffer, y);
+        let byte = row.find("✗ cannot read").expect("error shown first");
+        let x = row[..byte].chars().count() as u16;
+        assert_eq!(buffer[(x, y)].fg, theme::HOT, "{row}");
+        assert!(row.contains("disks"), "{row}");
+        insta::assert_snapshot!(format!("sampler_error_{}", size_name(size)), text(&buffer));
+    }
+    let healthy = text(&render(&common::small_host(), &focused(Pane::Log), SMALL));
+    assert!(
+        healthy.contains("samplers: cpu 0.1ms · memory 0.6ms"),
+        "{healthy}"
+    );
+    assert!(!healthy.contains('✗'), "{healthy}");
+}
+
+#[test]
+fn containers_without_an_agent_label_say_every_container_counts() {
+    let mut snap = common::small_host();
+    snap.containers.agent_label = None;
+    snap.containers.total_seen = 0;
+    let shown = text(&render(&snap, &focused(Pane::Containers), SMALL));
+    assert!(
+        shown.contains("every container counts as an agent"),
+        "{shown}"
+    );
+    assert!(!shown.contains("sutazai.agent"), "{shown}");
+    snap.containers.agent_label = Some("team.agent".into());
+    let shown = text(&render(&snap, &focused(Pane::Containers), SMALL));
+    assert!(
+        shown.contains("No agent containers (label team.agent)"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_grid_shows_every_pane_at_once() {
+    let shown = text(&render(
+        &common::with_containers(131),
+        &App::default(),
+        LARGE,
+    ));
+    for title in [
+        "Cores",
+        "Memory & pressure",
+        "Containers ·",
+        "Processes · 40 busiest",
+        "Disks & network",
+        "Log",
+        "Pools",
+        "Cache",
+        "Balancer",
+        "Proposals",
+        "not built yet (issue #5)",
+    ] {
+        assert!(shown.contains(title), "{title}:\n{shown}");
+    }
 }

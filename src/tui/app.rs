@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::engine::Command;
-use crate::snapshot::{ContainerStat, Snapshot};
+use crate::snapshot::{ContainerStat, ProcessId, ProcessStat, Snapshot};
 use crate::tui::keymap::{self, Action};
 
 /// Rows moved by PageUp / PageDown.
@@ -18,6 +18,8 @@ pub enum Pane {
     Cores,
     Memory,
     Containers,
+    Processes,
+    Io,
     Pools,
     Cache,
     Balancer,
@@ -27,10 +29,12 @@ pub enum Pane {
 
 impl Pane {
     /// Tab order.
-    pub const ALL: [Pane; 8] = [
+    pub const ALL: [Pane; 10] = [
         Pane::Cores,
         Pane::Memory,
         Pane::Containers,
+        Pane::Processes,
+        Pane::Io,
         Pane::Pools,
         Pane::Cache,
         Pane::Balancer,
@@ -43,10 +47,28 @@ impl Pane {
             Pane::Cores => "Cores",
             Pane::Memory => "Memory",
             Pane::Containers => "Containers",
+            Pane::Processes => "Processes",
+            Pane::Io => "I/O",
             Pane::Pools => "Pools",
             Pane::Cache => "Cache",
             Pane::Balancer => "Balancer",
             Pane::Proposals => "Proposals",
+            Pane::Log => "Log",
+        }
+    }
+
+    /// For the tab bar on narrow terminals.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Pane::Cores => "Cores",
+            Pane::Memory => "Mem",
+            Pane::Containers => "Ctrs",
+            Pane::Processes => "Procs",
+            Pane::Io => "I/O",
+            Pane::Pools => "Pools",
+            Pane::Cache => "Cache",
+            Pane::Balancer => "Bal",
+            Pane::Proposals => "Props",
             Pane::Log => "Log",
         }
     }
@@ -104,8 +126,8 @@ pub struct App {
     /// True while the filter is being typed: letters go to the filter, not to actions.
     pub filter_typing: bool,
     pub help_visible: bool,
-    /// Sequence number of the latest engine notice seen.
-    pub last_notice_seq: Option<u64>,
+    /// The selected process, by identity, so the selection follows it as the order changes.
+    pub selected_process: Option<ProcessId>,
 }
 
 impl App {
@@ -120,16 +142,6 @@ impl App {
         }
         let action = keymap::action_for(&key)?;
         self.apply(action, snap)
-    }
-
-    /// Record the snapshot's notice; true when it is one not seen before.
-    pub fn observe(&mut self, snap: &Snapshot) -> bool {
-        let seq = snap.notice.as_ref().map(|n| n.seq);
-        let is_new = seq.is_some() && seq != self.last_notice_seq;
-        if is_new {
-            self.last_notice_seq = seq;
-        }
-        is_new
     }
 
     /// While typing, printable keys edit the filter. Returns false for keys that keep their
@@ -183,18 +195,32 @@ impl App {
         None
     }
 
-    /// Only the containers pane has rows to select; other panes ignore movement.
+    /// Only the containers and processes panes have rows to select; others ignore movement.
     fn move_selection(&mut self, snap: &Snapshot, delta: isize) {
-        if self.focus != Pane::Containers {
-            return;
+        match self.focus {
+            Pane::Containers => {
+                let rows = visible_containers(snap, self);
+                let current = self.selected_index(&rows);
+                if let Some(target) = moved(current, delta, rows.len()) {
+                    self.selected_container = rows.get(target).map(|c| c.id.clone());
+                }
+            }
+            Pane::Processes => {
+                let current = self.selected_process_index(&snap.processes);
+                if let Some(target) = moved(current, delta, snap.processes.len()) {
+                    self.selected_process = snap.processes.get(target).map(|p| p.id);
+                }
+            }
+            _ => {}
         }
-        let rows = visible_containers(snap, self);
-        let Some(last) = rows.len().checked_sub(1) else {
-            return;
-        };
-        let current = self.selected_index(&rows) as isize;
-        let target = current.saturating_add(delta).clamp(0, last as isize) as usize;
-        self.selected_container = rows.get(target).map(|c| c.id.clone());
+    }
+
+    /// Index of the selected process among `rows`; the first row when none is selected or
+    /// the selected one has left the list.
+    pub fn selected_process_index(&self, rows: &[ProcessStat]) -> usize {
+        self.selected_process
+            .and_then(|id| rows.iter().position(|p| p.id == id))
+            .unwrap_or(0)
     }
 
     /// Index of the selected container among `rows`; the first row when none is selected
@@ -205,6 +231,16 @@ impl App {
             .and_then(|id| rows.iter().position(|c| &c.id == id))
             .unwrap_or(0)
     }
+}
+
+/// The row `delta` away from `current`, kept inside `len` rows; `None` for an empty list.
+fn moved(current: usize, delta: isize, len: usize) -> Option<usize> {
+    let last = len.checked_sub(1)?;
+    Some(
+        (current as isize)
+            .saturating_add(delta)
+            .clamp(0, last as isize) as usize,
+    )
 }
 
 /// The agent containers the table shows: filtered, then sorted by the chosen key
@@ -242,7 +278,6 @@ fn io_rate(c: &ContainerStat) -> f64 {
 mod tests {
     use super::*;
     use crate::config::Mode;
-    use crate::snapshot::Notice;
 
     fn press(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
@@ -326,21 +361,5 @@ mod tests {
             app.handle_key(key, &Snapshot::default()),
             Some(Command::Quit)
         );
-    }
-
-    #[test]
-    fn a_notice_is_new_once() {
-        let mut app = App::default();
-        let snap = Snapshot {
-            notice: Some(Notice {
-                seq: 4,
-                text: "report written".into(),
-                is_error: false,
-            }),
-            ..Snapshot::default()
-        };
-        assert!(app.observe(&snap));
-        assert!(!app.observe(&snap));
-        assert_eq!(app.last_notice_seq, Some(4));
     }
 }

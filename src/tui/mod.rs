@@ -48,7 +48,7 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, app: &App) {
     let tabs_area = take_top(&mut rest, 1);
     let footer_area = take_bottom(&mut rest, 1);
     header::render(frame, header_area, snap);
-    frame.render_widget(Paragraph::new(tab_bar(app)), tabs_area);
+    frame.render_widget(Paragraph::new(tab_bar(app, tabs_area.width)), tabs_area);
     if area.width >= GRID_MIN_WIDTH && area.height >= GRID_MIN_HEIGHT {
         draw_grid(frame, rest, snap, app);
     } else {
@@ -60,20 +60,25 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, app: &App) {
     }
 }
 
-/// Large terminals: cores and memory on top, the container table in the middle, the log and
-/// the not-yet-built panes at the bottom.
+/// Large terminals: cores and memory on top; containers beside processes in the middle;
+/// the log beside disks and network below; the not-yet-built panes in one compact row.
 fn draw_grid(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App) {
     let mut rest = area;
-    let top = take_top(&mut rest, 17);
+    let top = take_top(&mut rest, 16);
+    let not_built = take_bottom(&mut rest, 3);
     let bottom = take_bottom(&mut rest, 10);
     let middle = rest;
     let [cores, memory] = split_columns(top, [55, 45]);
-    let [log, pools, cache, balancer, proposals] = split_columns(bottom, [36, 16, 16, 16, 16]);
+    let [containers, processes] = split_columns(middle, [55, 45]);
+    let [log, io] = split_columns(bottom, [55, 45]);
+    let [pools, cache, balancer, proposals] = split_columns(not_built, [25, 25, 25, 25]);
     let placed = [
         (Pane::Cores, cores),
         (Pane::Memory, memory),
-        (Pane::Containers, middle),
+        (Pane::Containers, containers),
+        (Pane::Processes, processes),
         (Pane::Log, log),
+        (Pane::Io, io),
         (Pane::Pools, pools),
         (Pane::Cache, cache),
         (Pane::Balancer, balancer),
@@ -122,7 +127,22 @@ fn split_columns<const N: usize>(area: Rect, percents: [u16; N]) -> [Rect; N] {
     out
 }
 
-fn tab_bar(app: &App) -> Line<'static> {
+/// The tabs, as long as fits in `width`: full names, else short names for all but the
+/// focused tab, else without the "Tab" hint.
+fn tab_bar(app: &App, width: u16) -> Line<'static> {
+    let full = tab_spans(app, false);
+    if Line::from(full.clone()).width() <= usize::from(width) {
+        return Line::from(full);
+    }
+    let mut short = tab_spans(app, true);
+    if Line::from(short.clone()).width() > usize::from(width) {
+        short.pop();
+    }
+    Line::from(short)
+}
+
+/// The tab spans, ending with the "Tab ⇆" hint.
+fn tab_spans(app: &App, short: bool) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     for pane in Pane::ALL {
         if pane == app.focus {
@@ -131,12 +151,17 @@ fn tab_bar(app: &App) -> Line<'static> {
                 theme::tab_active(),
             ));
         } else {
-            spans.push(Span::styled(format!(" {} ", pane.title()), theme::tab()));
+            let name = if short {
+                pane.short_title()
+            } else {
+                pane.title()
+            };
+            spans.push(Span::styled(format!(" {name} "), theme::tab()));
         }
         spans.push(Span::raw(" "));
     }
     spans.push(Span::styled("Tab ⇆", theme::dim()));
-    Line::from(spans)
+    spans
 }
 
 /// The bottom line: the few numbers that matter, whichever pane is focused, and the keys.
@@ -228,7 +253,6 @@ fn event_loop(
 ) -> io::Result<()> {
     let mut app = App::default();
     let mut snap = handle.snapshots.borrow_and_update().clone();
-    app.observe(&snap);
     let mut dirty = true;
     loop {
         if dirty {
@@ -258,7 +282,6 @@ fn event_loop(
         match handle.snapshots.has_changed() {
             Ok(true) => {
                 snap = handle.snapshots.borrow_and_update().clone();
-                app.observe(&snap);
                 dirty = true;
             }
             Ok(false) => {}
@@ -378,6 +401,29 @@ mod tests {
         let mut tiny = Rect::new(0, 0, 10, 1);
         assert_eq!(take_top(&mut tiny, 2).height, 1);
         assert_eq!(tiny.height, 0);
+    }
+
+    #[test]
+    fn the_tab_bar_fits_80_columns_and_names_the_focused_pane_in_full() {
+        for pane in Pane::ALL {
+            let app = App {
+                focus: pane,
+                ..App::default()
+            };
+            let line = tab_bar(&app, 80);
+            assert!(line.width() <= 80, "{pane:?}: {}", line.width());
+            let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+            assert!(text.contains(&format!("[{}]", pane.title())), "{text}");
+        }
+        let wide: String = tab_bar(&App::default(), 120)
+            .spans
+            .iter()
+            .map(|s| s.content.to_string())
+            .collect();
+        assert!(
+            wide.contains(" Containers ") && wide.contains(" Processes "),
+            "{wide}"
+        );
     }
 
     #[test]

@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use sutazai_top::config::Mode;
 use sutazai_top::snapshot::{
-    AgentClass, CgroupLayout, ContainerStat, ContainersSnapshot, CpuSnapshot, CpuTimes,
-    DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu, MemorySnapshot, NodeMemory, Notice,
-    NumaNode, Pressure, PsiLine, PsiResource, Snapshot, Topology, UsageSource,
+    AgentClass, CgroupLayout, ContainerStat, ContainersSnapshot, CpuSnapshot, CpuTimes, DiskStat,
+    DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu, MemorySnapshot, NetStat, NodeMemory,
+    Notice, NumaNode, Pressure, ProcessId, ProcessStat, PsiLine, PsiResource, SamplerHealth,
+    Snapshot, Topology, UsageSource,
 };
 
 const GIB_KB: u64 = 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 const HISTORY_POINTS: usize = 60;
+/// Processes in every non-empty state: more than fit on any screen, so the list scrolls.
+const PROCESSES: usize = 40;
 
 pub fn empty() -> Snapshot {
     Snapshot::default()
@@ -138,6 +141,10 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
             io: Some(psi(22.0, 9.5, Some((6.0, 3.25)))),
         },
         history: history(),
+        disks: disks(),
+        nets: nets(),
+        processes: (0..PROCESSES).map(process).collect(),
+        samplers: samplers(),
         containers: ContainersSnapshot {
             status: DockerStatus::Connected {
                 endpoint: "unix:///var/run/docker.sock".into(),
@@ -149,6 +156,131 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
         },
         ..Snapshot::default()
     }
+}
+
+/// One process, busiest first as the engine sorts them: CPU falls as `i` grows. Every
+/// fifth is a kernel thread (no command line), every seventh runs in an agent container.
+pub fn process(i: usize) -> ProcessStat {
+    let kernel_thread = i % 5 == 4;
+    let policies = [
+        "SCHED_OTHER",
+        "SCHED_BATCH",
+        "SCHED_IDLE",
+        "SCHED_FIFO",
+        "SCHED_RR",
+        "SCHED_DEADLINE",
+    ];
+    let (comm, cmdline, cgroup) = if kernel_thread {
+        (format!("kworker/{i}:1"), String::new(), "/".to_string())
+    } else if i.is_multiple_of(7) {
+        (
+            "python3".to_string(),
+            format!(
+                "python3 -m agent.serve --port {} --model llama-3-8b-instruct",
+                8000 + i
+            ),
+            format!("/docker/{}", container_id(i)),
+        )
+    } else {
+        (
+            format!("worker-{i:02}"),
+            format!(
+                "/usr/bin/worker-{i:02} --queue jobs-{i} --threads {}",
+                i % 8 + 1
+            ),
+            format!("/system.slice/worker-{i:02}.service"),
+        )
+    };
+    ProcessStat {
+        id: ProcessId {
+            pid: 1_000 + (i as i32) * 37,
+            start_time: 5_000 + i as u64,
+        },
+        comm,
+        cmdline,
+        state: if i.is_multiple_of(3) { 'R' } else { 'S' },
+        cpu_pct: 180.0 - (i as f32) * 4.5,
+        rss_kb: ((i % 11) as u64 + 1) * 48 * 1024,
+        threads: (i % 16) as u32 + 1,
+        allowed_cpus: if i.is_multiple_of(2) {
+            "0-1".into()
+        } else {
+            "1".into()
+        },
+        policy: policies
+            .get(i % policies.len())
+            .copied()
+            .unwrap_or("SCHED_OTHER")
+            .into(),
+        nice: (i % 5) as i32 * 5 - 10,
+        cgroup,
+    }
+}
+
+fn disks() -> Vec<DiskStat> {
+    ["nvme0n1", "nvme1n1", "sda"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| DiskStat {
+            name: (*name).into(),
+            reads_per_sec: 120.0 / (i as f64 + 1.0),
+            writes_per_sec: 45.0 * (i as f64 + 1.0),
+            read_bytes_per_sec: 8.0 * MIB as f64 / (i as f64 + 1.0),
+            write_bytes_per_sec: 1.5 * MIB as f64 * (i as f64 + 1.0),
+            util_pct: [92.0, 35.0, 4.0].get(i).copied().unwrap_or(0.0),
+            queue_depth: 2.5 / (i as f32 + 1.0),
+            await_ms: 0.8 + i as f32 * 6.1,
+        })
+        .collect()
+}
+
+fn nets() -> Vec<NetStat> {
+    ["eth0", "docker0", "veth1a2b3c4"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| NetStat {
+            name: (*name).into(),
+            rx_bytes_per_sec: 12.0 * MIB as f64 / (i as f64 + 1.0),
+            tx_bytes_per_sec: 3.0 * MIB as f64 / (i as f64 + 1.0),
+            rx_packets_per_sec: 9_000.0 / (i as f64 + 1.0),
+            tx_packets_per_sec: 4_000.0 / (i as f64 + 1.0),
+            errors_per_sec: if i == 0 { 2.0 } else { 0.0 },
+        })
+        .collect()
+}
+
+fn samplers() -> Vec<SamplerHealth> {
+    [
+        "cpu",
+        "memory",
+        "pressure",
+        "disks",
+        "nets",
+        "processes",
+        "containers",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, name)| SamplerHealth {
+        name: (*name).into(),
+        last_duration_us: 300 + i as u64 * 250,
+        last_cpu_us: 150 + i as u64 * 410,
+        rounds: 42,
+        total_cpu_us: 42 * (150 + i as u64 * 410),
+        last_error: None,
+        failures: 0,
+        backoff_ms: 1_000,
+    })
+    .collect()
+}
+
+/// `snap` whose disk sampler failed its last round.
+pub fn with_sampler_error(mut snap: Snapshot) -> Snapshot {
+    if let Some(disks) = snap.samplers.iter_mut().find(|s| s.name == "disks") {
+        disks.last_error = Some("cannot read /proc/diskstats: permission denied".into());
+        disks.failures = 3;
+    }
+    snap
 }
 
 /// 2 CPUs without SMT, one node; CPU 0 is 95 % busy, CPU 1 20 %.
@@ -216,6 +348,13 @@ pub fn numa64() -> Snapshot {
     snap
 }
 
+/// A 64-hex container id whose first 12 digits (Docker's short id) differ between
+/// containers, as real ids do: a multiplicative hash of `i`, then `i` itself.
+pub fn container_id(i: usize) -> String {
+    let short = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
+    format!("{short:012x}{:052x}", i + 1)
+}
+
 /// One agent container with values derived from `i`.
 pub fn container(i: usize) -> ContainerStat {
     let class = match i % 3 {
@@ -227,7 +366,7 @@ pub fn container(i: usize) -> ContainerStat {
     let mut labels = BTreeMap::new();
     labels.insert("sutazai.agent".to_string(), "true".to_string());
     ContainerStat {
-        id: format!("{:064x}", i + 1),
+        id: container_id(i),
         name: format!("agent-{i:03}"),
         image: if i.is_multiple_of(3) {
             "sutazai/llm:1"
@@ -240,7 +379,7 @@ pub fn container(i: usize) -> ContainerStat {
         class,
         priority: Some((i % 5) as i32),
         pid: Some(10_000 + i as i32),
-        cgroup: Some(format!("/docker/{:064x}", i + 1)),
+        cgroup: Some(format!("/docker/{}", container_id(i))),
         source: UsageSource::CgroupV1,
         cpu_pct: ((i * 37) % 180) as f32 / 2.0,
         mem_bytes: ((i % 17) as u64 + 1) * 64 * MIB,
@@ -248,7 +387,11 @@ pub fn container(i: usize) -> ContainerStat {
         io_read_bytes_per_sec: ((i % 5) * 100 * 1024) as f64,
         io_write_bytes_per_sec: ((i % 3) * 2 * 1024 * 1024) as f64,
         pids: (i % 9) as u64 + 1,
-        throttled_periods_delta: if i.is_multiple_of(7) { (i % 13) as u64 + 1 } else { 0 },
+        throttled_periods_delta: if i.is_multiple_of(7) {
+            (i % 13) as u64 + 1
+        } else {
+            0
+        },
         throttled_periods_total: (i * 3) as u64,
         cpu_limit_cores: limited.then_some(1.5),
         cpu_weight: Some(if class == Some(AgentClass::Batch) {

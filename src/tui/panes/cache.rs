@@ -7,6 +7,9 @@ use crate::tui::app::Pane;
 
 pub const TEXT: &str = "Cache: not built yet — the multi-level agent cache arrives with issue #5.";
 
+/// The one line shown in the grid's compact row.
+pub const SHORT: &str = "not built yet (issue #5)";
+
 pub fn render(frame: &mut Frame, area: Rect, focused: bool) {
-    super::render_not_built(frame, area, Pane::Cache, focused, TEXT);
+    super::render_not_built(frame, area, Pane::Cache, focused, (TEXT, SHORT));
 }

@@ -7,6 +7,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
+use super::table::{COLUMN_SPACING, TextCell, highlighted, join_cells, visible_window};
 use super::{pane_block, short_bytes, spark_text};
 use crate::snapshot::{AgentClass, ContainerStat, DockerStatus, Snapshot};
 use crate::tui::app::{App, SortKey, visible_containers};
@@ -14,7 +15,6 @@ use crate::tui::theme;
 
 /// Points in the CPU trend column.
 const TREND_WIDTH: u16 = 8;
-const COLUMN_SPACING: u16 = 1;
 
 pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused: bool) {
     let containers = &snap.containers;
@@ -26,8 +26,12 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused
             render_table(frame, inner, snap, app, focused)
         }
         status => {
-            let message = Paragraph::new(status_lines(status, containers.total_seen))
-                .wrap(Wrap { trim: false });
+            let message = Paragraph::new(status_lines(
+                status,
+                containers.total_seen,
+                containers.agent_label.as_deref(),
+            ))
+            .wrap(Wrap { trim: false });
             frame.render_widget(message, inner);
         }
     }
@@ -52,7 +56,11 @@ fn title(snap: &Snapshot, app: &App) -> Line<'static> {
     Line::from(text)
 }
 
-fn status_lines(status: &DockerStatus, total_seen: usize) -> Vec<Line<'static>> {
+fn status_lines(
+    status: &DockerStatus,
+    total_seen: usize,
+    agent_label: Option<&str>,
+) -> Vec<Line<'static>> {
     let still_works = Line::styled(
         "Everything else still works: cores, memory, pressure and the log stay live.",
         theme::good(),
@@ -90,13 +98,27 @@ fn status_lines(status: &DockerStatus, total_seen: usize) -> Vec<Line<'static>> 
             Line::from(""),
             still_works,
         ],
-        DockerStatus::Connected { endpoint, version } => vec![
-            Line::styled("No agent containers (label sutazai.agent).", theme::label()),
-            Line::from(format!(
-                "Docker {version} at {endpoint} reports {total_seen} containers in all; \
-                 none carries the agent label."
-            )),
-        ],
+        DockerStatus::Connected { endpoint, version } => match agent_label {
+            Some(label) => vec![
+                Line::styled(
+                    format!("No agent containers (label {label})."),
+                    theme::label(),
+                ),
+                Line::from(format!(
+                    "Docker {version} at {endpoint} reports {total_seen} containers in all; \
+                     none carries the agent label."
+                )),
+            ],
+            None => vec![
+                Line::styled(
+                    "No containers (every container counts as an agent).",
+                    theme::label(),
+                ),
+                Line::from(format!(
+                    "Docker {version} at {endpoint} reports {total_seen} containers in all."
+                )),
+            ],
+        },
     }
 }
 
@@ -143,8 +165,6 @@ fn render_table(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focus
     frame.render_widget(Paragraph::new(lines), table_area);
 }
 
-/// The table is laid out by hand: fixed widths need no constraint solver, which costs more
-/// than the rest of the frame together.
 fn header_line(columns: &[Column], sort: SortKey) -> Line<'static> {
     let cells = columns.iter().map(|c| {
         let title = c.kind.title(sort);
@@ -154,81 +174,11 @@ fn header_line(columns: &[Column], sort: SortKey) -> Line<'static> {
             TextCell::left(title, theme::table_header())
         }
     });
-    join_cells(columns, cells)
+    join_cells(cells.zip(columns.iter().map(|c| c.width)))
 }
 
 fn row_line(columns: &[Column], container: &ContainerStat) -> Line<'static> {
-    join_cells(columns, columns.iter().map(|c| c.kind.cell(container)))
-}
-
-fn join_cells(columns: &[Column], cells: impl Iterator<Item = TextCell>) -> Line<'static> {
-    let mut spans = Vec::with_capacity(columns.len() * 2);
-    for (column, cell) in columns.iter().zip(cells) {
-        if !spans.is_empty() {
-            spans.push(Span::raw(" ".repeat(COLUMN_SPACING as usize)));
-        }
-        spans.push(cell.fit(column.width as usize));
-    }
-    Line::from(spans)
-}
-
-/// The selected row drops its per-cell colours so the highlight reads as one bar.
-fn highlighted(line: Line<'static>, style: Style) -> Line<'static> {
-    let spans = line
-        .spans
-        .into_iter()
-        .map(|span| Span::styled(span.content, style))
-        .collect::<Vec<_>>();
-    Line::from(spans).style(style)
-}
-
-/// One table cell before layout.
-struct TextCell {
-    text: String,
-    style: Style,
-    right: bool,
-}
-
-impl TextCell {
-    fn left(text: String, style: Style) -> TextCell {
-        TextCell {
-            text,
-            style,
-            right: false,
-        }
-    }
-
-    fn right(text: String, style: Style) -> TextCell {
-        TextCell {
-            text,
-            style,
-            right: true,
-        }
-    }
-
-    /// Pad to `width`, or cut with "…" when too long.
-    fn fit(self, width: usize) -> Span<'static> {
-        let len = self.text.chars().count();
-        let text = if len > width {
-            let kept: String = self.text.chars().take(width.saturating_sub(1)).collect();
-            format!("{kept}…")
-        } else if self.right {
-            format!("{:>width$}", self.text)
-        } else {
-            format!("{:<width$}", self.text)
-        };
-        Span::styled(text, self.style)
-    }
-}
-
-/// The rows that fit under the header with the selection in view (at the bottom once it
-/// passes the first screen, as a scrolling list does), and the selection's index in them.
-fn visible_window(len: usize, selected: usize, height: u16) -> (std::ops::Range<usize>, usize) {
-    let fits = usize::from(height.saturating_sub(1)).max(1);
-    let selected = selected.min(len.saturating_sub(1));
-    let start = (selected + 1).saturating_sub(fits);
-    let end = (start + fits).min(len);
-    (start..end, selected - start)
+    join_cells(columns.iter().map(|c| (c.kind.cell(container), c.width)))
 }
 
 fn filter_line(app: &App) -> Line<'static> {
@@ -452,19 +402,4 @@ fn memory_cell(c: &ContainerStat) -> TextCell {
 
 fn right(text: String, style: Style) -> TextCell {
     TextCell::right(text, style)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::visible_window;
-
-    #[test]
-    fn window_keeps_the_selection_in_view() {
-        assert_eq!(visible_window(131, 0, 18), (0..17, 0));
-        assert_eq!(visible_window(131, 16, 18), (0..17, 16));
-        assert_eq!(visible_window(131, 17, 18), (1..18, 16));
-        assert_eq!(visible_window(131, 130, 18), (114..131, 16));
-        assert_eq!(visible_window(3, 1, 18), (0..3, 1));
-        assert_eq!(visible_window(0, 0, 18), (0..0, 0));
-    }
 }

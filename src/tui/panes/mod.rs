@@ -5,10 +5,13 @@ pub mod balancer;
 pub mod cache;
 pub mod containers;
 pub mod cores;
+pub mod io;
 pub mod log;
 pub mod memory;
 pub mod pools;
+pub mod processes;
 pub mod proposals;
+pub mod table;
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -27,11 +30,13 @@ pub fn render(frame: &mut Frame, area: Rect, pane: Pane, snap: &Snapshot, app: &
         Pane::Cores => cores::render(frame, area, snap, focused),
         Pane::Memory => memory::render(frame, area, snap, focused),
         Pane::Containers => containers::render(frame, area, snap, app, focused),
+        Pane::Processes => processes::render(frame, area, snap, app, focused),
+        Pane::Io => io::render(frame, area, snap, focused),
         Pane::Pools => pools::render(frame, area, focused),
         Pane::Cache => cache::render(frame, area, focused),
         Pane::Balancer => balancer::render(frame, area, focused),
         Pane::Proposals => proposals::render(frame, area, focused),
-        Pane::Log => log::render(frame, area, focused),
+        Pane::Log => log::render(frame, area, snap, focused),
     }
 }
 
@@ -48,11 +53,21 @@ pub fn pane_block(title: Line<'_>, focused: bool) -> Block<'_> {
     Block::bordered().border_style(border).title(title)
 }
 
-/// A pane whose engine part does not exist yet: says so, shows no numbers.
-pub fn render_not_built(frame: &mut Frame, area: Rect, pane: Pane, focused: bool, text: &str) {
+/// A pane whose engine part does not exist yet: says so, shows no numbers. With room for
+/// a single line (the compact row of the grid) it shows `short` instead of `text`, so no
+/// sentence is cut in the middle.
+pub fn render_not_built(
+    frame: &mut Frame,
+    area: Rect,
+    pane: Pane,
+    focused: bool,
+    (text, short): (&str, &str),
+) {
     let block = pane_block(Line::from(format!(" {} ", pane.title())), focused);
+    let one_line = block.inner(area).height <= 1;
+    let shown = if one_line { short } else { text };
     let body = Paragraph::new(vec![Line::from(Span::styled(
-        text.to_string(),
+        shown.to_string(),
         theme::dim(),
     ))])
     .wrap(Wrap { trim: true })

@@ -8,6 +8,9 @@ use crate::tui::app::Pane;
 pub const TEXT: &str =
     "Proposals: not built yet — detection and fixes arrive with the optimizer (issue #3).";
 
+/// The one line shown in the grid's compact row.
+pub const SHORT: &str = "not built yet (issue #3)";
+
 pub fn render(frame: &mut Frame, area: Rect, focused: bool) {
-    super::render_not_built(frame, area, Pane::Proposals, focused, TEXT);
+    super::render_not_built(frame, area, Pane::Proposals, focused, (TEXT, SHORT));
 }
