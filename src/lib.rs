@@ -8,6 +8,7 @@ pub mod config;
 pub mod containers;
 pub mod engine;
 pub mod host;
+pub mod optimizer;
 pub mod report;
 pub mod snapshot;
 pub mod tui;

@@ -1,0 +1,147 @@
+//! Actuators: the code that reads and writes each knob, and nothing else that changes the host.
+//!
+//! An [`Actuator`] reads a knob's current value and writes a new one, both as the strings of
+//! [`Change`]. `apply` writes `after` and reads it back, so a write the kernel silently
+//! adjusted (a cpuset that trims an affinity, a sysfs file that ignores a word) is reported
+//! as `NotVerified` rather than believed; `undo` is `apply` of the inverse change.
+//!
+//! - [`ThreadActuator`]: affinity, scheduling policy, nice and I/O priority of one thread,
+//!   identified by (pid, tid, process start time) so a recycled tid is never touched.
+//! - [`HostFileActuator`]: one sysfs or procfs file (THP, KSM, vm.*, cpufreq governor),
+//!   never written through a symlink or a world-writable path.
+//! - [`HostActuators`]: routes a change to whichever of the two handles it.
+//!
+//! Containers (Docker's update API) and cgroup files are not handled here.
+
+mod host_file;
+mod thread;
+
+pub use host_file::HostFileActuator;
+pub use thread::{ThreadActuator, plan_process};
+
+use nix::errno::Errno;
+
+use crate::host::HostRoots;
+use crate::optimizer::change::{ActuatorError, Change, Knob, Target};
+
+/// Reads and writes knobs on one kind of target.
+pub trait Actuator {
+    /// The knob's current value, in the notation `write` accepts.
+    fn read(&self, target: &Target, knob: &Knob) -> Result<String, ActuatorError>;
+
+    /// Set the knob to `value`. Invalid values are rejected before anything is touched.
+    fn write(&self, target: &Target, knob: &Knob, value: &str) -> Result<(), ActuatorError>;
+
+    /// Whether a value read back means what was written. The default compares words, so
+    /// a trailing newline or doubled space is not a mismatch; actuators whose values have
+    /// several spellings ("0,1" and "0-1") override it.
+    fn same_value(&self, knob: &Knob, wrote: &str, read: &str) -> bool {
+        let _ = knob;
+        wrote.split_whitespace().eq(read.split_whitespace())
+    }
+
+    /// Write `change.after` and verify it by reading it back.
+    fn apply(&self, change: &Change) -> Result<(), ActuatorError> {
+        self.write(&change.target, &change.knob, &change.after)?;
+        let read = self.read(&change.target, &change.knob)?;
+        if self.same_value(&change.knob, &change.after, &read) {
+            Ok(())
+        } else {
+            Err(ActuatorError::NotVerified {
+                wrote: change.after.clone(),
+                read,
+            })
+        }
+    }
+
+    /// Put `change.before` back, verified the same way.
+    fn undo(&self, change: &Change) -> Result<(), ActuatorError> {
+        self.apply(&change.inverse())
+    }
+}
+
+/// Every actuator of this module behind one value: threads go to [`ThreadActuator`], host
+/// files to [`HostFileActuator`]; anything else is `Unsupported`.
+#[derive(Debug, Clone)]
+pub struct HostActuators {
+    pub thread: ThreadActuator,
+    pub host_file: HostFileActuator,
+}
+
+impl HostActuators {
+    pub fn new(roots: HostRoots) -> Self {
+        HostActuators {
+            thread: ThreadActuator {
+                roots: roots.clone(),
+            },
+            host_file: HostFileActuator { roots },
+        }
+    }
+
+    fn route(&self, target: &Target, knob: &Knob) -> Result<&dyn Actuator, ActuatorError> {
+        match (target, knob) {
+            (Target::Thread { .. }, _) => Ok(&self.thread),
+            (Target::Host, Knob::HostFile { .. }) => Ok(&self.host_file),
+            _ => Err(unsupported(target, knob)),
+        }
+    }
+}
+
+impl Actuator for HostActuators {
+    fn read(&self, target: &Target, knob: &Knob) -> Result<String, ActuatorError> {
+        self.route(target, knob)?.read(target, knob)
+    }
+
+    fn write(&self, target: &Target, knob: &Knob, value: &str) -> Result<(), ActuatorError> {
+        self.route(target, knob)?.write(target, knob, value)
+    }
+
+    fn same_value(&self, knob: &Knob, wrote: &str, read: &str) -> bool {
+        match knob {
+            Knob::HostFile { .. } => self.host_file.same_value(knob, wrote, read),
+            _ => self.thread.same_value(knob, wrote, read),
+        }
+    }
+}
+
+/// The error for a target/knob pair an actuator does not handle.
+fn unsupported(target: &Target, knob: &Knob) -> ActuatorError {
+    ActuatorError::Unsupported(format!(
+        "{} on {}",
+        knob_name(knob),
+        match target {
+            Target::Thread { .. } => "a thread",
+            Target::Container { .. } => "a container (changed through Docker, not here)",
+            Target::Host => "the host",
+        }
+    ))
+}
+
+/// A knob's short name for messages.
+fn knob_name(knob: &Knob) -> String {
+    match knob {
+        Knob::Affinity => "affinity".to_string(),
+        Knob::Policy => "policy".to_string(),
+        Knob::Nice => "nice".to_string(),
+        Knob::IoPriority => "ioprio".to_string(),
+        Knob::HostFile { path } => path.display().to_string(),
+    }
+}
+
+fn invalid(knob: &Knob, value: &str, why: impl Into<String>) -> ActuatorError {
+    ActuatorError::InvalidValue {
+        knob: knob_name(knob),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// A failed system call as an actuator error: permission problems are `Denied`, a vanished
+/// thread is `Gone`, the rest `Io`. `what` names the call and its target.
+fn errno_error(errno: Errno, what: &str) -> ActuatorError {
+    match errno {
+        Errno::EPERM | Errno::EACCES => ActuatorError::Denied(format!("{what}: {}", errno.desc())),
+        Errno::ESRCH => ActuatorError::Gone(format!("{what}: {}", errno.desc())),
+        _ => ActuatorError::Io(format!("{what}: {}", errno.desc())),
+    }
+}

@@ -1,0 +1,86 @@
+//! What a change is: a target, a knob, and the values before and after.
+//!
+//! Values are strings in the kernel's own notation (a CPU list "0-3", a policy name
+//! "SCHED_BATCH", a nice "5", an I/O priority "be/4", a file's content), so a journal entry
+//! reads like what an operator would type, and `before` can be written back verbatim.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What a change acts on. Identities survive reuse: a thread by (pid, tid, the process's
+/// start time), so a recycled tid is never touched; a container by its full id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    Thread { pid: i32, tid: i32, start_time: u64 },
+    Container { id: String },
+    /// A host-wide knob: the file is named by the knob.
+    Host,
+}
+
+/// Which setting a change turns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "knob", rename_all = "snake_case")]
+pub enum Knob {
+    /// CPU affinity of one thread, as a CPU list ("0-3,8").
+    Affinity,
+    /// Scheduling policy of one thread: SCHED_OTHER, SCHED_BATCH or SCHED_IDLE.
+    Policy,
+    /// Nice value of one thread, -20..=19.
+    Nice,
+    /// I/O priority of one thread: "rt/N", "be/N" (N 0..=7), "idle" or "none".
+    IoPriority,
+    /// A sysfs or procfs file (THP, KSM, vm.*, cpufreq governor), path relative to the
+    /// host's sys or proc root as the actuator's roots say ("sys/kernel/mm/ksm/run").
+    HostFile { path: PathBuf },
+}
+
+/// One reversible change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub target: Target,
+    pub knob: Knob,
+    /// The value read from the host before applying.
+    pub before: String,
+    /// The value to apply.
+    pub after: String,
+}
+
+impl Change {
+    /// The change that undoes this one.
+    pub fn inverse(&self) -> Change {
+        Change {
+            target: self.target.clone(),
+            knob: self.knob.clone(),
+            before: self.after.clone(),
+            after: self.before.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActuatorError {
+    /// The target is gone (process exited, tid reused, container removed): nothing applied.
+    #[error("target is gone: {0}")]
+    Gone(String),
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The knob does not exist here (no such file, unsupported kernel feature).
+    #[error("not supported here: {0}")]
+    Unsupported(String),
+    #[error("invalid value {value:?} for {knob}: {why}")]
+    InvalidValue {
+        knob: String,
+        value: String,
+        why: String,
+    },
+    /// Written, but reading back gave something else.
+    #[error("verification failed: wrote {wrote:?}, read back {read:?}")]
+    NotVerified { wrote: String, read: String },
+    /// Refused by our own safety rules (symlink, world-writable path...).
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(String),
+}
