@@ -82,7 +82,23 @@ pub struct Config {
     pub report_dir: PathBuf,
     pub host: HostConfig,
     pub docker: DockerConfig,
+    pub optimizer: OptimizerConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// Where the journal of changes to the host lives (root-owned, not world-writable).
+    pub state_dir: PathBuf,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            state_dir: PathBuf::from("/var/lib/sutazai-top"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +140,7 @@ impl Default for Config {
             report_dir: PathBuf::from("."),
             host: HostConfig::default(),
             docker: DockerConfig::default(),
+            optimizer: OptimizerConfig::default(),
             log: LogConfig::default(),
         }
     }

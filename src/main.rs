@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 
 use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
 use sutazai_top::engine::{self, Command};
+use sutazai_top::host::HostRoots;
+use sutazai_top::optimizer::actuators::{HostActuators, plan_process};
+use sutazai_top::optimizer::change::{Knob, Target};
+use sutazai_top::optimizer::journal::{ChangeState, Recovery};
+use sutazai_top::optimizer::master::Optimizer;
 
 /// Exit status for a bad config or bad flag value (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
@@ -44,6 +49,9 @@ struct Cli {
     /// Directory where `e` writes reports.
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
+    /// Directory of the journal of changes to the host.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Log filter, e.g. info or sutazai_top=debug.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -59,6 +67,30 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         ticks: u64,
     },
+    /// Change one setting of every thread of a process, journaled and reversible.
+    Set {
+        /// The process.
+        #[arg(long)]
+        pid: i32,
+        /// affinity (a CPU list), policy (SCHED_OTHER|SCHED_BATCH|SCHED_IDLE), nice (-20..19)
+        /// or ioprio (rt/N, be/N, idle, none).
+        knob: KnobName,
+        value: String,
+        /// Pause between threads (to watch a batch being applied; tests use it to crash one
+        /// half way).
+        #[arg(long, default_value_t = 0, hide = true)]
+        pause_between_ms: u64,
+    },
+    /// Undo changes: one batch by id, or every open batch.
+    Rollback {
+        /// The batch to undo (see `sutazai-top journal`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<u64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show the changes active on the host (open batches) and any journal damage.
+    Journal,
     /// Measure the engine's own CPU time per sampling round and its memory (for bench/).
     #[command(hide = true)]
     BenchObserve {
@@ -66,6 +98,26 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+}
+
+/// Knobs `set` can turn on a process's threads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KnobName {
+    Affinity,
+    Policy,
+    Nice,
+    Ioprio,
+}
+
+impl KnobName {
+    fn knob(self) -> Knob {
+        match self {
+            KnobName::Affinity => Knob::Affinity,
+            KnobName::Policy => Knob::Policy,
+            KnobName::Nice => Knob::Nice,
+            KnobName::Ioprio => Knob::IoPriority,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,6 +173,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     if let Some(dir) = &cli.report_dir {
         config.report_dir = dir.clone();
     }
+    if let Some(dir) = &cli.state_dir {
+        config.optimizer.state_dir = dir.clone();
+    }
     if let Some(level) = &cli.log_level {
         config.log.level = level.clone();
     }
@@ -148,6 +203,23 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Snapshot { ticks }) => {
             init_stderr_logging(&config.log.level);
             runtime.block_on(snapshot(config, ticks))
+        }
+        Some(Cmd::Set {
+            pid,
+            knob,
+            value,
+            pause_between_ms,
+        }) => {
+            init_stderr_logging(&config.log.level);
+            set_knob(&config, pid, knob.knob(), &value, pause_between_ms)
+        }
+        Some(Cmd::Rollback { id, all: _ }) => {
+            init_stderr_logging(&config.log.level);
+            rollback(&config, id)
+        }
+        Some(Cmd::Journal) => {
+            init_stderr_logging(&config.log.level);
+            show_journal(&config)
         }
         Some(Cmd::BenchObserve { seconds }) => {
             init_stderr_logging(&config.log.level);
@@ -286,5 +358,116 @@ async fn bench_observe(config: Config, seconds: u64) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&summary)?);
     let _ = handle.commands.send(Command::Quit).await;
     let _ = engine.await;
+    Ok(())
+}
+
+fn host_roots(config: &Config) -> HostRoots {
+    HostRoots {
+        proc: config.host.proc_root.clone(),
+        sys: config.host.sys_root.clone(),
+    }
+}
+
+fn open_optimizer(config: &Config) -> anyhow::Result<(Optimizer<HostActuators>, Recovery)> {
+    let dir = &config.optimizer.state_dir;
+    let opened = Optimizer::open(dir, HostActuators::new(host_roots(config)))
+        .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
+    report_damage(&opened.1);
+    Ok(opened)
+}
+
+/// Corrupt or cut journal lines are reported, never trusted and never silently dropped.
+fn report_damage(recovery: &Recovery) {
+    for (line, why) in &recovery.corrupt_lines {
+        eprintln!("sutazai-top: journal line {line} is unusable ({why}); it was not trusted");
+    }
+    if recovery.truncated_tail {
+        eprintln!("sutazai-top: the journal's last line was cut short (a crash while writing)");
+    }
+}
+
+fn set_knob(
+    config: &Config,
+    pid: i32,
+    knob: Knob,
+    value: &str,
+    pause_ms: u64,
+) -> anyhow::Result<()> {
+    let (mut optimizer, _) = open_optimizer(config)?;
+    let changes = plan_process(&host_roots(config), pid, knob.clone(), value)
+        .with_context(|| format!("cannot plan {knob:?} = {value} for process {pid}"))?;
+    let label = format!(
+        "set {knob:?} = {value} on process {pid} ({} threads)",
+        changes.len()
+    );
+    let batch = optimizer
+        .apply_paced(&label, &changes, Duration::from_millis(pause_ms))
+        .with_context(|| label.clone())?;
+    println!("batch {batch}: {label}; undo with `sutazai-top rollback {batch}`");
+    Ok(())
+}
+
+fn rollback(config: &Config, id: Option<u64>) -> anyhow::Result<()> {
+    let (mut optimizer, _) = open_optimizer(config)?;
+    let results = match id {
+        Some(id) => vec![optimizer.rollback(id)],
+        None => optimizer.rollback_all(),
+    };
+    if results.is_empty() {
+        println!("nothing to roll back: no open batch");
+    }
+    let mut failed = false;
+    for result in results {
+        let report = result?;
+        println!(
+            "batch {}: {} — {} restored, {} already gone{}",
+            report.batch,
+            report.label,
+            report.restored,
+            report.gone,
+            if report.failed.is_empty() {
+                ""
+            } else {
+                ", NOT fully restored:"
+            }
+        );
+        for why in &report.failed {
+            println!("  {why}");
+            failed = true;
+        }
+    }
+    anyhow::ensure!(
+        !failed,
+        "some changes could not be restored; they stay open in the journal"
+    );
+    Ok(())
+}
+
+fn show_journal(config: &Config) -> anyhow::Result<()> {
+    let (optimizer, _) = open_optimizer(config)?;
+    let batches = optimizer.open_batches();
+    if batches.is_empty() {
+        println!("no open batch: nothing of ours is active on the host");
+    }
+    for batch in batches {
+        println!("batch {}: {}", batch.batch, batch.label);
+        for (change, state) in &batch.changes {
+            let state = match state {
+                ChangeState::Pending => "pending".to_string(),
+                ChangeState::Applied => "applied".to_string(),
+                ChangeState::Failed(why) => format!("failed ({why})"),
+                ChangeState::Undone => "undone".to_string(),
+            };
+            let target = match &change.target {
+                Target::Thread { pid, tid, .. } => format!("thread {tid} of {pid}"),
+                Target::Container { id } => format!("container {id}"),
+                Target::Host => "host".to_string(),
+            };
+            println!(
+                "  {target}: {:?} {} -> {} [{state}]",
+                change.knob, change.before, change.after
+            );
+        }
+    }
     Ok(())
 }

@@ -9,3 +9,4 @@
 pub mod actuators;
 pub mod change;
 pub mod journal;
+pub mod master;

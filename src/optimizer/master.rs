@@ -1,0 +1,228 @@
+//! The optimization master: applies batches of changes all or nothing, journaled, and rolls
+//! them back — the one path by which the host is changed.
+//!
+//! Order of work for a batch: journal `Begin` (synced) → for each change: apply through the
+//! actuator (which verifies by reading back) → journal `Applied`. If change *k* fails, it is
+//! marked `Failed`, put back if it was half written, and changes *k-1 … 0* are undone in
+//! reverse order and marked `Undone`; then the batch is closed. A batch that applied fully
+//! stays open in the journal: it is active on the host and can be rolled back later, by the
+//! operator or after a crash.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::actuators::Actuator;
+use super::change::{ActuatorError, Change};
+use super::journal::{BatchState, Journal, JournalError, Recovery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("batch {0} is not open in the journal")]
+    NotOpen(u64),
+    /// Nothing of the batch is left on the host.
+    #[error("change {index} of {total} failed: {error}; the batch was undone")]
+    Undone {
+        index: usize,
+        total: usize,
+        error: ActuatorError,
+    },
+    /// The batch failed and could not be fully undone; it stays open in the journal so a
+    /// later rollback can finish the job.
+    #[error(
+        "change {index} of {total} failed: {error}; undoing the rest failed too ({}); batch {batch} stays open",
+        undo_errors.join("; ")
+    )]
+    Partial {
+        batch: u64,
+        index: usize,
+        total: usize,
+        error: ActuatorError,
+        undo_errors: Vec<String>,
+    },
+}
+
+/// What a rollback did to one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub batch: u64,
+    pub label: String,
+    /// Changes whose `before` was written back.
+    pub restored: usize,
+    /// Changes whose target no longer exists (the process exited): nothing to restore.
+    pub gone: usize,
+    /// Changes that could not be restored, with why; when not empty the batch stays open.
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("no open batch {0} in the journal")]
+    NoSuchBatch(u64),
+}
+
+/// Journal plus actuators: the only writer to the host.
+pub struct Optimizer<A: Actuator> {
+    journal: Journal,
+    actuator: A,
+}
+
+impl<A: Actuator> Optimizer<A> {
+    /// Open the journal in `state_dir`; the recovery says what an earlier run left.
+    pub fn open(state_dir: &Path, actuator: A) -> Result<(Self, Recovery), JournalError> {
+        let (journal, recovery) = Journal::open(state_dir)?;
+        Ok((Optimizer { journal, actuator }, recovery))
+    }
+
+    /// Batches active on the host (applied, not rolled back) or left open by a crash.
+    pub fn open_batches(&self) -> Vec<BatchState> {
+        self.journal.open_batches()
+    }
+
+    /// Apply `changes` all or nothing; returns the batch id, open (active) on success.
+    pub fn apply(&mut self, label: &str, changes: &[Change]) -> Result<u64, ApplyError> {
+        self.apply_paced(label, changes, Duration::ZERO)
+    }
+
+    /// `apply` with a pause between changes (to watch a batch being applied, or to test a
+    /// crash in its middle).
+    pub fn apply_paced(
+        &mut self,
+        label: &str,
+        changes: &[Change],
+        pause: Duration,
+    ) -> Result<u64, ApplyError> {
+        let batch = self.journal.begin(label, changes)?;
+        for (index, change) in changes.iter().enumerate() {
+            if index > 0 && !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            match self.actuator.apply(change) {
+                Ok(()) => self.journal.applied(batch, index)?,
+                Err(error) => {
+                    self.journal.failed(batch, index, &error.to_string())?;
+                    return Err(self.unwind(batch, index, changes.len(), error));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Change `index` failed: put it back if it was half written, undo the earlier ones in
+    /// reverse, and close the batch when everything is restored.
+    fn unwind(
+        &mut self,
+        batch: u64,
+        index: usize,
+        total: usize,
+        error: ActuatorError,
+    ) -> ApplyError {
+        let mut undo_errors = Vec::new();
+        let Some(state) = self.find(batch) else {
+            return ApplyError::NotOpen(batch);
+        };
+        // A write that did not verify may have left the new value (or a part of it).
+        if matches!(error, ActuatorError::NotVerified { .. })
+            && let Some((change, _)) = state.changes.get(index)
+        {
+            match self.restore(change) {
+                Ok(()) => {
+                    if let Err(err) = self.journal.undone(batch, index) {
+                        undo_errors.push(err.to_string());
+                    }
+                }
+                Err(err) => undo_errors.push(format!("change {index}: {err}")),
+            }
+        }
+        for (i, change) in state.to_undo() {
+            match self.restore(&change) {
+                Ok(()) => {
+                    if let Err(err) = self.journal.undone(batch, i) {
+                        undo_errors.push(err.to_string());
+                    }
+                }
+                Err(err) => undo_errors.push(format!("change {i}: {err}")),
+            }
+        }
+        if undo_errors.is_empty() {
+            if let Err(err) = self.journal.close(batch) {
+                return ApplyError::Journal(err);
+            }
+            ApplyError::Undone {
+                index,
+                total,
+                error,
+            }
+        } else {
+            ApplyError::Partial {
+                batch,
+                index,
+                total,
+                error,
+                undo_errors,
+            }
+        }
+    }
+
+    /// Write `before` back; a target that is gone needs nothing.
+    fn restore(&self, change: &Change) -> Result<(), ActuatorError> {
+        match self.actuator.undo(change) {
+            Ok(()) | Err(ActuatorError::Gone(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn find(&self, batch: u64) -> Option<BatchState> {
+        self.journal
+            .open_batches()
+            .into_iter()
+            .find(|b| b.batch == batch)
+    }
+
+    /// Undo one open batch, last change first. Also restores the change that may have been
+    /// in flight when an earlier run crashed (harmless if it never landed). The batch is
+    /// closed when nothing of it is left on the host.
+    pub fn rollback(&mut self, batch: u64) -> Result<RollbackReport, RollbackError> {
+        let state = self.find(batch).ok_or(RollbackError::NoSuchBatch(batch))?;
+        let mut report = RollbackReport {
+            batch,
+            label: state.label.clone(),
+            restored: 0,
+            gone: 0,
+            failed: Vec::new(),
+        };
+        let mut work = state.to_undo();
+        if let Some(in_flight) = state.in_flight() {
+            // It comes after every applied change, so it is undone first.
+            work.insert(0, in_flight);
+        }
+        for (index, change) in work {
+            match self.actuator.undo(&change) {
+                Ok(()) => report.restored += 1,
+                Err(ActuatorError::Gone(why)) => {
+                    tracing::debug!(batch, index, why, "target gone; nothing to restore");
+                    report.gone += 1;
+                }
+                Err(err) => {
+                    report.failed.push(format!("change {index}: {err}"));
+                    continue;
+                }
+            }
+            self.journal.undone(batch, index)?;
+        }
+        if report.failed.is_empty() {
+            self.journal.close(batch)?;
+        }
+        Ok(report)
+    }
+
+    /// Roll back every open batch, newest first.
+    pub fn rollback_all(&mut self) -> Vec<Result<RollbackReport, RollbackError>> {
+        let mut batches: Vec<u64> = self.open_batches().iter().map(|b| b.batch).collect();
+        batches.sort_unstable_by(|a, b| b.cmp(a));
+        batches.into_iter().map(|b| self.rollback(b)).collect()
+    }
+}

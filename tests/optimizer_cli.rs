@@ -1,0 +1,234 @@
+//! The journaled change path from the command line, with real processes: `set`, `journal`,
+//! `rollback`, and a kill -9 in the middle of a batch followed by a full restore.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sutazai-top"))
+}
+
+/// A python process with `threads` extra sleeping threads; killed when dropped.
+struct Threads(Child);
+
+impl Threads {
+    fn spawn(threads: usize) -> Threads {
+        let code = format!(
+            "import threading,time\n[threading.Thread(target=time.sleep, args=(120,)).start() for _ in range({threads})]\ntime.sleep(120)"
+        );
+        let child = Command::new("python3").args(["-c", &code]).spawn().unwrap();
+        let me = Threads(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while me.tids().len() < threads + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "python never started its threads"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn tids(&self) -> Vec<u32> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut tids: Vec<u32> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tids.sort_unstable();
+        tids
+    }
+
+    /// Each thread's nice, from /proc/<pid>/task/<tid>/stat (field 19).
+    fn nices(&self) -> BTreeMap<u32, i32> {
+        self.tids()
+            .into_iter()
+            .filter_map(|tid| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid()))
+                    .ok()?;
+                let after = &stat[stat.rfind(')')? + 2..];
+                Some((tid, after.split(' ').nth(16)?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Each thread's Cpus_allowed_list.
+    fn affinities(&self) -> BTreeMap<u32, String> {
+        self.tids()
+            .into_iter()
+            .filter_map(|tid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", self.pid()))
+                        .ok()?;
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+                Some((tid, line.split_whitespace().nth(1)?.to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(state: &std::path::Path, args: &[&str]) -> Output {
+    bin()
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_batch_then_rollback_restores_every_thread() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(8);
+    let original = procs.nices();
+    assert_eq!(original.len(), 9);
+    assert!(original.values().all(|&n| n != 7), "{original:?}");
+
+    let pid = procs.pid().to_string();
+    let mut setter = bin()
+        .arg("--state-dir")
+        .arg(state.path())
+        .args([
+            "set",
+            "--pid",
+            &pid,
+            "nice",
+            "7",
+            "--pause-between-ms",
+            "250",
+        ])
+        .spawn()
+        .unwrap();
+    // Let a few threads change, then kill -9 the tool half way through its batch.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while procs.nices().values().filter(|&&n| n == 7).count() < 2 {
+        assert!(Instant::now() < deadline, "the batch never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setter.kill().unwrap();
+    setter.wait().unwrap();
+    let changed = procs.nices().values().filter(|&&n| n == 7).count();
+    assert!(
+        (2..9).contains(&changed),
+        "the kill must land mid-batch: {changed} of 9 threads changed"
+    );
+
+    let journal = run(state.path(), &["journal"]);
+    assert!(journal.status.success(), "{}", text(&journal));
+    let shown = text(&journal);
+    assert!(
+        shown.contains("batch 1") && shown.contains("[applied]") && shown.contains("[pending]"),
+        "{shown}"
+    );
+
+    let rollback = run(state.path(), &["rollback", "--all"]);
+    assert!(rollback.status.success(), "{}", text(&rollback));
+    assert_eq!(
+        procs.nices(),
+        original,
+        "every thread back to its own value"
+    );
+
+    let journal = run(state.path(), &["journal"]);
+    assert!(
+        text(&journal).contains("no open batch"),
+        "{}",
+        text(&journal)
+    );
+}
+
+#[test]
+fn set_then_rollback_by_id_restores_affinity_exactly() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(3);
+    let original = procs.affinities();
+    let pid = procs.pid().to_string();
+
+    let set = run(state.path(), &["set", "--pid", &pid, "affinity", "0"]);
+    assert!(set.status.success(), "{}", text(&set));
+    assert!(text(&set).contains("batch 1"), "{}", text(&set));
+    assert!(
+        procs.affinities().values().all(|a| a == "0"),
+        "{:?}",
+        procs.affinities()
+    );
+
+    let rollback = run(state.path(), &["rollback", "1"]);
+    assert!(rollback.status.success(), "{}", text(&rollback));
+    assert!(
+        text(&rollback).contains("4 restored"),
+        "{}",
+        text(&rollback)
+    );
+    assert_eq!(procs.affinities(), original);
+
+    // Rolled back batches are closed: a second rollback finds nothing.
+    let again = run(state.path(), &["rollback", "1"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("no open batch 1"), "{}", text(&again));
+}
+
+#[test]
+fn rollback_after_the_process_exited_reports_it_gone_and_closes() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(2);
+    let pid = procs.pid().to_string();
+    let set = run(state.path(), &["set", "--pid", &pid, "nice", "5"]);
+    assert!(set.status.success(), "{}", text(&set));
+    drop(procs);
+    let rollback = run(state.path(), &["rollback", "--all"]);
+    assert!(rollback.status.success(), "{}", text(&rollback));
+    assert!(
+        text(&rollback).contains("3 already gone"),
+        "{}",
+        text(&rollback)
+    );
+    assert!(text(&run(state.path(), &["journal"])).contains("no open batch"));
+}
+
+#[test]
+fn bad_values_change_nothing_and_say_why() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(1);
+    let before = procs.nices();
+    let pid = procs.pid().to_string();
+    for (knob, value) in [
+        ("nice", "99"),
+        ("policy", "SCHED_FIFO"),
+        ("ioprio", "be/9"),
+        ("affinity", "x"),
+    ] {
+        let out = run(state.path(), &["set", "--pid", &pid, knob, value]);
+        assert_eq!(out.status.code(), Some(1), "{knob} {value}: {}", text(&out));
+        assert!(text(&out).contains(value), "{knob} {value}: {}", text(&out));
+    }
+    assert_eq!(procs.nices(), before);
+    assert!(text(&run(state.path(), &["journal"])).contains("no open batch"));
+    let out = run(state.path(), &["set", "--pid", "999999999", "nice", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
