@@ -91,12 +91,29 @@ pub struct Config {
 pub struct OptimizerConfig {
     /// Where the journal of changes to the host lives (root-owned, not world-writable).
     pub state_dir: PathBuf,
+    /// At start, what to do with a batch an earlier run left half applied (it crashed or
+    /// was killed mid-batch): restore it, keep it, or ask (show it and let the operator
+    /// decide).
+    pub on_unclean_exit: UncleanExit,
+    /// On quit, roll back every change still active.
+    pub rollback_on_exit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UncleanExit {
+    Restore,
+    Keep,
+    #[default]
+    Ask,
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
         OptimizerConfig {
             state_dir: PathBuf::from("/var/lib/sutazai-top"),
+            on_unclean_exit: UncleanExit::Ask,
+            rollback_on_exit: false,
         }
     }
 }

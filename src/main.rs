@@ -238,7 +238,7 @@ fn init_stderr_logging(filter: &str) {
 }
 
 async fn dashboard(config: Config) -> anyhow::Result<()> {
-    let (handle, engine) = engine::spawn(config);
+    let (handle, engine) = engine::spawn_managing(config);
     quit_on_signals(handle.commands.clone());
     let face = handle.clone();
     let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;
@@ -370,7 +370,8 @@ fn host_roots(config: &Config) -> HostRoots {
 
 fn open_optimizer(config: &Config) -> anyhow::Result<(Optimizer<HostActuators>, Recovery)> {
     let dir = &config.optimizer.state_dir;
-    let opened = Optimizer::open(dir, HostActuators::new(host_roots(config)))
+    // Waits briefly if a running dashboard is reading the journal at this moment.
+    let opened = sutazai_top::optimizer::view::open_waiting(dir, &host_roots(config))
         .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
     report_damage(&opened.1);
     Ok(opened)
@@ -378,11 +379,8 @@ fn open_optimizer(config: &Config) -> anyhow::Result<(Optimizer<HostActuators>, 
 
 /// Corrupt or cut journal lines are reported, never trusted and never silently dropped.
 fn report_damage(recovery: &Recovery) {
-    for (line, why) in &recovery.corrupt_lines {
-        eprintln!("sutazai-top: journal line {line} is unusable ({why}); it was not trusted");
-    }
-    if recovery.truncated_tail {
-        eprintln!("sutazai-top: the journal's last line was cut short (a crash while writing)");
+    for problem in sutazai_top::optimizer::view::problems(recovery) {
+        eprintln!("sutazai-top: {problem}");
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub containers: ContainersSnapshot,
     /// Host-wide series for sparklines and, later, trend prediction.
     pub history: HostHistory,
+    /// Our changes active on the host, from the journal.
+    pub changes: ChangesSnapshot,
     /// Health of each sampler: a failing or slow sampler shows here, never stalls the rest.
     pub samplers: Vec<SamplerHealth>,
     /// The engine's answer to the last command that has one (export path, errors...).
@@ -471,6 +473,31 @@ impl HostHistory {
             psi_io_full: Ring::new(points),
         }
     }
+}
+
+/// What the journal says is active on the host.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct ChangesSnapshot {
+    /// The journal's directory.
+    pub state_dir: String,
+    /// False until the journal has been read (or when it does not exist yet).
+    pub journal_found: bool,
+    /// Open batches: applied and not rolled back, or cut short by a crash.
+    pub active: Vec<ActiveBatch>,
+    /// Journal lines that could not be used, or why the journal could not be read.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct ActiveBatch {
+    pub batch: u64,
+    pub label: String,
+    /// When the batch began, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub applied: usize,
+    pub total: usize,
+    /// A change of the batch was still pending: the run applying it ended mid-batch.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]

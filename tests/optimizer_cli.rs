@@ -101,18 +101,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-#[test]
-fn kill_9_in_the_middle_of_a_batch_then_rollback_restores_every_thread() {
-    let state = tempfile::tempdir().unwrap();
-    let procs = Threads::spawn(8);
-    let original = procs.nices();
-    assert_eq!(original.len(), 9);
-    assert!(original.values().all(|&n| n != 7), "{original:?}");
-
+/// Start `set nice 7` on `procs` and kill -9 the tool once a few threads changed.
+fn interrupted_batch(state: &std::path::Path, procs: &Threads) {
     let pid = procs.pid().to_string();
     let mut setter = bin()
         .arg("--state-dir")
-        .arg(state.path())
+        .arg(state)
         .args([
             "set",
             "--pid",
@@ -137,6 +131,16 @@ fn kill_9_in_the_middle_of_a_batch_then_rollback_restores_every_thread() {
         (2..9).contains(&changed),
         "the kill must land mid-batch: {changed} of 9 threads changed"
     );
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_batch_then_rollback_restores_every_thread() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(8);
+    let original = procs.nices();
+    assert_eq!(original.len(), 9);
+    assert!(original.values().all(|&n| n != 7), "{original:?}");
+    interrupted_batch(state.path(), &procs);
 
     let journal = run(state.path(), &["journal"]);
     assert!(journal.status.success(), "{}", text(&journal));
@@ -231,4 +235,40 @@ fn bad_values_change_nothing_and_say_why() {
     assert!(text(&run(state.path(), &["journal"])).contains("no open batch"));
     let out = run(state.path(), &["set", "--pid", "999999999", "nice", "5"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn a_half_applied_batch_is_handled_at_start_per_on_unclean_exit() {
+    use sutazai_top::config::UncleanExit;
+    use sutazai_top::host::HostRoots;
+    use sutazai_top::optimizer::view::recover_on_start;
+    let roots = HostRoots::default();
+    for policy in [UncleanExit::Ask, UncleanExit::Keep, UncleanExit::Restore] {
+        let state = tempfile::tempdir().unwrap();
+        let procs = Threads::spawn(8);
+        let original = procs.nices();
+        interrupted_batch(state.path(), &procs);
+        let changed = procs.nices();
+        let message = recover_on_start(state.path(), &roots, policy).expect("a half-applied batch");
+        match policy {
+            UncleanExit::Ask => {
+                assert!(message.contains("r in Proposals"), "{message}");
+                assert_eq!(procs.nices(), changed, "ask changes nothing");
+            }
+            UncleanExit::Keep => {
+                assert!(message.contains("kept"), "{message}");
+                assert_eq!(procs.nices(), changed, "keep changes nothing");
+            }
+            UncleanExit::Restore => {
+                assert!(message.contains("restored"), "{message}");
+                assert_eq!(procs.nices(), original, "restore puts every thread back");
+                assert!(recover_on_start(state.path(), &roots, policy).is_none());
+            }
+        }
+    }
+    // No journal at all: nothing to do, and nothing created.
+    let empty = tempfile::tempdir().unwrap();
+    let absent = empty.path().join("state");
+    assert!(recover_on_start(&absent, &roots, UncleanExit::Restore).is_none());
+    assert!(!absent.exists());
 }

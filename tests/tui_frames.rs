@@ -235,7 +235,6 @@ fn docker_states_explain_themselves() {
 fn panes_without_an_engine_show_no_numbers() {
     let snap = common::numa64();
     for (pane, issue) in [
-        (Pane::Proposals, Some("issue #3")),
         (Pane::Cache, Some("issue #5")),
         (Pane::Balancer, Some("issue #6")),
         (Pane::Pools, None),
@@ -254,6 +253,54 @@ fn panes_without_an_engine_show_no_numbers() {
             .collect();
         assert!(digits.is_empty(), "{pane:?} shows numbers: {digits}");
     }
+}
+
+#[test]
+fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
+    let snap = common::numa64();
+    let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
+    assert!(shown.contains("not built yet (issue #3)"), "{shown}");
+    assert!(shown.contains("No change of ours is active"), "{shown}");
+
+    let snap = common::with_active_changes(common::numa64());
+    let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
+    assert!(shown.contains("2 active"), "{shown}");
+    assert!(
+        shown.contains("#3") && shown.contains("4/4 applied") && shown.contains("1m"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("#7") && shown.contains("HALF APPLIED") && shown.contains("2h"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("proposals_active_80x24", shown);
+    let wide = text(&render(&snap, &focused(Pane::Proposals), LARGE));
+    assert!(
+        wide.contains("2 active · 1 half applied"),
+        "{wide}"
+    );
+}
+
+#[test]
+fn r_rolls_back_the_selected_batch_only_in_the_proposals_pane() {
+    let snap = common::with_active_changes(common::numa64());
+    let mut app = focused(Pane::Proposals);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('r')), &snap),
+        Some(Command::Rollback(3))
+    );
+    app.handle_key(press(KeyCode::Char('j')), &snap);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('r')), &snap),
+        Some(Command::Rollback(7))
+    );
+    let mut elsewhere = focused(Pane::Containers);
+    assert_eq!(elsewhere.handle_key(press(KeyCode::Char('r')), &snap), None);
+    let mut nothing = focused(Pane::Proposals);
+    assert_eq!(
+        nothing.handle_key(press(KeyCode::Char('r')), &common::numa64()),
+        None
+    );
 }
 
 #[test]

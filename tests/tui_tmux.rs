@@ -196,3 +196,68 @@ fn sigterm_and_sighup_quit_with_the_terminal_restored() {
         );
     }
 }
+
+/// Each thread's nice of process `pid` (field 19 of /proc/<pid>/task/<tid>/stat).
+fn thread_nices(pid: u32) -> Vec<i32> {
+    let mut nices = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if let Some(close) = stat.rfind(')') {
+            if let Some(nice) = stat[close + 2..].split(' ').nth(16) {
+                nices.push(nice.parse().unwrap());
+            }
+        }
+    }
+    nices
+}
+
+#[test]
+fn r_in_proposals_rolls_back_a_change_made_from_the_command_line() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new("python3")
+        .args(["-c", "import threading,time\n[threading.Thread(target=time.sleep, args=(60,)).start() for _ in range(2)]\ntime.sleep(60)"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while thread_nices(pid).len() < 3 {
+        assert!(Instant::now() < deadline, "python threads never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let original = thread_nices(pid);
+    let set = Command::new(env!("CARGO_BIN_EXE_sutazai-top"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["set", "--pid", &pid.to_string(), "nice", "6"])
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(thread_nices(pid).iter().all(|&n| n == 6));
+
+    let command = format!(
+        "{bin} --no-docker --interval 500 --state-dir {state}; sleep 30",
+        bin = env!("CARGO_BIN_EXE_sutazai-top"),
+        state = state.path().display(),
+    );
+    let tmux = Tmux::start("rollback", &command);
+    tmux.wait_for("CONSERVATIVE");
+    for _ in 0..8 {
+        tmux.keys(&["Tab"]);
+    }
+    let screen = tmux.wait_for("set Nice = 6");
+    assert!(screen.contains("#1"), "{screen}");
+    tmux.keys(&["r"]);
+    tmux.wait_for("batch 1 rolled back: 3 restored");
+    assert_eq!(thread_nices(pid), original);
+    tmux.wait_for("No change of ours is active");
+    tmux.keys(&["q"]);
+    let _ = child.kill();
+    let _ = child.wait();
+}

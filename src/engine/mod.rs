@@ -17,7 +17,7 @@ use crate::config::Mode;
 use crate::snapshot::Snapshot;
 
 mod ticker;
-pub use ticker::spawn;
+pub use ticker::{spawn, spawn_managing};
 
 /// What a face may ask of the engine. Results come back in a later snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,10 @@ pub enum Command {
     /// Write a JSON report of the current snapshot and history; the path (or the error)
     /// comes back as the snapshot's notice.
     ExportReport,
+    /// Roll back one batch of changes (by journal id); the result comes back as the notice.
+    Rollback(u64),
+    /// Roll back every active batch.
+    RollbackAll,
     Quit,
 }
 

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::health::HealthBoard;
 use super::{Command, EngineHandle, sampler};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, OptimizerConfig};
 use crate::containers::ContainerSampler;
 use crate::host::cgroups::CgroupMounts;
 use crate::host::cpu::CpuSampler;
@@ -19,9 +19,12 @@ use crate::host::net::NetSampler;
 use crate::host::processes::ProcessSampler;
 use crate::host::{self, HostError, HostRoots};
 use crate::snapshot::{
-    ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory, HostInfo, MemorySnapshot,
-    NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
+    ChangesSnapshot, ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory,
+    HostInfo, MemorySnapshot, NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
 };
+
+/// How often the journal view is refreshed (a rollback from this face refreshes it at once).
+const JOURNAL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The memory sampler's reading: memory plus system pressure (both cheap, same cadence).
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,7 @@ struct Readings {
     disks: watch::Receiver<Option<Vec<DiskStat>>>,
     nets: watch::Receiver<Option<Vec<NetStat>>>,
     processes: watch::Receiver<Option<Vec<ProcessStat>>>,
+    changes: watch::Receiver<Option<ChangesSnapshot>>,
     containers: watch::Receiver<ContainersSnapshot>,
 }
 
@@ -47,6 +51,18 @@ fn latest<T: Clone + Default>(rx: &watch::Receiver<Option<T>>) -> T {
 /// Start the engine on the current tokio runtime. The returned task ends after
 /// `Command::Quit` (or when every handle is dropped), once the samplers have stopped.
 pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
+    start(config, false)
+}
+
+/// Start the engine for a face that owns the host's changes (the dashboard, the daemon): at
+/// start it handles batches an earlier run left half applied (`on_unclean_exit`), and on quit
+/// it rolls back what is active when `rollback_on_exit` says so. `spawn` never changes the
+/// host; it only observes.
+pub fn spawn_managing(config: Config) -> (EngineHandle, JoinHandle<()>) {
+    start(config, true)
+}
+
+fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     let roots = HostRoots {
         proc: config.host.proc_root.clone(),
         sys: config.host.sys_root.clone(),
@@ -104,6 +120,27 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
         disks: blocking_sampler!("disks", move || disks.sample()),
         nets: blocking_sampler!("net", move || nets.sample()),
         processes: blocking_sampler!("processes", move || processes.sample()),
+        changes: if host_info.is_root {
+            let (tx, rx) = watch::channel(None);
+            let (state_dir, journal_roots) = (config.optimizer.state_dir.clone(), roots.clone());
+            tasks.push(tokio::spawn(sampler::run(
+                "journal",
+                move || crate::optimizer::view::read_changes(&state_dir, &journal_roots),
+                JOURNAL_INTERVAL.max(interval),
+                tx,
+                health.clone(),
+                shutdown_rx.clone(),
+            )));
+            rx
+        } else {
+            // Not root: the journal is not ours to read; the view says so.
+            watch::channel(Some(ChangesSnapshot {
+                state_dir: config.optimizer.state_dir.display().to_string(),
+                problems: vec!["read-only (not root): the journal is not read".to_string()],
+                ..ChangesSnapshot::default()
+            }))
+            .1
+        },
         containers: {
             let initial = ContainersSnapshot {
                 status: if config.docker.enabled {
@@ -130,7 +167,8 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
         },
     };
 
-    let ticker = Ticker {
+    let host_info_is_root = host_info.is_root;
+    let mut ticker = Ticker {
         interval,
         mode: config.mode,
         report_dir: config.report_dir.clone(),
@@ -139,6 +177,10 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
         history: HostHistory::with_capacity(config.history_points()),
         health,
         readings,
+        roots: roots.clone(),
+        optimizer: config.optimizer.clone(),
+        manages_host: manages_host && host_info_is_root,
+        changes: ChangesSnapshot::default(),
         started: Instant::now(),
         seq: 0,
         notice: None,
@@ -172,6 +214,12 @@ struct Ticker {
     history: HostHistory,
     health: HealthBoard,
     readings: Readings,
+    roots: HostRoots,
+    optimizer: OptimizerConfig,
+    /// Handle leftovers at start and `rollback_on_exit` at quit (root faces only).
+    manages_host: bool,
+    /// The latest journal view (from the journal sampler, or fresher after a rollback).
+    changes: ChangesSnapshot,
     started: Instant,
     seq: u64,
     notice: Option<Notice>,
@@ -187,6 +235,9 @@ impl Ticker {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick fires at once; let the samplers run a round
+        if self.manages_host {
+            self.recover_on_start().await;
+        }
         let mut containers_live = true;
         loop {
             tokio::select! {
@@ -216,7 +267,14 @@ impl Ticker {
     /// Apply one command; false means quit.
     async fn handle(&mut self, command: Command, snapshots: &watch::Sender<Arc<Snapshot>>) -> bool {
         match command {
-            Command::Quit => return false,
+            Command::Quit => {
+                if self.manages_host {
+                    self.on_exit().await;
+                }
+                return false;
+            }
+            Command::Rollback(batch) => self.rollback(Some(batch)).await,
+            Command::RollbackAll => self.rollback(None).await,
             Command::SetMode(mode) => {
                 self.mode = mode;
                 tracing::info!(mode = %mode, "mode changed");
@@ -270,6 +328,76 @@ impl Ticker {
         snapshots.send_replace(Arc::new(snap));
     }
 
+    /// Batches an earlier run left half applied, handled per `on_unclean_exit`.
+    async fn recover_on_start(&mut self) {
+        let (dir, roots, policy) = (
+            self.optimizer.state_dir.clone(),
+            self.roots.clone(),
+            self.optimizer.on_unclean_exit,
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            crate::optimizer::view::recover_on_start(&dir, &roots, policy)
+        })
+        .await;
+        if let Ok(Some(message)) = done {
+            tracing::warn!("{message}");
+            self.set_notice(message, false);
+        }
+    }
+
+    /// On quit: roll back what is active if configured, else say what stays.
+    async fn on_exit(&mut self) {
+        if self.optimizer.rollback_on_exit {
+            self.rollback(None).await;
+        } else if !self.changes.active.is_empty() {
+            tracing::info!(
+                batches = self.changes.active.len(),
+                "changes stay active on the host (rollback_on_exit = false); `sutazai-top rollback --all` undoes them"
+            );
+        }
+    }
+
+    /// Roll back one batch, or all; the result becomes the notice and the view refreshes.
+    async fn rollback(&mut self, batch: Option<u64>) {
+        let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
+                .map_err(|e| format!("cannot open the journal: {e}"))?;
+            let results = match batch {
+                Some(b) => vec![optimizer.rollback(b)],
+                None => optimizer.rollback_all(),
+            };
+            let lines: Vec<String> = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(report) => crate::optimizer::view::summary(&report),
+                    Err(err) => err.to_string(),
+                })
+                .collect();
+            drop(optimizer);
+            let view = crate::optimizer::view::read_changes(&dir, &roots).ok();
+            Ok::<_, String>((lines, view))
+        })
+        .await;
+        match done {
+            Ok(Ok((lines, view))) => {
+                let text = if lines.is_empty() {
+                    "nothing to roll back".to_string()
+                } else {
+                    lines.join("; ")
+                };
+                let failed = text.contains("NOT restored") || text.contains("no open batch");
+                tracing::info!("{text}");
+                self.set_notice(text, failed);
+                if let Some(view) = view {
+                    self.changes = view;
+                }
+            }
+            Ok(Err(err)) => self.set_notice(err, true),
+            Err(err) => self.set_notice(format!("rollback failed: {err}"), true),
+        }
+    }
+
     fn set_notice(&mut self, text: String, is_error: bool) {
         self.notice_seq += 1;
         self.notice = Some(Notice {
@@ -280,7 +408,12 @@ impl Ticker {
     }
 
     /// A snapshot of the latest readings (history not included).
-    fn compose(&self) -> Snapshot {
+    fn compose(&mut self) -> Snapshot {
+        if self.readings.changes.has_changed().unwrap_or(false)
+            && let Some(view) = self.readings.changes.borrow_and_update().clone()
+        {
+            self.changes = view;
+        }
         let memory = latest(&self.readings.memory);
         let mut host = self.host_info.clone();
         host.uptime_secs += self.started.elapsed().as_secs();
@@ -302,6 +435,7 @@ impl Ticker {
             processes: latest(&self.readings.processes),
             containers: self.readings.containers.borrow().clone(),
             history: HostHistory::default(),
+            changes: self.changes.clone(),
             samplers: self.health.entries(),
             notice: self.notice.clone(),
         }

@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
-    Thread { pid: i32, tid: i32, start_time: u64 },
-    Container { id: String },
+    Thread {
+        pid: i32,
+        tid: i32,
+        start_time: u64,
+    },
+    Container {
+        id: String,
+    },
     /// A host-wide knob: the file is named by the knob.
     Host,
 }

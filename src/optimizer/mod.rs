@@ -10,3 +10,4 @@ pub mod actuators;
 pub mod change;
 pub mod journal;
 pub mod master;
+pub mod view;

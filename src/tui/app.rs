@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::engine::Command;
-use crate::snapshot::{ContainerStat, ProcessId, ProcessStat, Snapshot};
+use crate::snapshot::{ActiveBatch, ContainerStat, ProcessId, ProcessStat, Snapshot};
 use crate::tui::keymap::{self, Action};
 
 /// Rows moved by PageUp / PageDown.
@@ -128,6 +128,8 @@ pub struct App {
     pub help_visible: bool,
     /// The selected process, by identity, so the selection follows it as the order changes.
     pub selected_process: Option<ProcessId>,
+    /// The selected active change batch (Proposals pane), by journal id.
+    pub selected_batch: Option<u64>,
 }
 
 impl App {
@@ -191,6 +193,14 @@ impl App {
             Action::PageDown => self.move_selection(snap, PAGE_ROWS as isize),
             Action::SelectFirst => self.move_selection(snap, isize::MIN),
             Action::SelectLast => self.move_selection(snap, isize::MAX),
+            Action::RollbackSelected => {
+                if self.focus != Pane::Proposals {
+                    return None;
+                }
+                let active = &snap.changes.active;
+                let index = self.selected_batch_index(active);
+                return active.get(index).map(|b| Command::Rollback(b.batch));
+            }
         }
         None
     }
@@ -211,6 +221,13 @@ impl App {
                     self.selected_process = snap.processes.get(target).map(|p| p.id);
                 }
             }
+            Pane::Proposals => {
+                let active = &snap.changes.active;
+                let current = self.selected_batch_index(active);
+                if let Some(target) = moved(current, delta, active.len()) {
+                    self.selected_batch = active.get(target).map(|b| b.batch);
+                }
+            }
             _ => {}
         }
     }
@@ -220,6 +237,14 @@ impl App {
     pub fn selected_process_index(&self, rows: &[ProcessStat]) -> usize {
         self.selected_process
             .and_then(|id| rows.iter().position(|p| p.id == id))
+            .unwrap_or(0)
+    }
+
+    /// Index of the selected batch among `active`; the first when none is selected or the
+    /// selected one was rolled back.
+    pub fn selected_batch_index(&self, active: &[ActiveBatch]) -> usize {
+        self.selected_batch
+            .and_then(|id| active.iter().position(|b| b.batch == id))
             .unwrap_or(0)
     }
 

@@ -24,6 +24,8 @@ pub enum Action {
     StartFilter,
     /// Close the help overlay, or clear the container filter.
     Dismiss,
+    /// Roll back the change batch selected in the Proposals pane.
+    RollbackSelected,
 }
 
 /// One key: a code plus the modifiers that must be held (Ctrl, Alt). Shift is ignored
@@ -193,6 +195,11 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[Key::ch('/')],
         action: Action::StartFilter,
         description: "containers: filter by name or image (Enter keeps, Esc clears)",
+    },
+    Binding {
+        keys: &[Key::ch('r')],
+        action: Action::RollbackSelected,
+        description: "proposals: roll back the selected active change batch",
     },
     Binding {
         keys: &[Key::plain(KeyCode::Esc)],

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use sutazai_top::config::Mode;
 use sutazai_top::snapshot::{
-    AgentClass, CgroupLayout, ContainerStat, ContainersSnapshot, CpuSnapshot, CpuTimes, DiskStat,
-    DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu, MemorySnapshot, NetStat, NodeMemory,
-    Notice, NumaNode, Pressure, ProcessId, ProcessStat, PsiLine, PsiResource, SamplerHealth,
-    Snapshot, Topology, UsageSource,
+    ActiveBatch, AgentClass, CgroupLayout, ChangesSnapshot, ContainerStat, ContainersSnapshot,
+    CpuSnapshot, CpuTimes, DiskStat, DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu,
+    MemorySnapshot, NetStat, NodeMemory, Notice, NumaNode, Pressure, ProcessId, ProcessStat,
+    PsiLine, PsiResource, SamplerHealth, Snapshot, Topology, UsageSource,
 };
 
 const GIB_KB: u64 = 1024 * 1024;
@@ -272,6 +272,34 @@ fn samplers() -> Vec<SamplerHealth> {
         backoff_ms: 1_000,
     })
     .collect()
+}
+
+/// `snap` with two active change batches in the journal, the second left half applied.
+pub fn with_active_changes(mut snap: Snapshot) -> Snapshot {
+    snap.changes = ChangesSnapshot {
+        state_dir: "/var/lib/sutazai-top".into(),
+        journal_found: true,
+        active: vec![
+            ActiveBatch {
+                batch: 3,
+                label: "set Nice = 5 on process 4242 (4 threads)".into(),
+                at_ms: snap.taken_at_ms.saturating_sub(90_000),
+                applied: 4,
+                total: 4,
+                interrupted: false,
+            },
+            ActiveBatch {
+                batch: 7,
+                label: "set Affinity = 0 on process 77 (9 threads)".into(),
+                at_ms: snap.taken_at_ms.saturating_sub(7_200_000),
+                applied: 2,
+                total: 9,
+                interrupted: true,
+            },
+        ],
+        problems: vec![],
+    };
+    snap
 }
 
 /// `snap` whose disk sampler failed its last round.
