@@ -269,3 +269,50 @@ fn daemon_going_away_and_back_is_followed_with_backoff() {
         matches!(s.containers.status, DockerStatus::Connected { .. })
     });
 }
+
+/// "1.5GiB" / "316KiB" / "20MB" (docker stats' MemUsage) in bytes.
+fn docker_size(text: &str) -> f64 {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unknown unit {other:?} in {text:?}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn memory_matches_docker_stats() {
+    let mut engine = RunningEngine::start(test_config(TICK_MS));
+    let name = unique("filled");
+    let _c = Container::run(
+        &name,
+        &["--label", "sutazai.agent=1"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; sleep 3600",
+        ],
+    );
+    let snap = engine.wait_for(Duration::from_secs(15), "24 MiB in the agent", |s| {
+        agent(s, &name).is_some_and(|a| a.mem_bytes > 24 << 20)
+    });
+    let ours = agent(&snap, &name).unwrap().mem_bytes as f64;
+    let stats = docker_ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &name]);
+    let theirs = docker_size(stats.split('/').next().unwrap());
+    let gap = (ours - theirs).abs() / theirs;
+    println!(
+        "memory: ours {ours:.0} B, docker stats {theirs:.0} B, gap {:.2}%",
+        gap * 100.0
+    );
+    assert!(gap < 0.05, "ours {ours} vs docker stats {theirs} ({stats})");
+}
