@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when missing (Debian's docker.io,
-# busybox-static, tmux), starts dockerd if none answers and waits for it, then runs the
+# busybox-static, tmux, python3, procps, util-linux), starts dockerd if none answers and waits for it, then runs the
 # whole suite. Run as root on a fresh Debian machine: `sudo scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)   # multi-threaded test processes
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   apt-get update -qq
