@@ -40,6 +40,17 @@ pub enum Knob {
     /// A sysfs or procfs file (THP, KSM, vm.*, cpufreq governor), path relative to the
     /// host's sys or proc root as the actuator's roots say ("sys/kernel/mm/ksm/run").
     HostFile { path: PathBuf },
+    /// A container's cpuset CPUs, as a CPU list; "" means every CPU (Docker's default).
+    ContainerCpusetCpus,
+    /// A container's cpuset memory nodes, as a node list; "" means every node.
+    ContainerCpusetMems,
+    /// A container's CPU shares (cgroup v1 weight, 2..=262144; Docker's default is 1024).
+    ContainerCpuShares,
+    /// A container's CPU quota in cores as a decimal ("1.5"), or "max" for none
+    /// (Docker's NanoCpus).
+    ContainerCpuQuota,
+    /// A container's memory limit in bytes, or "max" for none.
+    ContainerMemoryLimit,
 }
 
 /// One reversible change.

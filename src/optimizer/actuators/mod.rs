@@ -9,15 +9,22 @@
 //!   identified by (pid, tid, process start time) so a recycled tid is never touched.
 //! - [`HostFileActuator`]: one sysfs or procfs file (THP, KSM, vm.*, cpufreq governor),
 //!   never written through a symlink or a world-writable path.
-//! - [`HostActuators`]: routes a change to whichever of the two handles it.
+//! - [`ContainerActuator`]: cpuset, shares, quota and memory limit of a container, through
+//!   Docker's update API (connected on first use).
+//! - [`HostActuators`]: routes a change to whichever of them handles it.
 //!
-//! Containers (Docker's update API) and cgroup files are not handled here.
+//! Cgroup files of plain processes are not handled here.
 
+mod container;
 mod host_file;
 mod thread;
 
+use container::is_container_knob;
+pub use container::{ContainerActuator, plan_container, plan_container_with};
 pub use host_file::HostFileActuator;
 pub use thread::{ThreadActuator, plan_process};
+
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -61,11 +68,15 @@ pub trait Actuator {
 }
 
 /// Every actuator of this module behind one value: threads go to [`ThreadActuator`], host
-/// files to [`HostFileActuator`]; anything else is `Unsupported`.
+/// files to [`HostFileActuator`], containers to [`ContainerActuator`]; anything else is
+/// `Unsupported`.
 #[derive(Debug, Clone)]
 pub struct HostActuators {
     pub thread: ThreadActuator,
     pub host_file: HostFileActuator,
+    /// Shared, since it owns a runtime and a connection; Docker is contacted only when a
+    /// container change is read or applied, so hosts without Docker are unaffected.
+    pub container: Arc<ContainerActuator>,
 }
 
 impl HostActuators {
@@ -74,7 +85,10 @@ impl HostActuators {
             thread: ThreadActuator {
                 roots: roots.clone(),
             },
-            host_file: HostFileActuator { roots },
+            host_file: HostFileActuator {
+                roots: roots.clone(),
+            },
+            container: Arc::new(ContainerActuator::new("", roots)),
         }
     }
 
@@ -82,6 +96,7 @@ impl HostActuators {
         match (target, knob) {
             (Target::Thread { .. }, _) => Ok(&self.thread),
             (Target::Host, Knob::HostFile { .. }) => Ok(&self.host_file),
+            (Target::Container { .. }, knob) if is_container_knob(knob) => Ok(&*self.container),
             _ => Err(unsupported(target, knob)),
         }
     }
@@ -99,6 +114,7 @@ impl Actuator for HostActuators {
     fn same_value(&self, knob: &Knob, wrote: &str, read: &str) -> bool {
         match knob {
             Knob::HostFile { .. } => self.host_file.same_value(knob, wrote, read),
+            knob if is_container_knob(knob) => self.container.same_value(knob, wrote, read),
             _ => self.thread.same_value(knob, wrote, read),
         }
     }
@@ -111,7 +127,7 @@ fn unsupported(target: &Target, knob: &Knob) -> ActuatorError {
         knob_name(knob),
         match target {
             Target::Thread { .. } => "a thread",
-            Target::Container { .. } => "a container (changed through Docker, not here)",
+            Target::Container { .. } => "a container",
             Target::Host => "the host",
         }
     ))
@@ -125,6 +141,11 @@ fn knob_name(knob: &Knob) -> String {
         Knob::Nice => "nice".to_string(),
         Knob::IoPriority => "ioprio".to_string(),
         Knob::HostFile { path } => path.display().to_string(),
+        Knob::ContainerCpusetCpus => "cpuset.cpus".to_string(),
+        Knob::ContainerCpusetMems => "cpuset.mems".to_string(),
+        Knob::ContainerCpuShares => "cpu shares".to_string(),
+        Knob::ContainerCpuQuota => "cpu quota".to_string(),
+        Knob::ContainerMemoryLimit => "memory limit".to_string(),
     }
 }
 

@@ -136,7 +136,7 @@ impl Actuator for ThreadActuator {
             Knob::Policy => read_policy(tid).map(|raw| policy_name(raw.unsigned_abs())),
             Knob::Nice => read_nice(tid).map(|nice| nice.to_string()),
             Knob::IoPriority => read_ioprio(tid).map(format_ioprio),
-            Knob::HostFile { .. } => Err(unsupported(target, knob)),
+            _ => Err(unsupported(target, knob)),
         }
     }
 
@@ -149,7 +149,7 @@ impl Actuator for ThreadActuator {
             Knob::Policy => write_policy(tid, value),
             Knob::Nice => write_nice(tid, value),
             Knob::IoPriority => write_ioprio(tid, value),
-            Knob::HostFile { .. } => Err(unsupported(target, knob)),
+            _ => Err(unsupported(target, knob)),
         }
     }
 
@@ -270,7 +270,7 @@ fn validate(knob: &Knob, value: &str) -> Result<(), ActuatorError> {
             .ok_or_else(|| invalid(knob, value, "only SCHED_OTHER, SCHED_BATCH, SCHED_IDLE")),
         Knob::Nice => parse_nice(value).map(|_| ()),
         Knob::IoPriority => parse_ioprio(value).map(|_| ()),
-        Knob::HostFile { .. } => Err(invalid(knob, value, "not a thread knob")),
+        _ => Err(invalid(knob, value, "not a thread knob")),
     }
 }
 
@@ -287,7 +287,7 @@ fn canonical(knob: &Knob, value: &str) -> Option<String> {
         }
         Knob::Nice => parse_nice(value).ok().map(|nice| nice.to_string()),
         Knob::IoPriority => parse_ioprio(value).ok().map(format_ioprio),
-        Knob::HostFile { .. } => None,
+        _ => None,
     }
 }
 
