@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
 use sutazai_top::engine::{self, Command};
 use sutazai_top::host::HostRoots;
-use sutazai_top::optimizer::actuators::{HostActuators, plan_process};
-use sutazai_top::optimizer::change::{Knob, Target};
+use sutazai_top::optimizer::actuators::{
+    ContainerActuator, HostActuators, plan_container_with, plan_process,
+};
+use sutazai_top::optimizer::change::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::{ChangeState, Recovery};
 use sutazai_top::optimizer::master::Optimizer;
 
@@ -67,16 +69,25 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         ticks: u64,
     },
-    /// Change one setting of every thread of a process, journaled and reversible.
+    /// Change one setting of a process (every thread) or a container, journaled and reversible.
     Set {
-        /// The process.
+        /// The process (thread knobs: affinity, policy, nice, ioprio).
+        #[arg(
+            long,
+            conflicts_with = "container",
+            required_unless_present = "container"
+        )]
+        pid: Option<i32>,
+        /// The container, by id or name (container knobs: cpuset, cpuset-mems, shares, quota,
+        /// memory).
         #[arg(long)]
-        pid: i32,
-        /// affinity (a CPU list), policy (SCHED_OTHER|SCHED_BATCH|SCHED_IDLE), nice (-20..19)
-        /// or ioprio (rt/N, be/N, idle, none).
+        container: Option<String>,
+        /// affinity (a CPU list), policy (SCHED_OTHER|SCHED_BATCH|SCHED_IDLE), nice (-20..19),
+        /// ioprio (rt/N, be/N, idle, none); cpuset and cpuset-mems (lists), shares (2..262144),
+        /// quota (cores, e.g. 1.5, or max), memory (bytes, k/m/g, or max).
         knob: KnobName,
         value: String,
-        /// Pause between threads (to watch a batch being applied; tests use it to crash one
+        /// Pause between changes (to watch a batch being applied; tests use it to crash one
         /// half way).
         #[arg(long, default_value_t = 0, hide = true)]
         pause_between_ms: u64,
@@ -107,6 +118,11 @@ enum KnobName {
     Policy,
     Nice,
     Ioprio,
+    Cpuset,
+    CpusetMems,
+    Shares,
+    Quota,
+    Memory,
 }
 
 impl KnobName {
@@ -116,7 +132,23 @@ impl KnobName {
             KnobName::Policy => Knob::Policy,
             KnobName::Nice => Knob::Nice,
             KnobName::Ioprio => Knob::IoPriority,
+            KnobName::Cpuset => Knob::ContainerCpusetCpus,
+            KnobName::CpusetMems => Knob::ContainerCpusetMems,
+            KnobName::Shares => Knob::ContainerCpuShares,
+            KnobName::Quota => Knob::ContainerCpuQuota,
+            KnobName::Memory => Knob::ContainerMemoryLimit,
         }
+    }
+
+    fn is_container_knob(self) -> bool {
+        matches!(
+            self,
+            KnobName::Cpuset
+                | KnobName::CpusetMems
+                | KnobName::Shares
+                | KnobName::Quota
+                | KnobName::Memory
+        )
     }
 }
 
@@ -206,12 +238,18 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Some(Cmd::Set {
             pid,
+            container,
             knob,
             value,
             pause_between_ms,
         }) => {
             init_stderr_logging(&config.log.level);
-            set_knob(&config, pid, knob.knob(), &value, pause_between_ms)
+            let target = match (pid, container) {
+                (Some(pid), _) => SetTarget::Process(pid),
+                (None, Some(container)) => SetTarget::Container(container),
+                (None, None) => anyhow::bail!("name a --pid or a --container"),
+            };
+            set_knob(&config, target, knob, &value, pause_between_ms)
         }
         Some(Cmd::Rollback { id, all: _ }) => {
             init_stderr_logging(&config.log.level);
@@ -384,20 +422,49 @@ fn report_damage(recovery: &Recovery) {
     }
 }
 
+/// What `set` changes.
+enum SetTarget {
+    Process(i32),
+    Container(String),
+}
+
 fn set_knob(
     config: &Config,
-    pid: i32,
-    knob: Knob,
+    target: SetTarget,
+    knob_name: KnobName,
     value: &str,
     pause_ms: u64,
 ) -> anyhow::Result<()> {
+    let knob = knob_name.knob();
     let (mut optimizer, _) = open_optimizer(config)?;
-    let changes = plan_process(&host_roots(config), pid, knob.clone(), value)
-        .with_context(|| format!("cannot plan {knob:?} = {value} for process {pid}"))?;
-    let label = format!(
-        "set {knob:?} = {value} on process {pid} ({} threads)",
-        changes.len()
-    );
+    let (changes, label): (Vec<Change>, String) = match target {
+        SetTarget::Process(pid) => {
+            anyhow::ensure!(
+                !knob_name.is_container_knob(),
+                "{knob:?} is a container knob: use --container"
+            );
+            let changes = plan_process(&host_roots(config), pid, knob.clone(), value)
+                .with_context(|| format!("cannot plan {knob:?} = {value} for process {pid}"))?;
+            let label = format!(
+                "set {knob:?} = {value} on process {pid} ({} threads)",
+                changes.len()
+            );
+            (changes, label)
+        }
+        SetTarget::Container(id) => {
+            anyhow::ensure!(
+                knob_name.is_container_knob(),
+                "{knob:?} is a thread knob: use --pid"
+            );
+            let actuator = ContainerActuator::new(&config.docker.endpoint, host_roots(config));
+            let change = plan_container_with(&actuator, &id, knob.clone(), value)
+                .with_context(|| format!("cannot plan {knob:?} = {value} for container {id}"))?;
+            (
+                vec![change],
+                format!("set {knob:?} = {value} on container {id}"),
+            )
+        }
+    };
     let batch = optimizer
         .apply_paced(&label, &changes, Duration::from_millis(pause_ms))
         .with_context(|| label.clone())?;

@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use support::{Container, docker_ok, unique};
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
@@ -376,4 +377,51 @@ fn invalid_values_are_refused_before_docker_sees_them() {
         }
         other => panic!("expected Docker's refusal, got {other:?}"),
     }
+}
+
+#[test]
+fn cli_set_then_dashboard_engine_rolls_back_the_container() {
+    let state = tempfile::tempdir().unwrap();
+    let c = start("cli", &["--memory", "256m", "--memory-swap", "512m"]);
+    let memory = || docker_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", &c.id]);
+    assert_eq!(memory(), (256u64 << 20).to_string());
+
+    let set = std::process::Command::new(env!("CARGO_BIN_EXE_sutazai-top"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["set", "--container", &c.name, "memory", "64m"])
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(memory(), (64u64 << 20).to_string());
+
+    // The engine's rollback (what `r` in the Proposals pane sends) restores it.
+    let mut config = support::test_config(300);
+    config.docker.enabled = false;
+    config.optimizer.state_dir = state.path().to_path_buf();
+    let mut engine = support::RunningEngine::start(config);
+    engine.wait_for(
+        Duration::from_secs(10),
+        "the batch in the journal view",
+        |s| s.changes.active.iter().any(|b| b.batch == 1),
+    );
+    let commands = engine.handle.commands.clone();
+    engine
+        .runtime
+        .block_on(commands.send(sutazai_top::engine::Command::Rollback(1)))
+        .unwrap();
+    let snap = engine.wait_for(Duration::from_secs(15), "rollback notice", |s| {
+        s.notice
+            .as_ref()
+            .is_some_and(|n| n.text.contains("batch 1 rolled back"))
+    });
+    let notice = snap.notice.clone().unwrap();
+    assert!(!notice.is_error, "{}", notice.text);
+    assert!(notice.text.contains("1 restored"), "{}", notice.text);
+    assert_eq!(memory(), (256u64 << 20).to_string());
+    assert!(snap.changes.active.is_empty());
 }

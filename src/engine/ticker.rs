@@ -23,6 +23,23 @@ use crate::snapshot::{
     HostInfo, MemorySnapshot, NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
 };
 
+/// Run `work` on a plain thread, outside the runtime: actuators that talk to Docker drive their
+/// own small runtime and must not be called from within this one (not even from its blocking
+/// pool).
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sutazai-actuate".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the actuating thread died".to_string())
+}
+
 /// How often the journal view is refreshed (a rollback from this face refreshes it at once).
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -303,6 +320,7 @@ impl Ticker {
         let mut snap = (**snapshots.borrow()).clone();
         snap.mode = self.mode;
         snap.notice = self.notice.clone();
+        snap.changes = self.changes.clone();
         snapshots.send_replace(Arc::new(snap));
         true
     }
@@ -335,10 +353,9 @@ impl Ticker {
             self.roots.clone(),
             self.optimizer.on_unclean_exit,
         );
-        let done = tokio::task::spawn_blocking(move || {
-            crate::optimizer::view::recover_on_start(&dir, &roots, policy)
-        })
-        .await;
+        let done =
+            off_runtime(move || crate::optimizer::view::recover_on_start(&dir, &roots, policy))
+                .await;
         if let Ok(Some(message)) = done {
             tracing::warn!("{message}");
             self.set_notice(message, false);
@@ -360,7 +377,7 @@ impl Ticker {
     /// Roll back one batch, or all; the result becomes the notice and the view refreshes.
     async fn rollback(&mut self, batch: Option<u64>) {
         let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
-        let done = tokio::task::spawn_blocking(move || {
+        let done = off_runtime(move || {
             let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
                 .map_err(|e| format!("cannot open the journal: {e}"))?;
             let results = match batch {
