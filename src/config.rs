@@ -83,7 +83,38 @@ pub struct Config {
     pub host: HostConfig,
     pub docker: DockerConfig,
     pub optimizer: OptimizerConfig,
+    pub detect: DetectConfig,
     pub log: LogConfig,
+}
+
+/// Bottleneck detection thresholds (the original design's `max_cpu_usage` and
+/// `max_memory_usage`) and how long a condition must hold before it counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Host CPU busy fraction (0 < x <= 1) at which the CPU counts as saturated.
+    #[serde(deserialize_with = "usage_fraction")]
+    pub max_cpu_usage: f64,
+    /// Used memory fraction (0 < x <= 1, cache counted as available) that counts as pressure.
+    #[serde(deserialize_with = "usage_fraction")]
+    pub max_memory_usage: f64,
+    /// Consecutive ticks a condition must hold before it is reported, and be absent before
+    /// it is cleared (at least 1), so a single spike or dip never flaps the verdict.
+    #[serde(deserialize_with = "hold_ticks")]
+    pub hold_ticks: u32,
+    /// Report predicted exhaustion (memory reaching its limit) this many seconds ahead.
+    pub predict_horizon_secs: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            max_cpu_usage: 0.85,
+            max_memory_usage: 0.8,
+            hold_ticks: 3,
+            predict_horizon_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +189,7 @@ impl Default for Config {
             host: HostConfig::default(),
             docker: DockerConfig::default(),
             optimizer: OptimizerConfig::default(),
+            detect: DetectConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -271,6 +303,27 @@ fn top_processes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     Ok(v)
 }
 
+fn usage_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    // NaN fails both comparisons, so it is rejected too.
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(serde::de::Error::custom(format!(
+            "usage = {v} must be a fraction above 0 and at most 1"
+        )));
+    }
+    Ok(v)
+}
+
+fn hold_ticks<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v < 1 {
+        return Err(serde::de::Error::custom(format!(
+            "hold_ticks = {v} must be at least 1"
+        )));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +364,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("turbo") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn detect_keys_are_validated() {
+        let cfg = Config::parse(
+            "[detect]\nmax_cpu_usage = 0.9\nmax_memory_usage = 1.0\nhold_ticks = 5\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(cfg.detect.max_cpu_usage, 0.9);
+        assert_eq!(cfg.detect.max_memory_usage, 1.0);
+        assert_eq!(cfg.detect.hold_ticks, 5);
+        assert_eq!(cfg.detect.predict_horizon_secs, 300);
+        for (text, key) in [
+            ("[detect]\nmax_cpu_usage = 0.0\n", "max_cpu_usage"),
+            ("[detect]\nmax_cpu_usage = 1.5\n", "max_cpu_usage"),
+            ("[detect]\nmax_memory_usage = -0.2\n", "max_memory_usage"),
+            ("[detect]\nhold_ticks = 0\n", "hold_ticks"),
+        ] {
+            let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("line 2"), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod containers;
+pub mod eliminator;
 pub mod engine;
 pub mod host;
 pub mod optimizer;

@@ -1,0 +1,54 @@
+//! From a fix's intents to journaled changes: read each target's real `before` now.
+//!
+//! Blocking, and it may talk to Docker through the container actuator's own runtime: call it
+//! from a plain thread, never from inside the async runtime.
+
+use super::strategy::{Intent, IntentTarget};
+use crate::host::HostRoots;
+use crate::optimizer::actuators::{
+    Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_process,
+};
+use crate::optimizer::change::{ActuatorError, Change, Target};
+
+/// The changes that carry out `intents`, with `before` read from the host.
+pub fn plan(
+    intents: &[Intent],
+    roots: &HostRoots,
+    docker_endpoint: &str,
+) -> Result<Vec<Change>, ActuatorError> {
+    let containers = ContainerActuator::new(docker_endpoint, roots.clone());
+    let host_files = HostFileActuator::new(roots.clone());
+    let mut changes = Vec::new();
+    for intent in intents {
+        match &intent.target {
+            IntentTarget::ContainerProcess { pid, .. } => {
+                changes.extend(plan_process(
+                    roots,
+                    *pid,
+                    intent.knob.clone(),
+                    &intent.after,
+                )?);
+            }
+            IntentTarget::Container { id, .. } => {
+                changes.push(plan_container_with(
+                    &containers,
+                    id,
+                    intent.knob.clone(),
+                    &intent.after,
+                )?);
+            }
+            IntentTarget::HostFile { .. } => {
+                let before = host_files.read(&Target::Host, &intent.knob)?;
+                changes.push(Change {
+                    target: Target::Host,
+                    knob: intent.knob.clone(),
+                    before,
+                    after: intent.after.clone(),
+                });
+            }
+        }
+    }
+    // Nothing to do is not a change: drop changes whose value is already in place.
+    changes.retain(|c| c.before.trim() != c.after.trim());
+    Ok(changes)
+}

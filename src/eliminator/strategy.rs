@@ -1,0 +1,722 @@
+//! Strategies: how a bottleneck becomes proposed fixes.
+//!
+//! A strategy is pure over (bottleneck, snapshot): it names *intents* — a target, a knob and
+//! the value to set — with the value it expects to replace (from the snapshot, for display),
+//! a risk and the metric that should improve. The true `before` is read from the host only
+//! when the operator approves (see `plan`), so proposing never touches the host and a value
+//! that moved since is journaled as it really was.
+
+use serde::Serialize;
+
+use super::{Bottleneck, BottleneckKind, Subject};
+use crate::config::Mode;
+use crate::optimizer::change::Knob;
+use crate::snapshot::{AgentClass, ContainerStat, Snapshot};
+
+/// How much could go wrong; the mode decides which risks may be proposed.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    /// Conservative: low only. Balanced: up to medium. Aggressive: everything.
+    pub fn allowed_in(self, mode: Mode) -> bool {
+        match mode {
+            Mode::Conservative => self == Risk::Low,
+            Mode::Balanced => self <= Risk::Medium,
+            Mode::Aggressive => true,
+        }
+    }
+}
+
+/// What one change of a fix acts on, before its `before` is read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IntentTarget {
+    /// Every thread of the container's main process (pid as Docker reports it).
+    ContainerProcess {
+        container: String,
+        name: String,
+        pid: i32,
+    },
+    Container {
+        id: String,
+        name: String,
+    },
+    /// A host file, relative to the roots ("sys/kernel/mm/ksm/run").
+    HostFile {
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Intent {
+    pub target: IntentTarget,
+    pub knob: Knob,
+    /// The value the snapshot shows now (for display; the journal records the real one).
+    pub expected_before: String,
+    pub after: String,
+}
+
+/// One proposed fix.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Fix {
+    pub strategy: String,
+    pub summary: String,
+    pub risk: Risk,
+    /// The figure that should improve, e.g. "host PSI cpu some avg10".
+    pub metric: String,
+    pub intents: Vec<Intent>,
+}
+
+/// Turns bottlenecks it handles into fixes.
+pub trait EliminationStrategy: Send + Sync {
+    fn name(&self) -> &str;
+    fn handles(&self, bottleneck: &Bottleneck) -> bool;
+    /// Fixes for `bottleneck` given the host as `snap` shows it; empty when nothing useful
+    /// can be done (already applied, target not running...).
+    fn propose(&self, bottleneck: &Bottleneck, snap: &Snapshot, context: &Context) -> Vec<Fix>;
+}
+
+/// What strategies may depend on beyond the snapshot (config keys of the original design).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    /// The policy proposed for batch agents (`scheduler_policy`, default SCHED_BATCH).
+    pub batch_policy: String,
+    /// Whether THP changes may be proposed (`enable_transparent_hugepages`, default false).
+    pub thp_allowed: bool,
+    /// Whether a KSM file exists on this host (sys/kernel/mm/ksm/run).
+    pub ksm_available: bool,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            batch_policy: "SCHED_BATCH".to_string(),
+            thp_allowed: false,
+            ksm_available: false,
+        }
+    }
+}
+
+/// The built-in strategies, one or more per detector.
+pub fn built_in() -> Vec<Box<dyn EliminationStrategy>> {
+    vec![
+        Box::new(BatchShares),
+        Box::new(BatchPolicy),
+        Box::new(IsolateLatency),
+        Box::new(CapRunaway),
+        Box::new(RaiseThrottledQuota),
+        Box::new(IdleBatchIo),
+        Box::new(MergeMemory),
+        Box::new(RaiseMemoryLimit),
+    ]
+}
+
+/// Every fix the strategies propose for `bottleneck`, keeping only those `mode` allows.
+pub fn propose_all(
+    strategies: &[Box<dyn EliminationStrategy>],
+    bottleneck: &Bottleneck,
+    snap: &Snapshot,
+    context: &Context,
+    mode: Mode,
+) -> Vec<Fix> {
+    strategies
+        .iter()
+        .filter(|s| s.handles(bottleneck))
+        .flat_map(|s| s.propose(bottleneck, snap, context))
+        .filter(|fix| fix.risk.allowed_in(mode) && !fix.intents.is_empty())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The CPU shares a batch agent is lowered to (a quarter of Docker's default 1024).
+const BATCH_SHARES: u64 = 256;
+
+fn running(snap: &Snapshot) -> impl Iterator<Item = &ContainerStat> {
+    snap.containers
+        .agents
+        .iter()
+        .filter(|c| c.state == "running")
+}
+
+fn batch_agents(snap: &Snapshot) -> impl Iterator<Item = &ContainerStat> {
+    running(snap).filter(|c| c.class == Some(AgentClass::Batch))
+}
+
+fn container_of<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Option<&'a ContainerStat> {
+    match &bottleneck.subject {
+        Subject::Container { id, .. } => running(snap).find(|c| &c.id == id),
+        _ => None,
+    }
+}
+
+fn container_target(c: &ContainerStat) -> IntentTarget {
+    IntentTarget::Container {
+        id: c.id.clone(),
+        name: c.name.clone(),
+    }
+}
+
+/// Batch agents the bottleneck points at: its subject when that is a batch agent, else
+/// every batch agent (host-wide bottlenecks).
+fn batch_targets<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Vec<&'a ContainerStat> {
+    match container_of(snap, bottleneck) {
+        Some(c) if c.class == Some(AgentClass::Batch) => vec![c],
+        Some(_) => Vec::new(),
+        None => batch_agents(snap).collect(),
+    }
+}
+
+fn names(containers: &[&ContainerStat]) -> String {
+    let mut names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{} and {} more", names[..3].join(", "), n - 3),
+    }
+}
+
+fn online_cpus(snap: &Snapshot) -> Vec<u32> {
+    snap.topology
+        .cpus
+        .iter()
+        .filter(|c| c.online)
+        .map(|c| c.id)
+        .collect()
+}
+
+fn cores_text(cores: f64) -> String {
+    let text = format!("{cores:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------------------------
+
+/// Lower batch agents' CPU weight so latency agents win contended CPU. Low risk: weights
+/// only matter under contention and never cap a container.
+pub struct BatchShares;
+
+impl EliminationStrategy for BatchShares {
+    fn name(&self) -> &str {
+        "batch-cpu-weight"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        matches!(
+            b.kind,
+            BottleneckKind::CpuSaturation | BottleneckKind::NoisyNeighbour
+        )
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let targets: Vec<&ContainerStat> = batch_targets(snap, b)
+            .into_iter()
+            .filter(|c| c.cpu_weight.is_none_or(|w| w > BATCH_SHARES))
+            .collect();
+        let intents = targets
+            .iter()
+            .map(|c| Intent {
+                target: container_target(c),
+                knob: Knob::ContainerCpuShares,
+                expected_before: c.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
+                after: BATCH_SHARES.to_string(),
+            })
+            .collect();
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!(
+                "lower CPU weight of batch agents {} to {BATCH_SHARES}",
+                names(&targets)
+            ),
+            risk: Risk::Low,
+            metric: "host PSI cpu some avg10".to_string(),
+            intents,
+        }]
+    }
+}
+
+/// Run batch agents' main processes under the batch scheduler policy (configurable).
+pub struct BatchPolicy;
+
+impl EliminationStrategy for BatchPolicy {
+    fn name(&self) -> &str {
+        "batch-scheduler-policy"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        matches!(
+            b.kind,
+            BottleneckKind::CpuSaturation | BottleneckKind::NoisyNeighbour
+        )
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, context: &Context) -> Vec<Fix> {
+        let targets: Vec<&ContainerStat> = batch_targets(snap, b)
+            .into_iter()
+            .filter(|c| c.pid.is_some())
+            .collect();
+        let intents = targets
+            .iter()
+            .filter_map(|c| {
+                Some(Intent {
+                    target: IntentTarget::ContainerProcess {
+                        container: c.id.clone(),
+                        name: c.name.clone(),
+                        pid: c.pid?,
+                    },
+                    knob: Knob::Policy,
+                    expected_before: "SCHED_OTHER".to_string(),
+                    after: context.batch_policy.clone(),
+                })
+            })
+            .collect();
+        // SCHED_IDLE starves a process whenever anything else runs: aggressive only.
+        let risk = if context.batch_policy == "SCHED_IDLE" {
+            Risk::High
+        } else {
+            Risk::Low
+        };
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!(
+                "run the main process of batch agents {} as {}",
+                names(&targets),
+                context.batch_policy
+            ),
+            risk,
+            metric: "host PSI cpu some avg10".to_string(),
+            intents,
+        }]
+    }
+}
+
+/// Keep a noisy batch agent off the CPUs latency agents need: pin it to the upper half.
+pub struct IsolateLatency;
+
+impl EliminationStrategy for IsolateLatency {
+    fn name(&self) -> &str {
+        "isolate-latency-agents"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::NoisyNeighbour
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let Some(noisy) = container_of(snap, b) else {
+            return Vec::new();
+        };
+        let cpus = online_cpus(snap);
+        if cpus.len() < 2 {
+            return Vec::new();
+        }
+        let upper = &cpus[cpus.len() / 2..];
+        let after = crate::host::format_cpu_list(upper);
+        if noisy.cpuset_cpus == after {
+            return Vec::new();
+        }
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!("confine noisy batch agent {} to CPUs {after}", noisy.name),
+            risk: Risk::Medium,
+            metric: "latency agents' cgroup PSI cpu some avg10".to_string(),
+            intents: vec![Intent {
+                target: container_target(noisy),
+                knob: Knob::ContainerCpusetCpus,
+                expected_before: noisy.cpuset_cpus.clone(),
+                after,
+            }],
+        }]
+    }
+}
+
+/// Cap a runaway agent at its fair share of the host's CPUs.
+pub struct CapRunaway;
+
+impl EliminationStrategy for CapRunaway {
+    fn name(&self) -> &str {
+        "cap-runaway-agent"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::RunawayAgent
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let Some(c) = container_of(snap, b) else {
+            return Vec::new();
+        };
+        let agents = running(snap).count().max(1) as f64;
+        let fair = (online_cpus(snap).len().max(1) as f64 / agents).max(0.1);
+        // Twice the fair share: a cap on runaways, not a squeeze on busy agents.
+        let cap = (fair * 2.0 * 100.0).round() / 100.0;
+        if c.cpu_limit_cores.is_some_and(|limit| limit <= cap) {
+            return Vec::new();
+        }
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!("cap runaway agent {} at {} CPUs", c.name, cores_text(cap)),
+            risk: Risk::Medium,
+            metric: format!("{} CPU %", c.name),
+            intents: vec![Intent {
+                target: container_target(c),
+                knob: Knob::ContainerCpuQuota,
+                expected_before: c
+                    .cpu_limit_cores
+                    .map(cores_text)
+                    .unwrap_or_else(|| "max".into()),
+                after: cores_text(cap),
+            }],
+        }]
+    }
+}
+
+/// A container throttled by its own quota: give it half as much again.
+pub struct RaiseThrottledQuota;
+
+impl EliminationStrategy for RaiseThrottledQuota {
+    fn name(&self) -> &str {
+        "raise-throttled-quota"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::ThrottledContainer
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let Some(c) = container_of(snap, b) else {
+            return Vec::new();
+        };
+        let Some(limit) = c.cpu_limit_cores else {
+            return Vec::new();
+        };
+        let cpus = online_cpus(snap).len().max(1) as f64;
+        let raised = ((limit * 1.5).min(cpus) * 100.0).round() / 100.0;
+        if raised <= limit {
+            return Vec::new();
+        }
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!(
+                "raise {}'s CPU quota from {} to {} CPUs",
+                c.name,
+                cores_text(limit),
+                cores_text(raised)
+            ),
+            risk: Risk::Medium,
+            metric: format!("{} throttled periods per tick", c.name),
+            intents: vec![Intent {
+                target: container_target(c),
+                knob: Knob::ContainerCpuQuota,
+                expected_before: cores_text(limit),
+                after: cores_text(raised),
+            }],
+        }]
+    }
+}
+
+/// Give batch agents' I/O the lowest best-effort priority while I/O is saturated.
+pub struct IdleBatchIo;
+
+impl EliminationStrategy for IdleBatchIo {
+    fn name(&self) -> &str {
+        "batch-io-priority"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::IoSaturation
+    }
+    fn propose(&self, _: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let targets: Vec<&ContainerStat> = batch_agents(snap).filter(|c| c.pid.is_some()).collect();
+        let intents = targets
+            .iter()
+            .filter_map(|c| {
+                Some(Intent {
+                    target: IntentTarget::ContainerProcess {
+                        container: c.id.clone(),
+                        name: c.name.clone(),
+                        pid: c.pid?,
+                    },
+                    knob: Knob::IoPriority,
+                    expected_before: "none".to_string(),
+                    after: "be/7".to_string(),
+                })
+            })
+            .collect();
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!(
+                "lowest best-effort I/O priority for batch agents {}",
+                names(&targets)
+            ),
+            risk: Risk::Low,
+            metric: "host PSI io full avg10".to_string(),
+            intents,
+        }]
+    }
+}
+
+/// Memory pressure with the same model weights loaded many times: let KSM merge pages.
+pub struct MergeMemory;
+
+impl EliminationStrategy for MergeMemory {
+    fn name(&self) -> &str {
+        "ksm-merge"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::MemoryPressure
+    }
+    fn propose(&self, _: &Bottleneck, snap: &Snapshot, context: &Context) -> Vec<Fix> {
+        let running = snap.memory.ksm.as_ref().map(|k| k.run);
+        if !context.ksm_available || running == Some(1) {
+            return Vec::new();
+        }
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: "turn on KSM so identical pages (model weights loaded twice) are merged"
+                .to_string(),
+            // KSM scans cost CPU and only merges MADV_MERGEABLE memory: aggressive only.
+            risk: Risk::High,
+            metric: "host memory used %".to_string(),
+            intents: vec![Intent {
+                target: IntentTarget::HostFile {
+                    path: "sys/kernel/mm/ksm/run".to_string(),
+                },
+                knob: Knob::HostFile {
+                    path: "sys/kernel/mm/ksm/run".into(),
+                },
+                expected_before: running.map(|r| r.to_string()).unwrap_or_default(),
+                after: "1".to_string(),
+            }],
+        }]
+    }
+}
+
+/// A container predicted to hit its memory limit: raise the limit by a quarter.
+pub struct RaiseMemoryLimit;
+
+impl EliminationStrategy for RaiseMemoryLimit {
+    fn name(&self) -> &str {
+        "raise-memory-limit"
+    }
+    fn handles(&self, b: &Bottleneck) -> bool {
+        b.kind == BottleneckKind::PredictedExhaustion
+            && matches!(b.subject, Subject::Container { .. })
+    }
+    fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
+        let Some(c) = container_of(snap, b) else {
+            return Vec::new();
+        };
+        let Some(limit) = c.mem_limit_bytes else {
+            return Vec::new();
+        };
+        let raised = limit.saturating_add(limit / 4);
+        vec![Fix {
+            strategy: self.name().to_string(),
+            summary: format!(
+                "raise {}'s memory limit from {} MiB to {} MiB before it is reached",
+                c.name,
+                limit >> 20,
+                raised >> 20
+            ),
+            risk: Risk::Medium,
+            metric: format!("{} predicted time to its memory limit", c.name),
+            intents: vec![Intent {
+                target: container_target(c),
+                knob: Knob::ContainerMemoryLimit,
+                expected_before: limit.to_string(),
+                after: raised.to_string(),
+            }],
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eliminator::Evidence;
+    use crate::snapshot::{LogicalCpu, Topology};
+    use std::sync::Arc;
+
+    fn agent(id: &str, class: AgentClass, weight: u64) -> ContainerStat {
+        ContainerStat {
+            id: id.into(),
+            name: format!("agent-{id}"),
+            state: "running".into(),
+            class: Some(class),
+            pid: Some(100),
+            cpu_weight: Some(weight),
+            cpuset_cpus: "0-3".into(),
+            ..ContainerStat::default()
+        }
+    }
+
+    fn host(agents: Vec<ContainerStat>) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.topology = Arc::new(Topology {
+            cpus: (0..4)
+                .map(|id| LogicalCpu {
+                    id,
+                    online: true,
+                    ..LogicalCpu::default()
+                })
+                .collect(),
+            ..Topology::default()
+        });
+        snap.containers.agents = agents;
+        snap
+    }
+
+    fn bottleneck(kind: BottleneckKind, subject: Subject) -> Bottleneck {
+        Bottleneck {
+            kind,
+            subject,
+            evidence: vec![Evidence {
+                metric: "x".into(),
+                value: 1.0,
+                threshold: 0.5,
+                unit: "%".into(),
+            }],
+            since_seq: 1,
+        }
+    }
+
+    fn noisy(id: &str) -> Bottleneck {
+        bottleneck(
+            BottleneckKind::NoisyNeighbour,
+            Subject::Container {
+                id: id.into(),
+                name: format!("agent-{id}"),
+            },
+        )
+    }
+
+    #[test]
+    fn modes_gate_risks() {
+        assert!(Risk::Low.allowed_in(Mode::Conservative));
+        assert!(!Risk::Medium.allowed_in(Mode::Conservative));
+        assert!(Risk::Medium.allowed_in(Mode::Balanced));
+        assert!(!Risk::High.allowed_in(Mode::Balanced));
+        assert!(Risk::High.allowed_in(Mode::Aggressive));
+    }
+
+    #[test]
+    fn noisy_batch_agent_gets_weight_policy_and_isolation_by_mode() {
+        let snap = host(vec![
+            agent("b", AgentClass::Batch, 1024),
+            agent("l", AgentClass::Latency, 1024),
+        ]);
+        let all = built_in();
+        let ctx = Context::default();
+        let conservative = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Conservative);
+        let strategies: Vec<&str> = conservative.iter().map(|f| f.strategy.as_str()).collect();
+        assert_eq!(strategies, ["batch-cpu-weight", "batch-scheduler-policy"]);
+        let weight = &conservative[0].intents[0];
+        assert_eq!(weight.knob, Knob::ContainerCpuShares);
+        assert_eq!(
+            (weight.expected_before.as_str(), weight.after.as_str()),
+            ("1024", "256")
+        );
+        assert_eq!(conservative[1].intents[0].after, "SCHED_BATCH");
+
+        let balanced = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Balanced);
+        let isolate = balanced
+            .iter()
+            .find(|f| f.strategy == "isolate-latency-agents")
+            .expect("balanced isolates");
+        assert_eq!(isolate.intents[0].after, "2-3");
+        assert_eq!(isolate.risk, Risk::Medium);
+    }
+
+    #[test]
+    fn a_latency_subject_or_an_applied_weight_yields_nothing() {
+        let snap = host(vec![
+            agent("l", AgentClass::Latency, 1024),
+            agent("b", AgentClass::Batch, 256),
+        ]);
+        let all = built_in();
+        let ctx = Context::default();
+        assert!(propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Conservative).is_empty());
+        let fixes = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Conservative);
+        assert!(
+            fixes.iter().all(|f| f.strategy != "batch-cpu-weight"),
+            "{fixes:?}"
+        );
+    }
+
+    #[test]
+    fn idle_policy_is_high_risk_and_runaway_cap_is_twice_the_fair_share() {
+        let snap = host(vec![
+            agent("b", AgentClass::Batch, 1024),
+            agent("c", AgentClass::Batch, 1024),
+        ]);
+        let ctx = Context {
+            batch_policy: "SCHED_IDLE".into(),
+            ..Context::default()
+        };
+        let all = built_in();
+        let fixes = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Balanced);
+        assert!(fixes.iter().all(|f| f.strategy != "batch-scheduler-policy"));
+        let runaway = bottleneck(
+            BottleneckKind::RunawayAgent,
+            Subject::Container {
+                id: "b".into(),
+                name: "agent-b".into(),
+            },
+        );
+        let fixes = propose_all(&all, &runaway, &snap, &ctx, Mode::Balanced);
+        // 4 CPUs, 2 agents: fair share 2 CPUs, cap 4 — no cap below what the host has.
+        assert_eq!(fixes[0].intents[0].after, "4");
+    }
+
+    #[test]
+    fn throttled_and_predicted_exhaustion_raise_their_limits() {
+        let mut throttled = agent("t", AgentClass::Latency, 1024);
+        throttled.cpu_limit_cores = Some(0.5);
+        throttled.mem_limit_bytes = Some(400 << 20);
+        let snap = host(vec![throttled]);
+        let subject = Subject::Container {
+            id: "t".into(),
+            name: "agent-t".into(),
+        };
+        let all = built_in();
+        let ctx = Context::default();
+        let fixes = propose_all(
+            &all,
+            &bottleneck(BottleneckKind::ThrottledContainer, subject.clone()),
+            &snap,
+            &ctx,
+            Mode::Balanced,
+        );
+        assert_eq!(
+            (
+                fixes[0].intents[0].expected_before.as_str(),
+                fixes[0].intents[0].after.as_str()
+            ),
+            ("0.5", "0.75")
+        );
+        let fixes = propose_all(
+            &all,
+            &bottleneck(BottleneckKind::PredictedExhaustion, subject),
+            &snap,
+            &ctx,
+            Mode::Balanced,
+        );
+        assert_eq!(fixes[0].intents[0].after, (500u64 << 20).to_string());
+    }
+
+    #[test]
+    fn ksm_only_where_it_exists_and_only_when_aggressive() {
+        let snap = host(vec![]);
+        let pressure = bottleneck(BottleneckKind::MemoryPressure, Subject::Host);
+        let all = built_in();
+        let without = Context::default();
+        assert!(propose_all(&all, &pressure, &snap, &without, Mode::Aggressive).is_empty());
+        let with = Context {
+            ksm_available: true,
+            ..Context::default()
+        };
+        assert!(propose_all(&all, &pressure, &snap, &with, Mode::Balanced).is_empty());
+        let fixes = propose_all(&all, &pressure, &snap, &with, Mode::Aggressive);
+        assert_eq!(fixes[0].intents[0].after, "1");
+    }
+}
