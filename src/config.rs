@@ -128,6 +128,10 @@ pub struct OptimizerConfig {
     pub on_unclean_exit: UncleanExit,
     /// On quit, roll back every change still active.
     pub rollback_on_exit: bool,
+    /// The scheduler policy proposed for batch agents' processes: SCHED_BATCH (low risk)
+    /// or SCHED_IDLE (high risk: the process runs only when nothing else wants the CPU).
+    #[serde(deserialize_with = "batch_policy")]
+    pub scheduler_policy: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -145,6 +149,7 @@ impl Default for OptimizerConfig {
             state_dir: PathBuf::from("/var/lib/sutazai-top"),
             on_unclean_exit: UncleanExit::Ask,
             rollback_on_exit: false,
+            scheduler_policy: "SCHED_BATCH".to_string(),
         }
     }
 }
@@ -270,6 +275,16 @@ impl Config {
     pub fn history_points(&self) -> usize {
         let secs = self.history_minutes.saturating_mul(60_000);
         (secs / self.interval_ms.max(1)).clamp(1, 1_000_000) as usize
+    }
+}
+
+fn batch_policy<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.as_str() {
+        "SCHED_BATCH" | "SCHED_IDLE" => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "scheduler_policy = {v:?}: expected \"SCHED_BATCH\" or \"SCHED_IDLE\""
+        ))),
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Snapshot {
     pub history: HostHistory,
     /// Our changes active on the host, from the journal.
     pub changes: ChangesSnapshot,
+    /// Bottlenecks that held for the configured number of ticks.
+    pub bottlenecks: Vec<crate::eliminator::Bottleneck>,
+    /// Fixes proposed for them, and where each stands.
+    pub proposals: Vec<crate::eliminator::proposals::Proposal>,
     /// Health of each sampler: a failing or slow sampler shows here, never stalls the rest.
     pub samplers: Vec<SamplerHealth>,
     /// The engine's answer to the last command that has one (export path, errors...).

@@ -259,8 +259,8 @@ fn panes_without_an_engine_show_no_numbers() {
 fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
     let snap = common::numa64();
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
-    assert!(shown.contains("not built yet (issue #3)"), "{shown}");
-    assert!(shown.contains("No change of ours is active"), "{shown}");
+    assert!(shown.contains("No bottleneck held"), "{shown}");
+    assert!(shown.contains("nothing proposed"), "{shown}");
 
     let snap = common::with_active_changes(common::numa64());
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
@@ -275,10 +275,60 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
     );
     insta::assert_snapshot!("proposals_active_80x24", shown);
     let wide = text(&render(&snap, &focused(Pane::Proposals), LARGE));
+    assert!(wide.contains("2 active · 1 half applied"), "{wide}");
+}
+
+#[test]
+fn a_proposal_shows_risk_evidence_and_exact_changes_and_a_applies_it() {
+    use sutazai_top::eliminator::strategy::Risk;
+    let snap = common::with_proposal(common::with_containers(131), Risk::Low);
+    let mut app = focused(Pane::Proposals);
+    let shown = text(&render(&snap, &app, SMALL));
+    assert!(shown.contains("1 bottlenecks · 1 proposed"), "{shown}");
     assert!(
-        wide.contains("2 active · 1 half applied"),
-        "{wide}"
+        shown.contains("P4") && shown.contains("proposed") && shown.contains("low"),
+        "{shown}"
     );
+    assert!(
+        shown.contains("agent-001 cpu 96.5% (threshold 50.0)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("agent-001 ContainerCpuShares 1024 -> 256"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("should improve: host PSI cpu some avg10"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("proposal_selected_80x24", shown);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('a')), &snap),
+        Some(Command::Apply(4))
+    );
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('d')), &snap),
+        Some(Command::Dismiss(4))
+    );
+    // Nothing to roll back on a proposal that is not applied.
+    assert_eq!(app.handle_key(press(KeyCode::Char('r')), &snap), None);
+}
+
+#[test]
+fn a_high_risk_proposal_needs_a_second_a() {
+    use sutazai_top::eliminator::strategy::Risk;
+    let snap = common::with_proposal(common::numa64(), Risk::High);
+    let mut app = focused(Pane::Proposals);
+    assert_eq!(app.handle_key(press(KeyCode::Char('a')), &snap), None);
+    let shown = text(&render(&snap, &app, SMALL));
+    assert!(shown.contains("press a again"), "{shown}");
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('a')), &snap),
+        Some(Command::Apply(4))
+    );
+    // Anywhere but the Proposals pane, a does nothing.
+    let mut elsewhere = focused(Pane::Cores);
+    assert_eq!(elsewhere.handle_key(press(KeyCode::Char('a')), &snap), None);
 }
 
 #[test]

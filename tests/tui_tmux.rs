@@ -256,7 +256,7 @@ fn r_in_proposals_rolls_back_a_change_made_from_the_command_line() {
     tmux.keys(&["r"]);
     tmux.wait_for("batch 1 rolled back: 3 restored");
     assert_eq!(thread_nices(pid), original);
-    tmux.wait_for("No change of ours is active");
+    tmux.wait_for("no change of ours is active");
     tmux.keys(&["q"]);
     let _ = child.kill();
     let _ = child.wait();

@@ -26,6 +26,10 @@ pub enum Command {
     /// Write a JSON report of the current snapshot and history; the path (or the error)
     /// comes back as the snapshot's notice.
     ExportReport,
+    /// Apply a proposal (by id): plan its changes, journal and apply them all or nothing.
+    Apply(u64),
+    /// Set a proposal aside.
+    Dismiss(u64),
     /// Roll back one batch of changes (by journal id); the result comes back as the notice.
     Rollback(u64),
     /// Roll back every active batch.

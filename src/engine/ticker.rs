@@ -11,6 +11,9 @@ use super::health::HealthBoard;
 use super::{Command, EngineHandle, sampler};
 use crate::config::{Config, Mode, OptimizerConfig};
 use crate::containers::ContainerSampler;
+use crate::eliminator::Detector;
+use crate::eliminator::proposals::{ProposalBook, ProposalStatus};
+use crate::eliminator::strategy::{self, Context as StrategyContext, EliminationStrategy};
 use crate::host::cgroups::CgroupMounts;
 use crate::host::cpu::CpuSampler;
 use crate::host::disks::DiskSampler;
@@ -18,6 +21,8 @@ use crate::host::memory::MemorySampler;
 use crate::host::net::NetSampler;
 use crate::host::processes::ProcessSampler;
 use crate::host::{self, HostError, HostRoots};
+use crate::optimizer::change::ActuatorError;
+use crate::optimizer::master::ApplyError;
 use crate::snapshot::{
     ChangesSnapshot, ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory,
     HostInfo, MemorySnapshot, NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
@@ -198,6 +203,15 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         optimizer: config.optimizer.clone(),
         manages_host: manages_host && host_info_is_root,
         changes: ChangesSnapshot::default(),
+        docker_endpoint: config.docker.endpoint.clone(),
+        detector: Detector::new(config.detect.clone()),
+        strategies: strategy::built_in(),
+        strategy_context: StrategyContext {
+            batch_policy: config.optimizer.scheduler_policy.clone(),
+            thp_allowed: false,
+            ksm_available: config.host.sys_root.join("kernel/mm/ksm/run").is_file(),
+        },
+        proposals: ProposalBook::default(),
         started: Instant::now(),
         seq: 0,
         notice: None,
@@ -237,6 +251,11 @@ struct Ticker {
     manages_host: bool,
     /// The latest journal view (from the journal sampler, or fresher after a rollback).
     changes: ChangesSnapshot,
+    docker_endpoint: String,
+    detector: Detector,
+    strategies: Vec<Box<dyn EliminationStrategy>>,
+    strategy_context: StrategyContext,
+    proposals: ProposalBook,
     started: Instant,
     seq: u64,
     notice: Option<Notice>,
@@ -260,8 +279,9 @@ impl Ticker {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.seq += 1;
-                    let snap = self.compose();
+                    let mut snap = self.compose();
                     self.push_history(&snap);
+                    self.detect(&mut snap);
                     snapshots.send_replace(Arc::new(self.with_history(snap)));
                 }
                 command = commands.recv() => {
@@ -289,6 +309,13 @@ impl Ticker {
                     self.on_exit().await;
                 }
                 return false;
+            }
+            Command::Apply(id) => self.apply(id, snapshots).await,
+            Command::Dismiss(id) => {
+                if self.proposals.get(id).is_some_and(|p| p.status.is_open()) {
+                    self.proposals.set_status(id, ProposalStatus::Dismissed);
+                    self.set_notice(format!("proposal {id} dismissed"), false);
+                }
             }
             Command::Rollback(batch) => self.rollback(Some(batch)).await,
             Command::RollbackAll => self.rollback(None).await,
@@ -321,6 +348,7 @@ impl Ticker {
         snap.mode = self.mode;
         snap.notice = self.notice.clone();
         snap.changes = self.changes.clone();
+        snap.proposals = self.proposals.list().to_vec();
         snapshots.send_replace(Arc::new(snap));
         true
     }
@@ -344,6 +372,124 @@ impl Ticker {
         let mut snap = (**snapshots.borrow()).clone();
         snap.containers = self.readings.containers.borrow().clone();
         snapshots.send_replace(Arc::new(snap));
+    }
+
+    /// One tick of detection: bottlenecks that held, and fixes proposed for them (gated by
+    /// the mode). Pure over the snapshot; nothing on the host is read or changed here.
+    fn detect(&mut self, snap: &mut Snapshot) {
+        let bottlenecks = self.detector.observe(snap);
+        self.proposals
+            .update(&bottlenecks, snap, &self.strategies, &self.strategy_context);
+        snap.bottlenecks = bottlenecks;
+        snap.proposals = self.proposals.list().to_vec();
+    }
+
+    /// Apply a proposal: read the real `before` of every change, journal, apply all or
+    /// nothing. The outcome becomes the proposal's status and the notice.
+    async fn apply(&mut self, id: u64, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        let Some(proposal) = self.proposals.get(id).cloned() else {
+            self.set_notice(format!("no proposal {id}"), true);
+            return;
+        };
+        if !proposal.status.is_open() {
+            self.set_notice(
+                format!("proposal {id} is {}", proposal.status.label()),
+                true,
+            );
+            return;
+        }
+        if !self.host_info.is_root {
+            self.set_notice("read-only (not root): nothing is applied".to_string(), true);
+            return;
+        }
+        self.proposals.set_status(id, ProposalStatus::Applying);
+        let mut snap = (**snapshots.borrow()).clone();
+        snap.proposals = self.proposals.list().to_vec();
+        snapshots.send_replace(Arc::new(snap));
+
+        let (dir, roots, endpoint) = (
+            self.optimizer.state_dir.clone(),
+            self.roots.clone(),
+            self.docker_endpoint.clone(),
+        );
+        let label = format!("proposal {id}: {}", proposal.fix.summary);
+        let intents = proposal.fix.intents.clone();
+        let outcome =
+            off_runtime(
+                move || -> Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus> {
+                    let changes = crate::eliminator::plan::plan(&intents, &roots, &endpoint)
+                        .map_err(|err| match err {
+                            ActuatorError::Gone(why) => ProposalStatus::Stale {
+                                why: format!("target gone: {why}"),
+                            },
+                            other => ProposalStatus::Failed {
+                                why: other.to_string(),
+                            },
+                        })?;
+                    if changes.is_empty() {
+                        return Ok((None, None));
+                    }
+                    let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
+                        .map_err(|e| ProposalStatus::Failed {
+                            why: format!("journal: {e}"),
+                        })?;
+                    let batch = optimizer.apply(&label, &changes).map_err(|err| match err {
+                        ApplyError::Undone {
+                            error: ActuatorError::Gone(why),
+                            ..
+                        } => ProposalStatus::Stale {
+                            why: format!("target gone: {why}"),
+                        },
+                        other => ProposalStatus::Failed {
+                            why: other.to_string(),
+                        },
+                    })?;
+                    drop(optimizer);
+                    Ok((
+                        Some(batch),
+                        crate::optimizer::view::read_changes(&dir, &roots).ok(),
+                    ))
+                },
+            )
+            .await;
+        match outcome {
+            Ok(Ok((Some(batch), view))) => {
+                self.proposals
+                    .set_status(id, ProposalStatus::Applied { batch });
+                self.set_notice(
+                    format!("proposal {id} applied as batch {batch}; r in Proposals rolls it back"),
+                    false,
+                );
+                if let Some(view) = view {
+                    self.changes = view;
+                }
+            }
+            Ok(Ok((None, _))) => {
+                self.proposals.set_status(
+                    id,
+                    ProposalStatus::Stale {
+                        why: "already in place".to_string(),
+                    },
+                );
+                self.set_notice(
+                    format!("proposal {id}: already in place, nothing changed"),
+                    false,
+                );
+            }
+            Ok(Err(status)) => {
+                let text = match &status {
+                    ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => why.clone(),
+                    other => other.label().to_string(),
+                };
+                self.set_notice(format!("proposal {id} not applied: {text}"), true);
+                self.proposals.set_status(id, status);
+            }
+            Err(err) => {
+                self.set_notice(format!("proposal {id} not applied: {err}"), true);
+                self.proposals
+                    .set_status(id, ProposalStatus::Failed { why: err });
+            }
+        }
     }
 
     /// Batches an earlier run left half applied, handled per `on_unclean_exit`.
@@ -404,6 +550,24 @@ impl Ticker {
                     lines.join("; ")
                 };
                 let failed = text.contains("NOT restored") || text.contains("no open batch");
+                if let Some(view) = &view {
+                    // Proposals whose batch is no longer open were rolled back.
+                    let open: Vec<u64> = view.active.iter().map(|b| b.batch).collect();
+                    let applied: Vec<u64> = self
+                        .proposals
+                        .list()
+                        .iter()
+                        .filter_map(|p| match p.status {
+                            ProposalStatus::Applied { batch } if !open.contains(&batch) => {
+                                Some(batch)
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    for batch in applied {
+                        self.proposals.rolled_back(batch);
+                    }
+                }
                 tracing::info!("{text}");
                 self.set_notice(text, failed);
                 if let Some(view) = view {
@@ -453,6 +617,8 @@ impl Ticker {
             containers: self.readings.containers.borrow().clone(),
             history: HostHistory::default(),
             changes: self.changes.clone(),
+            bottlenecks: self.detector.current().to_vec(),
+            proposals: self.proposals.list().to_vec(),
             samplers: self.health.entries(),
             notice: self.notice.clone(),
         }

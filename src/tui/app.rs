@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::engine::Command;
-use crate::snapshot::{ActiveBatch, ContainerStat, ProcessId, ProcessStat, Snapshot};
+use crate::snapshot::{ContainerStat, ProcessId, ProcessStat, Snapshot};
 use crate::tui::keymap::{self, Action};
 
 /// Rows moved by PageUp / PageDown.
@@ -128,8 +128,67 @@ pub struct App {
     pub help_visible: bool,
     /// The selected process, by identity, so the selection follows it as the order changes.
     pub selected_process: Option<ProcessId>,
-    /// The selected active change batch (Proposals pane), by journal id.
-    pub selected_batch: Option<u64>,
+    /// The selected row of the Proposals pane (see `proposal_rows`).
+    pub selected_proposal_row: usize,
+    /// A high-risk proposal waiting for its second `a`.
+    pub confirm_apply: Option<u64>,
+}
+
+/// A row of the Proposals pane: a proposal (index into `snap.proposals`) or an active batch
+/// that no shown proposal accounts for (index into `snap.changes.active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalRow {
+    Proposal(usize),
+    Batch(usize),
+}
+
+/// Most closed (stale, failed, rolled back, dismissed) proposals listed.
+const CLOSED_SHOWN: usize = 10;
+
+/// The Proposals pane's rows, in order: open proposals (newest first), applying and applied
+/// ones, active batches no proposal accounts for (changes made with `sutazai-top set`, or
+/// left by an earlier run), then the latest closed proposals.
+pub fn proposal_rows(snap: &Snapshot) -> Vec<ProposalRow> {
+    use crate::eliminator::proposals::ProposalStatus as S;
+    let newest_first = |pred: &dyn Fn(&S) -> bool| -> Vec<ProposalRow> {
+        let mut rows: Vec<ProposalRow> = snap
+            .proposals
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| pred(&p.status))
+            .map(|(i, _)| ProposalRow::Proposal(i))
+            .collect();
+        rows.reverse();
+        rows
+    };
+    let mut rows = newest_first(&|s| matches!(s, S::Proposed));
+    rows.extend(newest_first(&|s| {
+        matches!(s, S::Applying | S::Applied { .. })
+    }));
+    let covered: Vec<u64> = snap
+        .proposals
+        .iter()
+        .filter_map(|p| match p.status {
+            S::Applied { batch } => Some(batch),
+            _ => None,
+        })
+        .collect();
+    rows.extend(
+        snap.changes
+            .active
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !covered.contains(&b.batch))
+            .map(|(i, _)| ProposalRow::Batch(i)),
+    );
+    let closed = newest_first(&|s| {
+        matches!(
+            s,
+            S::Stale { .. } | S::Failed { .. } | S::RolledBack { .. } | S::Dismissed
+        )
+    });
+    rows.extend(closed.into_iter().take(CLOSED_SHOWN));
+    rows
 }
 
 impl App {
@@ -193,13 +252,11 @@ impl App {
             Action::PageDown => self.move_selection(snap, PAGE_ROWS as isize),
             Action::SelectFirst => self.move_selection(snap, isize::MIN),
             Action::SelectLast => self.move_selection(snap, isize::MAX),
-            Action::RollbackSelected => {
+            Action::RollbackSelected | Action::ApplySelected | Action::DismissSelected => {
                 if self.focus != Pane::Proposals {
                     return None;
                 }
-                let active = &snap.changes.active;
-                let index = self.selected_batch_index(active);
-                return active.get(index).map(|b| Command::Rollback(b.batch));
+                return self.proposal_action(action, snap);
             }
         }
         None
@@ -222,10 +279,11 @@ impl App {
                 }
             }
             Pane::Proposals => {
-                let active = &snap.changes.active;
-                let current = self.selected_batch_index(active);
-                if let Some(target) = moved(current, delta, active.len()) {
-                    self.selected_batch = active.get(target).map(|b| b.batch);
+                let rows = proposal_rows(snap).len();
+                let current = self.selected_proposal_row.min(rows.saturating_sub(1));
+                if let Some(target) = moved(current, delta, rows) {
+                    self.selected_proposal_row = target;
+                    self.confirm_apply = None;
                 }
             }
             _ => {}
@@ -240,12 +298,42 @@ impl App {
             .unwrap_or(0)
     }
 
-    /// Index of the selected batch among `active`; the first when none is selected or the
-    /// selected one was rolled back.
-    pub fn selected_batch_index(&self, active: &[ActiveBatch]) -> usize {
-        self.selected_batch
-            .and_then(|id| active.iter().position(|b| b.batch == id))
-            .unwrap_or(0)
+    /// `a`, `d` or `r` on the selected row of the Proposals pane.
+    fn proposal_action(&mut self, action: Action, snap: &Snapshot) -> Option<Command> {
+        use crate::eliminator::proposals::ProposalStatus as S;
+        use crate::eliminator::strategy::Risk;
+        let rows = proposal_rows(snap);
+        let row = *rows.get(self.selected_proposal_row.min(rows.len().saturating_sub(1)))?;
+        match (action, row) {
+            (Action::RollbackSelected, ProposalRow::Batch(i)) => snap
+                .changes
+                .active
+                .get(i)
+                .map(|b| Command::Rollback(b.batch)),
+            (Action::RollbackSelected, ProposalRow::Proposal(i)) => {
+                match snap.proposals.get(i)?.status {
+                    S::Applied { batch } => Some(Command::Rollback(batch)),
+                    _ => None,
+                }
+            }
+            (Action::DismissSelected, ProposalRow::Proposal(i)) => {
+                let p = snap.proposals.get(i)?;
+                p.status.is_open().then_some(Command::Dismiss(p.id))
+            }
+            (Action::ApplySelected, ProposalRow::Proposal(i)) => {
+                let p = snap.proposals.get(i)?;
+                if !p.status.is_open() {
+                    return None;
+                }
+                if p.fix.risk == Risk::High && self.confirm_apply != Some(p.id) {
+                    self.confirm_apply = Some(p.id);
+                    return None;
+                }
+                self.confirm_apply = None;
+                Some(Command::Apply(p.id))
+            }
+            _ => None,
+        }
     }
 
     /// Index of the selected container among `rows`; the first row when none is selected

@@ -26,6 +26,10 @@ pub enum Action {
     Dismiss,
     /// Roll back the change batch selected in the Proposals pane.
     RollbackSelected,
+    /// Apply the fix selected in the Proposals pane.
+    ApplySelected,
+    /// Dismiss the fix selected in the Proposals pane.
+    DismissSelected,
 }
 
 /// One key: a code plus the modifiers that must be held (Ctrl, Alt). Shift is ignored
@@ -197,9 +201,19 @@ pub const BINDINGS: &[Binding] = &[
         description: "containers: filter by name or image (Enter keeps, Esc clears)",
     },
     Binding {
+        keys: &[Key::ch('a')],
+        action: Action::ApplySelected,
+        description: "proposals: apply the selected fix (high risk: press twice)",
+    },
+    Binding {
         keys: &[Key::ch('r')],
         action: Action::RollbackSelected,
-        description: "proposals: roll back the selected active change batch",
+        description: "proposals: roll back the selected fix or batch",
+    },
+    Binding {
+        keys: &[Key::ch('d')],
+        action: Action::DismissSelected,
+        description: "proposals: dismiss the selected fix",
     },
     Binding {
         keys: &[Key::plain(KeyCode::Esc)],

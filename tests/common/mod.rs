@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use sutazai_top::config::Mode;
+use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
+use sutazai_top::eliminator::strategy::{Fix, Intent, IntentTarget, Risk};
+use sutazai_top::eliminator::{Bottleneck, BottleneckKind, Evidence, Subject};
+use sutazai_top::optimizer::change::Knob;
 use sutazai_top::snapshot::{
     ActiveBatch, AgentClass, CgroupLayout, ChangesSnapshot, ContainerStat, ContainersSnapshot,
     CpuSnapshot, CpuTimes, DiskStat, DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu,
@@ -299,6 +303,47 @@ pub fn with_active_changes(mut snap: Snapshot) -> Snapshot {
         ],
         problems: vec![],
     };
+    snap
+}
+
+/// `snap` with a noisy-neighbour bottleneck and one proposed fix of `risk`.
+pub fn with_proposal(mut snap: Snapshot, risk: Risk) -> Snapshot {
+    let bottleneck = Bottleneck {
+        kind: BottleneckKind::NoisyNeighbour,
+        subject: Subject::Container {
+            id: container_id(1),
+            name: "agent-001".into(),
+        },
+        evidence: vec![Evidence {
+            metric: "agent-001 cpu".into(),
+            value: 96.5,
+            threshold: 50.0,
+            unit: "%".into(),
+        }],
+        since_seq: 40,
+    };
+    snap.bottlenecks = vec![bottleneck.clone()];
+    snap.proposals = vec![Proposal {
+        id: 4,
+        bottleneck,
+        fix: Fix {
+            strategy: "batch-cpu-weight".into(),
+            summary: "lower CPU weight of batch agents agent-001 to 256".into(),
+            risk,
+            metric: "host PSI cpu some avg10".into(),
+            intents: vec![Intent {
+                target: IntentTarget::Container {
+                    id: container_id(1),
+                    name: "agent-001".into(),
+                },
+                knob: Knob::ContainerCpuShares,
+                expected_before: "1024".into(),
+                after: "256".into(),
+            }],
+        },
+        status: ProposalStatus::Proposed,
+        proposed_seq: 41,
+    }];
     snap
 }
 

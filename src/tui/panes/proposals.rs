@@ -1,26 +1,28 @@
-//! The proposals pane. Detection and proposals are not built yet (issue #3) and the pane says
-//! so; what it does show is real: the batches of changes the journal says are active on the
-//! host, any batch an earlier run left half applied, and journal damage. `r` rolls back the
-//! selected batch.
+//! The proposals pane: bottlenecks the engine found, the fixes it proposes (risk, evidence,
+//! exact changes), what is applied, and every batch of ours active on the host. `a` applies
+//! the selected fix (high risk asks twice), `r` rolls back, `d` dismisses.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::table::{highlighted, visible_window};
+use crate::eliminator::proposals::{Proposal, ProposalStatus};
+use crate::eliminator::strategy::{IntentTarget, Risk};
 use crate::snapshot::{ActiveBatch, Snapshot};
-use crate::tui::app::{App, Pane};
+use crate::tui::app::{App, Pane, ProposalRow, proposal_rows};
 use crate::tui::theme;
 
-pub const NOT_BUILT: &str = "Detection and proposals: not built yet (issue #3).";
-
 pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused: bool) {
-    let changes = &snap.changes;
+    let open = snap.proposals.iter().filter(|p| p.status.is_open()).count();
     let title = format!(
-        " {} · {} active ",
+        " {} · {} bottlenecks · {} proposed · {} active ",
         Pane::Proposals.title(),
-        changes.active.len()
+        snap.bottlenecks.len(),
+        open,
+        snap.changes.active.len()
     );
     let block = super::pane_block(Line::from(title), focused);
     let inner = block.inner(area);
@@ -28,58 +30,175 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused
     if inner.height == 0 {
         return;
     }
+    let rows = proposal_rows(snap);
+    let selected = app.selected_proposal_row.min(rows.len().saturating_sub(1));
     let mut lines = Vec::new();
     if inner.height <= 2 {
-        // The grid's compact strip: one summary line.
-        lines.push(summary(snap));
+        lines.push(summary(snap, open));
     } else {
-        lines.push(Line::from(Span::styled(NOT_BUILT, theme::dim())));
-        for problem in &changes.problems {
+        for problem in &snap.changes.problems {
             lines.push(Line::from(Span::styled(problem.clone(), theme::error())));
         }
-        if changes.active.is_empty() {
-            let where_ = if changes.journal_found {
-                format!("journal {}/journal.jsonl", changes.state_dir)
-            } else {
-                format!("no journal yet in {}", changes.state_dir)
-            };
+        if rows.is_empty() {
             lines.push(Line::from(format!(
-                "No change of ours is active on the host ({where_})."
+                "No bottleneck held for the configured ticks; nothing proposed; no change of ours is active{}.",
+                if snap.changes.journal_found {
+                    String::new()
+                } else {
+                    format!(" (no journal yet in {})", snap.changes.state_dir)
+                }
             )));
         } else {
-            lines.push(Line::from(Span::styled(
-                "Active changes (r rolls back the selected batch):",
-                theme::label(),
-            )));
-            let room = inner.height.saturating_sub(lines.len() as u16);
-            let selected = app.selected_batch_index(&changes.active);
-            let (window, selected_row) = visible_window(changes.active.len(), selected, room + 1);
-            for (row, batch) in changes.active[window].iter().enumerate() {
-                let line = batch_line(batch, snap.taken_at_ms);
-                lines.push(if focused && row == selected_row {
+            // One row per entry, plus the selected proposal's details underneath.
+            let detail = rows
+                .get(selected)
+                .and_then(|row| match row {
+                    ProposalRow::Proposal(i) => snap.proposals.get(*i),
+                    ProposalRow::Batch(_) => None,
+                })
+                .map(|p| details(p, app))
+                .unwrap_or_default();
+            let room = inner
+                .height
+                .saturating_sub(lines.len() as u16 + detail.len() as u16);
+            let (window, selected_in_window) = visible_window(rows.len(), selected, room + 1);
+            for (n, row) in rows[window].iter().enumerate() {
+                let line = match row {
+                    ProposalRow::Proposal(i) => snap.proposals.get(*i).map(proposal_line),
+                    ProposalRow::Batch(i) => snap
+                        .changes
+                        .active
+                        .get(*i)
+                        .map(|b| batch_line(b, snap.taken_at_ms)),
+                }
+                .unwrap_or_default();
+                lines.push(if focused && n == selected_in_window {
                     highlighted(line, theme::selected_row())
                 } else {
                     line
                 });
             }
+            lines.extend(detail);
         }
     }
-    // One row per line (no wrapping), so the selection window lines up with the batches.
+    // One row per line (no wrapping), so the selection window lines up with the rows.
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-fn summary(snap: &Snapshot) -> Line<'static> {
-    let changes = &snap.changes;
-    let interrupted = changes.active.iter().filter(|b| b.interrupted).count();
-    let mut spans = vec![Span::raw(format!("{} active", changes.active.len()))];
+fn summary(snap: &Snapshot, open: usize) -> Line<'static> {
+    // Active changes first: in the grid's narrow strip they matter most.
+    let interrupted = snap.changes.active.iter().filter(|b| b.interrupted).count();
+    let mut spans = vec![Span::raw(format!("{} active", snap.changes.active.len()))];
     if interrupted > 0 {
         spans.push(Span::styled(
             format!(" · {interrupted} half applied"),
             theme::error(),
         ));
     }
-    spans.push(Span::styled(" · detection: not built (#3)", theme::dim()));
+    spans.push(Span::raw(format!(
+        " · {open} proposed · {} bottlenecks",
+        snap.bottlenecks.len()
+    )));
     Line::from(spans)
+}
+
+fn risk_style(risk: Risk) -> Style {
+    match risk {
+        Risk::Low => theme::good(),
+        Risk::Medium => theme::warning(),
+        Risk::High => theme::error(),
+    }
+}
+
+fn risk_name(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "high",
+    }
+}
+
+fn status_style(status: &ProposalStatus) -> Style {
+    match status {
+        ProposalStatus::Proposed => theme::label(),
+        ProposalStatus::Applied { .. } | ProposalStatus::Applying => theme::good(),
+        ProposalStatus::Failed { .. } => theme::error(),
+        _ => theme::dim(),
+    }
+}
+
+fn proposal_line(p: &Proposal) -> Line<'static> {
+    let status = match &p.status {
+        ProposalStatus::Applied { batch } => format!("applied #{batch}"),
+        ProposalStatus::RolledBack { batch } => format!("rolled back #{batch}"),
+        other => other.label().to_string(),
+    };
+    Line::from(vec![
+        Span::styled(format!("P{:<3} ", p.id), theme::label()),
+        Span::styled(format!("{status:<15} "), status_style(&p.status)),
+        Span::styled(
+            format!("{:<6} ", risk_name(p.fix.risk)),
+            risk_style(p.fix.risk),
+        ),
+        Span::raw(p.fix.summary.clone()),
+    ])
+}
+
+/// The selected proposal: why (evidence as numbers), what exactly changes, what should
+/// improve.
+fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let evidence: Vec<String> = p
+        .bottleneck
+        .evidence
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:.1}{} (threshold {:.1})",
+                e.metric, e.value, e.unit, e.threshold
+            )
+        })
+        .collect();
+    lines.push(Line::from(vec![
+        Span::styled(" why: ", theme::dim()),
+        Span::raw(format!("{:?}: {}", p.bottleneck.kind, evidence.join("; "))),
+    ]));
+    for intent in &p.fix.intents {
+        let target = match &intent.target {
+            IntentTarget::ContainerProcess { name, pid, .. } => {
+                format!("{name} pid {pid} (all threads)")
+            }
+            IntentTarget::Container { name, .. } => name.clone(),
+            IntentTarget::HostFile { path } => path.clone(),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(" change: ", theme::dim()),
+            Span::raw(format!(
+                "{target} {:?} {} -> {}",
+                intent.knob,
+                if intent.expected_before.is_empty() {
+                    "?"
+                } else {
+                    intent.expected_before.as_str()
+                },
+                intent.after
+            )),
+        ]));
+    }
+    lines.push(Line::from(vec![
+        Span::styled(" should improve: ", theme::dim()),
+        Span::raw(p.fix.metric.clone()),
+    ]));
+    match &p.status {
+        ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => lines.push(Line::from(
+            Span::styled(format!(" {why}"), theme::warning()),
+        )),
+        ProposalStatus::Proposed if app.confirm_apply == Some(p.id) => lines.push(Line::from(
+            Span::styled(" high risk: press a again to apply", theme::error()),
+        )),
+        _ => {}
+    }
+    lines
 }
 
 fn batch_line(batch: &ActiveBatch, now_ms: u64) -> Line<'static> {
