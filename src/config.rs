@@ -132,6 +132,12 @@ pub struct OptimizerConfig {
     /// or SCHED_IDLE (high risk: the process runs only when nothing else wants the CPU).
     #[serde(deserialize_with = "batch_policy")]
     pub scheduler_policy: String,
+    /// Apply proposals the mode allows without asking (one per cooldown).
+    pub auto_fix: bool,
+    /// Seconds a fix's figure is watched after applying before it is kept or rolled back.
+    pub validation_secs: u64,
+    /// Seconds between two automatic actions.
+    pub cooldown_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -150,6 +156,9 @@ impl Default for OptimizerConfig {
             on_unclean_exit: UncleanExit::Ask,
             rollback_on_exit: false,
             scheduler_policy: "SCHED_BATCH".to_string(),
+            auto_fix: false,
+            validation_secs: 10,
+            cooldown_secs: 15,
         }
     }
 }

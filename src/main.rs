@@ -51,6 +51,9 @@ struct Cli {
     /// Directory where `e` writes reports.
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
+    /// Apply the fixes the mode allows without asking.
+    #[arg(long)]
+    auto_fix: bool,
     /// Directory of the journal of changes to the host.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -204,6 +207,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(dir) = &cli.report_dir {
         config.report_dir = dir.clone();
+    }
+    if cli.auto_fix {
+        config.optimizer.auto_fix = true;
     }
     if let Some(dir) = &cli.state_dir {
         config.optimizer.state_dir = dir.clone();

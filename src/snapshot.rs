@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// The tick interval in force.
     pub interval_ms: u64,
     pub mode: Mode,
+    /// Fixes the mode allows are applied without asking.
+    pub auto_fix: bool,
     pub host: HostInfo,
     /// Read once at start (topology rarely changes); shared between snapshots.
     pub topology: Arc<Topology>,

@@ -45,6 +45,10 @@ fn policies(pid: i32) -> Vec<u32> {
         .collect()
 }
 
+/// The tests here load the whole host and the engine sees every batch agent on it: one at a
+/// time, so one test's containers never become the other's targets.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn send(engine: &RunningEngine, command: Command) {
     let commands = engine.handle.commands.clone();
     engine.runtime.block_on(commands.send(command)).unwrap();
@@ -52,6 +56,7 @@ fn send(engine: &RunningEngine, command: Command) {
 
 #[test]
 fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let state = tempfile::tempdir().unwrap();
     let mut config = test_config(300);
     config.optimizer.state_dir = state.path().to_path_buf();
@@ -151,4 +156,73 @@ fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
     );
     let after_policies: Vec<Vec<u32>> = pids.iter().map(|&p| policies(p)).collect();
     assert_eq!(after_policies, before_policies);
+}
+
+#[test]
+fn auto_fix_applies_and_a_fix_that_does_not_help_rolls_back_on_its_own() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let state = tempfile::tempdir().unwrap();
+    let mut config = test_config(300);
+    config.optimizer.state_dir = state.path().to_path_buf();
+    config.optimizer.auto_fix = true;
+    config.optimizer.validation_secs = 3;
+    config.optimizer.cooldown_secs = 60;
+    config.detect.hold_ticks = 2;
+    let hog = ["sh", "-c", "while :; do :; done"];
+    let batch = [
+        "--label",
+        "sutazai.agent=1",
+        "--label",
+        "sutazai.class=batch",
+    ];
+    // Three hogs on this host's CPUs: the CPU stays saturated whatever their weights are,
+    // so lowering them all cannot lower the host's CPU pressure.
+    let hogs: Vec<Container> = ["x", "y", "z"]
+        .iter()
+        .map(|n| Container::run(&unique(&format!("auto-{n}")), &batch, &hog))
+        .collect();
+    let before: Vec<String> = hogs.iter().map(shares).collect();
+
+    let mut engine = RunningEngine::start_managing(config);
+    let snap = engine.wait_for(Duration::from_secs(30), "auto-fix applied something", |s| {
+        s.proposals
+            .iter()
+            .any(|p| matches!(p.status, ProposalStatus::Applied { .. }))
+    });
+    let applied = snap
+        .proposals
+        .iter()
+        .find(|p| matches!(p.status, ProposalStatus::Applied { .. }))
+        .unwrap()
+        .clone();
+    println!(
+        "auto-applied: {} (baseline {:?})",
+        applied.fix.summary, applied.validation.before
+    );
+    let snap = engine.wait_for(Duration::from_secs(30), "a verdict", |s| {
+        s.proposals
+            .iter()
+            .any(|p| p.id == applied.id && p.validation.verdict.is_some())
+    });
+    let judged = snap.proposals.iter().find(|p| p.id == applied.id).unwrap();
+    println!(
+        "verdict: {:?}, status {:?}, notice {:?}",
+        judged.validation.verdict, judged.status, snap.notice
+    );
+    match judged.validation.verdict.clone().unwrap() {
+        sutazai_top::eliminator::proposals::Verdict::DidNotHelp { .. } => {
+            let snap = engine.wait_for(Duration::from_secs(10), "rolled back on its own", |s| {
+                s.proposals.iter().any(|p| {
+                    p.id == applied.id && matches!(p.status, ProposalStatus::RolledBack { .. })
+                })
+            });
+            assert!(snap.changes.active.is_empty());
+            let normalise = |s: String| if s == "0" { "1024".to_string() } else { s };
+            let now: Vec<String> = hogs.iter().map(shares).map(normalise).collect();
+            assert_eq!(now, before.into_iter().map(normalise).collect::<Vec<_>>());
+        }
+        other => {
+            panic!("lowering every hog's weight cannot relieve a saturated CPU, yet: {other:?}")
+        }
+    }
 }

@@ -61,6 +61,65 @@ pub struct Proposal {
     pub status: ProposalStatus,
     /// Snapshot seq when it was proposed.
     pub proposed_seq: u64,
+    pub validation: Validation,
+}
+
+/// Readings of the fix's measure before approval and over the window after it, and the
+/// verdict: kept if it helped, rolled back on its own if it did not.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Validation {
+    /// The last readings while proposed (the baseline).
+    pub before: Vec<f64>,
+    /// Readings since it was applied.
+    pub after: Vec<f64>,
+    pub applied_at_ms: Option<u64>,
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Helped {
+        before: f64,
+        after: f64,
+        improvement_pct: f64,
+    },
+    DidNotHelp {
+        before: f64,
+        after: f64,
+    },
+    /// The figure could not be read, or was already near zero: kept, but not proven.
+    Unmeasurable,
+}
+
+/// Baseline readings kept per proposal.
+const BASELINE_POINTS: usize = 10;
+/// A figure below this (PSI %, CPU %...) is "nothing to improve" and cannot prove a fix.
+const MEASURABLE_FLOOR: f64 = 0.5;
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+impl Validation {
+    /// Judge by the means before and after: helped when the figure fell by at least
+    /// `min_improvement` (a fraction, e.g. 0.05).
+    pub fn judge(&self, min_improvement: f64) -> Verdict {
+        match (mean(&self.before), mean(&self.after)) {
+            (Some(before), Some(after)) if before >= MEASURABLE_FLOOR => {
+                if after <= before * (1.0 - min_improvement) {
+                    Verdict::Helped {
+                        before,
+                        after,
+                        improvement_pct: (before - after) * 100.0 / before,
+                    }
+                } else {
+                    Verdict::DidNotHelp { before, after }
+                }
+            }
+            _ => Verdict::Unmeasurable,
+        }
+    }
 }
 
 /// Closed proposals kept for the pane and the report (older ones are dropped).
@@ -70,7 +129,13 @@ const KEEP_CLOSED: usize = 50;
 pub struct ProposalBook {
     next_id: u64,
     proposals: Vec<Proposal>,
+    /// (strategy, subject) whose fix did not help: not proposed again before the instant
+    /// (ms), and how many times that happened (the pause doubles each time).
+    suppressed: std::collections::HashMap<(String, String), (u64, u32)>,
 }
+
+/// The first pause after a fix did not help; it doubles with each repeat.
+const FIRST_BACKOFF_MS: u64 = 60_000;
 
 fn subject_key(subject: &Subject) -> String {
     match subject {
@@ -101,6 +166,68 @@ impl ProposalBook {
         }
     }
 
+    /// The proposal was applied as `batch` at `now_ms`: its validation window starts.
+    pub fn applied(&mut self, id: u64, batch: u64, now_ms: u64) {
+        if let Some(p) = self.proposals.iter_mut().find(|p| p.id == id) {
+            p.status = ProposalStatus::Applied { batch };
+            p.validation.applied_at_ms = Some(now_ms);
+        }
+    }
+
+    /// Record this tick's reading of every applied proposal still being validated.
+    pub fn record_after(&mut self, snap: &Snapshot) {
+        for p in &mut self.proposals {
+            if matches!(p.status, ProposalStatus::Applied { .. }) && p.validation.verdict.is_none()
+            {
+                if let Some(value) = p.fix.measure.value(snap) {
+                    p.validation.after.push(value);
+                }
+            }
+        }
+    }
+
+    /// Verdicts for applied proposals whose window (`window_ms`) has passed at `now_ms`:
+    /// (proposal id, batch, verdict). A fix that did not help has its (strategy, subject)
+    /// suppressed with a doubling backoff.
+    pub fn due_verdicts(
+        &mut self,
+        now_ms: u64,
+        window_ms: u64,
+        min_improvement: f64,
+    ) -> Vec<(u64, u64, Verdict)> {
+        let mut due = Vec::new();
+        for p in &mut self.proposals {
+            let ProposalStatus::Applied { batch } = p.status else {
+                continue;
+            };
+            let Some(applied_at) = p.validation.applied_at_ms else {
+                continue;
+            };
+            if p.validation.verdict.is_some() || now_ms < applied_at.saturating_add(window_ms) {
+                continue;
+            }
+            let verdict = p.validation.judge(min_improvement);
+            p.validation.verdict = Some(verdict.clone());
+            due.push((p.id, batch, verdict));
+        }
+        for (id, _, verdict) in &due {
+            if matches!(verdict, Verdict::DidNotHelp { .. })
+                && let Some(p) = self.proposals.iter().find(|p| p.id == *id)
+            {
+                let key = (p.fix.strategy.clone(), subject_key(&p.bottleneck.subject));
+                let entry = self.suppressed.entry(key).or_insert((0, 0));
+                entry.1 = entry.1.saturating_add(1);
+                entry.0 = now_ms.saturating_add(FIRST_BACKOFF_MS << (entry.1 - 1).min(10));
+            }
+        }
+        due
+    }
+
+    /// The oldest proposal still waiting for the operator.
+    pub fn oldest_open(&self) -> Option<&Proposal> {
+        self.proposals.iter().find(|p| p.status.is_open())
+    }
+
     /// The batch `batch` was rolled back: its proposal says so.
     pub fn rolled_back(&mut self, batch: u64) {
         for p in &mut self.proposals {
@@ -119,8 +246,17 @@ impl ProposalBook {
         strategies: &[Box<dyn EliminationStrategy>],
         context: &Context,
     ) {
+        let now_ms = snap.taken_at_ms;
         for bottleneck in bottlenecks {
             for fix in propose_all(strategies, bottleneck, snap, context, snap.mode) {
+                let key = (fix.strategy.clone(), subject_key(&bottleneck.subject));
+                if self
+                    .suppressed
+                    .get(&key)
+                    .is_some_and(|(until, _)| now_ms < *until)
+                {
+                    continue;
+                }
                 let existing = self.proposals.iter_mut().find(|p| {
                     same_origin(p, bottleneck, &fix.strategy)
                         && matches!(
@@ -134,16 +270,28 @@ impl ProposalBook {
                     Some(p) if p.status.is_open() => {
                         p.bottleneck = bottleneck.clone();
                         p.fix = fix;
+                        if let Some(value) = p.fix.measure.value(snap) {
+                            let before = &mut p.validation.before;
+                            before.push(value);
+                            if before.len() > BASELINE_POINTS {
+                                before.remove(0);
+                            }
+                        }
                     }
                     Some(_) => {}
                     None => {
                         self.next_id += 1;
+                        let validation = Validation {
+                            before: fix.measure.value(snap).into_iter().collect(),
+                            ..Validation::default()
+                        };
                         self.proposals.push(Proposal {
                             id: self.next_id,
                             bottleneck: bottleneck.clone(),
                             fix,
                             status: ProposalStatus::Proposed,
                             proposed_seq: snap.seq,
+                            validation,
                         });
                     }
                 }
@@ -230,6 +378,7 @@ mod tests {
                 summary: "do it".into(),
                 risk: self.0,
                 metric: "m".into(),
+                measure: crate::eliminator::strategy::Measure::HostPsiCpuSome,
                 intents: vec![Intent {
                     target: IntentTarget::HostFile {
                         path: "sys/x".into(),
@@ -273,6 +422,62 @@ mod tests {
             ProposalStatus::Stale { .. }
         ));
         // Back again: a new proposal.
+        book.update(&[cpu()], &snap, &strategies, &ctx);
+        assert_eq!(book.list().len(), 2);
+    }
+
+    #[test]
+    fn verdicts_compare_means_and_a_useless_fix_is_suppressed_with_backoff() {
+        let judge = |before: &[f64], after: &[f64]| {
+            Validation {
+                before: before.to_vec(),
+                after: after.to_vec(),
+                ..Validation::default()
+            }
+            .judge(0.05)
+        };
+        assert!(
+            matches!(judge(&[40.0, 60.0], &[20.0, 30.0]), Verdict::Helped { improvement_pct, .. } if (improvement_pct - 50.0).abs() < 1e-9)
+        );
+        assert!(matches!(
+            judge(&[50.0], &[49.0]),
+            Verdict::DidNotHelp { .. }
+        ));
+        assert_eq!(judge(&[0.1], &[0.0]), Verdict::Unmeasurable);
+        assert_eq!(judge(&[50.0], &[]), Verdict::Unmeasurable);
+
+        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Fixed(Risk::Low))];
+        let mut book = ProposalBook::default();
+        let ctx = Context::default();
+        let mut snap = Snapshot::default();
+        snap.pressure.cpu = Some(crate::snapshot::PsiResource {
+            some: crate::snapshot::PsiLine {
+                avg10: 50.0,
+                ..Default::default()
+            },
+            full: None,
+        });
+        snap.taken_at_ms = 1_000;
+        book.update(&[cpu()], &snap, &strategies, &ctx);
+        book.applied(1, 7, 1_000);
+        snap.taken_at_ms = 2_000;
+        book.record_after(&snap);
+        assert!(
+            book.due_verdicts(5_000, 10_000, 0.05).is_empty(),
+            "window not over"
+        );
+        let due = book.due_verdicts(11_000, 10_000, 0.05);
+        assert!(
+            matches!(due.as_slice(), [(1, 7, Verdict::DidNotHelp { .. })]),
+            "{due:?}"
+        );
+        // Rolled back, the same fix is not proposed again during the backoff...
+        book.rolled_back(7);
+        snap.taken_at_ms = 12_000;
+        book.update(&[cpu()], &snap, &strategies, &ctx);
+        assert_eq!(book.list().len(), 1);
+        // ...and is after it.
+        snap.taken_at_ms = 11_000 + FIRST_BACKOFF_MS;
         book.update(&[cpu()], &snap, &strategies, &ctx);
         assert_eq!(book.list().len(), 2);
     }

@@ -70,7 +70,62 @@ pub struct Fix {
     pub risk: Risk,
     /// The figure that should improve, e.g. "host PSI cpu some avg10".
     pub metric: String,
+    /// How to read that figure from a snapshot (lower is better), for validation.
+    pub measure: Measure,
     pub intents: Vec<Intent>,
+}
+
+/// A figure read from each snapshot to judge whether a fix helped; lower is better for all.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "figure", rename_all = "snake_case")]
+pub enum Measure {
+    HostPsiCpuSome,
+    HostPsiIoFull,
+    HostMemoryUsedPct,
+    /// Mean cgroup PSI cpu some avg10 of the latency-class agents.
+    LatencyAgentsPsiCpuSome,
+    ContainerCpuPct {
+        id: String,
+    },
+    ContainerThrottledPeriods {
+        id: String,
+    },
+    ContainerMemoryOfLimitPct {
+        id: String,
+    },
+}
+
+impl Measure {
+    /// The figure in `snap`, `None` when it cannot be read (container gone, no PSI).
+    pub fn value(&self, snap: &Snapshot) -> Option<f64> {
+        let container = |id: &str| snap.containers.agents.iter().find(|c| c.id == id);
+        match self {
+            Measure::HostPsiCpuSome => snap.pressure.cpu.map(|r| f64::from(r.some.avg10)),
+            Measure::HostPsiIoFull => snap
+                .pressure
+                .io
+                .and_then(|r| r.full)
+                .map(|f| f64::from(f.avg10)),
+            Measure::HostMemoryUsedPct => {
+                (snap.memory.total_kb > 0).then(|| snap.memory.used_fraction() * 100.0)
+            }
+            Measure::LatencyAgentsPsiCpuSome => {
+                let values: Vec<f64> = running(snap)
+                    .filter(|c| c.class == Some(AgentClass::Latency))
+                    .filter_map(|c| c.pressure.cpu.map(|r| f64::from(r.some.avg10)))
+                    .collect();
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            }
+            Measure::ContainerCpuPct { id } => container(id).map(|c| f64::from(c.cpu_pct)),
+            Measure::ContainerThrottledPeriods { id } => {
+                container(id).map(|c| c.throttled_periods_delta as f64)
+            }
+            Measure::ContainerMemoryOfLimitPct { id } => container(id).and_then(|c| {
+                let limit = c.mem_limit_bytes.filter(|&l| l > 0)?;
+                Some(c.mem_bytes as f64 * 100.0 / limit as f64)
+            }),
+        }
+    }
 }
 
 /// Turns bottlenecks it handles into fixes.
@@ -238,6 +293,7 @@ impl EliminationStrategy for BatchShares {
             ),
             risk: Risk::Low,
             metric: "host PSI cpu some avg10".to_string(),
+            measure: Measure::HostPsiCpuSome,
             intents,
         }]
     }
@@ -291,6 +347,7 @@ impl EliminationStrategy for BatchPolicy {
             ),
             risk,
             metric: "host PSI cpu some avg10".to_string(),
+            measure: Measure::HostPsiCpuSome,
             intents,
         }]
     }
@@ -324,6 +381,7 @@ impl EliminationStrategy for IsolateLatency {
             summary: format!("confine noisy batch agent {} to CPUs {after}", noisy.name),
             risk: Risk::Medium,
             metric: "latency agents' cgroup PSI cpu some avg10".to_string(),
+            measure: Measure::LatencyAgentsPsiCpuSome,
             intents: vec![Intent {
                 target: container_target(noisy),
                 knob: Knob::ContainerCpusetCpus,
@@ -360,6 +418,7 @@ impl EliminationStrategy for CapRunaway {
             summary: format!("cap runaway agent {} at {} CPUs", c.name, cores_text(cap)),
             risk: Risk::Medium,
             metric: format!("{} CPU %", c.name),
+            measure: Measure::ContainerCpuPct { id: c.id.clone() },
             intents: vec![Intent {
                 target: container_target(c),
                 knob: Knob::ContainerCpuQuota,
@@ -405,6 +464,7 @@ impl EliminationStrategy for RaiseThrottledQuota {
             ),
             risk: Risk::Medium,
             metric: format!("{} throttled periods per tick", c.name),
+            measure: Measure::ContainerThrottledPeriods { id: c.id.clone() },
             intents: vec![Intent {
                 target: container_target(c),
                 knob: Knob::ContainerCpuQuota,
@@ -450,6 +510,7 @@ impl EliminationStrategy for IdleBatchIo {
             ),
             risk: Risk::Low,
             metric: "host PSI io full avg10".to_string(),
+            measure: Measure::HostPsiIoFull,
             intents,
         }]
     }
@@ -477,6 +538,7 @@ impl EliminationStrategy for MergeMemory {
             // KSM scans cost CPU and only merges MADV_MERGEABLE memory: aggressive only.
             risk: Risk::High,
             metric: "host memory used %".to_string(),
+            measure: Measure::HostMemoryUsedPct,
             intents: vec![Intent {
                 target: IntentTarget::HostFile {
                     path: "sys/kernel/mm/ksm/run".to_string(),
@@ -519,7 +581,8 @@ impl EliminationStrategy for RaiseMemoryLimit {
                 raised >> 20
             ),
             risk: Risk::Medium,
-            metric: format!("{} predicted time to its memory limit", c.name),
+            metric: format!("{} memory as % of its limit", c.name),
+            measure: Measure::ContainerMemoryOfLimitPct { id: c.id.clone() },
             intents: vec![Intent {
                 target: container_target(c),
                 knob: Knob::ContainerMemoryLimit,

@@ -12,7 +12,7 @@ use super::{Command, EngineHandle, sampler};
 use crate::config::{Config, Mode, OptimizerConfig};
 use crate::containers::ContainerSampler;
 use crate::eliminator::Detector;
-use crate::eliminator::proposals::{ProposalBook, ProposalStatus};
+use crate::eliminator::proposals::{ProposalBook, ProposalStatus, Verdict};
 use crate::eliminator::strategy::{self, Context as StrategyContext, EliminationStrategy};
 use crate::host::cgroups::CgroupMounts;
 use crate::host::cpu::CpuSampler;
@@ -44,6 +44,9 @@ async fn off_runtime<T: Send + 'static>(
     rx.await
         .map_err(|_| "the actuating thread died".to_string())
 }
+
+/// A fix must improve its figure by this fraction to be kept.
+const MIN_IMPROVEMENT: f64 = 0.05;
 
 /// How often the journal view is refreshed (a rollback from this face refreshes it at once).
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(5);
@@ -212,6 +215,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
             ksm_available: config.host.sys_root.join("kernel/mm/ksm/run").is_file(),
         },
         proposals: ProposalBook::default(),
+        cooldown_until: Instant::now(),
         started: Instant::now(),
         seq: 0,
         notice: None,
@@ -256,6 +260,8 @@ struct Ticker {
     strategies: Vec<Box<dyn EliminationStrategy>>,
     strategy_context: StrategyContext,
     proposals: ProposalBook,
+    /// No automatic action before this instant.
+    cooldown_until: Instant,
     started: Instant,
     seq: u64,
     notice: Option<Notice>,
@@ -282,6 +288,11 @@ impl Ticker {
                     let mut snap = self.compose();
                     self.push_history(&snap);
                     self.detect(&mut snap);
+                    self.validate(&snap).await;
+                    self.auto_fix(&snapshots).await;
+                    snap.proposals = self.proposals.list().to_vec();
+                    snap.changes = self.changes.clone();
+                    snap.notice = self.notice.clone();
                     snapshots.send_replace(Arc::new(self.with_history(snap)));
                 }
                 command = commands.recv() => {
@@ -384,6 +395,55 @@ impl Ticker {
         snap.proposals = self.proposals.list().to_vec();
     }
 
+    /// Watch applied fixes: after `validation_secs`, keep what helped and roll back what
+    /// did not, on its own, saying so.
+    async fn validate(&mut self, snap: &Snapshot) {
+        self.proposals.record_after(snap);
+        let window_ms = self.optimizer.validation_secs.saturating_mul(1000);
+        for (id, batch, verdict) in
+            self.proposals
+                .due_verdicts(snap.taken_at_ms, window_ms, MIN_IMPROVEMENT)
+        {
+            match verdict {
+                Verdict::Helped {
+                    before,
+                    after,
+                    improvement_pct,
+                } => {
+                    let text = format!(
+                        "proposal {id} helped: {before:.1} -> {after:.1} ({improvement_pct:.0}% better); kept"
+                    );
+                    tracing::info!("{text}");
+                    self.set_notice(text, false);
+                }
+                Verdict::Unmeasurable => {
+                    tracing::info!(id, "fix kept; its figure could not prove it helped");
+                }
+                Verdict::DidNotHelp { before, after } => {
+                    tracing::warn!(id, before, after, "fix did not help; rolling it back");
+                    self.rollback(Some(batch)).await;
+                    let text = format!(
+                        "proposal {id} did not help ({before:.1} -> {after:.1}); rolled back on its own"
+                    );
+                    self.set_notice(text, true);
+                }
+            }
+        }
+    }
+
+    /// With auto-fix on: apply the oldest proposal the mode allows, one per cooldown.
+    async fn auto_fix(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        if !self.optimizer.auto_fix || !self.manages_host || Instant::now() < self.cooldown_until {
+            return;
+        }
+        let Some(id) = self.proposals.oldest_open().map(|p| p.id) else {
+            return;
+        };
+        tracing::info!(id, "auto-fix applies a proposal");
+        self.apply(id, snapshots).await;
+        self.cooldown_until = Instant::now() + Duration::from_secs(self.optimizer.cooldown_secs);
+    }
+
     /// Apply a proposal: read the real `before` of every change, journal, apply all or
     /// nothing. The outcome becomes the proposal's status and the notice.
     async fn apply(&mut self, id: u64, snapshots: &watch::Sender<Arc<Snapshot>>) {
@@ -454,8 +514,11 @@ impl Ticker {
             .await;
         match outcome {
             Ok(Ok((Some(batch), view))) => {
-                self.proposals
-                    .set_status(id, ProposalStatus::Applied { batch });
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                self.proposals.applied(id, batch, now_ms);
                 self.set_notice(
                     format!("proposal {id} applied as batch {batch}; r in Proposals rolls it back"),
                     false,
@@ -606,6 +669,7 @@ impl Ticker {
                 .unwrap_or(0),
             interval_ms: self.interval.as_millis() as u64,
             mode: self.mode,
+            auto_fix: self.optimizer.auto_fix,
             host,
             topology: self.topology.clone(),
             cpu: latest(&self.readings.cpu),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sutazai_top::config::Mode;
 use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
-use sutazai_top::eliminator::strategy::{Fix, Intent, IntentTarget, Risk};
+use sutazai_top::eliminator::strategy::{Fix, Intent, IntentTarget, Measure, Risk};
 use sutazai_top::eliminator::{Bottleneck, BottleneckKind, Evidence, Subject};
 use sutazai_top::optimizer::change::Knob;
 use sutazai_top::snapshot::{
@@ -331,6 +331,7 @@ pub fn with_proposal(mut snap: Snapshot, risk: Risk) -> Snapshot {
             summary: "lower CPU weight of batch agents agent-001 to 256".into(),
             risk,
             metric: "host PSI cpu some avg10".into(),
+            measure: Measure::HostPsiCpuSome,
             intents: vec![Intent {
                 target: IntentTarget::Container {
                     id: container_id(1),
@@ -343,6 +344,7 @@ pub fn with_proposal(mut snap: Snapshot, risk: Risk) -> Snapshot {
         },
         status: ProposalStatus::Proposed,
         proposed_seq: 41,
+        validation: Default::default(),
     }];
     snap
 }

@@ -113,12 +113,24 @@ pub struct RunningEngine {
 
 impl RunningEngine {
     pub fn start(config: Config) -> RunningEngine {
+        Self::start_with(config, engine::spawn)
+    }
+
+    /// The engine as the dashboard runs it (it may change the host: auto-fix, validation).
+    pub fn start_managing(config: Config) -> RunningEngine {
+        Self::start_with(config, engine::spawn_managing)
+    }
+
+    fn start_with(
+        config: Config,
+        spawn: fn(Config) -> (EngineHandle, tokio::task::JoinHandle<()>),
+    ) -> RunningEngine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let handle = runtime.block_on(async { engine::spawn(config).0 });
+        let handle = runtime.block_on(async { spawn(config).0 });
         RunningEngine { runtime, handle }
     }
 
