@@ -315,6 +315,15 @@ fn a_proposal_shows_risk_evidence_and_exact_changes_and_a_applies_it() {
 }
 
 #[test]
+fn the_header_says_when_auto_fix_is_on() {
+    let mut snap = common::small_host();
+    assert!(!text(&render(&snap, &focused(Pane::Cores), SMALL)).contains("AUTO-FIX"));
+    snap.auto_fix = true;
+    let shown = text(&render(&snap, &focused(Pane::Cores), SMALL));
+    assert!(shown.contains("CONSERVATIVE +AUTO-FIX"), "{shown}");
+}
+
+#[test]
 fn a_high_risk_proposal_needs_a_second_a() {
     use sutazai_top::eliminator::strategy::Risk;
     let snap = common::with_proposal(common::numa64(), Risk::High);

@@ -83,10 +83,14 @@ fn engine_line(snap: &Snapshot, width: usize) -> Line<'static> {
             snap.seq
         ))
     };
-    let mode = Line::from(vec![
+    let mut mode_spans = vec![
         Span::raw("mode "),
         Span::styled(snap.mode.label().to_uppercase(), theme::mode(snap.mode)),
-    ]);
+    ];
+    if snap.auto_fix {
+        mode_spans.push(Span::styled(" +AUTO-FIX", theme::warning()));
+    }
+    let mode = Line::from(mode_spans);
     let notice = snap.notice.as_ref().map(|notice| {
         let style = if notice.is_error {
             theme::error()
