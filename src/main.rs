@@ -288,7 +288,8 @@ async fn dashboard(config: Config) -> anyhow::Result<()> {
     let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;
     // The TUI sends Quit itself; this covers its error paths.
     let _ = handle.commands.send(Command::Quit).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), engine).await;
+    // Quitting may roll changes back (rollback_on_exit): give that time to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(60), engine).await;
     result
         .context("the dashboard thread failed")?
         .context("terminal error")
@@ -489,7 +490,14 @@ fn rollback(config: &Config, id: Option<u64>) -> anyhow::Result<()> {
     }
     let mut failed = false;
     for result in results {
-        let report = result?;
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                println!("{err}");
+                failed = true;
+                continue;
+            }
+        };
         println!(
             "batch {}: {} — {} restored, {} already gone{}",
             report.batch,

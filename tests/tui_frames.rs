@@ -742,3 +742,26 @@ fn the_grid_shows_every_pane_at_once() {
         assert!(shown.contains(title), "{title}:\n{shown}");
     }
 }
+
+#[test]
+fn the_selection_follows_its_row_when_a_new_proposal_arrives_above() {
+    use sutazai_top::eliminator::strategy::Risk;
+    let before = common::with_active_changes(common::numa64());
+    let mut app = focused(Pane::Proposals);
+    app.handle_key(press(KeyCode::Char('j')), &before);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('r')), &before),
+        Some(Command::Rollback(7))
+    );
+    // Next tick: a proposal now heads the list; r must still mean batch 7.
+    let after = common::with_proposal(common::with_active_changes(common::numa64()), Risk::Low);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('r')), &after),
+        Some(Command::Rollback(7))
+    );
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('a')), &after),
+        None,
+        "a on a batch row does nothing"
+    );
+}

@@ -27,7 +27,8 @@ pub enum ProposalStatus {
     Stale {
         why: String,
     },
-    /// Applying failed; nothing of it is left on the host (the batch was undone).
+    /// Applying failed. The batch was undone; if undoing failed too, the batch stays open
+    /// and is listed among the active batches, to be rolled back.
     Failed {
         why: String,
     },
@@ -211,16 +212,23 @@ impl ProposalBook {
             due.push((p.id, batch, verdict));
         }
         for (id, _, verdict) in &due {
-            if matches!(verdict, Verdict::DidNotHelp { .. })
-                && let Some(p) = self.proposals.iter().find(|p| p.id == *id)
-            {
-                let key = (p.fix.strategy.clone(), subject_key(&p.bottleneck.subject));
-                let entry = self.suppressed.entry(key).or_insert((0, 0));
-                entry.1 = entry.1.saturating_add(1);
-                entry.0 = now_ms.saturating_add(FIRST_BACKOFF_MS << (entry.1 - 1).min(10));
+            if matches!(verdict, Verdict::DidNotHelp { .. }) {
+                self.suppress(*id, now_ms);
             }
         }
         due
+    }
+
+    /// Do not propose this proposal's (strategy, subject) again for a doubling pause (after
+    /// it failed, turned out already in place, or did not help).
+    pub fn suppress(&mut self, id: u64, now_ms: u64) {
+        let Some(p) = self.proposals.iter().find(|p| p.id == id) else {
+            return;
+        };
+        let key = (p.fix.strategy.clone(), subject_key(&p.bottleneck.subject));
+        let entry = self.suppressed.entry(key).or_insert((0, 0));
+        entry.1 = entry.1.saturating_add(1);
+        entry.0 = now_ms.saturating_add(FIRST_BACKOFF_MS << (entry.1 - 1).min(10));
     }
 
     /// The oldest proposal still waiting for the operator.

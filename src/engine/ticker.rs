@@ -45,6 +45,69 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(|_| "the actuating thread died".to_string())
 }
 
+/// Plan and apply a proposal's intents under the journal lock. Blocking, off the runtime.
+fn apply_blocking(
+    dir: &std::path::Path,
+    roots: &HostRoots,
+    endpoint: &str,
+    label: &str,
+    intents: &[crate::eliminator::strategy::Intent],
+) -> Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus> {
+    // Lock the journal first, then read `before`: no other writer can slip a change in
+    // between, so a rollback restores what really was there.
+    let (mut optimizer, _) =
+        crate::optimizer::view::open_waiting(dir, roots).map_err(|e| ProposalStatus::Failed {
+            why: format!("journal: {e}"),
+        })?;
+    let gone_or_failed = |err: ActuatorError| match err {
+        ActuatorError::Gone(why) => ProposalStatus::Stale {
+            why: format!("target gone: {why}"),
+        },
+        other => ProposalStatus::Failed {
+            why: other.to_string(),
+        },
+    };
+    let changes =
+        crate::eliminator::plan::plan(intents, roots, endpoint).map_err(gone_or_failed)?;
+    if changes.is_empty() {
+        return Ok((None, None));
+    }
+    // Two open batches on one knob would undo out of order: refuse the second.
+    for open in optimizer.open_batches() {
+        let clash = open.changes.iter().any(|(held, _)| {
+            changes
+                .iter()
+                .any(|c| c.target == held.target && c.knob == held.knob)
+        });
+        if clash {
+            return Err(ProposalStatus::Stale {
+                why: format!(
+                    "batch {} already changed this; roll it back first",
+                    open.batch
+                ),
+            });
+        }
+    }
+    let batch = optimizer.apply(label, &changes).map_err(|err| match err {
+        ApplyError::Undone { error, .. } => gone_or_failed(error),
+        other => ProposalStatus::Failed {
+            why: other.to_string(),
+        },
+    })?;
+    drop(optimizer);
+    Ok((
+        Some(batch),
+        crate::optimizer::view::read_changes(dir, roots).ok(),
+    ))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A fix must improve its figure by this fraction to be kept.
 const MIN_IMPROVEMENT: f64 = 0.05;
 
@@ -326,10 +389,19 @@ impl Ticker {
                 if self.proposals.get(id).is_some_and(|p| p.status.is_open()) {
                     self.proposals.set_status(id, ProposalStatus::Dismissed);
                     self.set_notice(format!("proposal {id} dismissed"), false);
+                } else {
+                    self.set_notice(
+                        format!("proposal {id} is not waiting; nothing dismissed"),
+                        true,
+                    );
                 }
             }
-            Command::Rollback(batch) => self.rollback(Some(batch)).await,
-            Command::RollbackAll => self.rollback(None).await,
+            Command::Rollback(batch) => {
+                self.rollback(Some(batch)).await;
+            }
+            Command::RollbackAll => {
+                self.rollback(None).await;
+            }
             Command::SetMode(mode) => {
                 self.mode = mode;
                 tracing::info!(mode = %mode, "mode changed");
@@ -475,50 +547,10 @@ impl Ticker {
         let label = format!("proposal {id}: {}", proposal.fix.summary);
         let intents = proposal.fix.intents.clone();
         let outcome =
-            off_runtime(
-                move || -> Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus> {
-                    let changes = crate::eliminator::plan::plan(&intents, &roots, &endpoint)
-                        .map_err(|err| match err {
-                            ActuatorError::Gone(why) => ProposalStatus::Stale {
-                                why: format!("target gone: {why}"),
-                            },
-                            other => ProposalStatus::Failed {
-                                why: other.to_string(),
-                            },
-                        })?;
-                    if changes.is_empty() {
-                        return Ok((None, None));
-                    }
-                    let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
-                        .map_err(|e| ProposalStatus::Failed {
-                            why: format!("journal: {e}"),
-                        })?;
-                    let batch = optimizer.apply(&label, &changes).map_err(|err| match err {
-                        ApplyError::Undone {
-                            error: ActuatorError::Gone(why),
-                            ..
-                        } => ProposalStatus::Stale {
-                            why: format!("target gone: {why}"),
-                        },
-                        other => ProposalStatus::Failed {
-                            why: other.to_string(),
-                        },
-                    })?;
-                    drop(optimizer);
-                    Ok((
-                        Some(batch),
-                        crate::optimizer::view::read_changes(&dir, &roots).ok(),
-                    ))
-                },
-            )
-            .await;
+            off_runtime(move || apply_blocking(&dir, &roots, &endpoint, &label, &intents)).await;
         match outcome {
             Ok(Ok((Some(batch), view))) => {
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                self.proposals.applied(id, batch, now_ms);
+                self.proposals.applied(id, batch, now_ms());
                 self.set_notice(
                     format!("proposal {id} applied as batch {batch}; r in Proposals rolls it back"),
                     false,
@@ -528,6 +560,7 @@ impl Ticker {
                 }
             }
             Ok(Ok((None, _))) => {
+                self.proposals.suppress(id, now_ms());
                 self.proposals.set_status(
                     id,
                     ProposalStatus::Stale {
@@ -540,6 +573,7 @@ impl Ticker {
                 );
             }
             Ok(Err(status)) => {
+                self.proposals.suppress(id, now_ms());
                 let text = match &status {
                     ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => why.clone(),
                     other => other.label().to_string(),
@@ -548,6 +582,7 @@ impl Ticker {
                 self.proposals.set_status(id, status);
             }
             Err(err) => {
+                self.proposals.suppress(id, now_ms());
                 self.set_notice(format!("proposal {id} not applied: {err}"), true);
                 self.proposals
                     .set_status(id, ProposalStatus::Failed { why: err });
@@ -574,7 +609,17 @@ impl Ticker {
     /// On quit: roll back what is active if configured, else say what stays.
     async fn on_exit(&mut self) {
         if self.optimizer.rollback_on_exit {
-            self.rollback(None).await;
+            let ok = self.rollback(None).await;
+            let text = self
+                .notice
+                .as_ref()
+                .map(|n| n.text.clone())
+                .unwrap_or_default();
+            if ok {
+                tracing::info!("rollback on exit: {text}");
+            } else {
+                tracing::error!("rollback on exit incomplete: {text}");
+            }
         } else if !self.changes.active.is_empty() {
             tracing::info!(
                 batches = self.changes.active.len(),
@@ -584,7 +629,7 @@ impl Ticker {
     }
 
     /// Roll back one batch, or all; the result becomes the notice and the view refreshes.
-    async fn rollback(&mut self, batch: Option<u64>) {
+    async fn rollback(&mut self, batch: Option<u64>) -> bool {
         let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
         let done = off_runtime(move || {
             let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
@@ -593,6 +638,10 @@ impl Ticker {
                 Some(b) => vec![optimizer.rollback(b)],
                 None => optimizer.rollback_all(),
             };
+            // Failure is decided from the results, never from the words.
+            let ok = results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
             let lines: Vec<String> = results
                 .into_iter()
                 .map(|r| match r {
@@ -602,43 +651,53 @@ impl Ticker {
                 .collect();
             drop(optimizer);
             let view = crate::optimizer::view::read_changes(&dir, &roots).ok();
-            Ok::<_, String>((lines, view))
+            Ok::<_, String>((ok, lines, view))
         })
         .await;
         match done {
-            Ok(Ok((lines, view))) => {
+            Ok(Ok((ok, lines, view))) => {
                 let text = if lines.is_empty() {
                     "nothing to roll back".to_string()
                 } else {
                     lines.join("; ")
                 };
-                let failed = text.contains("NOT restored") || text.contains("no open batch");
-                if let Some(view) = &view {
-                    // Proposals whose batch is no longer open were rolled back.
-                    let open: Vec<u64> = view.active.iter().map(|b| b.batch).collect();
-                    let applied: Vec<u64> = self
-                        .proposals
-                        .list()
-                        .iter()
-                        .filter_map(|p| match p.status {
-                            ProposalStatus::Applied { batch } if !open.contains(&batch) => {
-                                Some(batch)
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    for batch in applied {
-                        self.proposals.rolled_back(batch);
-                    }
-                }
                 tracing::info!("{text}");
-                self.set_notice(text, failed);
+                self.set_notice(text, !ok);
                 if let Some(view) = view {
                     self.changes = view;
+                    self.sync_proposals_with_journal();
                 }
+                ok
             }
-            Ok(Err(err)) => self.set_notice(err, true),
-            Err(err) => self.set_notice(format!("rollback failed: {err}"), true),
+            Ok(Err(err)) => {
+                self.set_notice(err, true);
+                false
+            }
+            Err(err) => {
+                self.set_notice(format!("rollback failed: {err}"), true);
+                false
+            }
+        }
+    }
+
+    /// A proposal whose batch is no longer open in the journal was rolled back, whoever did
+    /// it (this dashboard, validation, or `sutazai-top rollback` from another terminal).
+    fn sync_proposals_with_journal(&mut self) {
+        if !self.changes.journal_found {
+            return; // no journal read: no conclusion from an empty view
+        }
+        let open: Vec<u64> = self.changes.active.iter().map(|b| b.batch).collect();
+        let closed: Vec<u64> = self
+            .proposals
+            .list()
+            .iter()
+            .filter_map(|p| match p.status {
+                ProposalStatus::Applied { batch } if !open.contains(&batch) => Some(batch),
+                _ => None,
+            })
+            .collect();
+        for batch in closed {
+            self.proposals.rolled_back(batch);
         }
     }
 
@@ -653,10 +712,14 @@ impl Ticker {
 
     /// A snapshot of the latest readings (history not included).
     fn compose(&mut self) -> Snapshot {
-        if self.readings.changes.has_changed().unwrap_or(false)
-            && let Some(view) = self.readings.changes.borrow_and_update().clone()
-        {
+        let fresh_view = if self.readings.changes.has_changed().unwrap_or(false) {
+            self.readings.changes.borrow_and_update().clone()
+        } else {
+            None
+        };
+        if let Some(view) = fresh_view {
             self.changes = view;
+            self.sync_proposals_with_journal();
         }
         let memory = latest(&self.readings.memory);
         let mut host = self.host_info.clone();

@@ -12,15 +12,24 @@ use crate::config::UncleanExit;
 use crate::host::HostRoots;
 use crate::snapshot::{ActiveBatch, ChangesSnapshot};
 
-/// How long to wait for another sutazai-top (a CLI `set` or `rollback`) holding the journal.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long to wait for another sutazai-top holding the journal: a writer may hold it across
+/// one Docker call (up to 10 s).
+const LOCK_WAIT: Duration = Duration::from_secs(12);
 
 /// Open the journal, waiting briefly while another instance holds it.
 pub fn open_waiting(
     state_dir: &Path,
     roots: &HostRoots,
 ) -> Result<(Optimizer<HostActuators>, Recovery), JournalError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    open_within(state_dir, roots, LOCK_WAIT)
+}
+
+fn open_within(
+    state_dir: &Path,
+    roots: &HostRoots,
+    wait: Duration,
+) -> Result<(Optimizer<HostActuators>, Recovery), JournalError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match Optimizer::open(state_dir, HostActuators::new(roots.clone())) {
             Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
@@ -40,7 +49,8 @@ pub fn read_changes(state_dir: &Path, roots: &HostRoots) -> Result<ChangesSnapsh
     if !state_dir.join(JOURNAL_FILE).exists() {
         return Ok(view);
     }
-    let (optimizer, recovery) = open_waiting(state_dir, roots)?;
+    // A view never waits long: a busy journal is read again at the next round.
+    let (optimizer, recovery) = open_within(state_dir, roots, Duration::from_millis(200))?;
     view.journal_found = true;
     view.active = optimizer.open_batches().iter().map(active_batch).collect();
     view.problems = problems(&recovery);

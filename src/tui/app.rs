@@ -128,8 +128,9 @@ pub struct App {
     pub help_visible: bool,
     /// The selected process, by identity, so the selection follows it as the order changes.
     pub selected_process: Option<ProcessId>,
-    /// The selected row of the Proposals pane (see `proposal_rows`).
-    pub selected_proposal_row: usize,
+    /// The selected row of the Proposals pane, by what it shows (a proposal id or a batch
+    /// id), so a new proposal arriving above never moves `a` or `r` onto another row.
+    pub selected_proposal: Option<RowKey>,
     /// A high-risk proposal waiting for its second `a`.
     pub confirm_apply: Option<u64>,
 }
@@ -140,6 +141,20 @@ pub struct App {
 pub enum ProposalRow {
     Proposal(usize),
     Batch(usize),
+}
+
+/// What a Proposals row shows, stable across ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKey {
+    Proposal(u64),
+    Batch(u64),
+}
+
+fn row_key(snap: &Snapshot, row: ProposalRow) -> Option<RowKey> {
+    match row {
+        ProposalRow::Proposal(i) => snap.proposals.get(i).map(|p| RowKey::Proposal(p.id)),
+        ProposalRow::Batch(i) => snap.changes.active.get(i).map(|b| RowKey::Batch(b.batch)),
+    }
 }
 
 /// Most closed (stale, failed, rolled back, dismissed) proposals listed.
@@ -279,10 +294,10 @@ impl App {
                 }
             }
             Pane::Proposals => {
-                let rows = proposal_rows(snap).len();
-                let current = self.selected_proposal_row.min(rows.saturating_sub(1));
-                if let Some(target) = moved(current, delta, rows) {
-                    self.selected_proposal_row = target;
+                let rows = proposal_rows(snap);
+                let current = self.selected_proposal_index(snap, &rows);
+                if let Some(target) = moved(current, delta, rows.len()) {
+                    self.selected_proposal = rows.get(target).and_then(|r| row_key(snap, *r));
                     self.confirm_apply = None;
                 }
             }
@@ -298,12 +313,20 @@ impl App {
             .unwrap_or(0)
     }
 
+    /// Index of the selected row among `rows`; the first when none is selected or the
+    /// selected one left the list.
+    pub fn selected_proposal_index(&self, snap: &Snapshot, rows: &[ProposalRow]) -> usize {
+        self.selected_proposal
+            .and_then(|key| rows.iter().position(|r| row_key(snap, *r) == Some(key)))
+            .unwrap_or(0)
+    }
+
     /// `a`, `d` or `r` on the selected row of the Proposals pane.
     fn proposal_action(&mut self, action: Action, snap: &Snapshot) -> Option<Command> {
         use crate::eliminator::proposals::ProposalStatus as S;
         use crate::eliminator::strategy::Risk;
         let rows = proposal_rows(snap);
-        let row = *rows.get(self.selected_proposal_row.min(rows.len().saturating_sub(1)))?;
+        let row = *rows.get(self.selected_proposal_index(snap, &rows))?;
         match (action, row) {
             (Action::RollbackSelected, ProposalRow::Batch(i)) => snap
                 .changes

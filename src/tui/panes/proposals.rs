@@ -31,7 +31,7 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused
         return;
     }
     let rows = proposal_rows(snap);
-    let selected = app.selected_proposal_row.min(rows.len().saturating_sub(1));
+    let selected = app.selected_proposal_index(snap, &rows);
     let mut lines = Vec::new();
     if inner.height <= 2 {
         lines.push(summary(snap, open));
