@@ -230,6 +230,30 @@ fn batch_targets<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Vec<&'a Con
     }
 }
 
+/// The same knob on the main process (every thread) of each of `targets`.
+fn main_process_intents(
+    targets: &[&ContainerStat],
+    knob: Knob,
+    expected_before: &str,
+    after: &str,
+) -> Vec<Intent> {
+    targets
+        .iter()
+        .filter_map(|c| {
+            Some(Intent {
+                target: IntentTarget::ContainerProcess {
+                    container: c.id.clone(),
+                    name: c.name.clone(),
+                    pid: c.pid?,
+                },
+                knob: knob.clone(),
+                expected_before: expected_before.to_string(),
+                after: after.to_string(),
+            })
+        })
+        .collect()
+}
+
 fn names(containers: &[&ContainerStat]) -> String {
     let mut names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
     names.sort_unstable();
@@ -317,21 +341,8 @@ impl EliminationStrategy for BatchPolicy {
             .into_iter()
             .filter(|c| c.pid.is_some())
             .collect();
-        let intents = targets
-            .iter()
-            .filter_map(|c| {
-                Some(Intent {
-                    target: IntentTarget::ContainerProcess {
-                        container: c.id.clone(),
-                        name: c.name.clone(),
-                        pid: c.pid?,
-                    },
-                    knob: Knob::Policy,
-                    expected_before: "SCHED_OTHER".to_string(),
-                    after: context.batch_policy.clone(),
-                })
-            })
-            .collect();
+        let intents =
+            main_process_intents(&targets, Knob::Policy, "SCHED_OTHER", &context.batch_policy);
         // SCHED_IDLE starves a process whenever anything else runs: aggressive only.
         let risk = if context.batch_policy == "SCHED_IDLE" {
             Risk::High
@@ -487,21 +498,7 @@ impl EliminationStrategy for IdleBatchIo {
     }
     fn propose(&self, _: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
         let targets: Vec<&ContainerStat> = batch_agents(snap).filter(|c| c.pid.is_some()).collect();
-        let intents = targets
-            .iter()
-            .filter_map(|c| {
-                Some(Intent {
-                    target: IntentTarget::ContainerProcess {
-                        container: c.id.clone(),
-                        name: c.name.clone(),
-                        pid: c.pid?,
-                    },
-                    knob: Knob::IoPriority,
-                    expected_before: "none".to_string(),
-                    after: "be/7".to_string(),
-                })
-            })
-            .collect();
+        let intents = main_process_intents(&targets, Knob::IoPriority, "none", "be/7");
         vec![Fix {
             strategy: self.name().to_string(),
             summary: format!(
