@@ -765,3 +765,25 @@ fn the_selection_follows_its_row_when_a_new_proposal_arrives_above() {
         "a on a batch row does nothing"
     );
 }
+
+#[test]
+fn an_applied_fix_above_the_mode_offers_its_rollback() {
+    use sutazai_top::eliminator::proposals::ProposalStatus;
+    use sutazai_top::eliminator::strategy::Risk;
+    let mut snap = common::with_proposal(common::numa64(), Risk::Medium);
+    snap.proposals[0].status = ProposalStatus::Applied { batch: 5 };
+    snap.mode = sutazai_top::config::Mode::Balanced;
+    let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
+    assert!(
+        shown.contains("applied #5") && !shown.contains("ABOVE MODE"),
+        "{shown}"
+    );
+    snap.mode = sutazai_top::config::Mode::Conservative;
+    let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
+    assert!(shown.contains("ABOVE MODE, r rolls back"), "{shown}");
+    let mut app = focused(Pane::Proposals);
+    assert_eq!(
+        app.handle_key(press(KeyCode::Char('r')), &snap),
+        Some(Command::Rollback(5))
+    );
+}

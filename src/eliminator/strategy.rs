@@ -230,6 +230,22 @@ fn batch_targets<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Vec<&'a Con
     }
 }
 
+/// What easing batch agents' CPU should improve: the latency agents' own CPU pressure when
+/// there are any (they are who the fix is for; the host stays busy either way), else the
+/// host's.
+fn cpu_relief_metric(snap: &Snapshot) -> (&'static str, Measure) {
+    let latency =
+        running(snap).any(|c| c.class == Some(AgentClass::Latency) && c.pressure.cpu.is_some());
+    if latency {
+        (
+            "latency agents' cgroup PSI cpu some avg10",
+            Measure::LatencyAgentsPsiCpuSome,
+        )
+    } else {
+        ("host PSI cpu some avg10", Measure::HostPsiCpuSome)
+    }
+}
+
 /// The same knob on the main process (every thread) of each of `targets`.
 fn main_process_intents(
     targets: &[&ContainerStat],
@@ -316,8 +332,8 @@ impl EliminationStrategy for BatchShares {
                 names(&targets)
             ),
             risk: Risk::Low,
-            metric: "host PSI cpu some avg10".to_string(),
-            measure: Measure::HostPsiCpuSome,
+            metric: cpu_relief_metric(snap).0.to_string(),
+            measure: cpu_relief_metric(snap).1,
             intents,
         }]
     }
@@ -357,8 +373,8 @@ impl EliminationStrategy for BatchPolicy {
                 context.batch_policy
             ),
             risk,
-            metric: "host PSI cpu some avg10".to_string(),
-            measure: Measure::HostPsiCpuSome,
+            metric: cpu_relief_metric(snap).0.to_string(),
+            measure: cpu_relief_metric(snap).1,
             intents,
         }]
     }
@@ -685,6 +701,30 @@ mod tests {
             .expect("balanced isolates");
         assert_eq!(isolate.intents[0].after, "2-3");
         assert_eq!(isolate.risk, Risk::Medium);
+    }
+
+    #[test]
+    fn cpu_relief_is_judged_by_the_latency_agents_when_there_are_any() {
+        let mut latency = agent("l", AgentClass::Latency, 1024);
+        let only_batch = host(vec![agent("b", AgentClass::Batch, 1024)]);
+        let fixes = propose_all(
+            &built_in(),
+            &noisy("b"),
+            &only_batch,
+            &Context::default(),
+            Mode::Conservative,
+        );
+        assert_eq!(fixes[0].measure, Measure::HostPsiCpuSome);
+        latency.pressure.cpu = Some(Default::default());
+        let with_latency = host(vec![agent("b", AgentClass::Batch, 1024), latency]);
+        let fixes = propose_all(
+            &built_in(),
+            &noisy("b"),
+            &with_latency,
+            &Context::default(),
+            Mode::Conservative,
+        );
+        assert_eq!(fixes[0].measure, Measure::LatencyAgentsPsiCpuSome);
     }
 
     #[test]

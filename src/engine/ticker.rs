@@ -405,7 +405,26 @@ impl Ticker {
             Command::SetMode(mode) => {
                 self.mode = mode;
                 tracing::info!(mode = %mode, "mode changed");
-                self.set_notice(format!("mode: {mode}"), false);
+                // Lowering the mode offers to roll back what is above it.
+                let above: Vec<String> = self
+                    .proposals
+                    .list()
+                    .iter()
+                    .filter(|p| {
+                        matches!(p.status, ProposalStatus::Applied { .. })
+                            && !p.fix.risk.allowed_in(mode)
+                    })
+                    .map(|p| format!("P{}", p.id))
+                    .collect();
+                let text = if above.is_empty() {
+                    format!("mode: {mode}")
+                } else {
+                    format!(
+                        "mode: {mode}; applied fixes above it: {} (r in Proposals rolls one back)",
+                        above.join(", ")
+                    )
+                };
+                self.set_notice(text, false);
             }
             Command::ExportReport => {
                 let current = snapshots.borrow().clone();

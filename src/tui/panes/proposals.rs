@@ -64,7 +64,9 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused
             let (window, selected_in_window) = visible_window(rows.len(), selected, room + 1);
             for (n, row) in rows[window].iter().enumerate() {
                 let line = match row {
-                    ProposalRow::Proposal(i) => snap.proposals.get(*i).map(proposal_line),
+                    ProposalRow::Proposal(i) => {
+                        snap.proposals.get(*i).map(|p| proposal_line(p, snap.mode))
+                    }
                     ProposalRow::Batch(i) => snap
                         .changes
                         .active
@@ -127,21 +129,26 @@ fn status_style(status: &ProposalStatus) -> Style {
     }
 }
 
-fn proposal_line(p: &Proposal) -> Line<'static> {
+fn proposal_line(p: &Proposal, mode: crate::config::Mode) -> Line<'static> {
     let status = match &p.status {
         ProposalStatus::Applied { batch } => format!("applied #{batch}"),
         ProposalStatus::RolledBack { batch } => format!("rolled back #{batch}"),
         other => other.label().to_string(),
     };
-    Line::from(vec![
+    let mut spans = vec![
         Span::styled(format!("P{:<3} ", p.id), theme::label()),
         Span::styled(format!("{status:<15} "), status_style(&p.status)),
         Span::styled(
             format!("{:<6} ", risk_name(p.fix.risk)),
             risk_style(p.fix.risk),
         ),
-        Span::raw(p.fix.summary.clone()),
-    ])
+    ];
+    // Applied under a higher mode than the one in force now: offer to roll it back.
+    if matches!(p.status, ProposalStatus::Applied { .. }) && !p.fix.risk.allowed_in(mode) {
+        spans.push(Span::styled("ABOVE MODE, r rolls back ", theme::warning()));
+    }
+    spans.push(Span::raw(p.fix.summary.clone()));
+    Line::from(spans)
 }
 
 /// The selected proposal: why (evidence as numbers), what exactly changes, what should
