@@ -1,10 +1,12 @@
 //! The engine: sampler tasks, the tick, the snapshot channel, commands.
 //!
-//! Each sampler (cpu, memory, disks, net, processes, containers) runs as its own tokio task
-//! and publishes its latest reading on a watch channel. The tick never waits for a sampler:
-//! every interval it composes the latest readings into an immutable `Snapshot`, pushes the
-//! host history rings and publishes the snapshot as an `Arc`. Faces send `Command`s; their
-//! results come back in the next snapshot.
+//! Each sampler (cpu, memory, disks, net, processes, containers, journal view) runs as its
+//! own tokio task and publishes its latest reading on a watch channel. The tick never waits
+//! for a sampler: every interval it composes the latest readings into an immutable
+//! `Snapshot`, pushes the host history rings, runs detection (bottlenecks, proposals,
+//! validation of applied fixes, auto-fix) and publishes the snapshot as an `Arc`. Faces send
+//! `Command`s; their results come back in the next snapshot. Only the optimizer's actuators,
+//! called from here on a plain thread, change the host.
 
 pub mod health;
 pub mod sampler;
