@@ -38,6 +38,12 @@ pub struct Thresholds {
     pub noisy_batch_cpu_pct: f64,
     /// ...when a latency container's own PSI cpu some reaches this...
     pub noisy_latency_psi_cpu_pct: f64,
+    /// ...or when it stalls at least this long per unit of CPU it gets (stall fraction over
+    /// CPU fraction: 0.25 = a quarter of a second waiting for every second it runs), with at
+    /// least `noisy_latency_min_psi_pct` of stall so an idle agent never counts. An agent
+    /// busy a sixth of the time can be slowed down 1.5x while its PSI stays under 10 %...
+    pub noisy_latency_stall_per_cpu: f64,
+    pub noisy_latency_min_psi_pct: f64,
     /// ...or, where containers have no PSI, the host's reaches this.
     pub noisy_host_psi_cpu_pct: f64,
     /// A container above this many fair shares of the host CPU is a runaway.
@@ -68,6 +74,8 @@ impl Thresholds {
             disk_await_ms: 50.0,
             noisy_batch_cpu_pct: 50.0,
             noisy_latency_psi_cpu_pct: 10.0,
+            noisy_latency_stall_per_cpu: 0.25,
+            noisy_latency_min_psi_pct: 2.0,
             noisy_host_psi_cpu_pct: 20.0,
             runaway_fair_shares: 3.0,
             holt: HoltParams::default(),
@@ -346,14 +354,26 @@ fn starved_latency_evidence(snap: &Snapshot, t: &Thresholds) -> Vec<Evidence> {
         .filter(|c| is_running(c) && c.class == Some(AgentClass::Latency));
     latency
         .filter_map(|c| match some_avg10(c.pressure.cpu) {
-            Some(own) => (own >= t.noisy_latency_psi_cpu_pct).then(|| {
-                evidence(
-                    format!("{}.psi_cpu_some_avg10", c.name),
-                    own,
-                    t.noisy_latency_psi_cpu_pct,
-                    "%",
-                )
-            }),
+            Some(own) if own >= t.noisy_latency_psi_cpu_pct => Some(evidence(
+                format!("{}.psi_cpu_some_avg10", c.name),
+                own,
+                t.noisy_latency_psi_cpu_pct,
+                "%",
+            )),
+            Some(own) => {
+                // Stall relative to the agent's own demand: slowed down while mostly idle.
+                let cpu = f64::from(c.cpu_pct);
+                let per_cpu = if cpu > 0.0 { own / cpu } else { 0.0 };
+                (own >= t.noisy_latency_min_psi_pct && per_cpu >= t.noisy_latency_stall_per_cpu)
+                    .then(|| {
+                        evidence(
+                            format!("{}.stall_per_cpu", c.name),
+                            per_cpu,
+                            t.noisy_latency_stall_per_cpu,
+                            "x",
+                        )
+                    })
+            }
             None => host_psi
                 .filter(|&h| h >= t.noisy_host_psi_cpu_pct)
                 .map(|h| {

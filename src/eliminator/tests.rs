@@ -409,9 +409,23 @@ fn noisy_neighbour_names_the_batch_burner_and_the_starved_latency_agent() {
         evidence_of(&b, "agent-lat.host_psi_cpu_some_avg10").threshold,
         20.0
     );
+    // A mostly idle latency agent (10% CPU) stalled 5% of the time waits half a second for
+    // every second it runs: slowed 1.5x though its PSI is under 10%.
+    let b = fires_on_third_tick(
+        BottleneckKind::NoisyNeighbour,
+        noisy_host(80.0, Some(5.0), 30.0),
+    );
+    let stall = evidence_of(&b, "agent-lat.stall_per_cpu");
+    assert!(
+        (stall.value - 0.5).abs() < 1e-6 && stall.threshold == 0.25,
+        "{stall:?}"
+    );
     for quiet_case in [
         noisy_host(40.0, Some(15.0), 30.0),
-        noisy_host(80.0, Some(5.0), 30.0),
+        // Under the 2% floor: an idle agent's rounding never counts as starving.
+        noisy_host(80.0, Some(1.5), 30.0),
+        // 2% stall for 10% CPU: 0.2 per unit of CPU, under 0.25.
+        noisy_host(80.0, Some(2.0), 30.0),
         noisy_host(80.0, None, 15.0),
     ] {
         let mut d = detector();
