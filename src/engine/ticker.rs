@@ -45,6 +45,62 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(|_| "the actuating thread died".to_string())
 }
 
+/// What applying a proposal came to: the batch (None: already in place) and the fresh
+/// journal view, or the proposal's new status.
+type ApplyOutcome = Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus>;
+/// What a rollback came to: everything restored?, one line per batch, the fresh view.
+type RollbackOutcome = Result<(bool, Vec<String>, Option<ChangesSnapshot>), String>;
+
+/// Who asked for a rollback, for the notice.
+#[derive(Debug, Clone, Copy)]
+enum RollbackOrigin {
+    Operator,
+    Validation { id: u64, before: f64, after: f64 },
+}
+
+/// Work that ran off the tick loop, reporting back.
+enum Job {
+    Applied {
+        id: u64,
+        outcome: Result<ApplyOutcome, String>,
+    },
+    RolledBack {
+        origin: RollbackOrigin,
+        outcome: Result<RollbackOutcome, String>,
+    },
+}
+
+/// Roll back one batch (or all) under the journal lock. Blocking, off the runtime.
+fn rollback_blocking(
+    dir: &std::path::Path,
+    roots: &HostRoots,
+    batch: Option<u64>,
+) -> RollbackOutcome {
+    let (mut optimizer, _) = crate::optimizer::view::open_waiting(dir, roots)
+        .map_err(|e| format!("cannot open the journal: {e}"))?;
+    let results = match batch {
+        Some(b) => vec![optimizer.rollback(b)],
+        None => optimizer.rollback_all(),
+    };
+    // Failure is decided from the results, never from the words.
+    let ok = results
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
+    let lines: Vec<String> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(report) => crate::optimizer::view::summary(&report),
+            Err(err) => err.to_string(),
+        })
+        .collect();
+    drop(optimizer);
+    Ok((
+        ok,
+        lines,
+        crate::optimizer::view::read_changes(dir, roots).ok(),
+    ))
+}
+
 /// Plan and apply a proposal's intents under the journal lock. Blocking, off the runtime.
 fn apply_blocking(
     dir: &std::path::Path,
@@ -52,7 +108,7 @@ fn apply_blocking(
     endpoint: &str,
     label: &str,
     intents: &[crate::eliminator::strategy::Intent],
-) -> Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus> {
+) -> ApplyOutcome {
     // Lock the journal first, then read `before`: no other writer can slip a change in
     // between, so a rollback restores what really was there.
     let (mut optimizer, _) =
@@ -256,6 +312,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     };
 
     let host_info_is_root = host_info.is_root;
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let mut ticker = Ticker {
         interval,
         mode: config.mode,
@@ -279,6 +336,8 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         },
         proposals: ProposalBook::default(),
         cooldown_until: Instant::now(),
+        jobs_tx,
+        jobs_rx: Some(jobs_rx),
         started: Instant::now(),
         seq: 0,
         notice: None,
@@ -325,6 +384,9 @@ struct Ticker {
     proposals: ProposalBook,
     /// No automatic action before this instant.
     cooldown_until: Instant,
+    /// Applies and rollbacks run off the tick loop and report here.
+    jobs_tx: mpsc::UnboundedSender<Job>,
+    jobs_rx: Option<mpsc::UnboundedReceiver<Job>>,
     started: Instant,
     seq: u64,
     notice: Option<Notice>,
@@ -344,15 +406,31 @@ impl Ticker {
             self.recover_on_start().await;
         }
         let mut containers_live = true;
+        let Some(mut jobs) = self.jobs_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
+                Some(job) = jobs.recv() => {
+                    match job {
+                        Job::Applied { id, outcome } => self.finish_apply(id, outcome),
+                        Job::RolledBack { origin, outcome } => {
+                            self.finish_rollback(origin, outcome);
+                        }
+                    }
+                    let mut snap = (**snapshots.borrow()).clone();
+                    snap.proposals = self.proposals.list().to_vec();
+                    snap.changes = self.changes.clone();
+                    snap.notice = self.notice.clone();
+                    snapshots.send_replace(Arc::new(snap));
+                }
                 _ = ticker.tick() => {
                     self.seq += 1;
                     let mut snap = self.compose();
                     self.push_history(&snap);
                     self.detect(&mut snap);
-                    self.validate(&snap).await;
-                    self.auto_fix(&snapshots).await;
+                    self.validate(&snap);
+                    self.auto_fix(&snapshots);
                     snap.proposals = self.proposals.list().to_vec();
                     snap.changes = self.changes.clone();
                     snap.notice = self.notice.clone();
@@ -384,7 +462,7 @@ impl Ticker {
                 }
                 return false;
             }
-            Command::Apply(id) => self.apply(id, snapshots).await,
+            Command::Apply(id) => self.start_apply(id, snapshots),
             Command::Dismiss(id) => {
                 if self.proposals.get(id).is_some_and(|p| p.status.is_open()) {
                     self.proposals.set_status(id, ProposalStatus::Dismissed);
@@ -396,12 +474,8 @@ impl Ticker {
                     );
                 }
             }
-            Command::Rollback(batch) => {
-                self.rollback(Some(batch)).await;
-            }
-            Command::RollbackAll => {
-                self.rollback(None).await;
-            }
+            Command::Rollback(batch) => self.start_rollback(Some(batch), RollbackOrigin::Operator),
+            Command::RollbackAll => self.start_rollback(None, RollbackOrigin::Operator),
             Command::SetMode(mode) => {
                 self.mode = mode;
                 tracing::info!(mode = %mode, "mode changed");
@@ -488,7 +562,7 @@ impl Ticker {
 
     /// Watch applied fixes: after `validation_secs`, keep what helped and roll back what
     /// did not, on its own, saying so.
-    async fn validate(&mut self, snap: &Snapshot) {
+    fn validate(&mut self, snap: &Snapshot) {
         self.proposals.record_after(snap);
         let window_ms = self.optimizer.validation_secs.saturating_mul(1000);
         for (id, batch, verdict) in
@@ -512,18 +586,17 @@ impl Ticker {
                 }
                 Verdict::DidNotHelp { before, after } => {
                     tracing::warn!(id, before, after, "fix did not help; rolling it back");
-                    self.rollback(Some(batch)).await;
-                    let text = format!(
-                        "proposal {id} did not help ({before:.1} -> {after:.1}); rolled back on its own"
+                    self.start_rollback(
+                        Some(batch),
+                        RollbackOrigin::Validation { id, before, after },
                     );
-                    self.set_notice(text, true);
                 }
             }
         }
     }
 
     /// With auto-fix on: apply the oldest proposal the mode allows, one per cooldown.
-    async fn auto_fix(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
+    fn auto_fix(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
         if !self.optimizer.auto_fix || !self.manages_host || Instant::now() < self.cooldown_until {
             return;
         }
@@ -531,13 +604,14 @@ impl Ticker {
             return;
         };
         tracing::info!(id, "auto-fix applies a proposal");
-        self.apply(id, snapshots).await;
+        self.start_apply(id, snapshots);
         self.cooldown_until = Instant::now() + Duration::from_secs(self.optimizer.cooldown_secs);
     }
 
     /// Apply a proposal: read the real `before` of every change, journal, apply all or
-    /// nothing. The outcome becomes the proposal's status and the notice.
-    async fn apply(&mut self, id: u64, snapshots: &watch::Sender<Arc<Snapshot>>) {
+    /// nothing — on a plain thread, so ticks and keys go on meanwhile. The outcome comes back
+    /// as a job and becomes the proposal's status and the notice (`finish_apply`).
+    fn start_apply(&mut self, id: u64, snapshots: &watch::Sender<Arc<Snapshot>>) {
         let Some(proposal) = self.proposals.get(id).cloned() else {
             self.set_notice(format!("no proposal {id}"), true);
             return;
@@ -565,8 +639,16 @@ impl Ticker {
         );
         let label = format!("proposal {id}: {}", proposal.fix.summary);
         let intents = proposal.fix.intents.clone();
-        let outcome =
-            off_runtime(move || apply_blocking(&dir, &roots, &endpoint, &label, &intents)).await;
+        let jobs = self.jobs_tx.clone();
+        tokio::spawn(async move {
+            let outcome =
+                off_runtime(move || apply_blocking(&dir, &roots, &endpoint, &label, &intents))
+                    .await;
+            let _ = jobs.send(Job::Applied { id, outcome });
+        });
+    }
+
+    fn finish_apply(&mut self, id: u64, outcome: Result<ApplyOutcome, String>) {
         match outcome {
             Ok(Ok((Some(batch), view))) => {
                 self.proposals.applied(id, batch, now_ms());
@@ -628,7 +710,7 @@ impl Ticker {
     /// On quit: roll back what is active if configured, else say what stays.
     async fn on_exit(&mut self) {
         if self.optimizer.rollback_on_exit {
-            let ok = self.rollback(None).await;
+            let ok = self.rollback_now(None).await;
             let text = self
                 .notice
                 .as_ref()
@@ -647,56 +729,63 @@ impl Ticker {
         }
     }
 
-    /// Roll back one batch, or all; the result becomes the notice and the view refreshes.
-    async fn rollback(&mut self, batch: Option<u64>) -> bool {
+    /// Roll back one batch, or all, off the tick loop; `finish_rollback` reports it.
+    fn start_rollback(&mut self, batch: Option<u64>, origin: RollbackOrigin) {
         let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
-        let done = off_runtime(move || {
-            let (mut optimizer, _) = crate::optimizer::view::open_waiting(&dir, &roots)
-                .map_err(|e| format!("cannot open the journal: {e}"))?;
-            let results = match batch {
-                Some(b) => vec![optimizer.rollback(b)],
-                None => optimizer.rollback_all(),
-            };
-            // Failure is decided from the results, never from the words.
-            let ok = results
-                .iter()
-                .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
-            let lines: Vec<String> = results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(report) => crate::optimizer::view::summary(&report),
-                    Err(err) => err.to_string(),
-                })
-                .collect();
-            drop(optimizer);
-            let view = crate::optimizer::view::read_changes(&dir, &roots).ok();
-            Ok::<_, String>((ok, lines, view))
-        })
-        .await;
-        match done {
+        let jobs = self.jobs_tx.clone();
+        tokio::spawn(async move {
+            let outcome = off_runtime(move || rollback_blocking(&dir, &roots, batch)).await;
+            let _ = jobs.send(Job::RolledBack { origin, outcome });
+        });
+    }
+
+    /// Roll back and wait (quitting with `rollback_on_exit`).
+    async fn rollback_now(&mut self, batch: Option<u64>) -> bool {
+        let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
+        let outcome = off_runtime(move || rollback_blocking(&dir, &roots, batch)).await;
+        self.finish_rollback(RollbackOrigin::Operator, outcome)
+    }
+
+    /// The rollback's result becomes the notice (worded from what really happened) and the
+    /// journal view refreshes; true when everything was restored.
+    fn finish_rollback(
+        &mut self,
+        origin: RollbackOrigin,
+        outcome: Result<RollbackOutcome, String>,
+    ) -> bool {
+        let (ok, text) = match outcome {
             Ok(Ok((ok, lines, view))) => {
+                if let Some(view) = view {
+                    self.changes = view;
+                    self.sync_proposals_with_journal();
+                }
                 let text = if lines.is_empty() {
                     "nothing to roll back".to_string()
                 } else {
                     lines.join("; ")
                 };
-                tracing::info!("{text}");
-                self.set_notice(text, !ok);
-                if let Some(view) = view {
-                    self.changes = view;
-                    self.sync_proposals_with_journal();
-                }
-                ok
+                (ok, text)
             }
-            Ok(Err(err)) => {
-                self.set_notice(err, true);
-                false
-            }
-            Err(err) => {
-                self.set_notice(format!("rollback failed: {err}"), true);
-                false
-            }
+            Ok(Err(err)) => (false, err),
+            Err(err) => (false, format!("rollback failed: {err}")),
+        };
+        let text = match origin {
+            RollbackOrigin::Operator => text,
+            RollbackOrigin::Validation { id, before, after } if ok => format!(
+                "proposal {id} did not help ({before:.1} -> {after:.1}); rolled back on its own"
+            ),
+            RollbackOrigin::Validation { id, before, after } => format!(
+                "proposal {id} did not help ({before:.1} -> {after:.1}); rolling it back FAILED: {text}"
+            ),
+        };
+        if ok {
+            tracing::info!("{text}");
+        } else {
+            tracing::error!("{text}");
         }
+        let is_error = !ok || !matches!(origin, RollbackOrigin::Operator);
+        self.set_notice(text, is_error);
+        ok
     }
 
     /// A proposal whose batch is no longer open in the journal was rolled back, whoever did
