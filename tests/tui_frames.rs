@@ -787,3 +787,28 @@ fn an_applied_fix_above_the_mode_offers_its_rollback() {
         Some(Command::Rollback(5))
     );
 }
+
+#[test]
+fn the_cores_pane_shows_which_agents_are_pinned_where() {
+    let mut snap = common::with_containers(4);
+    let shown = text(&render(&snap, &focused(Pane::Cores), LARGE));
+    assert!(!shown.contains("pinned agents"), "{shown}");
+    for (i, c) in snap.containers.agents.iter_mut().enumerate() {
+        c.state = "running".into();
+        c.cpuset_cpus = if i < 2 { "1".into() } else { "0-1".into() };
+    }
+    let shown = text(&render(&snap, &focused(Pane::Cores), LARGE));
+    let names: Vec<String> = snap.containers.agents[..2]
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let expected = format!("cpus 1 ← {}, {}", names[0], names[1]);
+    assert!(
+        shown.contains("pinned agents:") && shown.contains(&expected),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("cpus 0-1 ←"),
+        "agents on every CPU are not pinned: {shown}"
+    );
+}

@@ -62,6 +62,49 @@ fn body(snap: &Snapshot, width: usize, height: usize) -> Vec<Line<'static>> {
         ));
     } else {
         lines.extend(legend);
+        // Which agents are pinned where, in the rows left.
+        let room = height.saturating_sub(lines.len());
+        lines.extend(pinned_lines(snap, width).into_iter().take(room));
+    }
+    lines
+}
+
+/// Agents confined to fewer CPUs than the host has (a cpuset, ours or anyone's), as
+/// "cpus ← agents" lines, so an operator sees who shares which cores.
+fn pinned_lines(snap: &Snapshot, width: usize) -> Vec<Line<'static>> {
+    let all = crate::host::format_cpu_list(
+        &snap
+            .topology
+            .cpus
+            .iter()
+            .filter(|c| c.online)
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+    );
+    let mut by_set: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for c in &snap.containers.agents {
+        if c.state == "running" && !c.cpuset_cpus.is_empty() && c.cpuset_cpus != all {
+            by_set
+                .entry(c.cpuset_cpus.clone())
+                .or_default()
+                .push(c.name.as_str());
+        }
+    }
+    if by_set.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![Line::styled("pinned agents:", theme::label())];
+    for (cpus, mut names) in by_set {
+        names.sort_unstable();
+        let mut text = format!("  cpus {cpus} ← {}", names.join(", "));
+        if text.chars().count() > width {
+            text = text
+                .chars()
+                .take(width.saturating_sub(1))
+                .collect::<String>()
+                + "…";
+        }
+        lines.push(Line::from(text));
     }
     lines
 }
