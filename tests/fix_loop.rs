@@ -3,6 +3,7 @@
 //! (Command::Apply) changes the containers and the processes for real, and `r`
 //! (Command::Rollback) puts every value back.
 
+mod host_support;
 mod support;
 
 use std::time::Duration;
@@ -30,24 +31,37 @@ fn main_pid(c: &Container) -> i32 {
 }
 
 /// Scheduler policy of every thread of `pid` (field 41 of each task's stat).
-fn policies(pid: i32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            stat[stat.rfind(')')? + 2..]
-                .split(' ')
-                .nth(38)?
-                .parse()
-                .ok()
-        })
+fn policies(pid: i32) -> Vec<i64> {
+    host_support::thread_stat_field(pid as u32, 41)
+        .into_values()
         .collect()
 }
 
 /// The tests here load the whole host and the engine sees every batch agent on it: one at a
 /// time, so one test's containers never become the other's targets.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A batch-class agent burning a CPU.
+fn batch_hog(name: &str) -> Container {
+    Container::run(
+        &unique(name),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=batch",
+        ],
+        &["sh", "-c", "while :; do :; done"],
+    )
+}
+
+/// A fast tick, a short hold and a journal of the test's own.
+fn loop_config(state: &tempfile::TempDir) -> sutazai_top::config::Config {
+    let mut config = test_config(300);
+    config.optimizer.state_dir = state.path().to_path_buf();
+    config.detect.hold_ticks = 2;
+    config
+}
 
 fn send(engine: &RunningEngine, command: Command) {
     let commands = engine.handle.commands.clone();
@@ -58,21 +72,12 @@ fn send(engine: &RunningEngine, command: Command) {
 fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let state = tempfile::tempdir().unwrap();
-    let mut config = test_config(300);
-    config.optimizer.state_dir = state.path().to_path_buf();
-    config.detect.hold_ticks = 2;
-    let hog = ["sh", "-c", "while :; do :; done"];
-    let batch = [
-        "--label",
-        "sutazai.agent=1",
-        "--label",
-        "sutazai.class=batch",
-    ];
-    let a = Container::run(&unique("hog-a"), &batch, &hog);
-    let b = Container::run(&unique("hog-b"), &batch, &hog);
+    let config = loop_config(&state);
+    let a = batch_hog("hog-a");
+    let b = batch_hog("hog-b");
     let before_shares = (shares(&a), shares(&b));
     let pids = [main_pid(&a), main_pid(&b)];
-    let before_policies: Vec<Vec<u32>> = pids.iter().map(|&p| policies(p)).collect();
+    let before_policies: Vec<Vec<i64>> = pids.iter().map(|&p| policies(p)).collect();
 
     let mut engine = RunningEngine::start(config);
     let snap = engine.wait_for(Duration::from_secs(30), "a CPU-weight proposal", |s| {
@@ -154,7 +159,7 @@ fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
         (normalise(shares(&a)), normalise(shares(&b))),
         (normalise(before_shares.0), normalise(before_shares.1))
     );
-    let after_policies: Vec<Vec<u32>> = pids.iter().map(|&p| policies(p)).collect();
+    let after_policies: Vec<Vec<i64>> = pids.iter().map(|&p| policies(p)).collect();
     assert_eq!(after_policies, before_policies);
 }
 
@@ -162,24 +167,15 @@ fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
 fn auto_fix_applies_and_a_fix_that_does_not_help_rolls_back_on_its_own() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let state = tempfile::tempdir().unwrap();
-    let mut config = test_config(300);
-    config.optimizer.state_dir = state.path().to_path_buf();
+    let mut config = loop_config(&state);
     config.optimizer.auto_fix = true;
     config.optimizer.validation_secs = 3;
     config.optimizer.cooldown_secs = 60;
-    config.detect.hold_ticks = 2;
-    let hog = ["sh", "-c", "while :; do :; done"];
-    let batch = [
-        "--label",
-        "sutazai.agent=1",
-        "--label",
-        "sutazai.class=batch",
-    ];
     // Three hogs on this host's CPUs: the CPU stays saturated whatever their weights are,
     // so lowering them all cannot lower the host's CPU pressure.
     let hogs: Vec<Container> = ["x", "y", "z"]
         .iter()
-        .map(|n| Container::run(&unique(&format!("auto-{n}")), &batch, &hog))
+        .map(|n| batch_hog(&format!("auto-{n}")))
         .collect();
     let before: Vec<String> = hogs.iter().map(shares).collect();
 

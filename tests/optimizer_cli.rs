@@ -1,6 +1,8 @@
 //! The journaled change path from the command line, with real processes: `set`, `journal`,
 //! `rollback`, and a kill -9 in the middle of a batch followed by a full restore.
 
+mod host_support;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -48,16 +50,8 @@ impl Threads {
     }
 
     /// Each thread's nice, from /proc/<pid>/task/<tid>/stat (field 19).
-    fn nices(&self) -> BTreeMap<u32, i32> {
-        self.tids()
-            .into_iter()
-            .filter_map(|tid| {
-                let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid()))
-                    .ok()?;
-                let after = &stat[stat.rfind(')')? + 2..];
-                Some((tid, after.split(' ').nth(16)?.parse().ok()?))
-            })
-            .collect()
+    fn nices(&self) -> BTreeMap<u32, i64> {
+        host_support::thread_stat_field(self.pid(), 19)
     }
 
     /// Each thread's Cpus_allowed_list.

@@ -1,5 +1,7 @@
 //! The real binary in a real terminal (tmux), driven by keys as a person would.
 
+mod host_support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -197,21 +199,11 @@ fn sigterm_and_sighup_quit_with_the_terminal_restored() {
     }
 }
 
-/// Each thread's nice of process `pid` (field 19 of /proc/<pid>/task/<tid>/stat).
-fn thread_nices(pid: u32) -> Vec<i32> {
-    let mut nices = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if let Some(close) = stat.rfind(')') {
-            if let Some(nice) = stat[close + 2..].split(' ').nth(16) {
-                nices.push(nice.parse().unwrap());
-            }
-        }
-    }
-    nices
+/// Each thread's nice of process `pid`.
+fn thread_nices(pid: u32) -> Vec<i64> {
+    host_support::thread_stat_field(pid, 19)
+        .into_values()
+        .collect()
 }
 
 #[test]

@@ -29,3 +29,21 @@ pub fn favour(pid: u32) {
         eprintln!("could not raise the child's priority; measuring anyway");
     }
 }
+
+/// Field `field` (1-based, as in proc(5): 19 nice, 41 policy) of each thread's
+/// /proc/<pid>/task/<tid>/stat, by tid. Threads that exit while being read are left out.
+pub fn thread_stat_field(pid: u32, field: usize) -> std::collections::BTreeMap<u32, i64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the comm start at 3 ("state").
+            let value = stat[stat.rfind(')')? + 2..].split(' ').nth(field - 3)?;
+            Some((tid, value.parse().ok()?))
+        })
+        .collect()
+}

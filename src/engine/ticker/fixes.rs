@@ -1,0 +1,414 @@
+//! The fix lifecycle of the tick: detection, proposals, applying and rolling back off the
+//! tick loop (as jobs that report back), validation, auto-fix, and the journal at start and
+//! quit. Only here does the engine reach the optimizer, and through it the host.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use super::Ticker;
+use crate::eliminator::proposals::{ProposalStatus, Verdict};
+use crate::host::HostRoots;
+use crate::optimizer::change::ActuatorError;
+use crate::optimizer::master::ApplyError;
+use crate::snapshot::{ChangesSnapshot, Snapshot};
+
+/// Run `work` on a plain thread, outside the runtime: actuators that talk to Docker drive their
+/// own small runtime and must not be called from within this one (not even from its blocking
+/// pool).
+pub(super) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sutazai-actuate".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the actuating thread died".to_string())
+}
+
+/// What applying a proposal came to: the batch (None: already in place) and the fresh
+/// journal view, or the proposal's new status.
+pub(super) type ApplyOutcome = Result<(Option<u64>, Option<ChangesSnapshot>), ProposalStatus>;
+/// What a rollback came to: everything restored?, one line per batch, the fresh view.
+pub(super) type RollbackOutcome = Result<(bool, Vec<String>, Option<ChangesSnapshot>), String>;
+
+/// Who asked for a rollback, for the notice.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RollbackOrigin {
+    Operator,
+    Validation { id: u64, before: f64, after: f64 },
+}
+
+/// Work that ran off the tick loop, reporting back.
+pub(super) enum Job {
+    Applied {
+        id: u64,
+        outcome: Result<ApplyOutcome, String>,
+    },
+    RolledBack {
+        origin: RollbackOrigin,
+        outcome: Result<RollbackOutcome, String>,
+    },
+}
+
+/// Roll back one batch (or all) under the journal lock. Blocking, off the runtime.
+fn rollback_blocking(
+    dir: &std::path::Path,
+    roots: &HostRoots,
+    batch: Option<u64>,
+) -> RollbackOutcome {
+    let (mut optimizer, _) = crate::optimizer::view::open_waiting(dir, roots)
+        .map_err(|e| format!("cannot open the journal: {e}"))?;
+    let results = match batch {
+        Some(b) => vec![optimizer.rollback(b)],
+        None => optimizer.rollback_all(),
+    };
+    // Failure is decided from the results, never from the words.
+    let ok = results
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
+    let lines: Vec<String> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(report) => crate::optimizer::view::summary(&report),
+            Err(err) => err.to_string(),
+        })
+        .collect();
+    drop(optimizer);
+    Ok((
+        ok,
+        lines,
+        crate::optimizer::view::read_changes(dir, roots).ok(),
+    ))
+}
+
+/// Plan and apply a proposal's intents under the journal lock. Blocking, off the runtime.
+fn apply_blocking(
+    dir: &std::path::Path,
+    roots: &HostRoots,
+    endpoint: &str,
+    label: &str,
+    intents: &[crate::eliminator::strategy::Intent],
+) -> ApplyOutcome {
+    // Lock the journal first, then read `before`: no other writer can slip a change in
+    // between, so a rollback restores what really was there.
+    let (mut optimizer, _) =
+        crate::optimizer::view::open_waiting(dir, roots).map_err(|e| ProposalStatus::Failed {
+            why: format!("journal: {e}"),
+        })?;
+    let gone_or_failed = |err: ActuatorError| match err {
+        ActuatorError::Gone(why) => ProposalStatus::Stale {
+            why: format!("target gone: {why}"),
+        },
+        other => ProposalStatus::Failed {
+            why: other.to_string(),
+        },
+    };
+    let changes =
+        crate::eliminator::plan::plan(intents, roots, endpoint).map_err(gone_or_failed)?;
+    if changes.is_empty() {
+        return Ok((None, None));
+    }
+    // Two open batches on one knob would undo out of order: refuse the second.
+    for open in optimizer.open_batches() {
+        let clash = open.changes.iter().any(|(held, _)| {
+            changes
+                .iter()
+                .any(|c| c.target == held.target && c.knob == held.knob)
+        });
+        if clash {
+            return Err(ProposalStatus::Stale {
+                why: format!(
+                    "batch {} already changed this; roll it back first",
+                    open.batch
+                ),
+            });
+        }
+    }
+    let batch = optimizer.apply(label, &changes).map_err(|err| match err {
+        ApplyError::Undone { error, .. } => gone_or_failed(error),
+        other => ProposalStatus::Failed {
+            why: other.to_string(),
+        },
+    })?;
+    drop(optimizer);
+    Ok((
+        Some(batch),
+        crate::optimizer::view::read_changes(dir, roots).ok(),
+    ))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fix must improve its figure by this fraction to be kept.
+const MIN_IMPROVEMENT: f64 = 0.05;
+
+impl Ticker {
+    /// One tick of detection: bottlenecks that held, and fixes proposed for them (gated by
+    /// the mode). Pure over the snapshot; nothing on the host is read or changed here.
+    pub(super) fn detect(&mut self, snap: &mut Snapshot) {
+        let bottlenecks = self.detector.observe(snap);
+        self.proposals
+            .update(&bottlenecks, snap, &self.strategies, &self.strategy_context);
+        snap.bottlenecks = bottlenecks;
+    }
+
+    /// Watch applied fixes: after `validation_secs`, keep what helped and roll back what
+    /// did not, on its own, saying so.
+    pub(super) fn validate(&mut self, snap: &Snapshot) {
+        self.proposals.record_after(snap);
+        let window_ms = self.optimizer.validation_secs.saturating_mul(1000);
+        for (id, batch, verdict) in
+            self.proposals
+                .due_verdicts(snap.taken_at_ms, window_ms, MIN_IMPROVEMENT)
+        {
+            match verdict {
+                Verdict::Helped {
+                    before,
+                    after,
+                    improvement_pct,
+                } => {
+                    let text = format!(
+                        "proposal {id} helped: {before:.1} -> {after:.1} ({improvement_pct:.0}% better); kept"
+                    );
+                    tracing::info!("{text}");
+                    self.set_notice(text, false);
+                }
+                Verdict::Unmeasurable => {
+                    tracing::info!(id, "fix kept; its figure could not prove it helped");
+                }
+                Verdict::DidNotHelp { before, after } => {
+                    tracing::warn!(id, before, after, "fix did not help; rolling it back");
+                    self.start_rollback(
+                        Some(batch),
+                        RollbackOrigin::Validation { id, before, after },
+                    );
+                }
+            }
+        }
+    }
+
+    /// With auto-fix on: apply the oldest proposal the mode allows, one per cooldown.
+    pub(super) fn auto_fix(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        if !self.optimizer.auto_fix || !self.manages_host || Instant::now() < self.cooldown_until {
+            return;
+        }
+        let Some(id) = self.proposals.oldest_open().map(|p| p.id) else {
+            return;
+        };
+        tracing::info!(id, "auto-fix applies a proposal");
+        self.start_apply(id, snapshots);
+        self.cooldown_until = Instant::now() + Duration::from_secs(self.optimizer.cooldown_secs);
+    }
+
+    /// Apply a proposal: read the real `before` of every change, journal, apply all or
+    /// nothing — on a plain thread, so ticks and keys go on meanwhile. The outcome comes back
+    /// as a job and becomes the proposal's status and the notice (`finish_apply`).
+    pub(super) fn start_apply(&mut self, id: u64, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        let Some(proposal) = self.proposals.get(id).cloned() else {
+            self.set_notice(format!("no proposal {id}"), true);
+            return;
+        };
+        if !proposal.status.is_open() {
+            self.set_notice(
+                format!("proposal {id} is {}", proposal.status.label()),
+                true,
+            );
+            return;
+        }
+        if !self.host_info.is_root {
+            self.set_notice("read-only (not root): nothing is applied".to_string(), true);
+            return;
+        }
+        self.proposals.set_status(id, ProposalStatus::Applying);
+        let mut snap = (**snapshots.borrow()).clone();
+        snap.proposals = self.proposals.list().to_vec();
+        snapshots.send_replace(Arc::new(snap));
+
+        let (dir, roots, endpoint) = (
+            self.optimizer.state_dir.clone(),
+            self.roots.clone(),
+            self.docker_endpoint.clone(),
+        );
+        let label = format!("proposal {id}: {}", proposal.fix.summary);
+        let intents = proposal.fix.intents.clone();
+        let jobs = self.jobs_tx.clone();
+        tokio::spawn(async move {
+            let outcome =
+                off_runtime(move || apply_blocking(&dir, &roots, &endpoint, &label, &intents))
+                    .await;
+            let _ = jobs.send(Job::Applied { id, outcome });
+        });
+    }
+
+    pub(super) fn finish_apply(&mut self, id: u64, outcome: Result<ApplyOutcome, String>) {
+        match outcome {
+            Ok(Ok((Some(batch), view))) => {
+                self.proposals.applied(id, batch, now_ms());
+                self.set_notice(
+                    format!("proposal {id} applied as batch {batch}; r in Proposals rolls it back"),
+                    false,
+                );
+                if let Some(view) = view {
+                    self.changes = view;
+                }
+            }
+            Ok(Ok((None, _))) => {
+                self.proposals.suppress(id, now_ms());
+                self.proposals.set_status(
+                    id,
+                    ProposalStatus::Stale {
+                        why: "already in place".to_string(),
+                    },
+                );
+                self.set_notice(
+                    format!("proposal {id}: already in place, nothing changed"),
+                    false,
+                );
+            }
+            Ok(Err(status)) => {
+                self.proposals.suppress(id, now_ms());
+                let text = match &status {
+                    ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => why.clone(),
+                    other => other.label().to_string(),
+                };
+                self.set_notice(format!("proposal {id} not applied: {text}"), true);
+                self.proposals.set_status(id, status);
+            }
+            Err(err) => {
+                self.proposals.suppress(id, now_ms());
+                self.set_notice(format!("proposal {id} not applied: {err}"), true);
+                self.proposals
+                    .set_status(id, ProposalStatus::Failed { why: err });
+            }
+        }
+    }
+
+    /// Batches an earlier run left half applied, handled per `on_unclean_exit`.
+    pub(super) async fn recover_on_start(&mut self) {
+        let (dir, roots, policy) = (
+            self.optimizer.state_dir.clone(),
+            self.roots.clone(),
+            self.optimizer.on_unclean_exit,
+        );
+        let done =
+            off_runtime(move || crate::optimizer::view::recover_on_start(&dir, &roots, policy))
+                .await;
+        if let Ok(Some(message)) = done {
+            tracing::warn!("{message}");
+            self.set_notice(message, false);
+        }
+    }
+
+    /// On quit: roll back what is active if configured, else say what stays.
+    pub(super) async fn on_exit(&mut self) {
+        if self.optimizer.rollback_on_exit {
+            let ok = self.rollback_now(None).await;
+            let text = self
+                .notice
+                .as_ref()
+                .map(|n| n.text.clone())
+                .unwrap_or_default();
+            if ok {
+                tracing::info!("rollback on exit: {text}");
+            } else {
+                tracing::error!("rollback on exit incomplete: {text}");
+            }
+        } else if !self.changes.active.is_empty() {
+            tracing::info!(
+                batches = self.changes.active.len(),
+                "changes stay active on the host (rollback_on_exit = false); `sutazai-top rollback --all` undoes them"
+            );
+        }
+    }
+
+    /// Roll back one batch, or all, off the tick loop; `finish_rollback` reports it.
+    pub(super) fn start_rollback(&mut self, batch: Option<u64>, origin: RollbackOrigin) {
+        let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
+        let jobs = self.jobs_tx.clone();
+        tokio::spawn(async move {
+            let outcome = off_runtime(move || rollback_blocking(&dir, &roots, batch)).await;
+            let _ = jobs.send(Job::RolledBack { origin, outcome });
+        });
+    }
+
+    /// Roll back and wait (quitting with `rollback_on_exit`).
+    pub(super) async fn rollback_now(&mut self, batch: Option<u64>) -> bool {
+        let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
+        let outcome = off_runtime(move || rollback_blocking(&dir, &roots, batch)).await;
+        self.finish_rollback(RollbackOrigin::Operator, outcome)
+    }
+
+    /// The rollback's result becomes the notice (worded from what really happened) and the
+    /// journal view refreshes; true when everything was restored.
+    pub(super) fn finish_rollback(
+        &mut self,
+        origin: RollbackOrigin,
+        outcome: Result<RollbackOutcome, String>,
+    ) -> bool {
+        let (ok, text) = match outcome {
+            Ok(Ok((ok, lines, view))) => {
+                if let Some(view) = view {
+                    self.changes = view;
+                    self.sync_proposals_with_journal();
+                }
+                let text = if lines.is_empty() {
+                    "nothing to roll back".to_string()
+                } else {
+                    lines.join("; ")
+                };
+                (ok, text)
+            }
+            Ok(Err(err)) => (false, err),
+            Err(err) => (false, format!("rollback failed: {err}")),
+        };
+        let text = match origin {
+            RollbackOrigin::Operator => text,
+            RollbackOrigin::Validation { id, before, after } if ok => format!(
+                "proposal {id} did not help ({before:.1} -> {after:.1}); rolled back on its own"
+            ),
+            RollbackOrigin::Validation { id, before, after } => format!(
+                "proposal {id} did not help ({before:.1} -> {after:.1}); rolling it back FAILED: {text}"
+            ),
+        };
+        if ok {
+            tracing::info!("{text}");
+        } else {
+            tracing::error!("{text}");
+        }
+        let is_error = !ok || !matches!(origin, RollbackOrigin::Operator);
+        self.set_notice(text, is_error);
+        ok
+    }
+
+    /// A proposal whose batch is no longer open in the journal was rolled back, whoever did
+    /// it (this dashboard, validation, or `sutazai-top rollback` from another terminal).
+    pub(super) fn sync_proposals_with_journal(&mut self) {
+        if !self.changes.journal_found {
+            return; // no journal read: no conclusion from an empty view
+        }
+        let open: Vec<u64> = self.changes.active.iter().map(|b| b.batch).collect();
+        let closed: Vec<u64> = self
+            .proposals
+            .list()
+            .iter()
+            .filter_map(|p| match p.status {
+                ProposalStatus::Applied { batch } if !open.contains(&batch) => Some(batch),
+                _ => None,
+            })
+            .collect();
+        for batch in closed {
+            self.proposals.rolled_back(batch);
+        }
+    }
+}
