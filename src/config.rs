@@ -138,6 +138,12 @@ pub struct OptimizerConfig {
     pub validation_secs: u64,
     /// Seconds between two automatic actions.
     pub cooldown_secs: u64,
+    /// Propose NUMA fixes (cpuset mems, page migration) where the host has more than one
+    /// node.
+    pub enable_numa: bool,
+    /// Propose transparent huge page changes (madvise in balanced mode, always in
+    /// aggressive); off by default, since THP can add latency spikes on some loads.
+    pub enable_transparent_hugepages: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -159,6 +165,8 @@ impl Default for OptimizerConfig {
             auto_fix: false,
             validation_secs: 10,
             cooldown_secs: 15,
+            enable_numa: true,
+            enable_transparent_hugepages: false,
         }
     }
 }

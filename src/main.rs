@@ -541,6 +541,8 @@ fn show_journal(config: &Config) -> anyhow::Result<()> {
                 Target::Thread { pid, tid, .. } => format!("thread {tid} of {pid}"),
                 Target::Container { id } => format!("container {id}"),
                 Target::Host => "host".to_string(),
+                Target::Process { pid, .. } => format!("process {pid}"),
+                Target::Cgroup { path } => format!("cgroup {}", path.display()),
             };
             println!(
                 "  {target}: {:?} {} -> {} [{state}]",

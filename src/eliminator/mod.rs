@@ -31,6 +31,8 @@ pub enum BottleneckKind {
     NoisyNeighbour,
     RunawayAgent,
     PredictedExhaustion,
+    /// An agent whose memory sits mostly on a node other than the one its CPUs are on.
+    NumaImbalance,
 }
 
 /// What a bottleneck is about. Containers by id and processes by (pid, start time), so

@@ -146,6 +146,8 @@ pub struct Context {
     pub thp_allowed: bool,
     /// Whether a KSM file exists on this host (sys/kernel/mm/ksm/run).
     pub ksm_available: bool,
+    /// Whether NUMA fixes may be proposed (`enable_numa`, default true).
+    pub numa_allowed: bool,
 }
 
 impl Default for Context {
@@ -154,6 +156,7 @@ impl Default for Context {
             batch_policy: "SCHED_BATCH".to_string(),
             thp_allowed: false,
             ksm_available: false,
+            numa_allowed: true,
         }
     }
 }

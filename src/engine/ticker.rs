@@ -194,8 +194,9 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         strategies: strategy::built_in(),
         strategy_context: StrategyContext {
             batch_policy: config.optimizer.scheduler_policy.clone(),
-            thp_allowed: false,
+            thp_allowed: config.optimizer.enable_transparent_hugepages,
             ksm_available: config.host.sys_root.join("kernel/mm/ksm/run").is_file(),
+            numa_allowed: config.optimizer.enable_numa,
         },
         proposals: ProposalBook::default(),
         cooldown_until: Instant::now(),

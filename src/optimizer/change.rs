@@ -23,6 +23,11 @@ pub enum Target {
     },
     /// A host-wide knob: the file is named by the knob.
     Host,
+    /// A whole process (its memory is shared by every thread), by pid and start time.
+    Process { pid: i32, start_time: u64 },
+    /// A cgroup directory, for agents that are plain processes: the path is relative to the
+    /// sys root ("fs/cgroup/system.slice/agent.service", "fs/cgroup/cpu,cpuacct/agents/x").
+    Cgroup { path: PathBuf },
 }
 
 /// Which setting a change turns.
@@ -51,6 +56,13 @@ pub enum Knob {
     ContainerCpuQuota,
     /// A container's memory limit in bytes, or "max" for none.
     ContainerMemoryLimit,
+    /// The NUMA nodes holding a process's pages, as a node list ("0", "0-1"); applying
+    /// migrates the pages there (migrate_pages).
+    MemoryNodes,
+    /// One control file of a cgroup target, by name, in the kernel's own notation: v2
+    /// "cpu.weight", "cpu.max", "memory.high", "memory.max"; v1 "cpu.shares",
+    /// "cpu.cfs_quota_us", "memory.limit_in_bytes", "memory.soft_limit_in_bytes".
+    CgroupFile { file: String },
 }
 
 /// One reversible change.

@@ -129,6 +129,8 @@ fn unsupported(target: &Target, knob: &Knob) -> ActuatorError {
             Target::Thread { .. } => "a thread",
             Target::Container { .. } => "a container",
             Target::Host => "the host",
+            Target::Process { .. } => "a process",
+            Target::Cgroup { .. } => "a cgroup",
         }
     ))
 }
@@ -146,6 +148,8 @@ fn knob_name(knob: &Knob) -> String {
         Knob::ContainerCpuShares => "cpu shares".to_string(),
         Knob::ContainerCpuQuota => "cpu quota".to_string(),
         Knob::ContainerMemoryLimit => "memory limit".to_string(),
+        Knob::MemoryNodes => "memory nodes".to_string(),
+        Knob::CgroupFile { file } => file.clone(),
     }
 }
 
