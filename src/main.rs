@@ -12,7 +12,8 @@ use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
 use sutazai_top::engine::{self, Command};
 use sutazai_top::host::HostRoots;
 use sutazai_top::optimizer::actuators::{
-    ContainerActuator, HostActuators, plan_container_with, plan_process,
+    ContainerActuator, HostActuators, cgroup_file_names, plan_cgroup, plan_container_with,
+    plan_process,
 };
 use sutazai_top::optimizer::change::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::{ChangeState, Recovery};
@@ -72,23 +73,35 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         ticks: u64,
     },
-    /// Change one setting of a process (every thread) or a container, journaled and reversible.
+    /// Change one setting of a process (every thread), a container or a cgroup, journaled and
+    /// reversible.
     Set {
         /// The process (thread knobs: affinity, policy, nice, ioprio).
         #[arg(
             long,
-            conflicts_with = "container",
-            required_unless_present = "container"
+            conflicts_with_all = ["container", "cgroup"],
+            required_unless_present_any = ["container", "cgroup"]
         )]
         pid: Option<i32>,
         /// The container, by id or name (container knobs: cpuset, cpuset-mems, shares, quota,
         /// memory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cgroup")]
         container: Option<String>,
+        /// The cgroup of an agent that is a plain process, relative to the sys root
+        /// ("fs/cgroup/cpu/agents/x") or absolute under it; the knob is a cgroup file:
+        /// cpu.weight (1..10000), cpu.max ("QUOTA PERIOD", "max PERIOD" or the quota alone),
+        /// memory.high, memory.max (bytes, k/m/g, or max), cpu.shares (2..262144),
+        /// cpu.cfs_quota_us (-1 or >= 1000), memory.limit_in_bytes,
+        /// memory.soft_limit_in_bytes (bytes or -1), cpuset.cpus, cpuset.mems (lists).
+        /// Example: set --cgroup fs/cgroup/cpu/agents/x cpu.shares 512
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
         /// affinity (a CPU list), policy (SCHED_OTHER|SCHED_BATCH|SCHED_IDLE), nice (-20..19),
         /// ioprio (rt/N, be/N, idle, none); cpuset and cpuset-mems (lists), shares (2..262144),
-        /// quota (cores, e.g. 1.5, or max), memory (bytes, k/m/g, or max).
-        knob: KnobName,
+        /// quota (cores, e.g. 1.5, or max), memory (bytes, k/m/g, or max); with --cgroup, a
+        /// cgroup file name.
+        #[arg(value_parser = parse_set_knob)]
+        knob: SetKnob,
         value: String,
         /// Pause between changes (to watch a batch being applied; tests use it to crash one
         /// half way).
@@ -126,6 +139,30 @@ enum KnobName {
     Shares,
     Quota,
     Memory,
+}
+
+/// What `set` turns: a named knob, or a cgroup file (a name with a dot, "cpu.shares").
+#[derive(Debug, Clone)]
+enum SetKnob {
+    Named(KnobName),
+    CgroupFile(String),
+}
+
+fn parse_set_knob(text: &str) -> Result<SetKnob, String> {
+    use clap::ValueEnum;
+    if text.contains('.') {
+        return Ok(SetKnob::CgroupFile(text.to_string()));
+    }
+    KnobName::from_str(text, true)
+        .map(SetKnob::Named)
+        .map_err(|_| {
+            let names: Vec<String> = KnobName::value_variants()
+                .iter()
+                .filter_map(|k| Some(k.to_possible_value()?.get_name().to_string()))
+                .chain(cgroup_file_names().map(str::to_string))
+                .collect();
+            format!("unknown knob; expected one of {}", names.join(", "))
+        })
 }
 
 impl KnobName {
@@ -245,15 +282,17 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Set {
             pid,
             container,
+            cgroup,
             knob,
             value,
             pause_between_ms,
         }) => {
             init_stderr_logging(&config.log.level);
-            let target = match (pid, container) {
-                (Some(pid), _) => SetTarget::Process(pid),
-                (None, Some(container)) => SetTarget::Container(container),
-                (None, None) => anyhow::bail!("name a --pid or a --container"),
+            let target = match (pid, container, cgroup) {
+                (Some(pid), _, _) => SetTarget::Process(pid),
+                (None, Some(container), _) => SetTarget::Container(container),
+                (None, None, Some(path)) => SetTarget::Cgroup(path),
+                (None, None, None) => anyhow::bail!("name a --pid, a --container or a --cgroup"),
             };
             set_knob(&config, target, knob, &value, pause_between_ms)
         }
@@ -433,15 +472,26 @@ fn report_damage(recovery: &Recovery) {
 enum SetTarget {
     Process(i32),
     Container(String),
+    Cgroup(PathBuf),
 }
 
 fn set_knob(
     config: &Config,
     target: SetTarget,
-    knob_name: KnobName,
+    knob: SetKnob,
     value: &str,
     pause_ms: u64,
 ) -> anyhow::Result<()> {
+    let knob_name = match (&target, knob) {
+        (SetTarget::Cgroup(path), SetKnob::CgroupFile(file)) => {
+            return set_cgroup_file(config, path, &file, value);
+        }
+        (SetTarget::Cgroup(_), SetKnob::Named(name)) => {
+            anyhow::bail!("{name:?} is not a cgroup file: with --cgroup name one, e.g. cpu.shares")
+        }
+        (_, SetKnob::CgroupFile(file)) => anyhow::bail!("{file} is a cgroup file: use --cgroup"),
+        (_, SetKnob::Named(name)) => name,
+    };
     let knob = knob_name.knob();
     let (mut optimizer, _) = open_optimizer(config)?;
     let (changes, label): (Vec<Change>, String) = match target {
@@ -471,19 +521,44 @@ fn set_knob(
                 format!("set {knob:?} = {value} on container {id}"),
             )
         }
+        SetTarget::Cgroup(_) => anyhow::bail!("a cgroup takes a cgroup file"),
     };
+    apply_set(&mut optimizer, &label, &changes, pause_ms)
+}
+
+fn apply_set(
+    optimizer: &mut Optimizer<HostActuators>,
+    label: &str,
+    changes: &[Change],
+    pause_ms: u64,
+) -> anyhow::Result<()> {
     let batch = optimizer
-        .apply_paced(&label, &changes, Duration::from_millis(pause_ms))
-        .with_context(|| label.clone())?;
+        .apply_paced(label, changes, Duration::from_millis(pause_ms))
+        .with_context(|| label.to_string())?;
     println!("batch {batch}: {label}; undo with `sutazai-top rollback {batch}`");
     Ok(())
+}
+
+/// One cgroup file of one cgroup; an absolute path under the sys root is taken as relative.
+fn set_cgroup_file(
+    config: &Config,
+    path: &std::path::Path,
+    file: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let path = path.strip_prefix(&config.host.sys_root).unwrap_or(path);
+    let (mut optimizer, _) = open_optimizer(config)?;
+    let change = plan_cgroup(&host_roots(config), path, file, value)
+        .with_context(|| format!("cannot plan {file} = {value} for cgroup {}", path.display()))?;
+    let label = format!("set {file} = {value} on cgroup {}", path.display());
+    apply_set(&mut optimizer, &label, &[change], 0)
 }
 
 fn rollback(config: &Config, id: Option<u64>) -> anyhow::Result<()> {
     let (mut optimizer, _) = open_optimizer(config)?;
     let results = match id {
-        Some(id) => vec![optimizer.rollback(id)],
-        None => optimizer.rollback_all(),
+        Some(id) => vec![optimizer.rollback_following(id)],
+        None => optimizer.rollback_all_following(),
     };
     if results.is_empty() {
         println!("nothing to roll back: no open batch");

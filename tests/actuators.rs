@@ -406,14 +406,19 @@ fn host_file_reads_the_bracketed_word_applies_and_undoes() {
         after: "never".to_string(),
     };
     actuator.apply(&change).expect("apply never");
-    assert_eq!(read_file(&file), "never");
+    // The fixture reads back as the kernel's file would: the brackets moved.
+    assert_eq!(read_file(&file), "always madvise [never]\n");
     assert_eq!(
         actuator.read(&Target::Host, &thp_knob()).ok().as_deref(),
         Some("never")
     );
 
     actuator.undo(&change).expect("undo");
-    assert_eq!(read_file(&file), "madvise");
+    assert_eq!(
+        read_file(&file),
+        "always [madvise] never\n",
+        "byte for byte"
+    );
     assert_eq!(
         actuator.read(&Target::Host, &thp_knob()).ok().as_deref(),
         Some("madvise")
@@ -422,7 +427,7 @@ fn host_file_reads_the_bracketed_word_applies_and_undoes() {
     // The router sends host targets to the same actuator.
     let all = HostActuators::new(HostRoots::under(dir.path()));
     all.apply(&change).expect("apply through the router");
-    assert_eq!(read_file(&file), "never");
+    assert_eq!(read_file(&file), "always madvise [never]\n");
 }
 
 #[test]

@@ -51,6 +51,8 @@ struct Tracked {
     reader: Option<CgroupReader>,
     usage: UsageTracker,
     source: UsageSource,
+    /// Bytes per NUMA node from memory.numa_stat (re-read every `LIMITS_MAX_AGE`).
+    numa_memory_bytes: Vec<u64>,
     /// After a failed stats fallback: no new attempt before this instant.
     fallback_paused_until: Option<Instant>,
 }
@@ -154,7 +156,7 @@ impl ContainerSampler {
             tokio::select! {
                 _ = ticker.tick() => {
                     ticks += 1;
-                    if ticks % RELIST_EVERY == 0
+                    if ticks.is_multiple_of(RELIST_EVERY)
                         && let Err(err) = self.relist(client).await
                     {
                         return Some(err.to_string());
@@ -222,6 +224,7 @@ impl ContainerSampler {
                     reader: None,
                     usage: UsageTracker::default(),
                     source: UsageSource::None,
+                    numa_memory_bytes: Vec::new(),
                     fallback_paused_until: None,
                 },
             };
@@ -257,6 +260,7 @@ impl ContainerSampler {
                     pid,
                     reader: t.reader.take(),
                     result: None,
+                    numa_memory_bytes: Vec::new(),
                 })
             })
             .collect();
@@ -284,6 +288,7 @@ impl ContainerSampler {
             };
             if let Some(tracked) = self.tracked.get_mut(&item.id) {
                 tracked.reader = item.reader;
+                tracked.numa_memory_bytes = item.numa_memory_bytes;
                 if let Some(counters) = counters {
                     tracked.source = counters.source;
                     tracked.usage.update(now, counters);
@@ -364,6 +369,7 @@ struct Work {
     pid: i32,
     reader: Option<CgroupReader>,
     result: Option<Result<CgroupCounters, HostError>>,
+    numa_memory_bytes: Vec<u64>,
 }
 
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
@@ -382,6 +388,7 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
         }
         if let Some(reader) = &mut item.reader {
             item.result = Some(reader.read());
+            item.numa_memory_bytes = reader.numa_memory_bytes();
         }
     }
     work
@@ -399,6 +406,7 @@ fn container_stat(t: &Tracked) -> ContainerStat {
         labels: listed.labels.clone(),
         pid: t.pid,
         source: t.source,
+        numa_memory_bytes: t.numa_memory_bytes.clone(),
         cpu_history: t.usage.cpu_history.clone(),
         ..ContainerStat::default()
     };

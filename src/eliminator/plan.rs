@@ -6,9 +6,10 @@
 use super::strategy::{Intent, IntentTarget};
 use crate::host::HostRoots;
 use crate::optimizer::actuators::{
-    Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_process,
+    Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_memory_nodes,
+    plan_process,
 };
-use crate::optimizer::change::{ActuatorError, Change, Target};
+use crate::optimizer::change::{ActuatorError, Change, Knob, Target};
 
 /// The changes that carry out `intents`, with `before` read from the host.
 pub fn plan(
@@ -21,6 +22,10 @@ pub fn plan(
     let mut changes = Vec::new();
     for intent in intents {
         match &intent.target {
+            // A process's memory is shared by its threads: one change for the whole process.
+            IntentTarget::ContainerProcess { pid, .. } if intent.knob == Knob::MemoryNodes => {
+                changes.push(plan_memory_nodes(roots, *pid, &intent.after)?);
+            }
             IntentTarget::ContainerProcess { pid, .. } => {
                 changes.extend(plan_process(
                     roots,

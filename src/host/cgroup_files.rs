@@ -69,6 +69,9 @@ struct V1Files {
     usage: KeptFile,
     limit: KeptFile,
     memory_stat: KeptFile,
+    /// Pages per NUMA node; read every `LIMITS_MAX_AGE`, since the kernel walks every page
+    /// of the cgroup's LRU lists to fill it.
+    numa_stat: KeptFile,
     cpuacct_usage: Option<KeptFile>,
     cpu_stat: Option<KeptFile>,
     quota: Option<KeptFile>,
@@ -93,6 +96,8 @@ struct V2Files {
     memory_current: KeptFile,
     memory_max: KeptFile,
     memory_stat: KeptFile,
+    /// Bytes per NUMA node; read every `LIMITS_MAX_AGE` (costly for the kernel).
+    numa_stat: KeptFile,
     io_stat: KeptFile,
     pids: KeptFile,
     cpuset_cpus: KeptFile,
@@ -142,6 +147,7 @@ impl CgroupReader {
             usage: KeptFile::new(dirs.memory.join("memory.usage_in_bytes")),
             limit: KeptFile::new(dirs.memory.join("memory.limit_in_bytes")),
             memory_stat: KeptFile::new(dirs.memory.join("memory.stat")),
+            numa_stat: KeptFile::new(dirs.memory.join("memory.numa_stat")),
             cpuacct_usage: file(&dirs.cpuacct, "cpuacct.usage"),
             cpu_stat: file(&dirs.cpu, "cpu.stat"),
             quota: file(&dirs.cpu, "cpu.cfs_quota_us"),
@@ -177,6 +183,7 @@ impl CgroupReader {
             memory_current: file("memory.current"),
             memory_max: file("memory.max"),
             memory_stat: file("memory.stat"),
+            numa_stat: file("memory.numa_stat"),
             io_stat: file("io.stat"),
             pids: file("pids.current"),
             cpuset_cpus: first_present(["cpuset.cpus.effective", "cpuset.cpus"]),
@@ -265,6 +272,21 @@ impl CgroupReader {
         Ok(c)
     }
 
+    /// Bytes of the cgroup's memory on each NUMA node (index = node id), at most
+    /// `LIMITS_MAX_AGE` old; empty when the kernel has no memory.numa_stat (no NUMA, or the
+    /// file is unreadable).
+    pub fn numa_memory_bytes(&mut self) -> Vec<u64> {
+        let buffer = &mut self.buffer;
+        match &mut self.files {
+            Files::V1(f) => optional(f.numa_stat.read_within(buffer, LIMITS_MAX_AGE))
+                .map(|text| parse_numa_stat_v1(text, page_size()))
+                .unwrap_or_default(),
+            Files::V2(f) => optional(f.numa_stat.read_within(buffer, LIMITS_MAX_AGE))
+                .map(parse_numa_stat_v2)
+                .unwrap_or_default(),
+        }
+    }
+
     /// Make limit, cpuset and PSI readings stale so the next `read` takes them afresh (after
     /// an event that may have changed them, such as `docker update`).
     pub fn expire_readings(&mut self) {
@@ -321,10 +343,126 @@ fn number(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<u64> {
     parsed
 }
 
+/// v1 memory.numa_stat as bytes per node: the hierarchical `total=` line (the cgroup and
+/// its children, "hierarchical_total=" on kernels that print that instead) else the
+/// cgroup's own `total=`, in pages, "N0=a N1=b" after the total. Nodes not named count 0.
+pub fn parse_numa_stat_v1(text: &str, page_size: u64) -> Vec<u64> {
+    let line = ["hierarchical_total=", "total="]
+        .iter()
+        .find_map(|prefix| text.lines().find(|line| line.starts_with(prefix)));
+    let Some(line) = line else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::new();
+    for (node, pages) in line.split_whitespace().skip(1).filter_map(node_field) {
+        add_at(&mut bytes, node, pages.saturating_mul(page_size));
+    }
+    bytes
+}
+
+/// v2 memory.numa_stat as bytes per node: the "anon" and "file" lines ("anon N0=bytes
+/// N1=bytes"), summed. Other lines (kernel stacks, slab...) are left out, as they are from
+/// the usage figure the snapshot shows.
+pub fn parse_numa_stat_v2(text: &str) -> Vec<u64> {
+    let mut bytes = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if !matches!(words.next(), Some("anon" | "file")) {
+            continue;
+        }
+        for (node, value) in words.filter_map(node_field) {
+            add_at(&mut bytes, node, value);
+        }
+    }
+    bytes
+}
+
+/// "N<node>=<number>", else `None` (debug log).
+fn node_field(word: &str) -> Option<(usize, u64)> {
+    let parsed = word.split_once('=').and_then(|(key, value)| {
+        let node = key.strip_prefix('N')?.parse::<usize>().ok()?;
+        // Node ids index a vector: refuse absurd ones rather than allocate for them.
+        (node < 1024).then_some(())?;
+        Some((node, value.parse::<u64>().ok()?))
+    });
+    if parsed.is_none() {
+        tracing::debug!(word, "not a per-node field in memory.numa_stat");
+    }
+    parsed
+}
+
+fn add_at(values: &mut Vec<u64>, index: usize, amount: u64) {
+    if values.len() <= index {
+        values.resize(index + 1, 0);
+    }
+    values[index] = values[index].saturating_add(amount);
+}
+
+/// The kernel's page size, for v1 numa_stat's page counts.
+fn page_size() -> u64 {
+    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
 fn limit(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<String> {
     optional(file.read_within(buffer, LIMITS_MAX_AGE)).map(|t| t.trim().to_string())
 }
 
 fn limit_u64(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<u64> {
     limit(file, buffer)?.parse().ok()
+}
+
+#[cfg(test)]
+mod numa_stat_tests {
+    use super::*;
+
+    #[test]
+    fn v1_numa_stat_prefers_the_hierarchical_total_in_pages() {
+        let text = "\
+total=300 N0=100 N1=200
+file=10 N0=10 N1=0
+anon=290 N0=90 N1=200
+unevictable=0 N0=0 N1=0
+hierarchical_total=500 N0=100 N1=400
+hierarchical_file=10 N0=10 N1=0
+";
+        assert_eq!(parse_numa_stat_v1(text, 4096), vec![100 * 4096, 400 * 4096]);
+        let own_only = "total=3 N0=1 N2=2\nanon=3 N0=1 N2=2\n";
+        assert_eq!(parse_numa_stat_v1(own_only, 4096), vec![4096, 0, 2 * 4096]);
+    }
+
+    #[test]
+    fn v1_numa_stat_odd_lines_are_skipped() {
+        assert!(parse_numa_stat_v1("", 4096).is_empty());
+        assert!(parse_numa_stat_v1("anon=1 N0=1\n", 4096).is_empty());
+        let odd = "garbage\ntotal=9 N0=x N1=4 Nq=3 N99999=1 =2 N0\n";
+        assert_eq!(parse_numa_stat_v1(odd, 1), vec![0, 4]);
+    }
+
+    #[test]
+    fn v2_numa_stat_sums_anon_and_file_bytes() {
+        let text = "\
+anon N0=1048576 N1=3145728
+file N0=4096 N1=0
+kernel_stack N0=16384 N1=16384
+shmem N0=0 N1=0
+anon_thp N0=0 N1=2097152
+";
+        assert_eq!(parse_numa_stat_v2(text), vec![1_048_576 + 4096, 3_145_728]);
+        assert!(parse_numa_stat_v2("").is_empty());
+        assert!(parse_numa_stat_v2("slab N0=5\n").is_empty());
+        let odd = "anon\nanon N0=x N1=8 junk\nfileX N0=5\nfile N0=2\n";
+        assert_eq!(parse_numa_stat_v2(odd), vec![2, 8]);
+    }
+
+    #[test]
+    fn readers_give_per_node_bytes_and_empty_without_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("memory.numa_stat"), "anon N0=10 N1=20\n").expect("write");
+        let mut v2 = CgroupReader::v2("/x", dir.path());
+        assert_eq!(v2.numa_memory_bytes(), vec![10, 20]);
+        let mut missing = CgroupReader::v2("/y", &dir.path().join("gone"));
+        assert!(missing.numa_memory_bytes().is_empty());
+    }
 }

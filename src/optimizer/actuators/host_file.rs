@@ -25,6 +25,9 @@ const WORLD_WRITABLE: u32 = 0o002;
 /// written, as the kernel expects.
 const SYSFS_MAGIC: libc::__fsword_t = 0x6265_6572;
 const PROC_SUPER_MAGIC: libc::__fsword_t = 0x9fa0;
+/// statfs f_type of cgroup v1 and v2 mounts: kernel files too, never truncated.
+const CGROUP_SUPER_MAGIC: libc::__fsword_t = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: libc::__fsword_t = 0x6367_7270;
 
 /// Reads and writes host files under the roots' sys and proc trees.
 #[derive(Debug, Clone)]
@@ -32,11 +35,11 @@ pub struct HostFileActuator {
     pub roots: HostRoots,
 }
 
-/// A knob path resolved against the roots.
+/// A knob path resolved against the roots: the file, and the root it must stay inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Resolved {
-    root: PathBuf,
-    file: PathBuf,
+pub(super) struct Resolved {
+    pub(super) root: PathBuf,
+    pub(super) file: PathBuf,
 }
 
 impl HostFileActuator {
@@ -85,25 +88,58 @@ impl Actuator for HostFileActuator {
         check_target(target, knob)?;
         let resolved = self.resolve(knob)?;
         check_value(knob, value)?;
-        let path = checked_path(&resolved)?;
-        let mut file = open_for_write(&path)?;
-        if !is_kernel_file(&file) {
-            // A regular file (a fixture) would keep the tail of a longer old value.
-            file.set_len(0)
-                .map_err(|err| io_error(&err, "truncate", &path))?;
-        }
-        // One write() call: sysfs takes a value in a single write.
-        let written = file
-            .write(value.as_bytes())
-            .map_err(|err| io_error(&err, "write", &path))?;
-        if written != value.len() {
-            return Err(ActuatorError::Io(format!(
-                "short write to {}",
-                path.display()
-            )));
-        }
-        Ok(())
+        write_checked(&resolved, value)
     }
+}
+
+/// Write `value` to the resolved file once the safety rules hold (see [`checked_path`]).
+/// Shared with the cgroup-file actuator, whose files follow the same rules.
+pub(super) fn write_checked(resolved: &Resolved, value: &str) -> Result<(), ActuatorError> {
+    let path = checked_path(resolved)?;
+    let mut file = open_for_write(&path)?;
+    let mut text = value.to_string();
+    if !is_kernel_file(&file) {
+        // A regular file (a fixture) stands in for a kernel file: it must read back as the
+        // kernel's would, and not keep the tail of a longer old value.
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        text = rendered_like_kernel(&old, value);
+        file.set_len(0)
+            .map_err(|err| io_error(&err, "truncate", &path))?;
+    }
+    // One write() call: sysfs and cgroupfs take a value in a single write.
+    let written = file
+        .write(text.as_bytes())
+        .map_err(|err| io_error(&err, "write", &path))?;
+    if written != text.len() {
+        return Err(ActuatorError::Io(format!(
+            "short write to {}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What a kernel file reads after `value` is written to it: in a choice list the brackets
+/// move to the chosen word ("always [madvise] never"), else the value on a line of its own.
+fn rendered_like_kernel(old: &str, value: &str) -> String {
+    let value = value.trim();
+    let words: Vec<&str> = old.split_whitespace().collect();
+    let is_choice = words.iter().any(|w| w.starts_with('[') && w.ends_with(']'));
+    let bare: Vec<&str> = words.iter().map(|w| w.trim_matches(['[', ']'])).collect();
+    if is_choice && bare.contains(&value) {
+        let marked: Vec<String> = bare
+            .iter()
+            .map(|w| {
+                if *w == value {
+                    format!("[{w}]")
+                } else {
+                    (*w).to_string()
+                }
+            })
+            .collect();
+        return format!("{}\n", marked.join(" "));
+    }
+    format!("{value}\n")
 }
 
 fn check_target(target: &Target, knob: &Knob) -> Result<(), ActuatorError> {
@@ -212,7 +248,7 @@ fn open_for_write(path: &Path) -> Result<File, ActuatorError> {
     Ok(file)
 }
 
-/// Whether the open file lives on sysfs or procfs.
+/// Whether the open file lives on sysfs, procfs or a cgroup filesystem.
 fn is_kernel_file(file: &File) -> bool {
     let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: the fd is open for the life of `file`, and `buf` is a writable statfs the
@@ -223,11 +259,17 @@ fn is_kernel_file(file: &File) -> bool {
     }
     // SAFETY: fstatfs returned 0, so it initialised `buf`.
     let stats = unsafe { buf.assume_init() };
-    stats.f_type == SYSFS_MAGIC || stats.f_type == PROC_SUPER_MAGIC
+    [
+        SYSFS_MAGIC,
+        PROC_SUPER_MAGIC,
+        CGROUP_SUPER_MAGIC,
+        CGROUP2_SUPER_MAGIC,
+    ]
+    .contains(&stats.f_type)
 }
 
 /// An I/O error as an actuator error, by what it means for the operator.
-fn io_error(err: &std::io::Error, action: &str, path: &Path) -> ActuatorError {
+pub(super) fn io_error(err: &std::io::Error, action: &str, path: &Path) -> ActuatorError {
     let what = format!("cannot {action} {}", path.display());
     match (err.kind(), err.raw_os_error()) {
         (ErrorKind::NotFound, _) => {
@@ -302,6 +344,18 @@ mod tests {
         assert_eq!(knob_value("60\n"), "60");
         assert_eq!(knob_value("  performance \n"), "performance");
         assert_eq!(knob_value("[] x"), "[] x");
+    }
+
+    #[test]
+    fn fixture_files_read_back_as_kernel_files_would() {
+        assert_eq!(
+            rendered_like_kernel("always [madvise] never\n", "never"),
+            "always madvise [never]\n"
+        );
+        assert_eq!(rendered_like_kernel("60\n", "10"), "10\n");
+        assert_eq!(rendered_like_kernel("", "1"), "1\n");
+        // A word outside the list is written as is (the kernel would refuse it).
+        assert_eq!(rendered_like_kernel("[a] b\n", "c"), "c\n");
     }
 
     #[test]

@@ -11,17 +11,24 @@
 //!   never written through a symlink or a world-writable path.
 //! - [`ContainerActuator`]: cpuset, shares, quota and memory limit of a container, through
 //!   Docker's update API (connected on first use).
+//! - [`NumaActuator`]: the NUMA nodes holding a whole process's pages (migrate_pages),
+//!   identified by (pid, process start time).
+//! - [`CgroupFileActuator`]: whitelisted control files (cpu.weight, cpu.max, memory.max,
+//!   cpu.shares, memory.limit_in_bytes, cpuset...) of the cgroup of an agent that is a plain
+//!   process, under the host-file safety rules.
 //! - [`HostActuators`]: routes a change to whichever of them handles it.
-//!
-//! Cgroup files of plain processes are not handled here.
 
+mod cgroup_file;
 mod container;
 mod host_file;
+mod numa;
 mod thread;
 
+pub use cgroup_file::{CgroupFileActuator, cgroup_file_names, plan_cgroup, process_cgroup};
 use container::is_container_knob;
 pub use container::{ContainerActuator, plan_container, plan_container_with};
 pub use host_file::HostFileActuator;
+pub use numa::{NumaActuator, parse_numa_maps, plan_memory_nodes};
 pub use thread::{ThreadActuator, plan_process};
 
 use std::sync::Arc;
@@ -68,15 +75,17 @@ pub trait Actuator {
 }
 
 /// Every actuator of this module behind one value: threads go to [`ThreadActuator`], host
-/// files to [`HostFileActuator`], containers to [`ContainerActuator`]; anything else is
-/// `Unsupported`.
+/// files to [`HostFileActuator`], containers to [`ContainerActuator`], cgroup files to
+/// [`CgroupFileActuator`]; anything else is `Unsupported`.
 #[derive(Debug, Clone)]
 pub struct HostActuators {
     pub thread: ThreadActuator,
     pub host_file: HostFileActuator,
+    pub cgroup_file: CgroupFileActuator,
     /// Shared, since it owns a runtime and a connection; Docker is contacted only when a
     /// container change is read or applied, so hosts without Docker are unaffected.
     pub container: Arc<ContainerActuator>,
+    pub numa: NumaActuator,
 }
 
 impl HostActuators {
@@ -88,7 +97,11 @@ impl HostActuators {
             host_file: HostFileActuator {
                 roots: roots.clone(),
             },
-            container: Arc::new(ContainerActuator::new("", roots)),
+            cgroup_file: CgroupFileActuator {
+                roots: roots.clone(),
+            },
+            container: Arc::new(ContainerActuator::new("", roots.clone())),
+            numa: NumaActuator::new(roots),
         }
     }
 
@@ -96,7 +109,9 @@ impl HostActuators {
         match (target, knob) {
             (Target::Thread { .. }, _) => Ok(&self.thread),
             (Target::Host, Knob::HostFile { .. }) => Ok(&self.host_file),
+            (Target::Cgroup { .. }, Knob::CgroupFile { .. }) => Ok(&self.cgroup_file),
             (Target::Container { .. }, knob) if is_container_knob(knob) => Ok(&*self.container),
+            (Target::Process { .. }, Knob::MemoryNodes) => Ok(&self.numa),
             _ => Err(unsupported(target, knob)),
         }
     }
@@ -114,7 +129,9 @@ impl Actuator for HostActuators {
     fn same_value(&self, knob: &Knob, wrote: &str, read: &str) -> bool {
         match knob {
             Knob::HostFile { .. } => self.host_file.same_value(knob, wrote, read),
+            Knob::CgroupFile { .. } => self.cgroup_file.same_value(knob, wrote, read),
             knob if is_container_knob(knob) => self.container.same_value(knob, wrote, read),
+            Knob::MemoryNodes => self.numa.same_value(knob, wrote, read),
             _ => self.thread.same_value(knob, wrote, read),
         }
     }
