@@ -1,5 +1,6 @@
 //! Memory: /proc/meminfo levels, /proc/vmstat rates (swapping, major faults), transparent huge
-//! pages and KSM settings, and per-NUMA-node totals.
+//! pages and KSM settings, per-NUMA-node totals, and the vm.* sysctls and cpufreq governors
+//! the system-knob strategies compare against.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::host::{
     HostError, HostRoots, counter_rate, numbered_dirs, read_optional, read_to_string,
 };
-use crate::snapshot::{KsmStats, MemorySnapshot, NodeMemory};
+use crate::snapshot::{CpuGovernor, KsmStats, MemorySnapshot, NodeMemory, Tunables};
 
 /// Parse "Key:   value [kB]" lines (proc/meminfo) into key -> value. Node meminfo lines
 /// ("Node 0 MemTotal:  N kB") give the same keys: the key is the last word before the colon.
@@ -156,10 +157,56 @@ fn read_thp(roots: &HostRoots, name: &str) -> Option<String> {
     bracketed_word(&read_optional(&path)?)
 }
 
+/// A vm sysctl (proc/sys/vm/NAME) as a number; `None` when missing or not a number.
+fn read_vm_sysctl(roots: &HostRoots, name: &str) -> Option<u32> {
+    let value = read_optional(&roots.proc.join("sys/vm").join(name))?;
+    let parsed = value.trim().parse::<u32>().ok();
+    if parsed.is_none() {
+        tracing::debug!(sysctl = name, "vm sysctl is not a number");
+    }
+    parsed
+}
+
+/// The vm.* sysctls the strategies need (governors are left empty: see `read_governors`).
+pub fn read_vm_tunables(roots: &HostRoots) -> Tunables {
+    Tunables {
+        swappiness: read_vm_sysctl(roots, "swappiness"),
+        dirty_ratio: read_vm_sysctl(roots, "dirty_ratio"),
+        dirty_background_ratio: read_vm_sysctl(roots, "dirty_background_ratio"),
+        dirty_expire_centisecs: read_vm_sysctl(roots, "dirty_expire_centisecs"),
+        governors: Vec::new(),
+    }
+}
+
+/// Each CPU's cpufreq governor and the governors it offers; CPUs without cpufreq (a VM,
+/// an offline CPU) are left out, so a host without cpufreq gives an empty list.
+pub fn read_governors(roots: &HostRoots) -> Vec<CpuGovernor> {
+    numbered_dirs(&roots.sys.join("devices/system/cpu"), "cpu")
+        .into_iter()
+        .filter_map(|(cpu, dir)| {
+            let cpufreq = dir.join("cpufreq");
+            let governor = read_optional(&cpufreq.join("scaling_governor"))?;
+            let available =
+                read_optional(&cpufreq.join("scaling_available_governors")).unwrap_or_default();
+            Some(CpuGovernor {
+                cpu,
+                governor: governor.trim().to_string(),
+                available: available.split_whitespace().map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Governors are one or two files per CPU (a hundred on a big host) and change only when
+/// someone sets them: read them every this many samples, not every tick.
+const GOVERNOR_EVERY_SAMPLES: u64 = 10;
+
 /// Samples memory; keeps the previous vmstat reading for rates.
 pub struct MemorySampler {
     roots: HostRoots,
     prev: Option<(VmCounters, Instant)>,
+    samples: u64,
+    governors: Vec<CpuGovernor>,
 }
 
 impl MemorySampler {
@@ -167,6 +214,19 @@ impl MemorySampler {
         MemorySampler {
             roots: roots.clone(),
             prev: None,
+            samples: 0,
+            governors: Vec::new(),
+        }
+    }
+
+    fn tunables(&mut self) -> Tunables {
+        if self.samples.is_multiple_of(GOVERNOR_EVERY_SAMPLES) {
+            self.governors = read_governors(&self.roots);
+        }
+        self.samples = self.samples.wrapping_add(1);
+        Tunables {
+            governors: self.governors.clone(),
+            ..read_vm_tunables(&self.roots)
         }
     }
 
@@ -188,6 +248,7 @@ impl MemorySampler {
         snapshot.thp_defrag = read_thp(&self.roots, "defrag");
         snapshot.ksm = read_ksm(&self.roots);
         snapshot.nodes = read_node_memory(&self.roots);
+        snapshot.tunables = self.tunables();
         Ok(snapshot)
     }
 
@@ -207,6 +268,7 @@ impl MemorySampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn meminfo_and_node_meminfo_share_keys() {
@@ -311,5 +373,92 @@ mod tests {
         let second = sampler.sample().unwrap();
         assert!(second.major_faults_per_sec > 0.0);
         assert_eq!(second.swap_in_per_sec, 0.0);
+        assert_eq!(
+            second.tunables,
+            Tunables::default(),
+            "no vm or cpufreq files here"
+        );
+    }
+
+    fn sysctl(name: &str) -> Option<u32> {
+        let text = std::fs::read_to_string(Path::new("/proc/sys/vm").join(name)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    #[test]
+    fn tunables_on_the_real_host_match_proc_sys_vm() {
+        assert!(
+            Path::new("/proc/sys/vm/swappiness").exists(),
+            "every Linux host has vm.swappiness; the test must not pass without it"
+        );
+        let mut sampler = MemorySampler::new(&HostRoots::default());
+        let tunables = sampler.sample().unwrap().tunables;
+        assert_eq!(tunables.swappiness, sysctl("swappiness"));
+        assert!(tunables.swappiness.is_some());
+        assert_eq!(tunables.dirty_ratio, sysctl("dirty_ratio"));
+        assert_eq!(
+            tunables.dirty_background_ratio,
+            sysctl("dirty_background_ratio")
+        );
+        assert_eq!(
+            tunables.dirty_expire_centisecs,
+            sysctl("dirty_expire_centisecs")
+        );
+        let cpufreq = Path::new("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
+        if cpufreq.exists() {
+            let governor = std::fs::read_to_string(cpufreq).unwrap();
+            let cpu0 = tunables.governors.iter().find(|g| g.cpu == 0).unwrap();
+            assert_eq!(cpu0.governor, governor.trim());
+        } else {
+            assert!(tunables.governors.is_empty(), "{:?}", tunables.governors);
+        }
+    }
+
+    #[test]
+    fn tunables_from_a_tree_and_governors_every_tenth_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = HostRoots::under(dir.path());
+        std::fs::create_dir_all(roots.proc.join("sys/vm")).unwrap();
+        std::fs::write(roots.proc.join("meminfo"), "MemTotal: 1000 kB\n").unwrap();
+        std::fs::write(roots.proc.join("sys/vm/swappiness"), "60\n").unwrap();
+        std::fs::write(roots.proc.join("sys/vm/dirty_ratio"), "junk\n").unwrap();
+        std::fs::write(roots.proc.join("sys/vm/dirty_background_ratio"), "10\n").unwrap();
+        let cpu = |id: u32| roots.sys.join(format!("devices/system/cpu/cpu{id}"));
+        std::fs::create_dir_all(cpu(0).join("cpufreq")).unwrap();
+        std::fs::create_dir_all(cpu(1)).unwrap();
+        std::fs::create_dir_all(roots.sys.join("devices/system/cpu/cpufreq")).unwrap();
+        let governor = cpu(0).join("cpufreq/scaling_governor");
+        std::fs::write(&governor, "powersave\n").unwrap();
+        std::fs::write(
+            cpu(0).join("cpufreq/scaling_available_governors"),
+            "performance powersave\n",
+        )
+        .unwrap();
+        let mut sampler = MemorySampler::new(&roots);
+        let first = sampler.sample().unwrap().tunables;
+        assert_eq!(first.swappiness, Some(60));
+        assert_eq!(first.dirty_ratio, None, "not a number");
+        assert_eq!(first.dirty_background_ratio, Some(10));
+        assert_eq!(first.dirty_expire_centisecs, None, "missing");
+        assert_eq!(
+            first.governors,
+            vec![CpuGovernor {
+                cpu: 0,
+                governor: "powersave".into(),
+                available: vec!["performance".into(), "powersave".into()],
+            }]
+        );
+        std::fs::write(&governor, "performance\n").unwrap();
+        std::fs::write(roots.proc.join("sys/vm/swappiness"), "10\n").unwrap();
+        for _ in 1..GOVERNOR_EVERY_SAMPLES {
+            let tunables = sampler.sample().unwrap().tunables;
+            assert_eq!(tunables.swappiness, Some(10), "vm sysctls every sample");
+            assert_eq!(
+                tunables.governors[0].governor, "powersave",
+                "kept between reads"
+            );
+        }
+        let refreshed = sampler.sample().unwrap().tunables;
+        assert_eq!(refreshed.governors[0].governor, "performance");
     }
 }
