@@ -200,6 +200,8 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         },
         proposals: ProposalBook::default(),
         cooldown_until: Instant::now(),
+        following: false,
+        next_follow: Instant::now(),
         jobs_tx,
         jobs_rx: Some(jobs_rx),
         started: Instant::now(),
@@ -248,6 +250,9 @@ struct Ticker {
     proposals: ProposalBook,
     /// No automatic action before this instant.
     cooldown_until: Instant,
+    /// A pass bringing new threads under active batches is running; the next is due then.
+    following: bool,
+    next_follow: Instant,
     /// Applies and rollbacks run off the tick loop and report here.
     jobs_tx: mpsc::UnboundedSender<Job>,
     jobs_rx: Option<mpsc::UnboundedReceiver<Job>>,
@@ -278,6 +283,11 @@ impl Ticker {
                 Some(job) = jobs.recv() => {
                     match job {
                         Job::Applied { id, outcome } => self.finish_apply(id, outcome),
+                        Job::Followed(outcome) => {
+                            // Nothing the face shows changed: no new snapshot.
+                            self.finish_follow(outcome);
+                            continue;
+                        }
                         Job::RolledBack { origin, outcome } => {
                             self.finish_rollback(origin, outcome);
                         }
@@ -295,6 +305,7 @@ impl Ticker {
                     self.detect(&mut snap);
                     self.validate(&snap);
                     self.auto_fix(&snapshots);
+                    self.follow_threads();
                     // Validation and auto-fix may have moved proposals or set a notice.
                     snap.proposals = self.proposals.list().to_vec();
                     snap.notice = self.notice.clone();

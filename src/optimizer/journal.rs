@@ -178,6 +178,12 @@ enum Record {
         at_ms: u64,
         changes: Vec<Change>,
     },
+    /// More changes for an open batch, all pending, numbered after its existing ones:
+    /// threads that appeared while the batch was active get its per-thread values too.
+    Extended {
+        batch: u64,
+        changes: Vec<Change>,
+    },
     Applied {
         batch: u64,
         index: usize,
@@ -200,6 +206,7 @@ impl Record {
     fn batch(&self) -> u64 {
         match self {
             Record::Begin { batch, .. }
+            | Record::Extended { batch, .. }
             | Record::Applied { batch, .. }
             | Record::Failed { batch, .. }
             | Record::Undone { batch, .. }
@@ -240,7 +247,7 @@ impl Ledger {
             Record::Undone { index, .. } => {
                 check_transition(state, *index, "undone", |s| *s != ChangeState::Undone)
             }
-            Record::Closed { .. } | Record::Begin { .. } => Ok(()),
+            Record::Closed { .. } | Record::Begin { .. } | Record::Extended { .. } => Ok(()),
         }
     }
 
@@ -273,6 +280,13 @@ impl Ledger {
                     changes,
                 };
                 self.open.insert(batch, state);
+            }
+            Record::Extended { batch, changes } => {
+                if let Some(state) = self.open.get_mut(&batch) {
+                    state
+                        .changes
+                        .extend(changes.into_iter().map(|c| (c, ChangeState::Pending)));
+                }
             }
             Record::Applied { batch, index } => self.set(batch, index, ChangeState::Applied),
             Record::Failed {
@@ -397,6 +411,22 @@ impl Journal {
             changes: changes.to_vec(),
         })?;
         Ok(batch)
+    }
+
+    /// Journals more changes for the open `batch`, all pending, and returns the index of
+    /// the first. On `Ok` the record is on disk; only then may they be applied.
+    pub fn extend(&mut self, batch: u64, changes: &[Change]) -> Result<usize, JournalError> {
+        let first = self
+            .ledger
+            .open
+            .get(&batch)
+            .map(|state| state.changes.len())
+            .unwrap_or(0);
+        self.commit(Record::Extended {
+            batch,
+            changes: changes.to_vec(),
+        })?;
+        Ok(first)
     }
 
     /// Marks change `index` of `batch` applied (verified on the host).

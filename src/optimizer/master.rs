@@ -64,6 +64,15 @@ pub enum RollbackError {
     NoSuchBatch(u64),
 }
 
+/// What extending a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtendReport {
+    pub applied: usize,
+    /// Targets that were gone by the time they were reached.
+    pub gone: usize,
+    pub failed: Vec<String>,
+}
+
 /// Journal plus actuators: the only writer to the host.
 pub struct Optimizer<A: Actuator> {
     journal: Journal,
@@ -75,6 +84,10 @@ impl<A: Actuator> Optimizer<A> {
     pub fn open(state_dir: &Path, actuator: A) -> Result<(Self, Recovery), JournalError> {
         let (journal, recovery) = Journal::open(state_dir)?;
         Ok((Optimizer { journal, actuator }, recovery))
+    }
+
+    pub fn actuator(&self) -> &A {
+        &self.actuator
     }
 
     /// Batches active on the host (applied, not rolled back) or left open by a crash.
@@ -109,6 +122,38 @@ impl<A: Actuator> Optimizer<A> {
             }
         }
         Ok(batch)
+    }
+
+    /// Apply more changes to the open `batch`, each on its own: one that fails is marked
+    /// failed and the others go on, since the batch's earlier changes were verified and stay
+    /// useful. For threads that appear while a per-thread batch is active (`follow`). A
+    /// thread that exited meanwhile is counted as gone, not as an error.
+    pub fn extend(&mut self, batch: u64, changes: &[Change]) -> Result<ExtendReport, ApplyError> {
+        if self.find(batch).is_none() {
+            return Err(ApplyError::NotOpen(batch));
+        }
+        let mut report = ExtendReport::default();
+        if changes.is_empty() {
+            return Ok(report);
+        }
+        let first = self.journal.extend(batch, changes)?;
+        for (offset, change) in changes.iter().enumerate() {
+            let index = first + offset;
+            match self.actuator.apply(change) {
+                Ok(()) => {
+                    self.journal.applied(batch, index)?;
+                    report.applied += 1;
+                }
+                Err(error) => {
+                    self.journal.failed(batch, index, &error.to_string())?;
+                    match error {
+                        ActuatorError::Gone(_) => report.gone += 1,
+                        error => report.failed.push(format!("change {index}: {error}")),
+                    }
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Change `index` failed: put it back if it was half written, undo the earlier ones in

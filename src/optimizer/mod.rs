@@ -8,6 +8,7 @@
 
 pub mod actuators;
 pub mod change;
+pub mod follow;
 pub mod journal;
 pub mod master;
 pub mod view;

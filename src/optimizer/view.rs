@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::actuators::HostActuators;
+use super::change::Target;
 use super::journal::{BatchState, ChangeState, JOURNAL_FILE, JournalError, Recovery};
 use super::master::{Optimizer, RollbackReport};
 use crate::config::UncleanExit;
@@ -69,6 +70,11 @@ fn active_batch(state: &BatchState) -> ActiveBatch {
             .count(),
         total: state.changes.len(),
         interrupted: state.in_flight().is_some(),
+        thread_changes: state
+            .changes
+            .iter()
+            .filter(|(c, _)| matches!(c.target, Target::Thread { .. }))
+            .count(),
     }
 }
 
@@ -117,7 +123,7 @@ pub fn recover_on_start(
         UncleanExit::Restore => {
             let reports: Vec<String> = interrupted
                 .iter()
-                .map(|&b| match optimizer.rollback(b) {
+                .map(|&b| match optimizer.rollback_following(b) {
                     Ok(report) => summary(&report),
                     Err(err) => format!("batch {b}: {err}"),
                 })
