@@ -208,6 +208,28 @@ pub struct MemorySnapshot {
     pub ksm: Option<KsmStats>,
     /// Per NUMA node memory (from nodeN/meminfo).
     pub nodes: Vec<NodeMemory>,
+    /// vm.* sysctls and cpufreq governors, as the system-knob strategies need them.
+    pub tunables: Tunables,
+}
+
+/// Kernel tunables the system-knob strategies compare against; `None` (or empty) where the
+/// file does not exist on this host.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Tunables {
+    pub swappiness: Option<u32>,
+    pub dirty_ratio: Option<u32>,
+    pub dirty_background_ratio: Option<u32>,
+    pub dirty_expire_centisecs: Option<u32>,
+    /// One entry per CPU with a cpufreq governor, by CPU id; empty without cpufreq.
+    pub governors: Vec<CpuGovernor>,
+}
+
+/// A CPU's cpufreq governor and the ones its driver offers.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct CpuGovernor {
+    pub cpu: u32,
+    pub governor: String,
+    pub available: Vec<String>,
 }
 
 impl MemorySnapshot {
@@ -417,6 +439,9 @@ pub struct ContainerStat {
     pub cpu_weight: Option<u64>,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
+    /// Bytes of the container's memory on each NUMA node (index = node id), from the memory
+    /// cgroup's memory.numa_stat, re-read every 10 s; empty when unknown.
+    pub numa_memory_bytes: Vec<u64>,
     pub pressure: Pressure,
     /// Recent CPU percent samples, oldest first, for a sparkline.
     pub cpu_history: VecDeque<f32>,
@@ -504,6 +529,9 @@ pub struct ActiveBatch {
     pub total: usize,
     /// A change of the batch was still pending: the run applying it ended mid-batch.
     pub interrupted: bool,
+    /// How many of its changes act on single threads (new threads of those processes are
+    /// brought under the batch while it is active).
+    pub thread_changes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]

@@ -48,6 +48,13 @@ pub struct Thresholds {
     pub noisy_host_psi_cpu_pct: f64,
     /// A container above this many fair shares of the host CPU is a runaway.
     pub runaway_fair_shares: f64,
+    /// NUMA imbalance: at least this percent of a container's memory on nodes its CPUs
+    /// are not on...
+    pub numa_remote_pct: f64,
+    /// ...or CPUs spanning nodes with at least this percent of its memory on one node...
+    pub numa_one_node_pct: f64,
+    /// ...judged only for containers with at least this much memory (MiB) per node known.
+    pub numa_min_memory_mib: f64,
     pub holt: HoltParams,
     pub predict_horizon_secs: f64,
     /// Points a series needs before it is forecast.
@@ -78,6 +85,9 @@ impl Thresholds {
             noisy_latency_min_psi_pct: 2.0,
             noisy_host_psi_cpu_pct: 20.0,
             runaway_fair_shares: 3.0,
+            numa_remote_pct: 50.0,
+            numa_one_node_pct: 80.0,
+            numa_min_memory_mib: 64.0,
             holt: HoltParams::default(),
             predict_horizon_secs: config.predict_horizon_secs as f64,
             trend_min_points: 10,
@@ -177,6 +187,7 @@ pub fn all(snap: &Snapshot, trends: &TrendState, t: &Thresholds) -> Vec<Conditio
     found.extend(noisy_neighbours(snap, t));
     found.extend(runaway_agents(snap, t));
     found.extend(predicted_exhaustion(snap, trends, t));
+    found.extend(super::numa::numa_imbalance(snap, t));
     found
 }
 
@@ -343,9 +354,12 @@ pub fn throttled_containers(snap: &Snapshot) -> Vec<Condition> {
         .collect()
 }
 
-/// Each latency container that is being starved, as evidence naming it: its own PSI cpu
-/// where the kernel gives one, else the host's.
-fn starved_latency_evidence(snap: &Snapshot, t: &Thresholds) -> Vec<Evidence> {
+/// Each latency container that is being starved, with the evidence: its own PSI cpu where
+/// the kernel gives one, else the host's.
+fn starved_latency_agents<'a>(
+    snap: &'a Snapshot,
+    t: &Thresholds,
+) -> Vec<(&'a ContainerStat, Evidence)> {
     let host_psi = some_avg10(snap.pressure.cpu);
     let latency = snap
         .containers
@@ -353,64 +367,74 @@ fn starved_latency_evidence(snap: &Snapshot, t: &Thresholds) -> Vec<Evidence> {
         .iter()
         .filter(|c| is_running(c) && c.class == Some(AgentClass::Latency));
     latency
-        .filter_map(|c| match some_avg10(c.pressure.cpu) {
-            Some(own) if own >= t.noisy_latency_psi_cpu_pct => Some(evidence(
-                format!("{}.psi_cpu_some_avg10", c.name),
-                own,
-                t.noisy_latency_psi_cpu_pct,
-                "%",
-            )),
-            Some(own) => {
-                // Stall relative to the agent's own demand: slowed down while mostly idle.
-                let cpu = f64::from(c.cpu_pct);
-                let per_cpu = if cpu > 0.0 { own / cpu } else { 0.0 };
-                (own >= t.noisy_latency_min_psi_pct && per_cpu >= t.noisy_latency_stall_per_cpu)
-                    .then(|| {
+        .filter_map(|c| {
+            let found = match some_avg10(c.pressure.cpu) {
+                Some(own) if own >= t.noisy_latency_psi_cpu_pct => Some(evidence(
+                    format!("{}.psi_cpu_some_avg10", c.name),
+                    own,
+                    t.noisy_latency_psi_cpu_pct,
+                    "%",
+                )),
+                Some(own) => {
+                    // Stall relative to the agent's own demand: slowed down while mostly idle.
+                    let cpu = f64::from(c.cpu_pct);
+                    let per_cpu = if cpu > 0.0 { own / cpu } else { 0.0 };
+                    (own >= t.noisy_latency_min_psi_pct && per_cpu >= t.noisy_latency_stall_per_cpu)
+                        .then(|| {
+                            evidence(
+                                format!("{}.stall_per_cpu", c.name),
+                                per_cpu,
+                                t.noisy_latency_stall_per_cpu,
+                                "x",
+                            )
+                        })
+                }
+                None => host_psi
+                    .filter(|&h| h >= t.noisy_host_psi_cpu_pct)
+                    .map(|h| {
                         evidence(
-                            format!("{}.stall_per_cpu", c.name),
-                            per_cpu,
-                            t.noisy_latency_stall_per_cpu,
-                            "x",
+                            format!("{}.host_psi_cpu_some_avg10", c.name),
+                            h,
+                            t.noisy_host_psi_cpu_pct,
+                            "%",
                         )
-                    })
-            }
-            None => host_psi
-                .filter(|&h| h >= t.noisy_host_psi_cpu_pct)
-                .map(|h| {
-                    evidence(
-                        format!("{}.host_psi_cpu_some_avg10", c.name),
-                        h,
-                        t.noisy_host_psi_cpu_pct,
-                        "%",
-                    )
-                }),
+                    }),
+            };
+            found.map(|e| (c, e))
         })
         .collect()
 }
 
+/// A latency agent starved while batch agents burn CPU. The starved agent is the subject —
+/// one bottleneck per victim, whose fixes act on every batch agent at once — and the busy
+/// batch agents are the evidence.
 pub fn noisy_neighbours(snap: &Snapshot, t: &Thresholds) -> Vec<Condition> {
-    let starved = starved_latency_evidence(snap, t);
-    if starved.is_empty() {
-        return Vec::new();
-    }
-    let batch = snap
+    let busy_batch: Vec<Evidence> = snap
         .containers
         .agents
         .iter()
-        .filter(|c| is_running(c) && c.class == Some(AgentClass::Batch));
-    batch
+        .filter(|c| is_running(c) && c.class == Some(AgentClass::Batch))
         .filter(|c| f64::from(c.cpu_pct) > t.noisy_batch_cpu_pct)
         .map(|c| {
-            let mut found = vec![evidence(
+            evidence(
                 format!("{}.cpu_pct", c.name),
                 f64::from(c.cpu_pct),
                 t.noisy_batch_cpu_pct,
                 "%",
-            )];
-            found.extend(starved.iter().cloned());
+            )
+        })
+        .collect();
+    if busy_batch.is_empty() {
+        return Vec::new();
+    }
+    starved_latency_agents(snap, t)
+        .into_iter()
+        .map(|(victim, starved)| {
+            let mut found = vec![starved];
+            found.extend(busy_batch.iter().cloned());
             Condition {
                 kind: BottleneckKind::NoisyNeighbour,
-                subject: container_subject(c),
+                subject: container_subject(victim),
                 evidence: found,
             }
         })

@@ -8,6 +8,7 @@
 
 pub mod detect;
 pub mod holt;
+pub mod numa;
 
 #[cfg(test)]
 mod tests;
@@ -202,3 +203,5 @@ impl Detector {
 pub mod plan;
 pub mod proposals;
 pub mod strategy;
+pub mod system_knobs;
+pub mod validation;

@@ -8,6 +8,8 @@
 use serde::Serialize;
 
 use super::strategy::{Context, EliminationStrategy, Fix, propose_all};
+use super::validation::RecentSnapshots;
+pub use super::validation::{Validation, Verdict};
 use super::{Bottleneck, Subject};
 use crate::snapshot::Snapshot;
 
@@ -65,64 +67,6 @@ pub struct Proposal {
     pub validation: Validation,
 }
 
-/// Readings of the fix's measure before approval and over the window after it, and the
-/// verdict: kept if it helped, rolled back on its own if it did not.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct Validation {
-    /// The last readings while proposed (the baseline).
-    pub before: Vec<f64>,
-    /// Readings since it was applied.
-    pub after: Vec<f64>,
-    pub applied_at_ms: Option<u64>,
-    pub verdict: Option<Verdict>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    Helped {
-        before: f64,
-        after: f64,
-        improvement_pct: f64,
-    },
-    DidNotHelp {
-        before: f64,
-        after: f64,
-    },
-    /// The figure could not be read, or was already near zero: kept, but not proven.
-    Unmeasurable,
-}
-
-/// Baseline readings kept per proposal.
-const BASELINE_POINTS: usize = 10;
-/// A figure below this (PSI %, CPU %...) is "nothing to improve" and cannot prove a fix.
-const MEASURABLE_FLOOR: f64 = 0.5;
-
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-impl Validation {
-    /// Judge by the means before and after: helped when the figure fell by at least
-    /// `min_improvement` (a fraction, e.g. 0.05).
-    pub fn judge(&self, min_improvement: f64) -> Verdict {
-        match (mean(&self.before), mean(&self.after)) {
-            (Some(before), Some(after)) if before >= MEASURABLE_FLOOR => {
-                if after <= before * (1.0 - min_improvement) {
-                    Verdict::Helped {
-                        before,
-                        after,
-                        improvement_pct: (before - after) * 100.0 / before,
-                    }
-                } else {
-                    Verdict::DidNotHelp { before, after }
-                }
-            }
-            _ => Verdict::Unmeasurable,
-        }
-    }
-}
-
 /// Closed proposals kept for the pane and the report (older ones are dropped).
 const KEEP_CLOSED: usize = 50;
 
@@ -133,6 +77,8 @@ pub struct ProposalBook {
     /// (strategy, subject) whose fix did not help: not proposed again before the instant
     /// (ms), and how many times that happened (the pause doubles each time).
     suppressed: std::collections::HashMap<(String, String), (u64, u32)>,
+    /// The last ticks, for baselines.
+    recent: RecentSnapshots,
 }
 
 /// The first pause after a fix did not help; it doubles with each repeat.
@@ -167,6 +113,15 @@ impl ProposalBook {
         }
     }
 
+    /// The operator (or auto-fix) approved it: the baseline is the ticks up to now, before
+    /// anything changes.
+    pub fn applying(&mut self, id: u64) {
+        if let Some(p) = self.proposals.iter_mut().find(|p| p.id == id) {
+            p.status = ProposalStatus::Applying;
+            p.validation = Validation::baseline(&p.fix.measure, &self.recent);
+        }
+    }
+
     /// The proposal was applied as `batch` at `now_ms`: its validation window starts.
     pub fn applied(&mut self, id: u64, batch: u64, now_ms: u64) {
         if let Some(p) = self.proposals.iter_mut().find(|p| p.id == id) {
@@ -180,9 +135,7 @@ impl ProposalBook {
         for p in &mut self.proposals {
             if matches!(p.status, ProposalStatus::Applied { .. }) && p.validation.verdict.is_none()
             {
-                if let Some(value) = p.fix.measure.value(snap) {
-                    p.validation.after.push(value);
-                }
+                p.validation.record(&p.fix.measure, snap);
             }
         }
     }
@@ -212,7 +165,7 @@ impl ProposalBook {
             due.push((p.id, batch, verdict));
         }
         for (id, _, verdict) in &due {
-            if matches!(verdict, Verdict::DidNotHelp { .. }) {
+            if verdict.rolls_back() {
                 self.suppress(*id, now_ms);
             }
         }
@@ -255,6 +208,7 @@ impl ProposalBook {
         context: &Context,
     ) {
         let now_ms = snap.taken_at_ms;
+        self.recent.push(snap);
         for bottleneck in bottlenecks {
             for fix in propose_all(strategies, bottleneck, snap, context, snap.mode) {
                 let key = (fix.strategy.clone(), subject_key(&bottleneck.subject));
@@ -278,21 +232,12 @@ impl ProposalBook {
                     Some(p) if p.status.is_open() => {
                         p.bottleneck = bottleneck.clone();
                         p.fix = fix;
-                        if let Some(value) = p.fix.measure.value(snap) {
-                            let before = &mut p.validation.before;
-                            before.push(value);
-                            if before.len() > BASELINE_POINTS {
-                                before.remove(0);
-                            }
-                        }
+                        p.validation = Validation::baseline(&p.fix.measure, &self.recent);
                     }
                     Some(_) => {}
                     None => {
                         self.next_id += 1;
-                        let validation = Validation {
-                            before: fix.measure.value(snap).into_iter().collect(),
-                            ..Validation::default()
-                        };
+                        let validation = Validation::baseline(&fix.measure, &self.recent);
                         self.proposals.push(Proposal {
                             id: self.next_id,
                             bottleneck: bottleneck.clone(),

@@ -80,6 +80,7 @@ pub struct Fix {
 #[serde(tag = "figure", rename_all = "snake_case")]
 pub enum Measure {
     HostPsiCpuSome,
+    HostPsiMemorySome,
     HostPsiIoFull,
     HostMemoryUsedPct,
     /// Mean cgroup PSI cpu some avg10 of the latency-class agents.
@@ -93,6 +94,10 @@ pub enum Measure {
     ContainerMemoryOfLimitPct {
         id: String,
     },
+    /// Percent of the container's memory on NUMA nodes its CPUs are not on.
+    ContainerRemoteMemoryPct {
+        id: String,
+    },
 }
 
 impl Measure {
@@ -101,6 +106,7 @@ impl Measure {
         let container = |id: &str| snap.containers.agents.iter().find(|c| c.id == id);
         match self {
             Measure::HostPsiCpuSome => snap.pressure.cpu.map(|r| f64::from(r.some.avg10)),
+            Measure::HostPsiMemorySome => snap.pressure.memory.map(|r| f64::from(r.some.avg10)),
             Measure::HostPsiIoFull => snap
                 .pressure
                 .io
@@ -124,6 +130,9 @@ impl Measure {
                 let limit = c.mem_limit_bytes.filter(|&l| l > 0)?;
                 Some(c.mem_bytes as f64 * 100.0 / limit as f64)
             }),
+            Measure::ContainerRemoteMemoryPct { id } => {
+                container(id).and_then(|c| super::numa::remote_memory_pct(&snap.topology, c))
+            }
         }
     }
 }
@@ -172,6 +181,11 @@ pub fn built_in() -> Vec<Box<dyn EliminationStrategy>> {
         Box::new(IdleBatchIo),
         Box::new(MergeMemory),
         Box::new(RaiseMemoryLimit),
+        Box::new(super::numa::ConfineToNode),
+        Box::new(super::system_knobs::TransparentHugepages),
+        Box::new(super::system_knobs::LowerSwappiness),
+        Box::new(super::system_knobs::LowerDirtyRatios),
+        Box::new(super::system_knobs::PerformanceGovernor),
     ]
 }
 
@@ -223,11 +237,14 @@ fn container_target(c: &ContainerStat) -> IntentTarget {
     }
 }
 
-/// Batch agents the bottleneck points at: its subject when that is a batch agent, else
-/// every batch agent (host-wide bottlenecks).
+/// Batch agents the bottleneck points at: its subject when that is a batch agent; every
+/// batch agent for a starved latency agent (its noisy neighbours) or a host-wide bottleneck.
 fn batch_targets<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Vec<&'a ContainerStat> {
     match container_of(snap, bottleneck) {
         Some(c) if c.class == Some(AgentClass::Batch) => vec![c],
+        Some(_) if bottleneck.kind == BottleneckKind::NoisyNeighbour => {
+            batch_agents(snap).collect()
+        }
         Some(_) => Vec::new(),
         None => batch_agents(snap).collect(),
     }
@@ -383,7 +400,9 @@ impl EliminationStrategy for BatchPolicy {
     }
 }
 
-/// Keep a noisy batch agent off the CPUs latency agents need: pin it to the upper half.
+/// Keep batch agents off the CPUs a starved latency agent runs on: confine them to the
+/// upper half of the online CPUs, leaving the lower half to the latency agents. Medium
+/// risk: the batch agents lose half the host's CPUs even when the latency agent is idle.
 pub struct IsolateLatency;
 
 impl EliminationStrategy for IsolateLatency {
@@ -394,30 +413,45 @@ impl EliminationStrategy for IsolateLatency {
         b.kind == BottleneckKind::NoisyNeighbour
     }
     fn propose(&self, b: &Bottleneck, snap: &Snapshot, _: &Context) -> Vec<Fix> {
-        let Some(noisy) = container_of(snap, b) else {
+        let Some(victim) = container_of(snap, b) else {
             return Vec::new();
         };
         let cpus = online_cpus(snap);
         if cpus.len() < 2 {
             return Vec::new();
         }
-        let upper = &cpus[cpus.len() / 2..];
-        let after = crate::host::format_cpu_list(upper);
-        if noisy.cpuset_cpus == after {
+        let (lower, upper) = cpus.split_at(cpus.len() / 2);
+        // A latency agent already confined to the upper half would gain nothing.
+        let victim_cpus = crate::host::parse_cpu_list(&victim.cpuset_cpus);
+        if !victim_cpus.is_empty() && !victim_cpus.iter().any(|c| lower.contains(c)) {
             return Vec::new();
         }
+        let after = crate::host::format_cpu_list(upper);
+        let targets: Vec<&ContainerStat> = batch_targets(snap, b)
+            .into_iter()
+            .filter(|c| c.id != victim.id && c.cpuset_cpus != after)
+            .collect();
+        let intents = targets
+            .iter()
+            .map(|c| Intent {
+                target: container_target(c),
+                knob: Knob::ContainerCpusetCpus,
+                expected_before: c.cpuset_cpus.clone(),
+                after: after.clone(),
+            })
+            .collect();
         vec![Fix {
             strategy: self.name().to_string(),
-            summary: format!("confine noisy batch agent {} to CPUs {after}", noisy.name),
+            summary: format!(
+                "confine batch agents {} to CPUs {after}, leaving CPUs {} to latency agent {}",
+                names(&targets),
+                crate::host::format_cpu_list(lower),
+                victim.name
+            ),
             risk: Risk::Medium,
             metric: "latency agents' cgroup PSI cpu some avg10".to_string(),
             measure: Measure::LatencyAgentsPsiCpuSome,
-            intents: vec![Intent {
-                target: container_target(noisy),
-                knob: Knob::ContainerCpusetCpus,
-                expected_before: noisy.cpuset_cpus.clone(),
-                after,
-            }],
+            intents,
         }]
     }
 }
@@ -630,17 +664,19 @@ mod tests {
     }
 
     fn host(agents: Vec<ContainerStat>) -> Snapshot {
-        let mut snap = Snapshot::default();
-        snap.topology = Arc::new(Topology {
-            cpus: (0..4)
-                .map(|id| LogicalCpu {
-                    id,
-                    online: true,
-                    ..LogicalCpu::default()
-                })
-                .collect(),
-            ..Topology::default()
-        });
+        let mut snap = Snapshot {
+            topology: Arc::new(Topology {
+                cpus: (0..4)
+                    .map(|id| LogicalCpu {
+                        id,
+                        online: true,
+                        ..LogicalCpu::default()
+                    })
+                    .collect(),
+                ..Topology::default()
+            }),
+            ..Snapshot::default()
+        };
         snap.containers.agents = agents;
         snap
     }
@@ -679,14 +715,15 @@ mod tests {
     }
 
     #[test]
-    fn noisy_batch_agent_gets_weight_policy_and_isolation_by_mode() {
+    fn a_starved_latency_agent_gets_weight_policy_and_isolation_of_its_batch_neighbours_by_mode() {
         let snap = host(vec![
             agent("b", AgentClass::Batch, 1024),
             agent("l", AgentClass::Latency, 1024),
+            agent("c", AgentClass::Batch, 1024),
         ]);
         let all = built_in();
         let ctx = Context::default();
-        let conservative = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Conservative);
+        let conservative = propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Conservative);
         let strategies: Vec<&str> = conservative.iter().map(|f| f.strategy.as_str()).collect();
         assert_eq!(strategies, ["batch-cpu-weight", "batch-scheduler-policy"]);
         let weight = &conservative[0].intents[0];
@@ -696,14 +733,33 @@ mod tests {
             ("1024", "256")
         );
         assert_eq!(conservative[1].intents[0].after, "SCHED_BATCH");
+        // Every batch agent at once, never the latency agent.
+        for fix in &conservative {
+            let targets: Vec<String> = fix
+                .intents
+                .iter()
+                .map(|i| format!("{:?}", i.target))
+                .collect();
+            assert_eq!(targets.len(), 2, "{targets:?}");
+            assert!(
+                targets.iter().all(|t| !t.contains("agent-l")),
+                "{targets:?}"
+            );
+        }
 
-        let balanced = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Balanced);
+        let balanced = propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Balanced);
         let isolate = balanced
             .iter()
             .find(|f| f.strategy == "isolate-latency-agents")
             .expect("balanced isolates");
-        assert_eq!(isolate.intents[0].after, "2-3");
+        let afters: Vec<&str> = isolate.intents.iter().map(|i| i.after.as_str()).collect();
+        assert_eq!(afters, ["2-3", "2-3"]);
         assert_eq!(isolate.risk, Risk::Medium);
+        assert!(
+            isolate
+                .summary
+                .contains("leaving CPUs 0-1 to latency agent agent-l")
+        );
     }
 
     #[test]
@@ -731,17 +787,23 @@ mod tests {
     }
 
     #[test]
-    fn a_latency_subject_or_an_applied_weight_yields_nothing() {
-        let snap = host(vec![
-            agent("l", AgentClass::Latency, 1024),
-            agent("b", AgentClass::Batch, 256),
-        ]);
+    fn an_applied_weight_or_a_latency_agent_already_apart_yields_nothing() {
+        let mut latency = agent("l", AgentClass::Latency, 1024);
+        let snap = host(vec![latency.clone(), agent("b", AgentClass::Batch, 256)]);
         let all = built_in();
         let ctx = Context::default();
-        assert!(propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Conservative).is_empty());
-        let fixes = propose_all(&all, &noisy("b"), &snap, &ctx, Mode::Conservative);
+        let fixes = propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Balanced);
         assert!(
             fixes.iter().all(|f| f.strategy != "batch-cpu-weight"),
+            "{fixes:?}"
+        );
+        assert!(fixes.iter().any(|f| f.strategy == "isolate-latency-agents"));
+        // The latency agent confined to the upper half: isolating batch there cannot help.
+        latency.cpuset_cpus = "2-3".into();
+        let snap = host(vec![latency, agent("b", AgentClass::Batch, 1024)]);
+        let fixes = propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Balanced);
+        assert!(
+            fixes.iter().all(|f| f.strategy != "isolate-latency-agents"),
             "{fixes:?}"
         );
     }

@@ -389,7 +389,7 @@ fn noisy_host(batch_cpu: f32, latency_psi: Option<f32>, host_psi: f32) -> impl F
 }
 
 #[test]
-fn noisy_neighbour_names_the_batch_burner_and_the_starved_latency_agent() {
+fn noisy_neighbour_is_about_the_starved_latency_agent_and_names_the_batch_burners() {
     let b = fires_on_third_tick(
         BottleneckKind::NoisyNeighbour,
         noisy_host(80.0, Some(15.0), 5.0),
@@ -397,11 +397,16 @@ fn noisy_neighbour_names_the_batch_burner_and_the_starved_latency_agent() {
     assert_eq!(
         b.subject,
         Subject::Container {
-            id: "bat".to_string(),
-            name: "agent-bat".to_string()
+            id: "lat".to_string(),
+            name: "agent-lat".to_string()
         }
     );
     assert_eq!(evidence_of(&b, "agent-bat.cpu_pct").value, 80.0);
+    // A calm batch agent (20% CPU) is no culprit.
+    assert!(
+        b.evidence.iter().all(|e| !e.metric.contains("calm")),
+        "{b:?}"
+    );
     assert_eq!(evidence_of(&b, "agent-lat.psi_cpu_some_avg10").value, 15.0);
     // Without container PSI, the host's PSI stands in (at its own, higher threshold).
     let b = fires_on_third_tick(BottleneckKind::NoisyNeighbour, noisy_host(80.0, None, 25.0));

@@ -24,10 +24,15 @@ pub enum Target {
     /// A host-wide knob: the file is named by the knob.
     Host,
     /// A whole process (its memory is shared by every thread), by pid and start time.
-    Process { pid: i32, start_time: u64 },
+    Process {
+        pid: i32,
+        start_time: u64,
+    },
     /// A cgroup directory, for agents that are plain processes: the path is relative to the
     /// sys root ("fs/cgroup/system.slice/agent.service", "fs/cgroup/cpu,cpuacct/agents/x").
-    Cgroup { path: PathBuf },
+    Cgroup {
+        path: PathBuf,
+    },
 }
 
 /// Which setting a change turns.

@@ -138,6 +138,7 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
             thp_defrag: Some("madvise".into()),
             ksm: None,
             nodes: node_memory,
+            tunables: Default::default(),
         },
         pressure: Pressure {
             cpu: Some(psi(2.5, 1.75, Some((0.0, 0.0)))),
@@ -291,6 +292,7 @@ pub fn with_active_changes(mut snap: Snapshot) -> Snapshot {
                 applied: 4,
                 total: 4,
                 interrupted: false,
+                thread_changes: 4,
             },
             ActiveBatch {
                 batch: 7,
@@ -299,6 +301,7 @@ pub fn with_active_changes(mut snap: Snapshot) -> Snapshot {
                 applied: 2,
                 total: 9,
                 interrupted: true,
+                thread_changes: 9,
             },
         ],
         problems: vec![],
@@ -480,6 +483,7 @@ pub fn container(i: usize) -> ContainerStat {
             String::new()
         },
         cpuset_mems: String::new(),
+        numa_memory_bytes: Vec::new(),
         pressure: Pressure::default(),
         cpu_history: (0..12)
             .map(|t| ((i + t * 11) % 100) as f32)

@@ -38,10 +38,14 @@ pub(super) type ApplyOutcome = Result<(Option<u64>, Option<ChangesSnapshot>), Pr
 pub(super) type RollbackOutcome = Result<(bool, Vec<String>, Option<ChangesSnapshot>), String>;
 
 /// Who asked for a rollback, for the notice.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum RollbackOrigin {
     Operator,
-    Validation { id: u64, before: f64, after: f64 },
+    /// Validation rolls back a fix; `why` is the verdict in operator words.
+    Validation {
+        id: u64,
+        why: String,
+    },
 }
 
 /// Work that ran off the tick loop, reporting back.
@@ -50,6 +54,8 @@ pub(super) enum Job {
         id: u64,
         outcome: Result<ApplyOutcome, String>,
     },
+    /// New threads were brought under active batches: one line per batch that found some.
+    Followed(Result<Vec<String>, String>),
     RolledBack {
         origin: RollbackOrigin,
         outcome: Result<RollbackOutcome, String>,
@@ -65,8 +71,8 @@ fn rollback_blocking(
     let (mut optimizer, _) = crate::optimizer::view::open_waiting(dir, roots)
         .map_err(|e| format!("cannot open the journal: {e}"))?;
     let results = match batch {
-        Some(b) => vec![optimizer.rollback(b)],
-        None => optimizer.rollback_all(),
+        Some(b) => vec![optimizer.rollback_following(b)],
+        None => optimizer.rollback_all_following(),
     };
     // Failure is decided from the results, never from the words.
     let ok = results
@@ -85,6 +91,32 @@ fn rollback_blocking(
         lines,
         crate::optimizer::view::read_changes(dir, roots).ok(),
     ))
+}
+
+/// How often threads that appeared under an active per-thread batch are brought under it.
+pub(super) const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Bring new threads under every active batch, under the journal lock. Blocking.
+fn follow_blocking(dir: &std::path::Path, roots: &HostRoots) -> Result<Vec<String>, String> {
+    let (mut optimizer, _) = crate::optimizer::view::open_waiting(dir, roots)
+        .map_err(|e| format!("cannot open the journal: {e}"))?;
+    let lines = crate::optimizer::follow::follow_all(&mut optimizer, roots)
+        .into_iter()
+        .map(|(batch, report)| match report {
+            Ok(r) if r.failed.is_empty() => format!(
+                "batch {batch}: {} new threads brought under it ({} gone)",
+                r.applied, r.gone
+            ),
+            Ok(r) => format!(
+                "batch {batch}: {} new threads brought under it, {} failed: {}",
+                r.applied,
+                r.failed.len(),
+                r.failed.join("; ")
+            ),
+            Err(err) => format!("batch {batch}: new threads not followed: {err}"),
+        })
+        .collect();
+    Ok(lines)
 }
 
 /// Plan and apply a proposal's intents under the journal lock. Blocking, off the runtime.
@@ -187,12 +219,10 @@ impl Ticker {
                 Verdict::Unmeasurable => {
                     tracing::info!(id, "fix kept; its figure could not prove it helped");
                 }
-                Verdict::DidNotHelp { before, after } => {
-                    tracing::warn!(id, before, after, "fix did not help; rolling it back");
-                    self.start_rollback(
-                        Some(batch),
-                        RollbackOrigin::Validation { id, before, after },
-                    );
+                verdict @ (Verdict::DidNotHelp { .. } | Verdict::Regressed { .. }) => {
+                    let why = verdict.describe();
+                    tracing::warn!(id, why, "fix rolled back by validation");
+                    self.start_rollback(Some(batch), RollbackOrigin::Validation { id, why });
                 }
             }
         }
@@ -230,7 +260,7 @@ impl Ticker {
             self.set_notice("read-only (not root): nothing is applied".to_string(), true);
             return;
         }
-        self.proposals.set_status(id, ProposalStatus::Applying);
+        self.proposals.applying(id);
         let mut snap = (**snapshots.borrow()).clone();
         snap.proposals = self.proposals.list().to_vec();
         snapshots.send_replace(Arc::new(snap));
@@ -291,6 +321,40 @@ impl Ticker {
                 self.proposals
                     .set_status(id, ProposalStatus::Failed { why: err });
             }
+        }
+    }
+
+    /// While a batch that changed threads is active, bring the threads its processes start
+    /// under it every `FOLLOW_INTERVAL`, so they get its values and a rollback restores them.
+    pub(super) fn follow_threads(&mut self) {
+        let per_thread = self.changes.active.iter().any(|b| b.thread_changes > 0);
+        if !per_thread
+            || !self.manages_host
+            || !self.host_info.is_root
+            || self.following
+            || Instant::now() < self.next_follow
+        {
+            return;
+        }
+        self.following = true;
+        self.next_follow = Instant::now() + FOLLOW_INTERVAL;
+        let (dir, roots) = (self.optimizer.state_dir.clone(), self.roots.clone());
+        let jobs = self.jobs_tx.clone();
+        tokio::spawn(async move {
+            let outcome = off_runtime(move || follow_blocking(&dir, &roots)).await;
+            let _ = jobs.send(Job::Followed(outcome.and_then(|r| r)));
+        });
+    }
+
+    pub(super) fn finish_follow(&mut self, outcome: Result<Vec<String>, String>) {
+        self.following = false;
+        match outcome {
+            Ok(lines) => {
+                for line in lines {
+                    tracing::info!("{line}");
+                }
+            }
+            Err(err) => tracing::warn!("following new threads: {err}"),
         }
     }
 
@@ -372,14 +436,14 @@ impl Ticker {
             Ok(Err(err)) => (false, err),
             Err(err) => (false, format!("rollback failed: {err}")),
         };
-        let text = match origin {
+        let text = match &origin {
             RollbackOrigin::Operator => text,
-            RollbackOrigin::Validation { id, before, after } if ok => format!(
-                "proposal {id} did not help ({before:.1} -> {after:.1}); rolled back on its own"
-            ),
-            RollbackOrigin::Validation { id, before, after } => format!(
-                "proposal {id} did not help ({before:.1} -> {after:.1}); rolling it back FAILED: {text}"
-            ),
+            RollbackOrigin::Validation { id, why } if ok => {
+                format!("proposal {id} {why}; rolled back on its own")
+            }
+            RollbackOrigin::Validation { id, why } => {
+                format!("proposal {id} {why}; rolling it back FAILED: {text}")
+            }
         };
         if ok {
             tracing::info!("{text}");

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::table::{highlighted, visible_window};
-use crate::eliminator::proposals::{Proposal, ProposalStatus};
+use crate::eliminator::proposals::{Proposal, ProposalStatus, Verdict};
 use crate::eliminator::strategy::{IntentTarget, Risk};
 use crate::snapshot::{ActiveBatch, Snapshot};
 use crate::tui::app::{App, Pane, ProposalRow, proposal_rows};
@@ -143,6 +143,9 @@ fn proposal_line(p: &Proposal, mode: crate::config::Mode) -> Line<'static> {
             risk_style(p.fix.risk),
         ),
     ];
+    if let Some(text) = validation_tag(p) {
+        spans.push(Span::styled(format!("{text} "), validation_style(p)));
+    }
     // Applied under a higher mode than the one in force now: offer to roll it back.
     if matches!(p.status, ProposalStatus::Applied { .. }) && !p.fix.risk.allowed_in(mode) {
         spans.push(Span::styled("ABOVE MODE, r rolls back ", theme::warning()));
@@ -196,6 +199,9 @@ fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
         Span::styled(" should improve: ", theme::dim()),
         Span::raw(p.fix.metric.clone()),
     ]));
+    if let Some(line) = validation_line(p) {
+        lines.push(line);
+    }
     match &p.status {
         ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => lines.push(Line::from(
             Span::styled(format!(" {why}"), theme::warning()),
@@ -206,6 +212,69 @@ fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
         _ => {}
     }
     lines
+}
+
+/// What validation says, in the list: how much it helped, or why it was rolled back.
+fn validation_tag(p: &Proposal) -> Option<String> {
+    match (&p.validation.verdict, &p.status) {
+        (
+            Some(Verdict::Helped {
+                improvement_pct, ..
+            }),
+            _,
+        ) => Some(format!("-{improvement_pct:.0}%")),
+        (Some(Verdict::DidNotHelp { .. }), _) => Some("did not help".to_string()),
+        (Some(Verdict::Regressed { .. }), _) => Some("regressed".to_string()),
+        (Some(Verdict::Unmeasurable), _) => Some("unproven".to_string()),
+        (None, ProposalStatus::Applied { .. }) => Some("validating".to_string()),
+        (None, _) => None,
+    }
+}
+
+fn validation_style(p: &Proposal) -> Style {
+    match &p.validation.verdict {
+        Some(Verdict::Helped { .. }) => theme::good(),
+        Some(verdict) if verdict.rolls_back() => theme::warning(),
+        _ => theme::dim(),
+    }
+}
+
+/// The validation figures: baseline and window readings, the verdict, the guards.
+fn validation_line(p: &Proposal) -> Option<Line<'static>> {
+    let v = &p.validation;
+    v.applied_at_ms?;
+    let mean = |values: &[f64]| {
+        if values.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", values.iter().sum::<f64>() / values.len() as f64)
+        }
+    };
+    let verdict = v
+        .verdict
+        .as_ref()
+        .map(Verdict::describe)
+        .unwrap_or_else(|| "watching".to_string());
+    let guards: Vec<String> = v
+        .guards
+        .iter()
+        .filter(|g| !g.after.is_empty())
+        .map(|g| format!("{} {} -> {}", g.figure, mean(&g.before), mean(&g.after)))
+        .collect();
+    let mut text = format!(
+        "{verdict}; mean of {} readings before {}, of {} after {}",
+        v.before.len(),
+        mean(&v.before),
+        v.after.len(),
+        mean(&v.after)
+    );
+    if !guards.is_empty() {
+        text.push_str(&format!("; guards: {}", guards.join(", ")));
+    }
+    Some(Line::from(vec![
+        Span::styled(" validation: ", theme::dim()),
+        Span::raw(text),
+    ]))
 }
 
 fn batch_line(batch: &ActiveBatch, now_ms: u64) -> Line<'static> {

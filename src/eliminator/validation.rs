@@ -1,0 +1,354 @@
+//! Did a fix help? Its own figure before and after, and guard figures that must not get
+//! much worse meanwhile.
+//!
+//! The baseline is taken from the ticks just before the fix was approved (the book keeps the
+//! last few snapshots), so a fix applied the moment it is proposed — auto-fix — still has a
+//! baseline of several readings. After applying, every tick adds a reading until the window
+//! closes; then the means are compared. A fix that moved its own figure the right way but
+//! made a guard figure much worse (host memory or I/O pressure, the latency agents' CPU
+//! pressure) is judged a regression and rolled back like one that did not help.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::strategy::Measure;
+use crate::snapshot::Snapshot;
+
+/// Snapshots kept for baselines (the last this many ticks).
+pub const BASELINE_POINTS: usize = 10;
+/// A figure below this (PSI %, CPU %...) is "nothing to improve" and cannot prove a fix.
+const MEASURABLE_FLOOR: f64 = 0.5;
+/// A guard figure regressed when its mean rose by at least this many points...
+pub const REGRESSION_POINTS: f64 = 10.0;
+/// ...and to at least this multiple of its baseline. Both, so neither a small figure's
+/// jitter (0.5 → 1.5 is 3x) nor a large figure's noise (60 → 71) counts.
+pub const REGRESSION_FACTOR: f64 = 1.5;
+
+/// Readings of the fix's measure before approval and over the window after it, and the
+/// verdict: kept if it helped, rolled back on its own if it did not or if a guard regressed.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Validation {
+    /// Readings over the ticks before it was approved (the baseline).
+    pub before: Vec<f64>,
+    /// Readings since it was applied.
+    pub after: Vec<f64>,
+    /// Host-wide figures watched beside the fix's own.
+    pub guards: Vec<Guard>,
+    pub applied_at_ms: Option<u64>,
+    pub verdict: Option<Verdict>,
+}
+
+/// One guard figure, before and after.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Guard {
+    pub figure: String,
+    pub measure: Measure,
+    pub before: Vec<f64>,
+    pub after: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Helped {
+        before: f64,
+        after: f64,
+        improvement_pct: f64,
+    },
+    DidNotHelp {
+        before: f64,
+        after: f64,
+    },
+    /// Its own figure improved (or could not be judged) but a guard figure got much worse.
+    Regressed {
+        figure: String,
+        before: f64,
+        after: f64,
+    },
+    /// The figure could not be read, or was already near zero: kept, but not proven.
+    Unmeasurable,
+}
+
+impl Verdict {
+    /// Whether the fix is rolled back for it.
+    pub fn rolls_back(&self) -> bool {
+        matches!(self, Verdict::DidNotHelp { .. } | Verdict::Regressed { .. })
+    }
+
+    /// Operator words: "helped 42 % (30.1 -> 17.5)".
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Helped {
+                before,
+                after,
+                improvement_pct,
+            } => format!("helped {improvement_pct:.0}% ({before:.1} -> {after:.1})"),
+            Verdict::DidNotHelp { before, after } => {
+                format!("did not help ({before:.1} -> {after:.1})")
+            }
+            Verdict::Regressed {
+                figure,
+                before,
+                after,
+            } => format!("made {figure} worse ({before:.1} -> {after:.1})"),
+            Verdict::Unmeasurable => "kept, not measurable".to_string(),
+        }
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The host-wide figures a fix must not make much worse, other than its own. A fix for the
+/// latency agents may move CPU waiting onto batch agents — that is its purpose — so the
+/// host's CPU pressure does not guard it.
+fn guard_measures(own: &Measure) -> Vec<(&'static str, Measure)> {
+    let mut guards = vec![
+        ("host PSI memory some", Measure::HostPsiMemorySome),
+        ("host PSI io full", Measure::HostPsiIoFull),
+        (
+            "latency agents' PSI cpu some",
+            Measure::LatencyAgentsPsiCpuSome,
+        ),
+    ];
+    if *own != Measure::LatencyAgentsPsiCpuSome {
+        guards.push(("host PSI cpu some", Measure::HostPsiCpuSome));
+    }
+    guards.retain(|(_, measure)| measure != own);
+    guards
+}
+
+impl Validation {
+    /// The baseline of `own` and of its guards over `recent` snapshots (oldest first).
+    pub fn baseline(own: &Measure, recent: &RecentSnapshots) -> Validation {
+        let readings = |measure: &Measure| -> Vec<f64> {
+            recent
+                .iter()
+                .filter_map(|snap| measure.value(snap))
+                .collect()
+        };
+        Validation {
+            before: readings(own),
+            guards: guard_measures(own)
+                .into_iter()
+                .map(|(figure, measure)| Guard {
+                    figure: figure.to_string(),
+                    before: readings(&measure),
+                    after: Vec::new(),
+                    measure,
+                })
+                .collect(),
+            ..Validation::default()
+        }
+    }
+
+    /// Add this tick's readings after applying.
+    pub fn record(&mut self, own: &Measure, snap: &Snapshot) {
+        if let Some(value) = own.value(snap) {
+            self.after.push(value);
+        }
+        for guard in &mut self.guards {
+            if let Some(value) = guard.measure.value(snap) {
+                guard.after.push(value);
+            }
+        }
+    }
+
+    /// Judge by the means before and after: helped when the figure fell by at least
+    /// `min_improvement` (a fraction, e.g. 0.05) and no guard regressed.
+    pub fn judge(&self, min_improvement: f64) -> Verdict {
+        let own = match (mean(&self.before), mean(&self.after)) {
+            (Some(before), Some(after)) if before >= MEASURABLE_FLOOR => {
+                if after <= before * (1.0 - min_improvement) {
+                    Verdict::Helped {
+                        before,
+                        after,
+                        improvement_pct: (before - after) * 100.0 / before,
+                    }
+                } else {
+                    Verdict::DidNotHelp { before, after }
+                }
+            }
+            _ => Verdict::Unmeasurable,
+        };
+        if own.rolls_back() {
+            return own;
+        }
+        self.regressed_guard().unwrap_or(own)
+    }
+
+    /// The guard that got worst past both thresholds, if any.
+    fn regressed_guard(&self) -> Option<Verdict> {
+        self.guards
+            .iter()
+            .filter_map(|g| Some((g, mean(&g.before)?, mean(&g.after)?)))
+            .filter(|(_, before, after)| {
+                *after >= before + REGRESSION_POINTS && *after >= before * REGRESSION_FACTOR
+            })
+            .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
+            .map(|(g, before, after)| Verdict::Regressed {
+                figure: g.figure.clone(),
+                before,
+                after,
+            })
+    }
+}
+
+/// The last few ticks' snapshots, trimmed to what measures read (no process list, no
+/// proposals or journal view), for baselines.
+#[derive(Debug, Clone, Default)]
+pub struct RecentSnapshots {
+    ring: VecDeque<Arc<Snapshot>>,
+}
+
+impl RecentSnapshots {
+    pub fn push(&mut self, snap: &Snapshot) {
+        let mut trimmed = snap.clone();
+        trimmed.processes = Default::default();
+        trimmed.proposals = Vec::new();
+        trimmed.changes = Default::default();
+        trimmed.bottlenecks = Vec::new();
+        if self.ring.len() >= BASELINE_POINTS {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(Arc::new(trimmed));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Snapshot> {
+        self.ring.iter().map(|s| &**s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{PsiLine, PsiResource};
+
+    fn psi(avg10: f32) -> Option<PsiResource> {
+        Some(PsiResource {
+            some: PsiLine {
+                avg10,
+                ..PsiLine::default()
+            },
+            full: Some(PsiLine {
+                avg10,
+                ..PsiLine::default()
+            }),
+        })
+    }
+
+    fn host(cpu: f32, memory: f32, io: f32) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.pressure.cpu = psi(cpu);
+        snap.pressure.memory = psi(memory);
+        snap.pressure.io = psi(io);
+        snap
+    }
+
+    fn validated(before: &[Snapshot], after: &[Snapshot]) -> Verdict {
+        let mut recent = RecentSnapshots::default();
+        for snap in before {
+            recent.push(snap);
+        }
+        let mut validation = Validation::baseline(&Measure::HostPsiCpuSome, &recent);
+        for snap in after {
+            validation.record(&Measure::HostPsiCpuSome, snap);
+        }
+        validation.judge(0.05)
+    }
+
+    #[test]
+    fn the_baseline_is_the_recent_ticks_and_a_helping_fix_is_kept() {
+        let before = [host(40.0, 1.0, 1.0), host(60.0, 1.0, 1.0)];
+        let after = [host(20.0, 1.0, 1.0), host(30.0, 2.0, 1.0)];
+        let verdict = validated(&before, &after);
+        assert!(
+            matches!(verdict, Verdict::Helped { improvement_pct, .. } if (improvement_pct - 50.0).abs() < 1e-9),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_guard_that_got_much_worse_rolls_the_fix_back_even_when_its_own_figure_improved() {
+        let before = [
+            host(50.0, 4.0, 1.0),
+            host(50.0, 4.0, 1.0),
+            host(50.0, 4.0, 1.0),
+        ];
+        // CPU pressure halved, memory pressure 4 -> 30: a regression.
+        let after = [
+            host(25.0, 30.0, 1.0),
+            host(25.0, 30.0, 1.0),
+            host(25.0, 30.0, 1.0),
+        ];
+        assert_eq!(
+            validated(&before, &after),
+            Verdict::Regressed {
+                figure: "host PSI memory some".to_string(),
+                before: 4.0,
+                after: 30.0,
+            }
+        );
+    }
+
+    #[test]
+    fn small_or_proportionally_small_guard_rises_are_noise() {
+        let before = [
+            host(50.0, 0.5, 60.0),
+            host(50.0, 0.5, 60.0),
+            host(50.0, 0.5, 60.0),
+        ];
+        // Memory 0.5 -> 3 (6x but 2.5 points), io 60 -> 75 (15 points but 1.25x).
+        let after = [
+            host(25.0, 3.0, 75.0),
+            host(25.0, 3.0, 75.0),
+            host(25.0, 3.0, 75.0),
+        ];
+        assert!(matches!(validated(&before, &after), Verdict::Helped { .. }));
+    }
+
+    #[test]
+    fn a_fix_for_latency_agents_is_not_guarded_by_host_cpu_pressure() {
+        let own = Measure::LatencyAgentsPsiCpuSome;
+        let figures: Vec<&str> = guard_measures(&own).iter().map(|(f, _)| *f).collect();
+        assert!(!figures.contains(&"host PSI cpu some"), "{figures:?}");
+        assert!(!figures.contains(&"latency agents' PSI cpu some"));
+        let figures: Vec<&str> = guard_measures(&Measure::HostPsiCpuSome)
+            .iter()
+            .map(|(f, _)| *f)
+            .collect();
+        assert!(figures.contains(&"latency agents' PSI cpu some"));
+        assert!(!figures.contains(&"host PSI cpu some"));
+    }
+
+    #[test]
+    fn no_readings_or_a_near_zero_figure_is_unmeasurable_and_kept() {
+        assert_eq!(
+            validated(&[host(0.1, 0.0, 0.0)], &[host(0.0, 0.0, 0.0)]),
+            Verdict::Unmeasurable
+        );
+        assert_eq!(
+            validated(&[host(50.0, 0.0, 0.0)], &[]),
+            Verdict::Unmeasurable
+        );
+        assert!(!Verdict::Unmeasurable.rolls_back());
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_points() {
+        let mut recent = RecentSnapshots::default();
+        for i in 0..25 {
+            recent.push(&host(i as f32, 0.0, 0.0));
+        }
+        let values: Vec<f64> = recent
+            .iter()
+            .filter_map(|s| Measure::HostPsiCpuSome.value(s))
+            .collect();
+        assert_eq!(values.len(), BASELINE_POINTS);
+        assert_eq!(values.first(), Some(&15.0));
+        assert_eq!(values.last(), Some(&24.0));
+    }
+}
