@@ -23,7 +23,7 @@ use crate::engine::health::{HealthBoard, thread_cpu_time};
 use crate::host::cgroup_files::CgroupReader;
 use crate::host::cgroups::{self, CgroupCounters, CgroupMounts};
 use crate::host::{HostError, HostRoots};
-use crate::snapshot::{ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
+use crate::snapshot::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
 
 use agent::AgentRule;
 use docker::Listed;
@@ -258,6 +258,7 @@ impl ContainerSampler {
                 t.pid.map(|pid| Work {
                     id: id.clone(),
                     pid,
+                    latency: agent::class_of(&t.listed.labels) == Some(AgentClass::Latency),
                     reader: t.reader.take(),
                     result: None,
                     numa_memory_bytes: Vec::new(),
@@ -367,6 +368,8 @@ impl ContainerSampler {
 struct Work {
     id: String,
     pid: i32,
+    /// Latency agents' stall is measured tick by tick (their fixes are validated on it).
+    latency: bool,
     reader: Option<CgroupReader>,
     result: Option<Result<CgroupCounters, HostError>>,
     numa_memory_bytes: Vec<u64>,
@@ -387,6 +390,7 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
             }
         }
         if let Some(reader) = &mut item.reader {
+            reader.set_psi_every_read(item.latency);
             item.result = Some(reader.read());
             item.numa_memory_bytes = reader.numa_memory_bytes();
         }

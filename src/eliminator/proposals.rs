@@ -135,7 +135,8 @@ impl ProposalBook {
         for p in &mut self.proposals {
             if matches!(p.status, ProposalStatus::Applied { .. }) && p.validation.verdict.is_none()
             {
-                p.validation.record(&p.fix.measure, snap);
+                p.validation
+                    .record(&p.fix.measure, self.recent.before(snap), snap);
             }
         }
     }
@@ -413,7 +414,11 @@ mod tests {
         snap.taken_at_ms = 1_000;
         book.update(&[cpu()], &snap, &strategies, &ctx);
         book.applied(1, 7, 1_000);
+        // Still stalled half of the time over the next second.
         snap.taken_at_ms = 2_000;
+        if let Some(cpu) = snap.pressure.cpu.as_mut() {
+            cpu.some.total_us += 500_000;
+        }
         book.record_after(&snap);
         assert!(
             book.due_verdicts(5_000, 10_000, 0.05).is_empty(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Bottleneck, BottleneckKind, Subject};
 use crate::config::Mode;
 use crate::optimizer::change::Knob;
-use crate::snapshot::{AgentClass, ContainerStat, Snapshot};
+use crate::snapshot::{AgentClass, ContainerStat, PsiLine, Snapshot};
 
 /// How much could go wrong; the mode decides which risks may be proposed.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +100,50 @@ pub enum Measure {
     },
 }
 
+/// Stall percent between two readings of one PSI line, from the kernel's cumulative
+/// `total` (µs): exact over the interval, where avg10 lags a change by tens of seconds.
+fn psi_interval_pct(prev: &PsiLine, now: &PsiLine, elapsed_ms: u64) -> Option<f64> {
+    let stalled_us = now.total_us.checked_sub(prev.total_us)?;
+    (elapsed_ms > 0).then(|| (stalled_us as f64 / (elapsed_ms as f64 * 10.0)).min(100.0))
+}
+
 impl Measure {
+    /// The figure over the interval from `prev` to `now`: for pressure figures the stall
+    /// share over exactly that interval (from the kernel's totals), for the others the value
+    /// in `now`. Without a usable `prev` (first tick, a counter reset), the value in `now`.
+    /// Validation compares means of these, so a fix is judged by what happened while it was
+    /// in force, not by a 10-second average still remembering the time before it.
+    pub fn interval_value(&self, prev: Option<&Snapshot>, now: &Snapshot) -> Option<f64> {
+        let Some(prev) = prev.filter(|p| p.taken_at_ms < now.taken_at_ms) else {
+            return self.value(now);
+        };
+        let elapsed_ms = now.taken_at_ms - prev.taken_at_ms;
+        let host = |pick: fn(&Snapshot) -> Option<PsiLine>| {
+            psi_interval_pct(&pick(prev)?, &pick(now)?, elapsed_ms)
+        };
+        let interval = match self {
+            Measure::HostPsiCpuSome => host(|s| s.pressure.cpu.map(|r| r.some)),
+            Measure::HostPsiMemorySome => host(|s| s.pressure.memory.map(|r| r.some)),
+            Measure::HostPsiIoFull => host(|s| s.pressure.io.and_then(|r| r.full)),
+            Measure::LatencyAgentsPsiCpuSome => {
+                let values: Vec<f64> = running(now)
+                    .filter(|c| c.class == Some(AgentClass::Latency))
+                    .filter_map(|c| {
+                        let before = prev.containers.agents.iter().find(|p| p.id == c.id)?;
+                        psi_interval_pct(
+                            &before.pressure.cpu?.some,
+                            &c.pressure.cpu?.some,
+                            elapsed_ms,
+                        )
+                    })
+                    .collect();
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            }
+            _ => None,
+        };
+        interval.or_else(|| self.value(now))
+    }
+
     /// The figure in `snap`, `None` when it cannot be read (container gone, no PSI).
     pub fn value(&self, snap: &Snapshot) -> Option<f64> {
         let container = |id: &str| snap.containers.agents.iter().find(|c| c.id == id);

@@ -125,10 +125,14 @@ impl Validation {
     /// The baseline of `own` and of its guards over `recent` snapshots (oldest first).
     pub fn baseline(own: &Measure, recent: &RecentSnapshots) -> Validation {
         let readings = |measure: &Measure| -> Vec<f64> {
-            recent
-                .iter()
-                .filter_map(|snap| measure.value(snap))
-                .collect()
+            let snaps: Vec<&Snapshot> = recent.iter().collect();
+            match snaps.as_slice() {
+                [only] => measure.value(only).into_iter().collect(),
+                _ => snaps
+                    .windows(2)
+                    .filter_map(|pair| measure.interval_value(Some(pair[0]), pair[1]))
+                    .collect(),
+            }
         };
         Validation {
             before: readings(own),
@@ -145,13 +149,14 @@ impl Validation {
         }
     }
 
-    /// Add this tick's readings after applying.
-    pub fn record(&mut self, own: &Measure, snap: &Snapshot) {
-        if let Some(value) = own.value(snap) {
+    /// Add the readings over the interval from `prev` (the tick before) to `snap`, after
+    /// applying.
+    pub fn record(&mut self, own: &Measure, prev: Option<&Snapshot>, snap: &Snapshot) {
+        if let Some(value) = own.interval_value(prev, snap) {
             self.after.push(value);
         }
         for guard in &mut self.guards {
-            if let Some(value) = guard.measure.value(snap) {
+            if let Some(value) = guard.measure.interval_value(prev, snap) {
                 guard.after.push(value);
             }
         }
@@ -220,6 +225,15 @@ impl RecentSnapshots {
     pub fn iter(&self) -> impl Iterator<Item = &Snapshot> {
         self.ring.iter().map(|s| &**s)
     }
+
+    /// The newest snapshot taken before `snap`.
+    pub fn before(&self, snap: &Snapshot) -> Option<&Snapshot> {
+        self.ring
+            .iter()
+            .rev()
+            .map(|s| &**s)
+            .find(|s| s.taken_at_ms < snap.taken_at_ms)
+    }
 }
 
 #[cfg(test)]
@@ -255,14 +269,20 @@ mod tests {
         }
         let mut validation = Validation::baseline(&Measure::HostPsiCpuSome, &recent);
         for snap in after {
-            validation.record(&Measure::HostPsiCpuSome, snap);
+            validation.record(&Measure::HostPsiCpuSome, None, snap);
         }
         validation.judge(0.05)
     }
 
     #[test]
     fn the_baseline_is_the_recent_ticks_and_a_helping_fix_is_kept() {
-        let before = [host(40.0, 1.0, 1.0), host(60.0, 1.0, 1.0)];
+        // Untimed snapshots: each reading is the snapshot's own figure (the first one only
+        // opens the first interval).
+        let before = [
+            host(10.0, 1.0, 1.0),
+            host(40.0, 1.0, 1.0),
+            host(60.0, 1.0, 1.0),
+        ];
         let after = [host(20.0, 1.0, 1.0), host(30.0, 2.0, 1.0)];
         let verdict = validated(&before, &after);
         assert!(
@@ -335,6 +355,46 @@ mod tests {
             Verdict::Unmeasurable
         );
         assert!(!Verdict::Unmeasurable.rolls_back());
+    }
+
+    /// A host snapshot at `at_ms` whose CPU stall total is `total_us` and whose avg10 says
+    /// `avg10` (lagging on purpose).
+    fn timed(at_ms: u64, total_us: u64, avg10: f32) -> Snapshot {
+        let mut snap = host(avg10, 0.0, 0.0);
+        snap.taken_at_ms = at_ms;
+        if let Some(cpu) = snap.pressure.cpu.as_mut() {
+            cpu.some.total_us = total_us;
+        }
+        snap
+    }
+
+    #[test]
+    fn pressure_is_judged_over_the_interval_from_the_kernels_totals_not_by_a_lagging_avg10() {
+        let mut recent = RecentSnapshots::default();
+        // Before: 500 ms stalled per second (50 %), while avg10 still remembers a calm past.
+        for tick in 0..5u64 {
+            recent.push(&timed(tick * 1000, tick * 500_000, 5.0));
+        }
+        let mut validation = Validation::baseline(&Measure::HostPsiCpuSome, &recent);
+        assert_eq!(validation.before, vec![50.0; 4]);
+        // After: 100 ms per second (10 %), while avg10 is still climbing.
+        let mut prev = timed(4000, 2_000_000, 30.0);
+        for tick in 5..10u64 {
+            let now = timed(tick * 1000, 2_000_000 + (tick - 4) * 100_000, 40.0);
+            validation.record(&Measure::HostPsiCpuSome, Some(&prev), &now);
+            prev = now;
+        }
+        assert_eq!(validation.after, vec![10.0; 5]);
+        assert!(matches!(
+            validation.judge(0.05),
+            Verdict::Helped { improvement_pct, .. } if (improvement_pct - 80.0).abs() < 1e-9
+        ));
+        // A counter that went backwards (a recreated cgroup) falls back to the plain value.
+        let reset = timed(11_000, 0, 7.0);
+        assert_eq!(
+            Measure::HostPsiCpuSome.interval_value(Some(&prev), &reset),
+            Some(7.0)
+        );
     }
 
     #[test]

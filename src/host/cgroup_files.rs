@@ -40,9 +40,9 @@ impl PsiFiles {
         }
     }
 
-    fn read(&mut self, buffer: &mut Vec<u8>) -> Pressure {
+    fn read(&mut self, buffer: &mut Vec<u8>, max_age: Duration) -> Pressure {
         let mut one = |file: &mut KeptFile| {
-            let text = optional(file.read_within(buffer, PSI_UPDATE_PERIOD))?;
+            let text = optional(file.read_within(buffer, max_age))?;
             let parsed = parse_psi(text);
             if parsed.is_none() {
                 tracing::debug!(path = %file.path().display(), "PSI file holds no usable line");
@@ -118,6 +118,10 @@ pub struct CgroupReader {
     path: String,
     files: Files,
     buffer: Vec<u8>,
+    /// How old a PSI reading may be: `PSI_UPDATE_PERIOD` (the averages change no faster),
+    /// zero for cgroups whose stall totals are measured tick by tick (latency agents, whose
+    /// fixes are validated on them).
+    psi_max_age: Duration,
 }
 
 /// v1 directories of one process's cgroup, by controller (None where not mounted).
@@ -163,6 +167,7 @@ impl CgroupReader {
             path: path.to_string(),
             files: Files::V1(Box::new(files)),
             buffer: Vec::new(),
+            psi_max_age: PSI_UPDATE_PERIOD,
         }
     }
 
@@ -194,6 +199,7 @@ impl CgroupReader {
             path: path.to_string(),
             files: Files::V2(Box::new(files)),
             buffer: Vec::new(),
+            psi_max_age: PSI_UPDATE_PERIOD,
         }
     }
 
@@ -201,6 +207,7 @@ impl CgroupReader {
     /// cgroup gone (its required file unreadable) is an error naming the file.
     pub fn read(&mut self) -> Result<CgroupCounters, HostError> {
         let buffer = &mut self.buffer;
+        let psi_max_age = self.psi_max_age;
         let mut c = CgroupCounters {
             path: self.path.clone(),
             ..CgroupCounters::default()
@@ -243,7 +250,7 @@ impl CgroupReader {
                     .and_then(|k| limit(k, buffer))
                     .unwrap_or_default();
                 if let Some(psi) = &mut f.psi {
-                    c.pressure = psi.read(buffer);
+                    c.pressure = psi.read(buffer, psi_max_age);
                 }
             }
             Files::V2(f) => {
@@ -266,7 +273,7 @@ impl CgroupReader {
                 c.pids = number(&mut f.pids, buffer).unwrap_or(0);
                 c.cpuset_cpus = limit(&mut f.cpuset_cpus, buffer).unwrap_or_default();
                 c.cpuset_mems = limit(&mut f.cpuset_mems, buffer).unwrap_or_default();
-                c.pressure = f.psi.read(buffer);
+                c.pressure = f.psi.read(buffer, psi_max_age);
             }
         }
         Ok(c)
@@ -285,6 +292,15 @@ impl CgroupReader {
                 .map(parse_numa_stat_v2)
                 .unwrap_or_default(),
         }
+    }
+
+    /// Read PSI afresh on every `read` (true) or at most every `PSI_UPDATE_PERIOD` (false).
+    pub fn set_psi_every_read(&mut self, every: bool) {
+        self.psi_max_age = if every {
+            Duration::ZERO
+        } else {
+            PSI_UPDATE_PERIOD
+        };
     }
 
     /// Make limit, cpuset and PSI readings stale so the next `read` takes them afresh (after
