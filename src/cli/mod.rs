@@ -1,0 +1,5 @@
+//! The subcommands of the binary, one file per group; `main.rs` only parses and dispatches.
+
+pub mod bench;
+pub mod changes;
+pub mod faces;
