@@ -190,6 +190,30 @@ impl ProposalBook {
         self.proposals.iter().find(|p| p.status.is_open())
     }
 
+    /// What auto-fix applies next: for the bottleneck of the oldest open proposal, the
+    /// strongest fix the mode allows — the highest risk among its open proposals (the mode
+    /// already capped it), the oldest of those. The operator's mode is their risk appetite:
+    /// the fix most likely to remove the bottleneck goes first and validation proves it; the
+    /// weaker ones stay proposed, to be tried if the bottleneck holds on.
+    pub fn next_for_auto_fix(&self) -> Option<&Proposal> {
+        let oldest = self.oldest_open()?;
+        let same_bottleneck = |p: &&Proposal| {
+            p.status.is_open()
+                && p.bottleneck.kind == oldest.bottleneck.kind
+                && subject_key(&p.bottleneck.subject) == subject_key(&oldest.bottleneck.subject)
+        };
+        let strongest = self
+            .proposals
+            .iter()
+            .filter(same_bottleneck)
+            .map(|p| p.fix.risk)
+            .max()?;
+        self.proposals
+            .iter()
+            .filter(same_bottleneck)
+            .find(|p| p.fix.risk == strongest)
+    }
+
     /// The batch `batch` was rolled back: its proposal says so.
     pub fn rolled_back(&mut self, batch: u64) {
         for p in &mut self.proposals {
@@ -317,20 +341,21 @@ mod tests {
     use crate::eliminator::strategy::{Intent, IntentTarget, Risk};
     use crate::optimizer::change::Knob;
 
-    struct Fixed(Risk);
+    /// A strategy that proposes one fix of its own name and risk for any bottleneck.
+    struct Named(&'static str, Risk);
 
-    impl EliminationStrategy for Fixed {
+    impl EliminationStrategy for Named {
         fn name(&self) -> &str {
-            "fixed"
+            self.0
         }
         fn handles(&self, _: &Bottleneck) -> bool {
             true
         }
         fn propose(&self, _: &Bottleneck, _: &Snapshot, _: &Context) -> Vec<Fix> {
             vec![Fix {
-                strategy: "fixed".into(),
+                strategy: self.0.into(),
                 summary: "do it".into(),
-                risk: self.0,
+                risk: self.1,
                 metric: "m".into(),
                 measure: crate::eliminator::strategy::Measure::HostPsiCpuSome,
                 intents: vec![Intent {
@@ -358,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_custom_strategy_is_proposed_once_then_goes_stale_when_the_bottleneck_clears() {
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Fixed(Risk::Low))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Low))];
         let mut book = ProposalBook::default();
         let snap = Snapshot::default();
         let ctx = Context::default();
@@ -400,7 +425,7 @@ mod tests {
         assert_eq!(judge(&[0.1], &[0.0]), Verdict::Unmeasurable);
         assert_eq!(judge(&[50.0], &[]), Verdict::Unmeasurable);
 
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Fixed(Risk::Low))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Low))];
         let mut book = ProposalBook::default();
         let ctx = Context::default();
         let mut snap = Snapshot::default();
@@ -441,8 +466,30 @@ mod tests {
     }
 
     #[test]
+    fn auto_fix_takes_the_strongest_fix_the_mode_allows_for_the_oldest_bottleneck() {
+        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![
+            Box::new(Named("weak", Risk::Low)),
+            Box::new(Named("strong", Risk::Medium)),
+            Box::new(Named("reckless", Risk::High)),
+        ];
+        let mut book = ProposalBook::default();
+        let mut snap = Snapshot {
+            mode: Mode::Balanced,
+            ..Snapshot::default()
+        };
+        book.update(&[cpu()], &snap, &strategies, &Context::default());
+        let next = book.next_for_auto_fix().map(|p| p.fix.strategy.as_str());
+        assert_eq!(next, Some("strong"), "high risk is not proposed in balanced");
+        // Conservative: only the weak one is left open.
+        snap.mode = Mode::Conservative;
+        book.update(&[cpu()], &snap, &strategies, &Context::default());
+        let next = book.next_for_auto_fix().map(|p| p.fix.strategy.as_str());
+        assert_eq!(next, Some("weak"));
+    }
+
+    #[test]
     fn lowering_the_mode_makes_riskier_proposals_stale_and_applied_ones_stay() {
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Fixed(Risk::Medium))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Medium))];
         let mut book = ProposalBook::default();
         let ctx = Context::default();
         let balanced = Snapshot {

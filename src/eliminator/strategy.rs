@@ -443,9 +443,10 @@ impl EliminationStrategy for BatchPolicy {
     }
 }
 
-/// Keep batch agents off the CPUs a starved latency agent runs on: confine them to the
-/// upper half of the online CPUs, leaving the lower half to the latency agents. Medium
-/// risk: the batch agents lose half the host's CPUs even when the latency agent is idle.
+/// Give a starved latency agent CPUs of its own: batch agents confined to the upper half of
+/// the online CPUs, latency agents to the lower half, so neither waits behind the other
+/// (confining only the batch side still lets a latency agent's new tasks be placed behind
+/// them). Medium risk: each side loses half the host's CPUs even when the other is idle.
 pub struct IsolateLatency;
 
 impl EliminationStrategy for IsolateLatency {
@@ -464,32 +465,40 @@ impl EliminationStrategy for IsolateLatency {
             return Vec::new();
         }
         let (lower, upper) = cpus.split_at(cpus.len() / 2);
-        // A latency agent already confined to the upper half would gain nothing.
-        let victim_cpus = crate::host::parse_cpu_list(&victim.cpuset_cpus);
-        if !victim_cpus.is_empty() && !victim_cpus.iter().any(|c| lower.contains(c)) {
+        let (lower, upper) = (
+            crate::host::format_cpu_list(lower),
+            crate::host::format_cpu_list(upper),
+        );
+        let batch: Vec<&ContainerStat> = batch_targets(snap, b)
+            .into_iter()
+            .filter(|c| c.id != victim.id)
+            .collect();
+        if batch.is_empty() {
             return Vec::new();
         }
-        let after = crate::host::format_cpu_list(upper);
-        let targets: Vec<&ContainerStat> = batch_targets(snap, b)
-            .into_iter()
-            .filter(|c| c.id != victim.id && c.cpuset_cpus != after)
+        let latency: Vec<&ContainerStat> = running(snap)
+            .filter(|c| c.class == Some(AgentClass::Latency))
             .collect();
-        let intents = targets
-            .iter()
-            .map(|c| Intent {
-                target: container_target(c),
-                knob: Knob::ContainerCpusetCpus,
-                expected_before: c.cpuset_cpus.clone(),
-                after: after.clone(),
-            })
-            .collect();
+        let confine = |agents: &[&ContainerStat], after: &str| -> Vec<Intent> {
+            agents
+                .iter()
+                .filter(|c| c.cpuset_cpus != after)
+                .map(|c| Intent {
+                    target: container_target(c),
+                    knob: Knob::ContainerCpusetCpus,
+                    expected_before: c.cpuset_cpus.clone(),
+                    after: after.to_string(),
+                })
+                .collect()
+        };
+        let mut intents = confine(&batch, &upper);
+        intents.extend(confine(&latency, &lower));
         vec![Fix {
             strategy: self.name().to_string(),
             summary: format!(
-                "confine batch agents {} to CPUs {after}, leaving CPUs {} to latency agent {}",
-                names(&targets),
-                crate::host::format_cpu_list(lower),
-                victim.name
+                "give latency agents {} CPUs {lower} and batch agents {} CPUs {upper}",
+                names(&latency),
+                names(&batch)
             ),
             risk: Risk::Medium,
             metric: "latency agents' cgroup PSI cpu some avg10".to_string(),
@@ -796,12 +805,15 @@ mod tests {
             .find(|f| f.strategy == "isolate-latency-agents")
             .expect("balanced isolates");
         let afters: Vec<&str> = isolate.intents.iter().map(|i| i.after.as_str()).collect();
-        assert_eq!(afters, ["2-3", "2-3"]);
+        // Batch agents b and c on the upper half, latency agent l on the lower.
+        assert_eq!(afters, ["2-3", "2-3", "0-1"]);
         assert_eq!(isolate.risk, Risk::Medium);
         assert!(
-            isolate
-                .summary
-                .contains("leaving CPUs 0-1 to latency agent agent-l")
+            isolate.summary.contains(
+                "latency agents agent-l CPUs 0-1 and batch agents agent-b, agent-c CPUs 2-3"
+            ),
+            "{}",
+            isolate.summary
         );
     }
 
@@ -830,7 +842,7 @@ mod tests {
     }
 
     #[test]
-    fn an_applied_weight_or_a_latency_agent_already_apart_yields_nothing() {
+    fn an_applied_weight_or_agents_already_apart_yield_nothing() {
         let mut latency = agent("l", AgentClass::Latency, 1024);
         let snap = host(vec![latency.clone(), agent("b", AgentClass::Batch, 256)]);
         let all = built_in();
@@ -841,9 +853,11 @@ mod tests {
             "{fixes:?}"
         );
         assert!(fixes.iter().any(|f| f.strategy == "isolate-latency-agents"));
-        // The latency agent confined to the upper half: isolating batch there cannot help.
-        latency.cpuset_cpus = "2-3".into();
-        let snap = host(vec![latency, agent("b", AgentClass::Batch, 1024)]);
+        // Already isolated: nothing left to change.
+        latency.cpuset_cpus = "0-1".into();
+        let mut batch = agent("b", AgentClass::Batch, 1024);
+        batch.cpuset_cpus = "2-3".into();
+        let snap = host(vec![latency, batch]);
         let fixes = propose_all(&all, &noisy("l"), &snap, &ctx, Mode::Balanced);
         assert!(
             fixes.iter().all(|f| f.strategy != "isolate-latency-agents"),

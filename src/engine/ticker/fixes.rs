@@ -228,12 +228,13 @@ impl Ticker {
         }
     }
 
-    /// With auto-fix on: apply the oldest proposal the mode allows, one per cooldown.
+    /// With auto-fix on: apply the strongest fix the mode allows for the oldest bottleneck,
+    /// one per cooldown.
     pub(super) fn auto_fix(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
         if !self.optimizer.auto_fix || !self.manages_host || Instant::now() < self.cooldown_until {
             return;
         }
-        let Some(id) = self.proposals.oldest_open().map(|p| p.id) else {
+        let Some(id) = self.proposals.next_for_auto_fix().map(|p| p.id) else {
             return;
         };
         tracing::info!(id, "auto-fix applies a proposal");
