@@ -16,6 +16,8 @@ use sutazai_top::tui::{self, App, Pane, SortKey, theme};
 
 const SMALL: (u16, u16) = (80, 24);
 const LARGE: (u16, u16) = (200, 50);
+/// Wide, but under the grid's threshold: one pane at a time, long lines whole.
+const WIDE_TAB: (u16, u16) = (150, 30);
 
 fn render(snap: &Snapshot, app: &App, (width, height): (u16, u16)) -> Buffer {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
@@ -810,5 +812,56 @@ fn the_cores_pane_shows_which_agents_are_pinned_where() {
     assert!(
         !shown.contains("cpus 0-1 ←"),
         "agents on every CPU are not pinned: {shown}"
+    );
+}
+
+#[test]
+fn validation_verdicts_show_in_the_list_and_the_details() {
+    use sutazai_top::eliminator::proposals::{ProposalStatus, Verdict};
+    use sutazai_top::eliminator::strategy::{Measure, Risk};
+    use sutazai_top::eliminator::validation::Guard;
+    let mut snap = common::with_proposal(common::numa64(), Risk::Low);
+    let p = &mut snap.proposals[0];
+    p.status = ProposalStatus::Applied { batch: 5 };
+    p.validation.applied_at_ms = Some(snap.taken_at_ms);
+    p.validation.before = vec![12.0, 12.2, 12.1];
+    p.validation.after = vec![6.0, 5.8];
+    p.validation.guards = vec![Guard {
+        figure: "host PSI memory some".into(),
+        measure: Measure::HostPsiMemorySome,
+        before: vec![1.0],
+        after: vec![2.0],
+    }];
+    // Still inside its window.
+    let shown = text(&render(&snap, &focused(Pane::Proposals), WIDE_TAB));
+    assert!(shown.contains("validating"), "{shown}");
+    assert!(shown.contains("validation: watching"), "{shown}");
+
+    snap.proposals[0].validation.verdict = Some(Verdict::Helped {
+        before: 12.1,
+        after: 5.9,
+        improvement_pct: 51.2,
+    });
+    let shown = text(&render(&snap, &focused(Pane::Proposals), WIDE_TAB));
+    assert!(shown.contains("applied #5      low    -51%"), "{shown}");
+    assert!(
+        shown.contains(
+            "validation: helped 51% (12.1 -> 5.9); mean of 3 readings before 12.1, of 2 after 5.9; \
+             guards: host PSI memory some 1.0 -> 2.0"
+        ),
+        "{shown}"
+    );
+
+    snap.proposals[0].status = ProposalStatus::RolledBack { batch: 5 };
+    snap.proposals[0].validation.verdict = Some(Verdict::Regressed {
+        figure: "host PSI memory some".into(),
+        before: 4.0,
+        after: 30.0,
+    });
+    let shown = text(&render(&snap, &focused(Pane::Proposals), WIDE_TAB));
+    assert!(shown.contains("rolled back #5  low    regressed"), "{shown}");
+    assert!(
+        shown.contains("validation: made host PSI memory some worse (4.0 -> 30.0)"),
+        "{shown}"
     );
 }
