@@ -170,6 +170,40 @@ fn knob_name(knob: &Knob) -> String {
     }
 }
 
+/// A CPU or node list to write, strictly: every part "N" or "A-B" with A <= B <= `max`, at
+/// least one id; sorted, without repeats. `what` names the list in errors ("CPU", "node").
+fn parse_strict_list(
+    knob: &Knob,
+    value: &str,
+    max: u32,
+    what: &str,
+) -> Result<Vec<u32>, ActuatorError> {
+    let mut ids = Vec::new();
+    for part in value.trim().split(',') {
+        let part = part.trim();
+        let range = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>(), b.trim().parse::<u32>()),
+            None => (part.parse::<u32>(), part.parse::<u32>()),
+        };
+        match range {
+            (Ok(a), Ok(b)) if a <= b && b <= max => ids.extend(a..=b),
+            _ if value.trim().is_empty() => {
+                return Err(invalid(knob, value, format!("empty {what} list")));
+            }
+            _ => {
+                return Err(invalid(
+                    knob,
+                    value,
+                    format!("not a {what} list such as \"0\" or \"0-3,8\" (ids up to {max})"),
+                ));
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 fn invalid(knob: &Knob, value: &str, why: impl Into<String>) -> ActuatorError {
     ActuatorError::InvalidValue {
         knob: knob_name(knob),

@@ -19,7 +19,7 @@ use std::io::ErrorKind;
 use nix::errno::Errno;
 
 use super::thread::process_start_time;
-use super::{Actuator, errno_error, invalid, unsupported};
+use super::{Actuator, errno_error, invalid, parse_strict_list, unsupported};
 use crate::host::{HostRoots, format_cpu_list, parse_cpu_list, read_optional};
 use crate::optimizer::change::{ActuatorError, Change, Knob, Target};
 
@@ -209,25 +209,7 @@ fn node_mask(nodes: &[u32], words: usize) -> Vec<u64> {
 /// A node list to write, strictly: every part "N" or "A-B" with A <= B <= `MAX_NODE_ID`,
 /// and at least one node.
 fn parse_node_list(value: &str) -> Result<Vec<u32>, ActuatorError> {
-    let bad = |why: &str| invalid(&Knob::MemoryNodes, value, why);
-    let mut nodes = Vec::new();
-    for part in value.trim().split(',') {
-        let part = part.trim();
-        let range = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<u32>(), b.trim().parse::<u32>()),
-            None => (part.parse::<u32>(), part.parse::<u32>()),
-        };
-        match range {
-            (Ok(a), Ok(b)) if a <= b && b <= MAX_NODE_ID => nodes.extend(a..=b),
-            _ if part.is_empty() && value.trim().is_empty() => {
-                return Err(bad("empty node list"));
-            }
-            _ => return Err(bad("not a node list such as \"0\" or \"0-1\"")),
-        }
-    }
-    nodes.sort_unstable();
-    nodes.dedup();
-    Ok(nodes)
+    parse_strict_list(&Knob::MemoryNodes, value, MAX_NODE_ID, "node")
 }
 
 /// A node list as read back: empty (no pages anywhere) is a valid reading.

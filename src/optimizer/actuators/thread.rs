@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-use super::{Actuator, errno_error, invalid, unsupported};
+use super::{Actuator, errno_error, invalid, parse_strict_list, unsupported};
 use crate::host::processes::{parse_stat, parse_status, policy_name};
 use crate::host::{HostRoots, format_cpu_list, parse_cpu_list, read_optional};
 use crate::optimizer::change::{ActuatorError, Change, Knob, Target};
@@ -293,27 +293,8 @@ fn canonical(knob: &Knob, value: &str) -> Option<String> {
 
 /// A CPU list, strictly: every part must be "N" or "A-B" with A <= B, and at least one CPU.
 fn parse_affinity(value: &str) -> Result<Vec<u32>, ActuatorError> {
-    let bad = |why: &str| invalid(&Knob::Affinity, value, why);
-    let mut cpus = Vec::new();
-    for part in value.trim().split(',') {
-        let part = part.trim();
-        let range = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<u32>(), b.trim().parse::<u32>()),
-            None => (part.parse::<u32>(), part.parse::<u32>()),
-        };
-        match range {
-            (Ok(a), Ok(b)) if a <= b && usize::try_from(b).is_ok_and(|b| b < CpuSet::count()) => {
-                cpus.extend(a..=b);
-            }
-            _ => return Err(bad("not a CPU list such as \"0-3,8\"")),
-        }
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    if cpus.is_empty() {
-        return Err(bad("empty CPU list"));
-    }
-    Ok(cpus)
+    let max = u32::try_from(CpuSet::count().saturating_sub(1)).unwrap_or(u32::MAX);
+    parse_strict_list(&Knob::Affinity, value, max, "CPU")
 }
 
 fn parse_nice(value: &str) -> Result<i32, ActuatorError> {
