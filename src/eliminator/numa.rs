@@ -13,7 +13,7 @@
 //! node that already holds most of its memory (the cheapest place to converge: the least
 //! memory moves), and the main process's pages migrated there.
 
-use super::detect::{Condition, Thresholds};
+use super::detect::{Condition, Thresholds, evidence};
 use super::strategy::{Context, EliminationStrategy, Fix, Intent, IntentTarget, Measure, Risk};
 use super::{Bottleneck, BottleneckKind, Evidence, Subject};
 use crate::host::{format_cpu_list, parse_cpu_list};
@@ -196,14 +196,6 @@ fn per_node_evidence<'a>(
     })
 }
 
-fn evidence(metric: impl Into<String>, value: f64, threshold: f64, unit: &str) -> Evidence {
-    Evidence {
-        metric: metric.into(),
-        value,
-        threshold,
-        unit: unit.to_string(),
-    }
-}
 
 /// Confine a NUMA-imbalanced container to the node holding most of its memory: its cpuset
 /// CPUs to that node's online CPUs, its cpuset memory nodes to that node (set before the
