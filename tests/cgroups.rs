@@ -140,6 +140,8 @@ fn v2_fixture_counters_are_read_exactly() {
                     some: psi(3.0, 2.0, 1.0, 3000),
                     full: Some(psi(2.5, 1.5, 0.75, 2500)),
                 }),
+                // Read through the 2 s cache: of unknown age.
+                read_at_ms: 0,
             },
             path: docker_path(),
         }

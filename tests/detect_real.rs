@@ -268,3 +268,88 @@ fn a_real_memory_grower_is_predicted_to_hit_its_limit_before_it_does() {
         "eta {eta:.1} s vs {reached_after:.1} s observed"
     );
 }
+
+/// A latency agent sharing one CPU with a busy batch agent waits on the run queue about as
+/// long as it runs (the scheduler splits the CPU): its schedstat run delay shows it, and
+/// a latency agent alone on the other CPU barely waits.
+#[test]
+fn a_latency_agents_run_queue_wait_is_measured_from_schedstat() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut engine = RunningEngine::start(test_config(INTERVAL_MS));
+    let busy_loop = ["sh", "-c", "while :; do :; done"];
+    let latency = |name: &str, cpu: &str| {
+        Container::run(
+            &unique(name),
+            &[
+                "--label",
+                "sutazai.agent=1",
+                "--label",
+                "sutazai.class=latency",
+                "--cpuset-cpus",
+                cpu,
+            ],
+            &busy_loop,
+        )
+    };
+    let shared = latency("shares-cpu0", "0");
+    let alone = latency("alone-cpu1", "1");
+    let _batch = Container::run(
+        &unique("batch-cpu0"),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=batch",
+            "--cpuset-cpus",
+            "0",
+        ],
+        &busy_loop,
+    );
+    let mut waits = |id: &str| -> Vec<f64> {
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let snap = engine.wait_for(Duration::from_secs(5), "a tick", |_| true);
+            if let Some(delay) = snap
+                .containers
+                .agents
+                .iter()
+                .find(|c| c.id == id)
+                .and_then(|c| c.run_delay)
+            {
+                seen.push(delay.wait_per_run);
+            }
+            if seen.len() >= 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(INTERVAL_MS));
+        }
+        seen
+    };
+    let shared_waits = waits(&shared.id);
+    let alone_waits = waits(&alone.id);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!("wait per run: shared {shared_waits:?}, alone {alone_waits:?}");
+    assert!(
+        shared_waits.len() >= 5,
+        "no run delay for the latency agent"
+    );
+    // Two busy tasks on one CPU: each waits about as long as it runs.
+    assert!(mean(&shared_waits) > 0.5, "shared CPU: {shared_waits:?}");
+    // Alone it waits clearly less (not zero: this shared machine runs other work on CPU 1
+    // too, and a build next door can make both figures large).
+    assert!(
+        mean(&alone_waits) < mean(&shared_waits) * 0.75,
+        "alone {alone_waits:?} vs shared {shared_waits:?}"
+    );
+    // Batch agents are not measured (only latency agents pay the cost).
+    let snap = engine.latest();
+    assert!(
+        snap.containers
+            .agents
+            .iter()
+            .filter(|c| c.class == Some(sutazai_top::snapshot::AgentClass::Batch))
+            .all(|c| c.run_delay.is_none())
+    );
+}

@@ -22,6 +22,7 @@ use crate::config::DockerConfig;
 use crate::engine::health::{HealthBoard, thread_cpu_time};
 use crate::host::cgroup_files::CgroupReader;
 use crate::host::cgroups::{self, CgroupCounters, CgroupMounts};
+use crate::host::schedstat::{self, RunDelay, RunDelayTracker, TaskTimes};
 use crate::host::{HostError, HostRoots};
 use crate::snapshot::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
 
@@ -53,6 +54,9 @@ struct Tracked {
     source: UsageSource,
     /// Bytes per NUMA node from memory.numa_stat (re-read every `LIMITS_MAX_AGE`).
     numa_memory_bytes: Vec<u64>,
+    /// Run-queue delay of its tasks (latency agents only).
+    run_delay: RunDelayTracker,
+    last_run_delay: Option<RunDelay>,
     /// After a failed stats fallback: no new attempt before this instant.
     fallback_paused_until: Option<Instant>,
 }
@@ -225,6 +229,8 @@ impl ContainerSampler {
                     usage: UsageTracker::default(),
                     source: UsageSource::None,
                     numa_memory_bytes: Vec::new(),
+                    run_delay: RunDelayTracker::default(),
+                    last_run_delay: None,
                     fallback_paused_until: None,
                 },
             };
@@ -262,6 +268,7 @@ impl ContainerSampler {
                     reader: t.reader.take(),
                     result: None,
                     numa_memory_bytes: Vec::new(),
+                    tasks: None,
                 })
             })
             .collect();
@@ -290,6 +297,9 @@ impl ContainerSampler {
             if let Some(tracked) = self.tracked.get_mut(&item.id) {
                 tracked.reader = item.reader;
                 tracked.numa_memory_bytes = item.numa_memory_bytes;
+                tracked.last_run_delay = item
+                    .tasks
+                    .and_then(|tasks| tracked.run_delay.update(now, tasks));
                 if let Some(counters) = counters {
                     tracked.source = counters.source;
                     tracked.usage.update(now, counters);
@@ -373,6 +383,8 @@ struct Work {
     reader: Option<CgroupReader>,
     result: Option<Result<CgroupCounters, HostError>>,
     numa_memory_bytes: Vec<u64>,
+    /// Latency agents: each task's run and wait times.
+    tasks: Option<HashMap<i32, TaskTimes>>,
 }
 
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
@@ -393,6 +405,9 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
             reader.set_psi_every_read(item.latency);
             item.result = Some(reader.read());
             item.numa_memory_bytes = reader.numa_memory_bytes();
+            if item.latency {
+                item.tasks = Some(schedstat::task_times(roots, &reader.procs()));
+            }
         }
     }
     work
@@ -411,6 +426,7 @@ fn container_stat(t: &Tracked) -> ContainerStat {
         pid: t.pid,
         source: t.source,
         numa_memory_bytes: t.numa_memory_bytes.clone(),
+        run_delay: t.last_run_delay,
         cpu_history: t.usage.cpu_history.clone(),
         ..ContainerStat::default()
     };

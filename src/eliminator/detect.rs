@@ -191,7 +191,12 @@ pub fn all(snap: &Snapshot, trends: &TrendState, t: &Thresholds) -> Vec<Conditio
     found
 }
 
-fn evidence(metric: impl Into<String>, value: f64, threshold: f64, unit: &str) -> Evidence {
+pub(super) fn evidence(
+    metric: impl Into<String>,
+    value: f64,
+    threshold: f64,
+    unit: &str,
+) -> Evidence {
     Evidence {
         metric: metric.into(),
         value,
@@ -368,41 +373,67 @@ fn starved_latency_agents<'a>(
         .filter(|c| is_running(c) && c.class == Some(AgentClass::Latency));
     latency
         .filter_map(|c| {
-            let found = match some_avg10(c.pressure.cpu) {
-                Some(own) if own >= t.noisy_latency_psi_cpu_pct => Some(evidence(
-                    format!("{}.psi_cpu_some_avg10", c.name),
-                    own,
-                    t.noisy_latency_psi_cpu_pct,
-                    "%",
-                )),
-                Some(own) => {
-                    // Stall relative to the agent's own demand: slowed down while mostly idle.
-                    let cpu = f64::from(c.cpu_pct);
-                    let per_cpu = if cpu > 0.0 { own / cpu } else { 0.0 };
-                    (own >= t.noisy_latency_min_psi_pct && per_cpu >= t.noisy_latency_stall_per_cpu)
-                        .then(|| {
+            let found = psi_starvation(c, t)
+                .or_else(|| run_delay_starvation(c, t))
+                .or_else(|| {
+                    // Neither cgroup PSI nor schedstat: the host's PSI stands in.
+                    let no_own_figures = c.pressure.cpu.is_none() && c.run_delay.is_none();
+                    host_psi
+                        .filter(|&h| no_own_figures && h >= t.noisy_host_psi_cpu_pct)
+                        .map(|h| {
                             evidence(
-                                format!("{}.stall_per_cpu", c.name),
-                                per_cpu,
-                                t.noisy_latency_stall_per_cpu,
-                                "x",
+                                format!("{}.host_psi_cpu_some_avg10", c.name),
+                                h,
+                                t.noisy_host_psi_cpu_pct,
+                                "%",
                             )
                         })
-                }
-                None => host_psi
-                    .filter(|&h| h >= t.noisy_host_psi_cpu_pct)
-                    .map(|h| {
-                        evidence(
-                            format!("{}.host_psi_cpu_some_avg10", c.name),
-                            h,
-                            t.noisy_host_psi_cpu_pct,
-                            "%",
-                        )
-                    }),
-            };
+                });
             found.map(|e| (c, e))
         })
         .collect()
+}
+
+/// A latency agent's own CPU pressure says it is starved: at the PSI threshold, or stalled
+/// long per unit of CPU it gets (slowed down while mostly idle).
+fn psi_starvation(c: &ContainerStat, t: &Thresholds) -> Option<Evidence> {
+    let own = some_avg10(c.pressure.cpu)?;
+    if own >= t.noisy_latency_psi_cpu_pct {
+        return Some(evidence(
+            format!("{}.psi_cpu_some_avg10", c.name),
+            own,
+            t.noisy_latency_psi_cpu_pct,
+            "%",
+        ));
+    }
+    let cpu = f64::from(c.cpu_pct);
+    let per_cpu = if cpu > 0.0 { own / cpu } else { 0.0 };
+    (own >= t.noisy_latency_min_psi_pct && per_cpu >= t.noisy_latency_stall_per_cpu).then(|| {
+        evidence(
+            format!("{}.stall_per_cpu", c.name),
+            per_cpu,
+            t.noisy_latency_stall_per_cpu,
+            "x",
+        )
+    })
+}
+
+/// A latency agent's tasks waited on run queues (schedstat) at least as long per unit of
+/// CPU as the stall threshold, and at least the stall floor of wall time (2 % = 20 ms/s).
+/// Where cgroup PSI exists it speaks first; this also covers cgroup v1-only hosts.
+fn run_delay_starvation(c: &ContainerStat, t: &Thresholds) -> Option<Evidence> {
+    let delay = c.run_delay?;
+    let floor_ms_per_sec = t.noisy_latency_min_psi_pct * 10.0;
+    (delay.wait_per_run >= t.noisy_latency_stall_per_cpu
+        && delay.wait_ms_per_sec >= floor_ms_per_sec)
+        .then(|| {
+            evidence(
+                format!("{}.run_delay_per_cpu", c.name),
+                delay.wait_per_run,
+                t.noisy_latency_stall_per_cpu,
+                "x",
+            )
+        })
 }
 
 /// A latency agent starved while batch agents burn CPU. The starved agent is the subject —

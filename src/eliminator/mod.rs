@@ -15,14 +15,14 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DetectConfig;
 use crate::snapshot::{ProcessId, Snapshot};
 
 pub use detect::{Condition, Thresholds};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum BottleneckKind {
     CpuSaturation,
@@ -38,7 +38,7 @@ pub enum BottleneckKind {
 
 /// What a bottleneck is about. Containers by id and processes by (pid, start time), so
 /// reuse of a name or a pid never points a fix at the wrong target.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Subject {
     Host,
@@ -58,7 +58,7 @@ impl Subject {
 }
 
 /// One measured figure against the threshold it crossed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Evidence {
     pub metric: String,
     pub value: f64,
@@ -66,7 +66,7 @@ pub struct Evidence {
     pub unit: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Bottleneck {
     pub kind: BottleneckKind,
     pub subject: Subject,
@@ -74,6 +74,30 @@ pub struct Bottleneck {
     pub evidence: Vec<Evidence>,
     /// Snapshot seq of the first tick of the run of ticks that raised it.
     pub since_seq: u64,
+}
+
+impl BottleneckKind {
+    /// The name used in JSON and in bottleneck ids ("noisy_neighbour").
+    pub fn name(self) -> &'static str {
+        match self {
+            BottleneckKind::CpuSaturation => "cpu_saturation",
+            BottleneckKind::MemoryPressure => "memory_pressure",
+            BottleneckKind::IoSaturation => "io_saturation",
+            BottleneckKind::ThrottledContainer => "throttled_container",
+            BottleneckKind::NoisyNeighbour => "noisy_neighbour",
+            BottleneckKind::RunawayAgent => "runaway_agent",
+            BottleneckKind::PredictedExhaustion => "predicted_exhaustion",
+            BottleneckKind::NumaImbalance => "numa_imbalance",
+        }
+    }
+}
+
+impl Bottleneck {
+    /// A stable id while the bottleneck holds, "<kind>:<subject>", e.g.
+    /// "noisy_neighbour:container:<id>" (the API's `/api/eliminate/{id}`).
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.kind.name(), self.subject.key())
+    }
 }
 
 type TrackKey = (BottleneckKind, String);

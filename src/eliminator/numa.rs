@@ -196,7 +196,6 @@ fn per_node_evidence<'a>(
     })
 }
 
-
 /// Confine a NUMA-imbalanced container to the node holding most of its memory: its cpuset
 /// CPUs to that node's online CPUs, its cpuset memory nodes to that node (set before the
 /// migration, since the kernel only moves pages onto nodes the cpuset allows), then its main

@@ -5,7 +5,7 @@
 //! (lowering the mode never leaves a proposal that could not be applied). Applied ones stay
 //! until rolled back; their batch in the journal is the truth of what is on the host.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::strategy::{Context, EliminationStrategy, Fix, propose_all};
 use super::validation::RecentSnapshots;
@@ -13,7 +13,7 @@ pub use super::validation::{Validation, Verdict};
 use super::{Bottleneck, Subject};
 use crate::snapshot::Snapshot;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ProposalStatus {
     Proposed,
@@ -56,7 +56,7 @@ impl ProposalStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Proposal {
     pub id: u64,
     pub bottleneck: Bottleneck,
@@ -190,15 +190,19 @@ impl ProposalBook {
         self.proposals.iter().find(|p| p.status.is_open())
     }
 
-    /// What auto-fix applies next: for the bottleneck of the oldest open proposal, the
-    /// strongest fix the mode allows — the highest risk among its open proposals (the mode
+    /// What auto-fix applies next: among open proposals with a baseline of at least
+    /// `MIN_BASELINE` readings, for the bottleneck of the oldest, the strongest fix the mode allows — the highest risk among its open proposals (the mode
     /// already capped it), the oldest of those. The operator's mode is their risk appetite:
     /// the fix most likely to remove the bottleneck goes first and validation proves it; the
     /// weaker ones stay proposed, to be tried if the bottleneck holds on.
     pub fn next_for_auto_fix(&self) -> Option<&Proposal> {
-        let oldest = self.oldest_open()?;
+        // Only proposals with a baseline worth judging against.
+        let ready = |p: &&Proposal| {
+            p.status.is_open() && p.validation.before.len() >= super::validation::MIN_BASELINE
+        };
+        let oldest = self.proposals.iter().find(ready)?;
         let same_bottleneck = |p: &&Proposal| {
-            p.status.is_open()
+            ready(p)
                 && p.bottleneck.kind == oldest.bottleneck.kind
                 && subject_key(&p.bottleneck.subject) == subject_key(&oldest.bottleneck.subject)
         };
@@ -383,7 +387,8 @@ mod tests {
 
     #[test]
     fn a_custom_strategy_is_proposed_once_then_goes_stale_when_the_bottleneck_clears() {
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Low))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> =
+            vec![Box::new(Named("fixed", Risk::Low))];
         let mut book = ProposalBook::default();
         let snap = Snapshot::default();
         let ctx = Context::default();
@@ -425,7 +430,8 @@ mod tests {
         assert_eq!(judge(&[0.1], &[0.0]), Verdict::Unmeasurable);
         assert_eq!(judge(&[50.0], &[]), Verdict::Unmeasurable);
 
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Low))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> =
+            vec![Box::new(Named("fixed", Risk::Low))];
         let mut book = ProposalBook::default();
         let ctx = Context::default();
         let mut snap = Snapshot::default();
@@ -477,11 +483,24 @@ mod tests {
             mode: Mode::Balanced,
             ..Snapshot::default()
         };
+        snap.pressure.cpu = Some(Default::default());
+        // Nothing is applied before the baseline has MIN_BASELINE readings.
+        for tick in 1..=super::super::validation::MIN_BASELINE as u64 {
+            snap.taken_at_ms = tick * 1000;
+            book.update(&[cpu()], &snap, &strategies, &Context::default());
+            assert!(book.next_for_auto_fix().is_none(), "tick {tick}");
+        }
+        snap.taken_at_ms += 1000;
         book.update(&[cpu()], &snap, &strategies, &Context::default());
         let next = book.next_for_auto_fix().map(|p| p.fix.strategy.as_str());
-        assert_eq!(next, Some("strong"), "high risk is not proposed in balanced");
+        assert_eq!(
+            next,
+            Some("strong"),
+            "high risk is not proposed in balanced"
+        );
         // Conservative: only the weak one is left open.
         snap.mode = Mode::Conservative;
+        snap.taken_at_ms += 1000;
         book.update(&[cpu()], &snap, &strategies, &Context::default());
         let next = book.next_for_auto_fix().map(|p| p.fix.strategy.as_str());
         assert_eq!(next, Some("weak"));
@@ -489,7 +508,8 @@ mod tests {
 
     #[test]
     fn lowering_the_mode_makes_riskier_proposals_stale_and_applied_ones_stay() {
-        let strategies: Vec<Box<dyn EliminationStrategy>> = vec![Box::new(Named("fixed", Risk::Medium))];
+        let strategies: Vec<Box<dyn EliminationStrategy>> =
+            vec![Box::new(Named("fixed", Risk::Medium))];
         let mut book = ProposalBook::default();
         let ctx = Context::default();
         let balanced = Snapshot {

@@ -6,15 +6,15 @@
 //! when the operator approves (see `plan`), so proposing never touches the host and a value
 //! that moved since is journaled as it really was.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Bottleneck, BottleneckKind, Subject};
 use crate::config::Mode;
 use crate::optimizer::change::Knob;
-use crate::snapshot::{AgentClass, ContainerStat, PsiLine, Snapshot};
+use crate::snapshot::{AgentClass, ContainerStat, Pressure, PsiLine, Snapshot};
 
 /// How much could go wrong; the mode decides which risks may be proposed.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     Low,
@@ -34,7 +34,7 @@ impl Risk {
 }
 
 /// What one change of a fix acts on, before its `before` is read.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum IntentTarget {
     /// Every thread of the container's main process (pid as Docker reports it).
@@ -53,7 +53,7 @@ pub enum IntentTarget {
     },
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Intent {
     pub target: IntentTarget,
     pub knob: Knob,
@@ -63,7 +63,7 @@ pub struct Intent {
 }
 
 /// One proposed fix.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Fix {
     pub strategy: String,
     pub summary: String,
@@ -76,7 +76,7 @@ pub struct Fix {
 }
 
 /// A figure read from each snapshot to judge whether a fix helped; lower is better for all.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "figure", rename_all = "snake_case")]
 pub enum Measure {
     HostPsiCpuSome,
@@ -85,6 +85,9 @@ pub enum Measure {
     HostMemoryUsedPct,
     /// Mean cgroup PSI cpu some avg10 of the latency-class agents.
     LatencyAgentsPsiCpuSome,
+    /// Mean run-queue wait of the latency-class agents' tasks, as a percent of their run
+    /// time (schedstat; where cgroup PSI is missing).
+    LatencyAgentsWaitPctOfRun,
     ContainerCpuPct {
         id: String,
     },
@@ -107,6 +110,32 @@ fn psi_interval_pct(prev: &PsiLine, now: &PsiLine, elapsed_ms: u64) -> Option<f6
     (elapsed_ms > 0).then(|| (stalled_us as f64 / (elapsed_ms as f64 * 10.0)).min(100.0))
 }
 
+/// A pressure figure over one interval, or the news that nothing was read since.
+enum Interval {
+    Pct(f64),
+    SameReading,
+}
+
+/// The stall percent of the line `pick` takes, between two pressure readings. The interval
+/// is the time between the two reads when both carry it, else between the snapshots.
+fn pressure_interval(
+    prev: &Pressure,
+    now: &Pressure,
+    pick: fn(&Pressure) -> Option<PsiLine>,
+    prev_snap: &Snapshot,
+    now_snap: &Snapshot,
+) -> Option<Interval> {
+    let elapsed_ms = if prev.read_at_ms > 0 && now.read_at_ms > 0 {
+        if now.read_at_ms <= prev.read_at_ms {
+            return Some(Interval::SameReading);
+        }
+        now.read_at_ms - prev.read_at_ms
+    } else {
+        now_snap.taken_at_ms.saturating_sub(prev_snap.taken_at_ms)
+    };
+    psi_interval_pct(&pick(prev)?, &pick(now)?, elapsed_ms).map(Interval::Pct)
+}
+
 impl Measure {
     /// The figure over the interval from `prev` to `now`: for pressure figures the stall
     /// share over exactly that interval (from the kernel's totals), for the others the value
@@ -117,31 +146,49 @@ impl Measure {
         let Some(prev) = prev.filter(|p| p.taken_at_ms < now.taken_at_ms) else {
             return self.value(now);
         };
-        let elapsed_ms = now.taken_at_ms - prev.taken_at_ms;
-        let host = |pick: fn(&Snapshot) -> Option<PsiLine>| {
-            psi_interval_pct(&pick(prev)?, &pick(now)?, elapsed_ms)
+        let host = |pick: fn(&Pressure) -> Option<PsiLine>| {
+            pressure_interval(&prev.pressure, &now.pressure, pick, prev, now)
         };
         let interval = match self {
-            Measure::HostPsiCpuSome => host(|s| s.pressure.cpu.map(|r| r.some)),
-            Measure::HostPsiMemorySome => host(|s| s.pressure.memory.map(|r| r.some)),
-            Measure::HostPsiIoFull => host(|s| s.pressure.io.and_then(|r| r.full)),
+            Measure::HostPsiCpuSome => host(|p| p.cpu.map(|r| r.some)),
+            Measure::HostPsiMemorySome => host(|p| p.memory.map(|r| r.some)),
+            Measure::HostPsiIoFull => host(|p| p.io.and_then(|r| r.full)),
             Measure::LatencyAgentsPsiCpuSome => {
-                let values: Vec<f64> = running(now)
+                let values: Vec<Interval> = running(now)
                     .filter(|c| c.class == Some(AgentClass::Latency))
                     .filter_map(|c| {
                         let before = prev.containers.agents.iter().find(|p| p.id == c.id)?;
-                        psi_interval_pct(
-                            &before.pressure.cpu?.some,
-                            &c.pressure.cpu?.some,
-                            elapsed_ms,
+                        pressure_interval(
+                            &before.pressure,
+                            &c.pressure,
+                            |p| p.cpu.map(|r| r.some),
+                            prev,
+                            now,
                         )
                     })
                     .collect();
-                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+                if values.iter().any(|v| matches!(v, Interval::SameReading)) {
+                    Some(Interval::SameReading)
+                } else {
+                    let pcts: Vec<f64> = values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Interval::Pct(p) => Some(*p),
+                            Interval::SameReading => None,
+                        })
+                        .collect();
+                    (!pcts.is_empty())
+                        .then(|| Interval::Pct(pcts.iter().sum::<f64>() / pcts.len() as f64))
+                }
             }
             _ => None,
         };
-        interval.or_else(|| self.value(now))
+        match interval {
+            Some(Interval::Pct(pct)) => Some(pct),
+            // The sampler has not read the files again since: no new interval to judge.
+            Some(Interval::SameReading) => None,
+            None => self.value(now),
+        }
     }
 
     /// The figure in `snap`, `None` when it cannot be read (container gone, no PSI).
@@ -162,6 +209,13 @@ impl Measure {
                 let values: Vec<f64> = running(snap)
                     .filter(|c| c.class == Some(AgentClass::Latency))
                     .filter_map(|c| c.pressure.cpu.map(|r| f64::from(r.some.avg10)))
+                    .collect();
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            }
+            Measure::LatencyAgentsWaitPctOfRun => {
+                let values: Vec<f64> = running(snap)
+                    .filter(|c| c.class == Some(AgentClass::Latency))
+                    .filter_map(|c| c.run_delay.map(|d| d.wait_per_run * 100.0))
                     .collect();
                 (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
             }
@@ -297,12 +351,16 @@ fn batch_targets<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Vec<&'a Con
 /// there are any (they are who the fix is for; the host stays busy either way), else the
 /// host's.
 fn cpu_relief_metric(snap: &Snapshot) -> (&'static str, Measure) {
-    let latency =
-        running(snap).any(|c| c.class == Some(AgentClass::Latency) && c.pressure.cpu.is_some());
-    if latency {
+    let latency = || running(snap).filter(|c| c.class == Some(AgentClass::Latency));
+    if latency().any(|c| c.pressure.cpu.is_some()) {
         (
             "latency agents' cgroup PSI cpu some avg10",
             Measure::LatencyAgentsPsiCpuSome,
+        )
+    } else if latency().any(|c| c.run_delay.is_some()) {
+        (
+            "latency agents' run-queue wait, % of their run time",
+            Measure::LatencyAgentsWaitPctOfRun,
         )
     } else {
         ("host PSI cpu some avg10", Measure::HostPsiCpuSome)
@@ -501,8 +559,8 @@ impl EliminationStrategy for IsolateLatency {
                 names(&batch)
             ),
             risk: Risk::Medium,
-            metric: "latency agents' cgroup PSI cpu some avg10".to_string(),
-            measure: Measure::LatencyAgentsPsiCpuSome,
+            metric: cpu_relief_metric(snap).0.to_string(),
+            measure: cpu_relief_metric(snap).1,
             intents,
         }]
     }

@@ -630,3 +630,32 @@ fn a_container_that_leaves_loses_its_series() {
         "{found:?}"
     );
 }
+
+#[test]
+fn without_cgroup_psi_a_latency_agents_run_delay_says_it_is_starved() {
+    use crate::host::schedstat::RunDelay;
+    let host = |wait_per_run: f64, wait_ms_per_sec: f64| {
+        move |seq| {
+            let mut s = noisy_host(80.0, None, 30.0)(seq);
+            if let Some(latency) = s.containers.agents.iter_mut().find(|c| c.id == "lat") {
+                latency.run_delay = Some(RunDelay {
+                    wait_ms_per_sec,
+                    wait_per_run,
+                });
+            }
+            s
+        }
+    };
+    let b = fires_on_third_tick(BottleneckKind::NoisyNeighbour, host(0.6, 60.0));
+    let delay = evidence_of(&b, "agent-lat.run_delay_per_cpu");
+    assert!(
+        (delay.value - 0.6).abs() < 1e-9 && delay.threshold == 0.25,
+        "{delay:?}"
+    );
+    // Its own figure says it is fine: the busy host's PSI does not overrule it.
+    for calm in [host(0.1, 60.0), host(0.6, 10.0)] {
+        let mut d = detector();
+        let found = feed(&mut d, 1..=5, calm);
+        assert!(!has(&found, BottleneckKind::NoisyNeighbour), "{found:?}");
+    }
+}

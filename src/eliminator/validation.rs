@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::strategy::Measure;
 use crate::snapshot::Snapshot;
@@ -20,6 +20,14 @@ use crate::snapshot::Snapshot;
 pub const BASELINE_POINTS: usize = 10;
 /// A figure below this (PSI %, CPU %...) is "nothing to improve" and cannot prove a fix.
 const MEASURABLE_FLOOR: f64 = 0.5;
+/// Readings a baseline needs before auto-fix may act on a proposal: a fix applied on one
+/// reading has nothing to be judged against.
+pub const MIN_BASELINE: usize = 5;
+/// With at least `MIN_SAMPLES` readings on each side, a fall must also be this many standard
+/// errors (Welch's t) to count: PSI over one tick is noisy, and a 5 % dip within the noise
+/// proves nothing.
+const MIN_T: f64 = 2.0;
+const MIN_SAMPLES: usize = 3;
 /// A guard figure regressed when its mean rose by at least this many points...
 pub const REGRESSION_POINTS: f64 = 10.0;
 /// ...and to at least this multiple of its baseline. Both, so neither a small figure's
@@ -28,7 +36,7 @@ pub const REGRESSION_FACTOR: f64 = 1.5;
 
 /// Readings of the fix's measure before approval and over the window after it, and the
 /// verdict: kept if it helped, rolled back on its own if it did not or if a guard regressed.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Validation {
     /// Readings over the ticks before it was approved (the baseline).
     pub before: Vec<f64>,
@@ -41,7 +49,7 @@ pub struct Validation {
 }
 
 /// One guard figure, before and after.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Guard {
     pub figure: String,
     pub measure: Measure,
@@ -49,7 +57,7 @@ pub struct Guard {
     pub after: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Helped {
@@ -102,6 +110,23 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// Welch's t for "before is higher than after": the fall in standard errors. `None` when a
+/// side has too few readings to estimate its spread, or neither side varies at all (then the
+/// means alone decide).
+fn welch_t(before: &[f64], after: &[f64]) -> Option<f64> {
+    if before.len() < MIN_SAMPLES || after.len() < MIN_SAMPLES {
+        return None;
+    }
+    let variance = |values: &[f64], m: f64| {
+        values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64
+    };
+    let (mb, ma) = (mean(before)?, mean(after)?);
+    let standard_error = (variance(before, mb) / before.len() as f64
+        + variance(after, ma) / after.len() as f64)
+        .sqrt();
+    (standard_error > 0.0).then(|| (mb - ma) / standard_error)
+}
+
 /// The host-wide figures a fix must not make much worse, other than its own. A fix for the
 /// latency agents may move CPU waiting onto batch agents — that is its purpose — so the
 /// host's CPU pressure does not guard it.
@@ -114,7 +139,11 @@ fn guard_measures(own: &Measure) -> Vec<(&'static str, Measure)> {
             Measure::LatencyAgentsPsiCpuSome,
         ),
     ];
-    if *own != Measure::LatencyAgentsPsiCpuSome {
+    let for_latency_agents = matches!(
+        own,
+        Measure::LatencyAgentsPsiCpuSome | Measure::LatencyAgentsWaitPctOfRun
+    );
+    if !for_latency_agents {
         guards.push(("host PSI cpu some", Measure::HostPsiCpuSome));
     }
     guards.retain(|(_, measure)| measure != own);
@@ -167,7 +196,9 @@ impl Validation {
     pub fn judge(&self, min_improvement: f64) -> Verdict {
         let own = match (mean(&self.before), mean(&self.after)) {
             (Some(before), Some(after)) if before >= MEASURABLE_FLOOR => {
-                if after <= before * (1.0 - min_improvement) {
+                let fell_enough = after <= before * (1.0 - min_improvement);
+                let beyond_noise = welch_t(&self.before, &self.after).is_none_or(|t| t >= MIN_T);
+                if fell_enough && beyond_noise {
                     Verdict::Helped {
                         before,
                         after,
@@ -395,6 +426,33 @@ mod tests {
             Measure::HostPsiCpuSome.interval_value(Some(&prev), &reset),
             Some(7.0)
         );
+    }
+
+    #[test]
+    fn a_dip_within_the_noise_does_not_count_as_help() {
+        let judge = |before: &[f64], after: &[f64]| {
+            Validation {
+                before: before.to_vec(),
+                after: after.to_vec(),
+                ..Validation::default()
+            }
+            .judge(0.05)
+        };
+        // 6 % lower on average, but the readings swing by ±10: not proven.
+        let noisy_before = [60.0, 40.0, 55.0, 45.0, 50.0];
+        let noisy_after = [57.0, 38.0, 52.0, 41.0, 47.0, 46.0];
+        assert!(matches!(
+            judge(&noisy_before, &noisy_after),
+            Verdict::DidNotHelp { .. }
+        ));
+        // The same fall with steady readings is help.
+        let steady_before = [50.0, 50.5, 49.5, 50.0, 50.0];
+        let steady_after = [47.0, 46.5, 47.5, 47.0, 47.0, 47.0];
+        assert!(matches!(
+            judge(&steady_before, &steady_after),
+            Verdict::Helped { .. }
+        ));
+        assert!(welch_t(&[1.0, 2.0], &[0.0, 0.0, 0.0]).is_none());
     }
 
     #[test]

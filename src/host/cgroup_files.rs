@@ -53,6 +53,12 @@ impl PsiFiles {
             cpu: one(&mut self.cpu),
             memory: one(&mut self.memory),
             io: one(&mut self.io),
+            // Only a fresh read is known to be of now.
+            read_at_ms: if max_age.is_zero() {
+                super::now_ms()
+            } else {
+                0
+            },
         }
     }
 
@@ -118,6 +124,8 @@ pub struct CgroupReader {
     path: String,
     files: Files,
     buffer: Vec<u8>,
+    /// The cgroup's cgroup.procs (memory controller's for v1).
+    procs: PathBuf,
     /// How old a PSI reading may be: `PSI_UPDATE_PERIOD` (the averages change no faster),
     /// zero for cgroups whose stall totals are measured tick by tick (latency agents, whose
     /// fixes are validated on them).
@@ -165,6 +173,7 @@ impl CgroupReader {
         };
         CgroupReader {
             path: path.to_string(),
+            procs: dirs.memory.join("cgroup.procs"),
             files: Files::V1(Box::new(files)),
             buffer: Vec::new(),
             psi_max_age: PSI_UPDATE_PERIOD,
@@ -197,6 +206,7 @@ impl CgroupReader {
         };
         CgroupReader {
             path: path.to_string(),
+            procs: dir.join("cgroup.procs"),
             files: Files::V2(Box::new(files)),
             buffer: Vec::new(),
             psi_max_age: PSI_UPDATE_PERIOD,
@@ -292,6 +302,13 @@ impl CgroupReader {
                 .map(parse_numa_stat_v2)
                 .unwrap_or_default(),
         }
+    }
+
+    /// The processes in the cgroup now (empty when the list cannot be read).
+    pub fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(&self.procs)
+            .map(|text| super::schedstat::parse_procs(&text))
+            .unwrap_or_default()
     }
 
     /// Read PSI afresh on every `read` (true) or at most every `PSI_UPDATE_PERIOD` (false).

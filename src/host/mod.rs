@@ -18,6 +18,7 @@ pub mod memory;
 pub mod net;
 pub mod processes;
 pub mod psi;
+pub mod schedstat;
 pub mod topology;
 
 /// Where the host's procfs and sysfs are mounted.
@@ -81,6 +82,14 @@ pub fn read_optional(path: &Path) -> Option<String> {
 }
 
 /// Parse a kernel CPU list such as "0-3,8,10-11" into ids. Malformed parts are skipped.
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn parse_cpu_list(text: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for part in text

@@ -71,6 +71,7 @@ pub fn read_system_pressure(roots: &HostRoots) -> Pressure {
         cpu: read_psi_file(&dir.join("cpu")),
         memory: read_psi_file(&dir.join("memory")),
         io: read_psi_file(&dir.join("io")),
+        read_at_ms: super::now_ms(),
     }
 }
 
