@@ -121,12 +121,22 @@ fn dashboard_keys_mode_help_export_and_quit_with_terminal_restored() {
 
     tmux.keys(&["e"]);
     let screen = tmux.wait_for("report written to");
-    let written: Vec<_> = std::fs::read_dir(&reports).unwrap().flatten().collect();
-    assert_eq!(written.len(), 1, "{screen}");
-    let text = std::fs::read_to_string(written[0].path()).unwrap();
+    // JSON and HTML side by side, under one stamp.
+    let mut written: Vec<_> = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 2, "{screen}");
+    assert_eq!(written[0].with_extension(""), written[1].with_extension(""));
+    assert_eq!(written[1].extension().unwrap(), "json");
+    let text = std::fs::read_to_string(&written[1]).unwrap();
     let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
     assert_eq!(report["snapshot"]["mode"], "balanced");
     assert!(report["snapshot"]["history"]["cpu_busy_pct"]["points"].is_array());
+    let html = std::fs::read_to_string(&written[0]).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
 
     tmux.keys(&["q"]);
     assert_eq!(wait_for_file(&exit_file).trim(), "0");

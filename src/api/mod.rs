@@ -1,0 +1,55 @@
+//! The local REST API: the engine's face for scripts, the service commands and a dashboard
+//! attached to a running service.
+//!
+//! HTTP/1.1 on hyper, on a Unix socket by default (root-only permissions are the guard) and
+//! on TCP when configured (then every request needs the bearer token). Like every face it
+//! reads snapshots and sends `Command`s; an endpoint that changes something waits for the
+//! change to show in a later snapshot, so a caller gets the outcome, not just "sent".
+//!
+//! - [`routes`]: the one table of routes (the OpenAPI test compares it with the document)
+//!   and their handlers;
+//! - [`server`]: listeners, limits, authentication;
+//! - [`client`]: a small client for the CLI, the attached dashboard and tests;
+//! - [`remote`]: an `EngineHandle` backed by the API, so the TUI runs unchanged on it.
+
+pub mod cache;
+pub mod client;
+pub mod ops;
+pub mod remote;
+pub mod routes;
+pub mod server;
+
+pub use client::{ApiResponse, Client, ClientError, Endpoint};
+pub use server::{ApiServer, StopChannel, StopRequest};
+
+/// The OpenAPI 3 document describing every route (served at `/api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another engine already serves the API at {0} (it answers there)")]
+    SocketInUse(String),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(String),
+    #[error("[api] listen = {0:?} is not an address and port")]
+    BadListen(String),
+    #[error("token file {0} is empty or not a token")]
+    BadToken(String),
+}
+
+impl ApiError {
+    fn io(path: &std::path::Path, what: &'static str, source: std::io::Error) -> ApiError {
+        ApiError::Io {
+            path: path.display().to_string(),
+            what,
+            source,
+        }
+    }
+}

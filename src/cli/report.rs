@@ -1,0 +1,126 @@
+//! `sutazai-top report`: sample the host for a while with a read-only engine, then write a
+//! JSON or HTML report of what it saw (the original design's profiling run).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use sutazai_top::config::Config;
+use sutazai_top::engine::{self, Command};
+use sutazai_top::report::{self, Format};
+
+use super::faces::wait_for_tick;
+
+/// Ticks sampled when no --duration is given: enough for rates and a short history.
+const DEFAULT_TICKS: u64 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Html,
+}
+
+impl From<ReportFormat> for Format {
+    fn from(format: ReportFormat) -> Format {
+        match format {
+            ReportFormat::Json => Format::Json,
+            ReportFormat::Html => Format::Html,
+        }
+    }
+}
+
+/// Where the report goes: a new file in the report dir, a named new file, or stdout.
+pub enum Destination {
+    ReportDir,
+    File(PathBuf),
+    Stdout,
+}
+
+impl Destination {
+    pub fn from_flag(output: Option<PathBuf>) -> Destination {
+        match output {
+            None => Destination::ReportDir,
+            Some(path) if path.as_os_str() == "-" => Destination::Stdout,
+            Some(path) => Destination::File(path),
+        }
+    }
+}
+
+pub async fn report(
+    config: Config,
+    format: ReportFormat,
+    output: Destination,
+    duration_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    check_window_fits(&config, duration_secs)?;
+    // Refuse a taken -o before sampling for minutes, not after.
+    if let Destination::File(path) = &output {
+        anyhow::ensure!(
+            std::fs::symlink_metadata(path).is_err(),
+            "{} already exists; a report never overwrites a file (choose another -o)",
+            path.display()
+        );
+    }
+    let report_dir = config.report_dir.clone();
+    let (mut handle, engine) = engine::spawn(config);
+    let sampled = sample(&mut handle, duration_secs).await;
+    let snap = handle.snapshots.borrow().clone();
+    let _ = handle.commands.send(Command::Quit).await;
+    let _ = engine.await;
+    sampled?;
+    let format = Format::from(format);
+    match output {
+        Destination::Stdout => {
+            let text = report::render(&snap, format)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.write_all(b"\n"))
+                .context("cannot write the report to stdout")?;
+        }
+        Destination::File(path) => print_path(&report::write_to_path(&snap, &path, format)?),
+        Destination::ReportDir => print_path(&report::write_in_dir(&snap, &report_dir, format)?),
+    }
+    Ok(())
+}
+
+fn print_path(path: &Path) {
+    println!("{}", path.display());
+}
+
+/// A window longer than the history rings would be silently cut; say so before sampling.
+fn check_window_fits(config: &Config, duration_secs: Option<u64>) -> anyhow::Result<()> {
+    let Some(secs) = duration_secs else {
+        return Ok(());
+    };
+    anyhow::ensure!(secs > 0, "--duration must be at least 1 second");
+    let kept_secs = config.history_minutes.saturating_mul(60);
+    anyhow::ensure!(
+        secs <= kept_secs,
+        "--duration {secs} is longer than the history kept ({kept_secs} s); \
+         raise history_minutes in the config"
+    );
+    Ok(())
+}
+
+/// Wait `duration_secs` (then the next tick, so the last second is in), or DEFAULT_TICKS.
+async fn sample(
+    handle: &mut engine::EngineHandle,
+    duration_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    match duration_secs {
+        None => wait_for_tick(handle, DEFAULT_TICKS).await,
+        Some(secs) => {
+            if secs >= 30 {
+                eprintln!("sutazai-top: sampling for {secs} s before writing the report");
+            }
+            let started = handle.snapshots.borrow().seq;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let now = handle.snapshots.borrow().seq;
+            // At least two ticks in all, so rates exist even for --duration 1.
+            wait_for_tick(handle, now.max(started).saturating_add(1).max(2)).await
+        }
+    }
+}

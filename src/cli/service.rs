@@ -1,0 +1,477 @@
+//! The engine as a service: `serve`, `status`, `stop`, the one-engine-per-host lock, and the
+//! dashboard attaching to a running service instead of starting a second optimizer.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use sutazai_top::api::routes::{Status, Stopping};
+use sutazai_top::api::{self, ApiServer, Client, ClientError, StopChannel};
+use sutazai_top::config::Config;
+use sutazai_top::engine::{self, Command, EngineHandle};
+
+use super::faces;
+
+const PID_FILE: &str = "sutazai-top.pid";
+/// How long `stop` waits for the engine to exit (a rollback may take a minute).
+const STOP_WAIT: Duration = Duration::from_secs(120);
+/// How long the service waits for the engine to finish after Quit.
+const ENGINE_EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The one-engine-per-host lock on the pid file: a service holds it exclusively for its
+/// life, a dashboard running its own engine holds a share (dashboards may be several, a
+/// service may not start beside them). The kernel drops it when the process dies, however
+/// it dies.
+pub struct PidLock {
+    file: File,
+    exclusive: bool,
+}
+
+impl PidLock {
+    fn open(runtime_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
+        if !runtime_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(runtime_dir)
+                .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
+        }
+        let path = runtime_dir.join(PID_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("cannot open the pid file {}", path.display()))?;
+        Ok((file, path))
+    }
+
+    /// The service's lock; refused, naming the holder, while another service or a
+    /// dashboard with its own engine runs.
+    pub fn acquire(runtime_dir: &Path) -> anyhow::Result<PidLock> {
+        let (mut file, path) = PidLock::open(runtime_dir)?;
+        if !try_flock(&file, libc::LOCK_EX)? {
+            let holders = lock_holders(&file);
+            let shared_only = !holders.is_empty() && holders.iter().all(|h| !h.exclusive);
+            let pids = if holders.is_empty() {
+                read_pid(&mut file)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            } else {
+                let pids: Vec<String> = holders.iter().map(|h| h.pid.to_string()).collect();
+                pids.join(", ")
+            };
+            if shared_only {
+                anyhow::bail!(
+                    "a sutazai-top dashboard runs its own engine (pid {pids}); one engine per \
+                     host — quit it, start the service, then start the dashboard again (it \
+                     attaches to the service)"
+                );
+            }
+            anyhow::bail!(
+                "another sutazai-top engine is already running (pid {pids}, lock {}); \
+                 one engine per host — see `sutazai-top status`, stop it with `sutazai-top stop`",
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(PidLock {
+            file,
+            exclusive: true,
+        })
+    }
+
+    /// A dashboard's share: `Ok(None)` when a service holds the lock (attach to it instead).
+    pub fn share(runtime_dir: &Path) -> anyhow::Result<Option<PidLock>> {
+        let (file, _) = PidLock::open(runtime_dir)?;
+        Ok(try_flock(&file, libc::LOCK_SH)?.then_some(PidLock {
+            file,
+            exclusive: false,
+        }))
+    }
+
+    /// The pid of the service holding the lock in `runtime_dir`, if one does.
+    pub fn holder(runtime_dir: &Path) -> Option<u32> {
+        let mut file = File::open(runtime_dir.join(PID_FILE)).ok()?;
+        match try_flock(&file, libc::LOCK_SH) {
+            // We got it: no service holds it. Closing the file releases ours.
+            Ok(true) => None,
+            Ok(false) => Some(read_pid(&mut file).unwrap_or(0)),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        // An empty pid file says "no service"; the lock goes with the descriptor.
+        if self.exclusive {
+            let _ = self.file.set_len(0);
+        }
+    }
+}
+
+/// One holder of a flock, from /proc/locks.
+struct Holder {
+    pid: u32,
+    exclusive: bool,
+}
+
+/// Who holds flocks on `file` (matched by inode in /proc/locks), to name them.
+fn lock_holders(file: &File) -> Vec<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = file.metadata().map(|m| m.ino()) else {
+        return Vec::new();
+    };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter_map(|line| {
+            // "1: FLOCK  ADVISORY  WRITE 926 00:2e:1234 0 EOF"
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (kind, mode, pid, id) = (
+                fields.get(1)?,
+                fields.get(3)?,
+                fields.get(4)?,
+                fields.get(5)?,
+            );
+            let same_file = id.rsplit(':').next()?.parse::<u64>().ok()? == inode;
+            (*kind == "FLOCK" && same_file).then_some(Holder {
+                pid: pid.parse().ok()?,
+                exclusive: *mode == "WRITE",
+            })
+        })
+        .filter(|h| h.pid != std::process::id())
+        .collect()
+}
+
+/// Non-blocking flock: Ok(false) when another process holds it.
+fn try_flock(file: &File, kind: libc::c_int) -> anyhow::Result<bool> {
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(err).context("cannot lock the pid file")
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn client(config: &Config) -> Client {
+    Client::unix(&config.api.socket)
+}
+
+// -------------------------------------------------------------------------------------------
+// serve
+// -------------------------------------------------------------------------------------------
+
+/// `sutazai-top serve`: the engine and its API, no terminal, until SIGTERM/SIGINT or
+/// `POST /api/stop`.
+pub fn serve(config: Config, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let lock = PidLock::acquire(&config.service.runtime_dir)?;
+    init_service_logging(&config)?;
+    let result = runtime.block_on(run_service(config));
+    drop(lock);
+    result
+}
+
+fn init_service_logging(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    // RUST_LOG narrows or widens it per component (targets are module paths).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.is_empty() => value,
+        _ => config.log.level.clone(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("bad log filter {filter:?}: {e}"))?;
+    let writer = if config.service.log_file.is_empty() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        let path = &config.service.log_file;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+            .with_context(|| format!("cannot open the log file {path}"))?;
+        BoxMakeWriter::new(std::io::stderr.and(Arc::new(file)))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(writer)
+        .try_init();
+    Ok(())
+}
+
+async fn run_service(config: Config) -> anyhow::Result<()> {
+    let rollback_on_exit = config.optimizer.rollback_on_exit;
+    // The service decides about rollback itself at stop (per request or config), so the
+    // engine must not roll back on its own when it quits.
+    let mut engine_config = config.clone();
+    engine_config.optimizer.rollback_on_exit = false;
+    let (handle, engine) = engine::spawn_managing(engine_config);
+    let _alerts = sutazai_top::alerts::spawn_alerts(&config.alerts, handle.snapshots.clone());
+    let (stop_tx, mut stop_rx) = mpsc::channel(1);
+    let stop = StopChannel {
+        sender: stop_tx,
+        rollback_on_exit,
+    };
+    let server = match ApiServer::start(handle.clone(), &config.api, Some(stop)).await {
+        Ok(server) => server,
+        Err(err) => {
+            let _ = handle.commands.send(Command::Quit).await;
+            let _ = tokio::time::timeout(ENGINE_EXIT_WAIT, engine).await;
+            return Err(err).context("cannot start the API");
+        }
+    };
+    tracing::info!(
+        pid = std::process::id(),
+        mode = %config.mode,
+        auto_fix = config.optimizer.auto_fix,
+        socket = %config.api.socket.display(),
+        "sutazai-top serving"
+    );
+    let rollback = tokio::select! {
+        signal = termination() => {
+            tracing::info!(signal, "stopping");
+            rollback_on_exit
+        }
+        request = stop_rx.recv() => {
+            let rollback = request.map_or(rollback_on_exit, |r| r.rollback);
+            tracing::info!(rollback, "stop requested through the API");
+            rollback
+        }
+    };
+    stop_engine(&handle, engine, rollback).await;
+    server.shutdown();
+    tracing::info!("sutazai-top stopped");
+    Ok(())
+}
+
+/// Roll back what is active if asked, then quit the engine and wait for it.
+async fn stop_engine(handle: &EngineHandle, engine: tokio::task::JoinHandle<()>, rollback: bool) {
+    let active = handle.snapshots.borrow().changes.active.len();
+    if rollback {
+        tracing::info!(batches = active, "rolling back every active change");
+        if let Err(err) = api_rollback_all(handle).await {
+            tracing::error!(%err, "rollback at stop failed; `sutazai-top rollback --all` retries");
+        }
+    } else if active > 0 {
+        tracing::info!(
+            batches = active,
+            "changes stay active on the host; `sutazai-top rollback --all` undoes them"
+        );
+    }
+    let _ = handle.commands.send(Command::Quit).await;
+    if tokio::time::timeout(ENGINE_EXIT_WAIT, engine)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the engine did not finish in time");
+    }
+}
+
+/// The same rollback the API's `rollback-all` does (and waits for).
+async fn api_rollback_all(handle: &EngineHandle) -> anyhow::Result<()> {
+    api::ops::rollback_all(handle)
+        .await
+        .map(|_| ())
+        .map_err(|f| anyhow::anyhow!(f.message))
+}
+
+/// SIGTERM or SIGINT; SIGHUP is logged and ignored (no terminal to lose).
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop with `sutazai-top stop`");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => tracing::info!("SIGHUP ignored (the config is read at start)"),
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// status, stop
+// -------------------------------------------------------------------------------------------
+
+/// Why no engine answered, in words for the operator.
+fn not_running(config: &Config, err: &ClientError) -> anyhow::Error {
+    if let ClientError::Connect { source, .. } = err
+        && source.kind() == ErrorKind::PermissionDenied
+    {
+        return anyhow::anyhow!(
+            "cannot reach the engine's API at {}: permission denied (the socket is root-only)",
+            config.api.socket.display()
+        );
+    }
+    match PidLock::holder(&config.service.runtime_dir) {
+        Some(pid) => anyhow::anyhow!(
+            "a sutazai-top engine (pid {pid}) holds the lock but its API does not answer: {err}"
+        ),
+        None => {
+            let dashboards: Vec<String> = File::open(config.service.runtime_dir.join(PID_FILE))
+                .map(|f| lock_holders(&f))
+                .unwrap_or_default()
+                .iter()
+                .map(|h| h.pid.to_string())
+                .collect();
+            if dashboards.is_empty() {
+                anyhow::anyhow!("no sutazai-top engine is running ({err})")
+            } else {
+                anyhow::anyhow!(
+                    "no sutazai-top service is running; a dashboard runs its own engine (pid {}) \
+                     and serves no API",
+                    dashboards.join(", ")
+                )
+            }
+        }
+    }
+}
+
+pub async fn status(config: &Config) -> anyhow::Result<()> {
+    let status: Status = match client(config).get("/api/status").await {
+        Ok(response) => response.json()?,
+        Err(err) => return Err(not_running(config, &err)),
+    };
+    println!(
+        "sutazai-top engine: running (pid {}, up {}, version {})",
+        status.pid,
+        human_duration(status.uptime_secs),
+        status.version
+    );
+    println!(
+        "mode: {}, auto-fix {}{}",
+        status.mode,
+        if status.auto_fix { "on" } else { "off" },
+        if status.is_root {
+            ""
+        } else {
+            " (read-only: not root)"
+        }
+    );
+    println!("agents: {}", status.agents);
+    println!(
+        "open bottlenecks: {} (open proposals: {})",
+        status.open_bottlenecks, status.open_proposals
+    );
+    println!(
+        "applied fixes: {} (active change batches: {})",
+        status.applied_fixes, status.active_batches
+    );
+    Ok(())
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// `sutazai-top stop`: ask the service to stop (rolling back or not) and wait until it has.
+pub async fn stop(config: &Config, rollback: Option<bool>) -> anyhow::Result<()> {
+    let body = match rollback {
+        Some(rollback) => json!({ "rollback": rollback }),
+        None => json!({}),
+    };
+    let stopping: Stopping = match client(config).post("/api/stop", &body).await {
+        Ok(response) => response.json()?,
+        Err(err) => return Err(not_running(config, &err)),
+    };
+    let started = Instant::now();
+    while PidLock::holder(&config.service.runtime_dir).is_some() || process_alive(stopping.pid) {
+        anyhow::ensure!(
+            started.elapsed() < STOP_WAIT,
+            "the engine (pid {}) has not stopped after {}s",
+            stopping.pid,
+            STOP_WAIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let what = match stopping.rollback {
+        true => "its changes rolled back",
+        false => "its changes kept",
+    };
+    println!("sutazai-top engine (pid {}) stopped, {what}", stopping.pid);
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    PathBuf::from(format!("/proc/{pid}")).join("stat").exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+// -------------------------------------------------------------------------------------------
+// the dashboard: attach to a running service, else run its own engine
+// -------------------------------------------------------------------------------------------
+
+pub async fn dashboard(config: Config) -> anyhow::Result<()> {
+    // A share of the lock keeps a service from starting beside this dashboard's engine;
+    // without a usable runtime dir (not root) the dashboard runs on, read-only anyway.
+    match PidLock::share(&config.service.runtime_dir) {
+        Ok(Some(_shared)) => return faces::dashboard(config).await,
+        Ok(None) => {}
+        Err(err) => {
+            tracing::debug!("no engine lock: {err:#}");
+            return faces::dashboard(config).await;
+        }
+    }
+    let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
+    let (handle, remote) = api::remote::attach(client(&config), config.report_dir.clone())
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
+                config.api.socket.display()
+            )
+        })?;
+    tracing::info!(pid, "attached to the running service");
+    let face = handle.clone();
+    let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;
+    // Detach: the service keeps running.
+    let _ = handle.commands.send(Command::Quit).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), remote).await;
+    if let Ok(Ok(api::remote::Detached::ServiceGone)) = ended {
+        eprintln!("sutazai-top: the service (pid {pid}) stopped answering; detached");
+    }
+    result
+        .context("the dashboard thread failed")?
+        .context("terminal error")
+}

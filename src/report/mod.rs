@@ -1,0 +1,217 @@
+//! Reports: what the engine saw and did, as JSON (for tools) and as one self-contained HTML
+//! page with inline SVG charts (for people).
+//!
+//! Both are built from one [`json::Report`] view of a snapshot: host and topology, mode, the
+//! time window the history rings cover, per-agent profiles, bottlenecks, proposals with their
+//! before/after figures, active change batches, and the parts not built yet said as such. The
+//! JSON also carries the whole snapshot, so nothing the engine knew is lost. Files are
+//! written new (never through an existing path or a planted symlink), 0600, and synced.
+
+mod html;
+pub mod json;
+mod svg;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::snapshot::Snapshot;
+
+pub use json::Report;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write report in {dir}: {source}")]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; a report never overwrites a file (choose another name)")]
+    Exists { path: PathBuf },
+    #[error("cannot write report {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode report: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The two shapes a report comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Html,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Html => "html",
+        }
+    }
+}
+
+/// The JSON report for `snap` (pure; no I/O). Its shape is assets/report.schema.json.
+pub fn to_json(snap: &Snapshot) -> Result<String, ReportError> {
+    Ok(serde_json::to_string_pretty(&Report::new(snap))?)
+}
+
+/// The HTML report for `snap`: one page, no network, every text escaped (pure; no I/O).
+pub fn to_html(snap: &Snapshot) -> String {
+    html::page(&Report::new(snap))
+}
+
+/// The report for `snap` in `format`.
+pub fn render(snap: &Snapshot, format: Format) -> Result<String, ReportError> {
+    match format {
+        Format::Json => to_json(snap),
+        Format::Html => Ok(to_html(snap)),
+    }
+}
+
+/// Write the JSON report to a new timestamped file in `dir`; returns its path.
+pub fn write_json(snap: &Snapshot, dir: &Path) -> Result<PathBuf, ReportError> {
+    write_in_dir(snap, dir, Format::Json)
+}
+
+/// Write the report in `format` to a new timestamped file in `dir`; returns its path.
+pub fn write_in_dir(snap: &Snapshot, dir: &Path, format: Format) -> Result<PathBuf, ReportError> {
+    let text = render(snap, format)?;
+    let stamp = file_stamp(snap.taken_at_ms / 1000);
+    let io_err = |source| ReportError::Write {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    // A second export in the same second gets a numbered name.
+    for attempt in 0..100 {
+        let path = dir.join(stamped_name(&stamp, attempt, format));
+        match create_new(&path, &text) {
+            Ok(()) => return Ok(absolute(path)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(io_err(err)),
+        }
+    }
+    Err(io_err(std::io::Error::other(
+        "100 reports with this timestamp already exist",
+    )))
+}
+
+/// Write the JSON and the HTML report side by side in `dir`, under one stamp (for `e` in the
+/// dashboard); returns (json path, html path).
+pub fn write_both(snap: &Snapshot, dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
+    let json = to_json(snap)?;
+    let html = to_html(snap);
+    let stamp = file_stamp(snap.taken_at_ms / 1000);
+    let io_err = |source| ReportError::Write {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    for attempt in 0..100 {
+        let json_path = dir.join(stamped_name(&stamp, attempt, Format::Json));
+        match create_new(&json_path, &json) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(io_err(err)),
+        }
+        let html_path = dir.join(stamped_name(&stamp, attempt, Format::Html));
+        match create_new(&html_path, &html) {
+            Ok(()) => return Ok((absolute(json_path), absolute(html_path))),
+            // Someone holds the HTML name: give the pair up, keep both under the next stamp.
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&json_path);
+                continue;
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&json_path);
+                return Err(io_err(err));
+            }
+        }
+    }
+    Err(io_err(std::io::Error::other(
+        "100 reports with this timestamp already exist",
+    )))
+}
+
+/// Write the report in `format` to exactly `path`, which must not exist yet.
+pub fn write_to_path(snap: &Snapshot, path: &Path, format: Format) -> Result<PathBuf, ReportError> {
+    let text = render(snap, format)?;
+    match create_new(path, &text) {
+        Ok(()) => Ok(absolute(path.to_path_buf())),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Err(ReportError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(ReportError::WriteFile {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn stamped_name(stamp: &str, attempt: u32, format: Format) -> String {
+    let ext = format.extension();
+    if attempt == 0 {
+        format!("sutazai-report-{stamp}.{ext}")
+    } else {
+        format!("sutazai-report-{stamp}-{attempt}.{ext}")
+    }
+}
+
+/// create_new refuses an existing path, and so a planted symlink; 0600 because the report
+/// holds command lines and container labels, which may carry secrets.
+fn create_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// (year, month, day, hour, minute, second) in UTC for Unix seconds.
+fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// ISO 8601 UTC for Unix seconds.
+pub fn iso8601(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// The stamp in report file names, for Unix seconds.
+pub fn file_stamp(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+}
+
+#[cfg(test)]
+mod tests;

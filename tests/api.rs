@@ -1,0 +1,584 @@
+//! The REST API end to end: the real engine, the real server on a Unix socket in a temp dir
+//! (and on TCP with its token), every route including the refusals, and a real fix applied
+//! through the API to real containers and rolled back through it.
+
+mod common;
+mod host_support;
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Container, RunningEngine, docker_ok, test_config, unique};
+use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopChannel, StopRequest};
+use sutazai_top::config::Config;
+use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
+use sutazai_top::snapshot::Snapshot;
+use tokio::sync::mpsc;
+
+/// The engine and its API in a temp dir; everything is stopped and removed when dropped.
+struct Served {
+    engine: RunningEngine,
+    server: Option<ApiServer>,
+    stops: mpsc::Receiver<StopRequest>,
+    client: Client,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(mut config: Config, dir: tempfile::TempDir) -> Served {
+        config.optimizer.state_dir = dir.path().join("state");
+        config.api.socket = dir.path().join("run/api.sock");
+        config.api.token_file = dir.path().join("state/api.token");
+        std::fs::create_dir_all(&config.optimizer.state_dir).unwrap();
+        std::fs::set_permissions(
+            &config.optimizer.state_dir,
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let engine = RunningEngine::start(config.clone());
+        let (tx, stops) = mpsc::channel(1);
+        let server = engine
+            .runtime
+            .block_on(ApiServer::start(
+                engine.handle.clone(),
+                &config.api,
+                Some(StopChannel {
+                    sender: tx,
+                    rollback_on_exit: true,
+                }),
+            ))
+            .expect("the API starts");
+        let client = Client::unix(&config.api.socket);
+        let mut served = Served {
+            engine,
+            server: Some(server),
+            stops,
+            client,
+            dir,
+        };
+        served
+            .engine
+            .wait_for(Duration::from_secs(15), "a first tick", |s| s.seq >= 1);
+        served
+    }
+
+    fn call(&self, client: &Client, method: &str, path: &str, body: &[u8]) -> ApiResponse {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/json")]
+        };
+        self.engine
+            .runtime
+            .block_on(client.send(method, path, headers, body.to_vec()))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn get(&self, path: &str) -> ApiResponse {
+        self.call(&self.client, "GET", path, b"")
+    }
+
+    fn post(&self, path: &str, body: &str) -> ApiResponse {
+        self.call(&self.client, "POST", path, body.as_bytes())
+    }
+
+    fn put(&self, path: &str, body: &str) -> ApiResponse {
+        self.call(&self.client, "PUT", path, body.as_bytes())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _guard = self.engine.runtime.enter();
+            server.shutdown();
+        }
+        let commands = self.engine.handle.commands.clone();
+        let _ = self
+            .engine
+            .runtime
+            .block_on(commands.send(sutazai_top::engine::Command::Quit));
+    }
+}
+
+fn json_of(r: &ApiResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+/// An error answer: the status, JSON with an `error` text containing `needle`.
+fn assert_error(r: &ApiResponse, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{}",
+        r.content_type
+    );
+    let error = json_of(r)["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains(needle),
+        "error {error:?} does not mention {needle:?}"
+    );
+}
+
+fn quiet_config() -> Config {
+    let mut config = test_config(300);
+    config.docker.enabled = false;
+    config
+}
+
+#[test]
+fn every_route_answers_and_bad_requests_get_json_errors() {
+    let mut served = Served::start(quiet_config(), tempfile::tempdir().unwrap());
+
+    // The socket is root-only: 0600 in a 0700 directory.
+    let socket = served.dir.path().join("run/api.sock");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    let health = json_of(&served.get("/api/health"));
+    assert_eq!(health["status"], "ok");
+    assert!(health["seq"].as_u64().unwrap() >= 1);
+
+    let status = json_of(&served.get("/api/status"));
+    assert_eq!(status["mode"], "conservative");
+    assert_eq!(status["pid"], std::process::id());
+    assert_eq!(status["active_batches"], 0);
+
+    let r = served.get("/api/metrics");
+    assert_eq!(r.status, 200);
+    let snap: Snapshot = r.json().expect("the snapshot deserializes");
+    assert!(snap.seq >= 1 && snap.interval_ms == 300);
+
+    assert!(json_of(&served.get("/api/proposals")).is_array());
+
+    // Mode: read, change, refuse nonsense.
+    assert_eq!(json_of(&served.get("/api/mode"))["mode"], "conservative");
+    let r = served.put("/api/mode", r#"{"mode":"balanced"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["mode"], "balanced");
+    assert_eq!(json_of(&served.get("/api/status"))["mode"], "balanced");
+    assert_error(
+        &served.put("/api/mode", r#"{"mode":"turbo"}"#),
+        400,
+        "turbo",
+    );
+    assert_error(
+        &served.put("/api/mode", r#"{"mode":"#),
+        400,
+        "not valid JSON",
+    );
+    assert_error(
+        &served.put("/api/mode", r#"{"mood":"balanced"}"#),
+        400,
+        "mood",
+    );
+    assert_error(&served.put("/api/mode", ""), 400, "JSON");
+
+    // Limits: a body over 64 KiB, a head over 8 KiB.
+    let big = format!(r#"{{"mode":"{}"}}"#, "x".repeat(70 * 1024));
+    assert_error(&served.put("/api/mode", &big), 413, "larger than");
+    let long = "y".repeat(9 * 1024);
+    let r = served.engine.runtime.block_on(served.client.send(
+        "GET",
+        "/api/health",
+        &[("x-long", &long)],
+        Vec::new(),
+    ));
+    match r {
+        Ok(r) => assert_eq!(r.status, 431, "an oversize head is refused"),
+        Err(e) => panic!("an oversize head gets an answer, not {e}"),
+    }
+
+    // Unknown ids and bad ids.
+    assert_error(
+        &served.post("/api/proposals/999999/approve", ""),
+        404,
+        "999999",
+    );
+    assert_error(&served.post("/api/proposals/abc/approve", ""), 400, "abc");
+    assert_error(
+        &served.post("/api/proposals/999999/dismiss", ""),
+        404,
+        "999999",
+    );
+    assert_error(
+        &served.post("/api/changes/424242/rollback", ""),
+        404,
+        "424242",
+    );
+    assert_error(
+        &served.post("/api/proposals/%ff%00/approve", ""),
+        400,
+        "not a number",
+    );
+    assert_error(
+        &served.post("/api/eliminate/no_such:thing", ""),
+        404,
+        "no_such:thing",
+    );
+
+    let r = served.post("/api/changes/rollback-all", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["batches"], json!([]));
+
+    let before = json_of(&served.get("/api/health"))["seq"].as_u64().unwrap();
+    let detection = json_of(&served.post("/api/optimize", ""));
+    assert!(detection["seq"].as_u64().unwrap() > before);
+    assert!(detection["bottlenecks"].is_array() && detection["proposals"].is_array());
+
+    let report = json_of(&served.get("/api/report"));
+    assert!(report.is_object());
+
+    let r = served.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.content_type.starts_with("application/openmetrics-text"),
+        "{}",
+        r.content_type
+    );
+    assert!(
+        r.text().contains("# TYPE ") && r.text().ends_with("# EOF\n"),
+        "{}",
+        r.text()
+    );
+
+    let r = served.get("/api/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), OPENAPI);
+
+    // Unknown path, wrong method.
+    assert_error(&served.get("/api/nothing"), 404, "/api/nothing");
+    assert_error(&served.get("/"), 404, "no such path");
+    let r = served.call(&served.client, "DELETE", "/api/mode", b"");
+    assert_error(&r, 405, "GET, PUT");
+    assert_error(&served.get("/api/optimize"), 405, "POST");
+
+    // Stop: a bad body is refused, a good one reaches the service.
+    assert_error(
+        &served.post("/api/stop", r#"{"rollback":"yes"}"#),
+        400,
+        "rollback",
+    );
+    let r = served.post("/api/stop", r#"{"rollback":false}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["rollback"], false);
+    assert_eq!(
+        served.stops.try_recv().ok(),
+        Some(StopRequest { rollback: false })
+    );
+    // Without a choice the service's rollback_on_exit decides.
+    let r = served.post("/api/stop", "");
+    assert_eq!(json_of(&r)["rollback"], true, "{}", r.text());
+    assert_eq!(
+        served.stops.try_recv().ok(),
+        Some(StopRequest { rollback: true })
+    );
+    // Still serving after all that.
+    assert_eq!(served.get("/api/health").status, 200);
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_is_never_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/api.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    // A socket file left by a dead engine: bound, then the listener closed.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let served = Served::start(quiet_config(), dir);
+    assert_eq!(served.get("/api/health").status, 200);
+
+    let mut config = quiet_config();
+    config.api.socket = socket.clone();
+    let second = served.engine.runtime.block_on(ApiServer::start(
+        served.engine.handle.clone(),
+        &config.api,
+        None,
+    ));
+    let err = second
+        .err()
+        .expect("a live socket is not taken over")
+        .to_string();
+    assert!(err.contains("another engine"), "{err}");
+    assert_eq!(
+        served.get("/api/health").status,
+        200,
+        "the first still serves"
+    );
+
+    // A plain file in the socket's place is never deleted.
+    let file = served.dir.path().join("not-a-socket");
+    std::fs::write(&file, "data").unwrap();
+    config.api.socket = file.clone();
+    let err = served
+        .engine
+        .runtime
+        .block_on(ApiServer::start(
+            served.engine.handle.clone(),
+            &config.api,
+            None,
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+}
+
+#[test]
+fn tcp_needs_the_bearer_token_from_the_file_the_engine_creates() {
+    let mut config = quiet_config();
+    config.api.listen = "127.0.0.1:0".to_string();
+    let served = Served::start(config, tempfile::tempdir().unwrap());
+    let addr = served
+        .server
+        .as_ref()
+        .and_then(|s| s.tcp)
+        .expect("listening on TCP");
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+
+    let token_file = served.dir.path().join("state/api.token");
+    let meta = std::fs::metadata(&token_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+
+    let none = Client::tcp(addr.to_string(), None);
+    let wrong = Client::tcp(addr.to_string(), Some("0".repeat(64)));
+    let right = Client::tcp(addr.to_string(), Some(token.clone()));
+    for path in ["/api/health", "/api/metrics", "/api/nothing"] {
+        assert_error(&served.call(&none, "GET", path, b""), 401, "token");
+        assert_error(&served.call(&wrong, "GET", path, b""), 401, "token");
+    }
+    assert_error(
+        &served.call(&none, "PUT", "/api/mode", br#"{"mode":"aggressive"}"#),
+        401,
+        "token",
+    );
+    assert_eq!(json_of(&served.get("/api/mode"))["mode"], "conservative");
+
+    let r = served.call(&right, "GET", "/api/health", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = served.call(&right, "PUT", "/api/mode", br#"{"mode":"aggressive"}"#);
+    assert_eq!(json_of(&r)["mode"], "aggressive");
+    // The Unix socket needs no token.
+    assert_eq!(served.get("/api/health").status, 200);
+
+    // The token file is reused, not replaced, by the next start.
+    drop(served);
+}
+
+fn shares(c: &Container) -> String {
+    let raw = docker_ok(&["inspect", "-f", "{{.HostConfig.CpuShares}}", &c.id]);
+    // Docker cannot clear shares back to "unset" (0): the kernel default 1024 stands for it.
+    if raw == "0" { "1024".to_string() } else { raw }
+}
+
+fn batch_hog(name: &str) -> Container {
+    Container::run(
+        &unique(name),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=batch",
+        ],
+        &["sh", "-c", "while :; do :; done"],
+    )
+}
+
+fn wait_for_proposal(served: &Served, strategy: &str) -> Proposal {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let proposals: Vec<Proposal> = served.get("/api/proposals").json().unwrap();
+        if let Some(p) = proposals
+            .iter()
+            .rev()
+            .find(|p| p.fix.strategy == strategy && p.status.is_open() && p.fix.intents.len() >= 2)
+        {
+            return p.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no open {strategy} proposal: {proposals:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn approve_applies_for_real_and_rollback_through_the_api_restores() {
+    let a = batch_hog("api-hog-a");
+    let b = batch_hog("api-hog-b");
+    let before = (shares(&a), shares(&b));
+    let mut config = test_config(300);
+    config.detect.hold_ticks = 2;
+    let served = Served::start(config, tempfile::tempdir().unwrap());
+
+    let weight = wait_for_proposal(&served, "batch-cpu-weight");
+    let r = served.post(&format!("/api/proposals/{}/approve", weight.id), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let applied: Proposal = r.json().unwrap();
+    let ProposalStatus::Applied { batch } = applied.status else {
+        panic!("not applied: {:?}", applied.status);
+    };
+    assert_eq!((shares(&a), shares(&b)), ("256".into(), "256".into()));
+    let status = json_of(&served.get("/api/status"));
+    assert!(status["applied_fixes"].as_u64().unwrap() >= 1, "{status}");
+    assert!(status["active_batches"].as_u64().unwrap() >= 1, "{status}");
+    // Approving it again is a conflict: it is no longer open.
+    assert_error(
+        &served.post(&format!("/api/proposals/{}/approve", weight.id), ""),
+        409,
+        "applied",
+    );
+
+    let r = served.post(&format!("/api/changes/{batch}/rollback"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["batches"], json!([batch]));
+    assert_eq!((shares(&a), shares(&b)), before, "original shares back");
+    assert_error(
+        &served.post(&format!("/api/changes/{batch}/rollback"), ""),
+        404,
+        &batch.to_string(),
+    );
+
+    // Eliminate by bottleneck id: the strongest open proposal for it is applied.
+    let detection = json_of(&served.post("/api/optimize", ""));
+    let policy = wait_for_proposal(&served, "batch-scheduler-policy");
+    let id = policy.bottleneck.id();
+    assert!(
+        detection["bottlenecks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == id.as_str())
+            || served
+                .get("/api/metrics")
+                .json::<Snapshot>()
+                .unwrap()
+                .bottlenecks
+                .iter()
+                .any(|b| b.id() == id),
+        "the bottleneck {id} is listed with its id"
+    );
+    let r = served.post(&format!("/api/eliminate/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let eliminated: Proposal = r.json().unwrap();
+    assert!(
+        matches!(eliminated.status, ProposalStatus::Applied { .. }),
+        "{:?}",
+        eliminated.status
+    );
+    assert_eq!(eliminated.bottleneck.id(), id);
+
+    let r = served.post("/api/changes/rollback-all", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let snap: Snapshot = served.get("/api/metrics").json().unwrap();
+    assert!(snap.changes.active.is_empty(), "{:?}", snap.changes.active);
+    assert_eq!((shares(&a), shares(&b)), before, "original shares back");
+}
+
+/// The dashboard attached to a service renders snapshots it got as JSON: every synthetic
+/// snapshot of the frame tests survives the trip.
+#[test]
+fn snapshots_roundtrip_through_json() {
+    let samples = [
+        common::empty(),
+        common::small_host(),
+        common::numa64(),
+        common::with_containers(131),
+        common::docker_unreachable(),
+        common::with_active_changes(common::small_host()),
+        common::with_proposal(
+            common::small_host(),
+            sutazai_top::eliminator::strategy::Risk::Medium,
+        ),
+        common::with_sampler_error(common::small_host()),
+        common::with_notice(common::small_host(), "hello", true),
+    ];
+    for snap in samples {
+        let text = serde_json::to_string(&snap).unwrap();
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, snap);
+    }
+}
+
+/// The dashboard's view of a service: snapshots mirrored from the API, commands turned into
+/// API calls, answers shown as the notice, `e` writing the service's report here.
+#[test]
+fn a_remote_handle_mirrors_the_engine_and_turns_commands_into_calls() {
+    use sutazai_top::engine::Command;
+    let served = Served::start(quiet_config(), tempfile::tempdir().unwrap());
+    let reports = served.dir.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    let rt = &served.engine.runtime;
+    let (mut remote, task) = rt
+        .block_on(sutazai_top::api::remote::attach(
+            served.client.clone(),
+            reports.clone(),
+        ))
+        .expect("attaches");
+    let wait = |remote: &mut sutazai_top::engine::EngineHandle,
+                what: &str,
+                pred: &dyn Fn(&Snapshot) -> bool| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if pred(&remote.snapshots.borrow_and_update()) {
+                        return;
+                    }
+                    remote.snapshots.changed().await.expect("still attached");
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        })
+    };
+    let first = remote.snapshots.borrow().seq;
+    wait(&mut remote, "newer snapshots", &|s| s.seq > first);
+
+    let commands = remote.commands.clone();
+    let send = |c: Command| rt.block_on(commands.send(c)).unwrap();
+    send(Command::SetMode(sutazai_top::config::Mode::Aggressive));
+    wait(&mut remote, "the service's mode", &|s| {
+        s.mode == sutazai_top::config::Mode::Aggressive
+    });
+    assert_eq!(json_of(&served.get("/api/mode"))["mode"], "aggressive");
+
+    send(Command::Apply(987654));
+    wait(&mut remote, "the refusal as a notice", &|s| {
+        s.notice
+            .as_ref()
+            .is_some_and(|n| n.is_error && n.text.contains("no proposal 987654"))
+    });
+
+    send(Command::ExportReport);
+    wait(&mut remote, "the report notice", &|s| {
+        s.notice
+            .as_ref()
+            .is_some_and(|n| !n.is_error && n.text.contains("report written to"))
+    });
+    let written: Vec<_> = std::fs::read_dir(&reports).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(written[0].path()).unwrap()).unwrap();
+    assert!(report.is_object());
+
+    // Quit detaches; the engine keeps serving.
+    send(Command::Quit);
+    let ended = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await })
+        .expect("the remote tasks end")
+        .unwrap();
+    assert_eq!(ended, sutazai_top::api::remote::Detached::Quit);
+    assert_eq!(served.get("/api/health").status, 200);
+}
