@@ -148,7 +148,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[Key::ch('e')],
         action: Action::ExportReport,
-        description: "export a JSON report (path shown in the header)",
+        description: "export JSON and HTML reports; header says where",
     },
     Binding {
         keys: &[Key::plain(KeyCode::Tab)],

@@ -1,0 +1,298 @@
+//! The memory levels: L1 holds values as they are, L2 holds them lz4-compressed. Both keep
+//! entries under the policy's 64-bit hash and check the full key on every lookup, so a hash
+//! collision can only cost an entry, never return another key's value.
+
+use bytes::Bytes;
+
+use super::keys::{HashIndex, KeyMatch, is_private};
+use super::policy::{KeyHash, Policy, Priority};
+
+/// An entry as it moves between levels.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    /// The stored key (namespace and the caller's key).
+    pub key: Box<[u8]>,
+    /// The value, or its lz4 block when `compressed`.
+    pub data: Bytes,
+    /// The value's length once decompressed.
+    pub raw_len: usize,
+    pub compressed: bool,
+    pub priority: Priority,
+    /// Brought in by a prefetch and not used yet.
+    pub prefetched: bool,
+}
+
+impl Stored {
+    /// What the entry weighs against a memory level's capacity.
+    pub fn weight(&self) -> u64 {
+        (self.key.len() + self.data.len()) as u64
+    }
+
+    /// The value as the caller put it.
+    pub fn value(&self) -> Result<Bytes, String> {
+        if !self.compressed {
+            return Ok(self.data.clone());
+        }
+        lz4_flex::block::decompress(&self.data, self.raw_len)
+            .map(Bytes::from)
+            .map_err(|err| format!("lz4: {err}"))
+    }
+
+    /// The entry with its value as it is (for L1).
+    pub fn into_raw(self) -> Result<Stored, String> {
+        if !self.compressed {
+            return Ok(self);
+        }
+        let data = self.value()?;
+        Ok(Stored {
+            data,
+            compressed: false,
+            ..self
+        })
+    }
+
+    /// The entry compressed (for L2); a value lz4 cannot shrink stays as it is, so a get
+    /// does not pay to decompress what saved nothing.
+    pub fn into_compressed(self) -> Stored {
+        if self.compressed {
+            return self;
+        }
+        let packed = lz4_flex::block::compress(&self.data);
+        if packed.len() >= self.data.len() {
+            return self;
+        }
+        Stored {
+            data: Bytes::from(packed),
+            compressed: true,
+            ..self
+        }
+    }
+}
+
+/// What an insert did: entries evicted to make room, and the new entry back if the level
+/// did not take it (too large, or the policy's admission refused it).
+pub(crate) struct Inserted {
+    pub evicted: Vec<Stored>,
+    pub refused: Option<Stored>,
+}
+
+/// One memory level of one shard.
+pub(crate) struct MemLevel {
+    policy: Box<dyn Policy>,
+    entries: HashIndex<Stored>,
+    used: u64,
+    compressed: bool,
+    /// Entries in some agent's private namespace (a get probes that namespace only when
+    /// the shard holds any).
+    private: usize,
+}
+
+impl MemLevel {
+    pub fn new(policy: Box<dyn Policy>, compressed: bool) -> MemLevel {
+        MemLevel {
+            policy,
+            entries: HashIndex::default(),
+            used: 0,
+            compressed,
+            private: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.policy.capacity()
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    pub fn private_entries(&self) -> usize {
+        self.private
+    }
+
+    fn removed(&mut self, entry: &Stored) {
+        self.used -= entry.weight();
+        if is_private(&entry.key) {
+            self.private -= 1;
+        }
+    }
+
+    /// Whether `key` is here, without counting a lookup.
+    pub fn holds<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> bool {
+        self.entries.get(&hash).is_some_and(|e| key.matches(&e.key))
+    }
+
+    /// The entry under `key`, without counting a lookup.
+    pub fn peek<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<&Stored> {
+        self.entries.get(&hash).filter(|e| key.matches(&e.key))
+    }
+
+    /// A counted lookup: the entry on a hit (the policy learns either way).
+    pub fn lookup<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<&mut Stored> {
+        match self.entries.get_mut(&hash) {
+            Some(entry) if key.matches(&entry.key) => {
+                self.policy.on_hit(hash);
+                Some(entry)
+            }
+            _ => {
+                self.policy.on_miss(hash);
+                None
+            }
+        }
+    }
+
+    /// Remove `key` (deleted, overwritten or moved to another level).
+    pub fn take<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<Stored> {
+        if !self.holds(hash, key) {
+            return None;
+        }
+        let entry = self.entries.remove(&hash)?;
+        self.policy.on_remove(hash);
+        self.removed(&entry);
+        Some(entry)
+    }
+
+    /// Admit `entry` (converted to this level's form) if it fits and the policy takes it.
+    pub fn insert(&mut self, hash: KeyHash, entry: Stored) -> Inserted {
+        let entry = if self.compressed {
+            entry.into_compressed()
+        } else {
+            match entry.into_raw() {
+                Ok(raw) => raw,
+                Err(err) => {
+                    // Our own lz4 block failed to decode: memory damage or a bug. Drop it.
+                    tracing::warn!(target: "sutazai_top::cache", %err, "dropping an undecodable entry");
+                    return Inserted {
+                        evicted: Vec::new(),
+                        refused: None,
+                    };
+                }
+            }
+        };
+        let weight = entry.weight();
+        if weight > self.capacity() {
+            return Inserted {
+                evicted: Vec::new(),
+                refused: Some(entry),
+            };
+        }
+        // A colliding hash (another key) leaves first: the slot holds one key.
+        let mut evicted: Vec<Stored> = self.take_slot(hash).into_iter().collect();
+        let out = self.policy.on_insert(hash, weight, entry.priority);
+        let mut refused = None;
+        let mut admitted = true;
+        let mut pushed_out = Vec::new();
+        for gone in out {
+            if gone == hash {
+                admitted = false;
+            } else if let Some(e) = self.entries.remove(&gone) {
+                self.removed(&e);
+                pushed_out.push((gone, e));
+            }
+        }
+        let high_pushed_out = pushed_out.iter().any(|(_, e)| e.priority == Priority::High);
+        if admitted && entry.priority == Priority::Low && high_pushed_out {
+            // A Low entry (a prefetch: a guess) must never cost a High one its place; the
+            // policy picked a High victim, so the guess is refused and the High entries
+            // go back (the room they left is free, so they fit).
+            self.policy.on_remove(hash);
+            admitted = false;
+            pushed_out = self.restore_high(pushed_out);
+        }
+        evicted.extend(pushed_out.into_iter().map(|(_, e)| e));
+        if admitted {
+            self.used += weight;
+            self.private += usize::from(is_private(&entry.key));
+            self.entries.insert(hash, entry);
+        } else {
+            refused = Some(entry);
+        }
+        Inserted { evicted, refused }
+    }
+
+    /// Re-admits the High entries of `pushed_out` (see `insert`); returns what stays out.
+    fn restore_high(&mut self, pushed_out: Vec<(KeyHash, Stored)>) -> Vec<(KeyHash, Stored)> {
+        let mut out = Vec::new();
+        for (hash, entry) in pushed_out {
+            if entry.priority != Priority::High {
+                out.push((hash, entry));
+                continue;
+            }
+            let mut back_in = true;
+            for gone in self.policy.on_insert(hash, entry.weight(), Priority::High) {
+                if gone == hash {
+                    back_in = false;
+                } else if let Some(e) = self.entries.remove(&gone) {
+                    self.removed(&e);
+                    out.push((gone, e));
+                }
+            }
+            if back_in {
+                self.used += entry.weight();
+                self.private += usize::from(is_private(&entry.key));
+                self.entries.insert(hash, entry);
+            } else {
+                out.push((hash, entry));
+            }
+        }
+        out
+    }
+
+    fn take_slot(&mut self, hash: KeyHash) -> Option<Stored> {
+        let entry = self.entries.remove(&hash)?;
+        self.policy.on_remove(hash);
+        self.removed(&entry);
+        Some(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::by_name;
+
+    fn stored(key: &[u8], value: &[u8]) -> Stored {
+        Stored {
+            key: key.into(),
+            data: Bytes::copy_from_slice(value),
+            raw_len: value.len(),
+            compressed: false,
+            priority: Priority::Normal,
+            prefetched: false,
+        }
+    }
+
+    #[test]
+    fn compressed_level_roundtrips_and_counts_compressed_bytes() {
+        let policy = by_name("lru", 1 << 20).expect("lru");
+        let mut level = MemLevel::new(policy, true);
+        let value = vec![7u8; 10_000];
+        let done = level.insert(1, stored(b"k", &value));
+        assert!(done.refused.is_none() && done.evicted.is_empty());
+        assert!(level.used() < 1_000, "lz4 shrinks a run: {}", level.used());
+        let hit = level.lookup(1, &b"k"[..]).expect("hit");
+        assert_eq!(hit.value().expect("decodes"), Bytes::from(value));
+        assert!(level.lookup(1, &b"other key, same hash"[..]).is_none());
+    }
+
+    #[test]
+    fn too_large_is_refused_and_eviction_returns_the_entries() {
+        let policy = by_name("lru", 10).expect("lru");
+        let mut level = MemLevel::new(policy, false);
+        assert!(level.insert(1, stored(b"k", &[0; 10])).refused.is_some());
+        assert!(level.insert(1, stored(b"a", &[1; 4])).refused.is_none());
+        assert!(level.insert(2, stored(b"b", &[2; 4])).refused.is_none());
+        let done = level.insert(3, stored(b"c", &[3; 4]));
+        assert_eq!(done.evicted.len(), 1);
+        assert_eq!(&*done.evicted[0].key, b"a");
+        assert_eq!(level.used(), 10);
+    }
+}

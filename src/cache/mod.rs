@@ -1,0 +1,32 @@
+//! The engine's cache for agents: three levels (L1 memory, L2 lz4-compressed memory, L3
+//! disk), replacement policies behind one trait, learned prefetch, entries shared across
+//! agents (issue 5).
+//!
+//! - [`Cache`] (`store`): put / get / delete, sharded by key, each shard under one lock;
+//! - `shard`: one shard's three levels, promotion on a hit and demotion on eviction;
+//! - `level`: the memory levels; `disk`: L3, one checksummed file per entry (`l3file`: the
+//!   file format);
+//! - `keys`: shared and private namespaces, hashes; `stats`: counters and the snapshot.
+//!
+//! A key lives in exactly one level. A put goes to L1 if its share of L1 can hold the value
+//! and the policy admits it, else to L2 (compressed), else to L3, else it is refused with the
+//! reason per level. A hit in L2 or L3 moves the entry up when a level above admits it; what
+//! a level evicts moves down one level, and what L3 evicts is gone.
+
+mod disk;
+mod keys;
+mod l3file;
+mod level;
+pub mod policy;
+pub mod prefetch;
+mod shard;
+pub mod stats;
+mod store;
+pub mod trace;
+
+pub use policy::Priority;
+pub use stats::{AgentSnapshot, CacheSnapshot, Counts, Level, LevelSnapshot, PrefetchSnapshot};
+pub use store::{Cache, CacheError, GetObserver, Loader, MAX_AGENT_LEN, default_shards, open_for};
+
+/// Longest key the cache takes, in bytes.
+pub const MAX_KEY_LEN: usize = l3file::MAX_KEY_LEN;

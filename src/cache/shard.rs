@@ -1,0 +1,311 @@
+//! One shard: its part of each level, under one lock. A key lives in exactly one level
+//! (exclusive caching); every move between levels happens under the shard's lock, so a
+//! concurrent get, put or delete of the same key sees it before or after, never half-moved.
+
+use bytes::Bytes;
+
+use super::disk::{DiskLevel, Read3, Refusal};
+use super::keys::{KeyMatch, entry_hash};
+use super::level::{MemLevel, Stored};
+use super::policy::KeyHash;
+use super::stats::{Level, LevelUsage, ShardCounts};
+
+/// Why a level did not take a put's value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Skip {
+    Off,
+    TooLarge,
+    NotAdmitted,
+    Disabled(String),
+}
+
+pub(crate) struct Shard {
+    pub l1: Option<MemLevel>,
+    pub l2: Option<MemLevel>,
+    pub l3: Option<DiskLevel>,
+    pub counts: ShardCounts,
+}
+
+impl Shard {
+    /// Where `key` is, without counting a lookup or moving anything.
+    pub fn locate<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<Level> {
+        if self.l1.as_ref().is_some_and(|l| l.holds(hash, key)) {
+            Some(Level::L1)
+        } else if self.l2.as_ref().is_some_and(|l| l.holds(hash, key)) {
+            Some(Level::L2)
+        } else if self.l3.as_ref().is_some_and(|l| l.holds(hash, key)) {
+            Some(Level::L3)
+        } else {
+            None
+        }
+    }
+
+    pub fn private_entries(&self) -> usize {
+        self.l1.as_ref().map_or(0, MemLevel::private_entries)
+            + self.l2.as_ref().map_or(0, MemLevel::private_entries)
+            + self.l3.as_ref().map_or(0, DiskLevel::private_entries)
+    }
+
+    /// A counted lookup through the levels; a hit below L1 is promoted if a level above
+    /// admits it. Returns the value and the level it was found in.
+    pub fn get<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
+        if let Some(found) = self.get_l1(hash, key) {
+            return Some(found);
+        }
+        if let Some(found) = self.get_l2(hash, key) {
+            return Some(found);
+        }
+        self.get_l3(hash, key)
+    }
+
+    fn get_l1<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
+        let l1 = self.l1.as_mut()?;
+        let counts = &mut self.counts.levels[0];
+        match l1.lookup(hash, key) {
+            Some(entry) => {
+                counts.hits += 1;
+                if std::mem::take(&mut entry.prefetched) {
+                    self.counts.prefetch.used += 1;
+                }
+                Some((entry.data.clone(), Level::L1))
+            }
+            None => {
+                counts.misses += 1;
+                None
+            }
+        }
+    }
+
+    fn get_l2<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
+        let l2 = self.l2.as_mut()?;
+        let Some(entry) = l2.lookup(hash, key) else {
+            self.counts.levels[1].misses += 1;
+            return None;
+        };
+        let was_prefetched = std::mem::take(&mut entry.prefetched);
+        let entry = entry.clone();
+        let value = match entry.value() {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(target: "sutazai_top::cache", %err, "dropping an undecodable L2 entry");
+                l2.take(hash, key);
+                self.counts.levels[1].dropped_corrupt += 1;
+                self.counts.levels[1].misses += 1;
+                return None;
+            }
+        };
+        self.counts.levels[1].hits += 1;
+        self.counts.prefetch.used += u64::from(was_prefetched);
+        self.promote(Level::L2, hash, entry);
+        Some((value, Level::L2))
+    }
+
+    fn get_l3<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
+        let l3 = self.l3.as_mut()?;
+        match l3.lookup(hash, key) {
+            Read3::Hit(mut entry) => match entry.value() {
+                Ok(value) => {
+                    self.counts.levels[2].hits += 1;
+                    if std::mem::take(&mut entry.prefetched) {
+                        self.counts.prefetch.used += 1;
+                    }
+                    self.promote(Level::L3, hash, entry);
+                    Some((value, Level::L3))
+                }
+                Err(_) => {
+                    l3.take(hash, key);
+                    self.counts.levels[2].dropped_corrupt += 1;
+                    self.counts.levels[2].misses += 1;
+                    None
+                }
+            },
+            Read3::Miss => {
+                self.counts.levels[2].misses += 1;
+                None
+            }
+            Read3::Dropped => {
+                self.counts.levels[2].dropped_corrupt += 1;
+                self.counts.levels[2].misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Move a hit entry up to the highest level above `from` that admits it; true if moved.
+    pub fn promote(&mut self, from: Level, hash: KeyHash, entry: Stored) -> bool {
+        let targets: &[Level] = match from {
+            Level::L1 => &[],
+            Level::L2 => &[Level::L1],
+            Level::L3 => &[Level::L1, Level::L2],
+        };
+        for &target in targets {
+            let Some(level) = self.mem_mut(target) else {
+                continue;
+            };
+            let done = level.insert(hash, entry.clone());
+            let admitted = done.refused.is_none();
+            if admitted {
+                self.take_from(from, hash, &*entry.key);
+                self.counts.levels[from.index()].promotions += 1;
+            }
+            self.demote(target, done.evicted);
+            if admitted {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn mem_mut(&mut self, level: Level) -> Option<&mut MemLevel> {
+        match level {
+            Level::L1 => self.l1.as_mut(),
+            Level::L2 => self.l2.as_mut(),
+            Level::L3 => None,
+        }
+    }
+
+    fn take_from<K: KeyMatch + ?Sized>(&mut self, level: Level, hash: KeyHash, key: &K) -> bool {
+        match level {
+            Level::L1 | Level::L2 => self
+                .mem_mut(level)
+                .is_some_and(|l| l.take(hash, key).is_some()),
+            Level::L3 => self.l3.as_mut().is_some_and(|l| l.take(hash, key)),
+        }
+    }
+
+    /// Entries `from` evicted go down to the next level that takes them, or out.
+    fn demote(&mut self, from: Level, evicted: Vec<Stored>) {
+        self.counts.levels[from.index()].evictions += evicted.len() as u64;
+        for entry in evicted {
+            let hash = entry_hash(&entry.key);
+            let below: Vec<Level> = Level::ALL.into_iter().filter(|l| *l > from).collect();
+            // No level below takes it: the entry leaves the cache (an eviction, counted).
+            let _ = self.place(&below, hash, entry, true);
+        }
+    }
+
+    /// Put `entry` into the first of `levels` that takes it; the reasons the others gave.
+    fn place(
+        &mut self,
+        levels: &[Level],
+        hash: KeyHash,
+        mut entry: Stored,
+        demoting: bool,
+    ) -> Result<Level, Vec<(Level, Skip)>> {
+        let mut skipped = Vec::new();
+        for &target in levels {
+            if target == Level::L3 {
+                let Some(l3) = self.l3.as_mut() else {
+                    skipped.push((target, Skip::Off));
+                    continue;
+                };
+                match l3.insert(hash, &entry) {
+                    Ok(evicted) => {
+                        self.counts.levels[2].evictions += evicted;
+                        self.counts.levels[2].demotions += u64::from(demoting);
+                        return Ok(target);
+                    }
+                    Err(Refusal::TooLarge) => skipped.push((target, Skip::TooLarge)),
+                    Err(Refusal::NotAdmitted) => skipped.push((target, Skip::NotAdmitted)),
+                    Err(Refusal::Disabled(why)) => skipped.push((target, Skip::Disabled(why))),
+                }
+                continue;
+            }
+            let Some(level) = self.mem_mut(target) else {
+                skipped.push((target, Skip::Off));
+                continue;
+            };
+            let capacity = level.capacity();
+            let done = level.insert(hash, entry);
+            self.demote(target, done.evicted);
+            match done.refused {
+                None => {
+                    self.counts.levels[target.index()].demotions += u64::from(demoting);
+                    return Ok(target);
+                }
+                Some(back) => {
+                    let why = if back.weight() > capacity {
+                        Skip::TooLarge
+                    } else {
+                        Skip::NotAdmitted
+                    };
+                    skipped.push((target, why));
+                    entry = back;
+                }
+            }
+        }
+        Err(skipped)
+    }
+
+    /// Store `entry` (its value as the caller gave it) in the highest level that takes it,
+    /// replacing any earlier value under the key.
+    pub fn put(&mut self, hash: KeyHash, entry: Stored) -> Result<Level, Vec<(Level, Skip)>> {
+        self.remove(hash, &*entry.key);
+        self.place(&Level::ALL, hash, entry, false)
+    }
+
+    /// Remove `key` from whichever level holds it.
+    pub fn remove<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> bool {
+        Level::ALL
+            .iter()
+            .any(|&level| self.take_from(level, hash, key))
+    }
+
+    /// Bring `key` up from L2 or L3 for a prefetch, marked so a later hit counts as used.
+    /// Returns the level it is in now, `None` if it is not cached.
+    pub fn prefetch_promote<K: KeyMatch + ?Sized>(
+        &mut self,
+        hash: KeyHash,
+        key: &K,
+    ) -> Option<Level> {
+        let from = self.locate(hash, key)?;
+        let entry = match from {
+            Level::L1 => return Some(Level::L1),
+            Level::L2 => self.l2.as_ref()?.peek(hash, key)?.clone(),
+            Level::L3 => match self.l3.as_mut()?.lookup(hash, key) {
+                Read3::Hit(entry) => entry,
+                Read3::Miss => return None,
+                Read3::Dropped => {
+                    self.counts.levels[2].dropped_corrupt += 1;
+                    return None;
+                }
+            },
+        };
+        // Marked only if it moves (so `used` never counts what was not prefetched), with
+        // its own priority: a prefetch must not lower a proven entry.
+        let marked = Stored {
+            prefetched: true,
+            ..entry
+        };
+        if self.promote(from, hash, marked) {
+            self.counts.prefetch.prefetched += 1;
+        }
+        self.locate(hash, key)
+    }
+
+    pub fn usage(&self) -> [LevelUsage; 3] {
+        let mem = |l: &Option<MemLevel>| match l {
+            Some(l) => LevelUsage {
+                present: true,
+                capacity: l.capacity(),
+                used: l.used(),
+                entries: l.len() as u64,
+                policy: l.policy().name(),
+                chosen: l.policy().chosen(),
+            },
+            None => LevelUsage::default(),
+        };
+        let disk = match &self.l3 {
+            Some(l) => LevelUsage {
+                present: true,
+                capacity: l.capacity(),
+                used: l.used(),
+                entries: l.len() as u64,
+                policy: l.policy().name(),
+                chosen: l.policy().chosen(),
+            },
+            None => LevelUsage::default(),
+        };
+        [mem(&self.l1), mem(&self.l2), disk]
+    }
+}

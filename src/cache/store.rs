@@ -1,0 +1,508 @@
+//! `Cache`: the three levels behind one thread-safe API, sharded by key.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+
+use super::disk::{self, DiskLevel, DiskShared};
+use super::keys::{
+    SharedKey, Visible, hash_bytes, namespaced_hash, shard_of, split_stored, stored_key,
+};
+use super::l3file::MAX_KEY_LEN;
+use super::level::{MemLevel, Stored};
+use super::policy::{self, POLICY_NAMES, Priority};
+use super::shard::{Shard, Skip};
+use super::stats::{CacheSnapshot, Counts, Extra, History, Level, ShardCounts, Totals};
+use crate::config::CacheConfig;
+
+/// Longest agent name; a private entry's key carries it.
+pub const MAX_AGENT_LEN: usize = 128;
+/// Each shard gets at least this much L1 (a shard's capacity bounds the largest value a
+/// level takes, so shards are few on a small cache and one on a tiny one).
+const SHARD_MIN_L1: u64 = 8 << 20;
+const MAX_SHARDS: u64 = 32;
+/// Agents listed in a snapshot (the busiest).
+const AGENTS_SHOWN: usize = 50;
+
+/// Supplies the value of a key the cache does not hold, for prefetch (see `Cache::prefetch`).
+pub type Loader = Arc<dyn Fn(&[u8]) -> Option<Bytes> + Send + Sync>;
+
+/// Told of every get after the shard's lock is released (the prefetcher learns from it and
+/// may call `Cache::prefetch` from inside `on_get`).
+pub trait GetObserver: Send + Sync {
+    fn on_get(&self, cache: &Cache, key: &[u8], agent: &str, found: Option<Level>);
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CacheError {
+    #[error("[cache] {level}_policy = {name:?}: expected one of {}", POLICY_NAMES.join(", "))]
+    UnknownPolicy { level: Level, name: String },
+    #[error("agent name must be 1 to {MAX_AGENT_LEN} bytes; got {0} bytes")]
+    BadAgent(usize),
+    #[error("key of {0} bytes is longer than the limit of {MAX_KEY_LEN} bytes")]
+    KeyTooLong(usize),
+    #[error("value of {len} bytes was not stored: {reasons}")]
+    Refused { len: usize, reasons: String },
+    #[error("a {0} is already registered with this cache")]
+    AlreadySet(&'static str),
+}
+
+/// The agents' cache: L1 (memory), L2 (lz4 in memory), L3 (disk). Thread-safe; share it in
+/// an `Arc`.
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    config: CacheConfig,
+    disk: Option<Arc<DiskShared>>,
+    history: Mutex<History>,
+    loader: OnceLock<Loader>,
+    observer: OnceLock<Arc<dyn GetObserver>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("shards", &self.shards.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shards for a configuration: one per `SHARD_MIN_L1` of L1 (or of the larger levels when
+/// L1 is off), at most four per CPU (more only adds lock-free memory, not parallelism) and
+/// at most `MAX_SHARDS`.
+pub fn default_shards(config: &CacheConfig) -> usize {
+    let base = config
+        .l1_bytes
+        .max(config.l2_bytes / 4)
+        .max(config.l3_bytes / 16);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    (base / SHARD_MIN_L1).min(cpus * 4).clamp(1, MAX_SHARDS) as usize
+}
+
+impl Cache {
+    /// A cache as configured, its L3 in `l3_dir` (entries found there are taken back).
+    pub fn new(config: &CacheConfig, l3_dir: &Path) -> Result<Cache, CacheError> {
+        Cache::with_shards(config, l3_dir, default_shards(config))
+    }
+
+    /// As `new`, with a chosen number of shards (each level's capacity is divided among
+    /// them, and a shard's part bounds the largest entry a level takes).
+    pub fn with_shards(
+        config: &CacheConfig,
+        l3_dir: &Path,
+        shards: usize,
+    ) -> Result<Cache, CacheError> {
+        let shards = shards.max(1);
+        let disk = (config.l3_bytes > 0).then(|| Arc::new(DiskShared::new(l3_dir.to_path_buf())));
+        let mut built = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            built.push(new_shard(config, shards as u64, disk.as_ref())?);
+        }
+        if let Some(disk) = &disk {
+            adopt_disk(disk, &mut built);
+        }
+        Ok(Cache {
+            shards: built.into_iter().map(Mutex::new).collect(),
+            config: config.clone(),
+            disk,
+            history: Mutex::new(History::default()),
+            loader: OnceLock::new(),
+            observer: OnceLock::new(),
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of a key, by the hash of the caller's key.
+    fn lock(&self, key_hash: u64) -> MutexGuard<'_, Shard> {
+        let i = shard_of(key_hash, self.shards.len());
+        // A panic while holding a shard cannot leave it inconsistent in a way a reader
+        // could see as another key's value (every entry carries its full key), so a
+        // poisoned lock is taken over rather than failing every later call.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Store `value` under `key`, shared with every agent or private to `agent`. Returns the
+    /// level it went to: the highest whose share can hold it and whose policy admits it.
+    pub fn put(
+        &self,
+        key: &[u8],
+        value: impl Into<Bytes>,
+        agent: &str,
+        priority: Priority,
+        shared: bool,
+    ) -> Result<Level, CacheError> {
+        self.store(key, value.into(), agent, priority, shared, false)
+    }
+
+    fn store(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        agent: &str,
+        priority: Priority,
+        shared: bool,
+        prefetched: bool,
+    ) -> Result<Level, CacheError> {
+        check_agent(agent)?;
+        if key.len() > MAX_KEY_LEN {
+            return Err(CacheError::KeyTooLong(key.len()));
+        }
+        let len = value.len();
+        let key_hash = hash_bytes(key);
+        let private_to = (!shared).then_some(agent);
+        let stored = stored_key(key, private_to);
+        let hash = namespaced_hash(key_hash, private_to);
+        let entry = Stored {
+            key: stored.into_boxed_slice(),
+            raw_len: len,
+            data: value,
+            compressed: false,
+            priority,
+            prefetched,
+        };
+        let mut shard = self.lock(key_hash);
+        let placed = shard.put(hash, entry);
+        let refused = placed.is_err();
+        let count = |c: &mut Counts| {
+            c.puts += 1;
+            c.refused += u64::from(refused);
+        };
+        count(&mut shard.counts.total);
+        shard.counts.agents.record(agent_label(agent), count);
+        if prefetched && !refused {
+            shard.counts.prefetch.prefetched += 1;
+        }
+        drop(shard);
+        placed.map_err(|skipped| CacheError::Refused {
+            len,
+            reasons: self.describe(&skipped),
+        })
+    }
+
+    fn describe(&self, skipped: &[(Level, Skip)]) -> String {
+        let n = self.shards.len() as u64;
+        let share = |bytes: u64| bytes / n;
+        let largest = [
+            share(self.config.l1_bytes),
+            share(self.config.l2_bytes),
+            share(self.config.l3_bytes),
+        ];
+        skipped
+            .iter()
+            .map(|(level, why)| match why {
+                Skip::Off => format!("{level} is off"),
+                Skip::TooLarge => format!(
+                    "{level} holds entries of at most {} bytes{}",
+                    largest[level.index()],
+                    if *level == Level::L2 {
+                        " compressed"
+                    } else {
+                        ""
+                    }
+                ),
+                Skip::NotAdmitted => format!("{level}'s policy did not admit it"),
+                Skip::Disabled(why) => format!("{level} is disabled ({why})"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The value under `key` as `agent` sees it (its private entry first, else the shared
+    /// one) and the level it was found in. A hit below L1 is promoted if the policy allows.
+    pub fn get(&self, key: &[u8], agent: &str) -> Option<(Bytes, Level)> {
+        let key_hash = hash_bytes(key);
+        let mut shard = self.lock(key_hash);
+        let (stored, hash) = visible_key(&shard, key, key_hash, agent);
+        let found = shard.get(hash, &stored);
+        let count = |c: &mut Counts| {
+            c.gets += 1;
+            c.hits += u64::from(found.is_some());
+            c.misses += u64::from(found.is_none());
+        };
+        count(&mut shard.counts.total);
+        shard.counts.agents.record(agent_label(agent), count);
+        drop(shard);
+        if let Some(observer) = self.observer.get() {
+            observer.on_get(self, key, agent, found.as_ref().map(|(_, level)| *level));
+        }
+        found
+    }
+
+    /// Where `key` is for `agent`, without counting a lookup or moving anything.
+    pub fn contains(&self, key: &[u8], agent: &str) -> Option<Level> {
+        let key_hash = hash_bytes(key);
+        let shard = self.lock(key_hash);
+        let (stored, hash) = visible_key(&shard, key, key_hash, agent);
+        shard.locate(hash, &stored)
+    }
+
+    /// Remove what `get(key, agent)` would return (the agent's private entry, else the
+    /// shared one); true if something was removed.
+    pub fn delete(&self, key: &[u8], agent: &str) -> bool {
+        let key_hash = hash_bytes(key);
+        let mut shard = self.lock(key_hash);
+        let (stored, hash) = visible_key(&shard, key, key_hash, agent);
+        let removed = shard.remove(hash, &stored);
+        shard.counts.total.deletes += 1;
+        shard
+            .counts
+            .agents
+            .record(agent_label(agent), |c| c.deletes += 1);
+        removed
+    }
+
+    /// Register where prefetched values come from (once).
+    pub fn set_loader(&self, loader: Loader) -> Result<(), CacheError> {
+        self.loader
+            .set(loader)
+            .map_err(|_| CacheError::AlreadySet("loader"))
+    }
+
+    /// Register the observer every get is reported to (once): the prefetcher.
+    pub fn set_observer(&self, observer: Arc<dyn GetObserver>) -> Result<(), CacheError> {
+        self.observer
+            .set(observer)
+            .map_err(|_| CacheError::AlreadySet("get observer"))
+    }
+
+    /// Make a shared `key` ready for a get that is predicted: promote it from L2 or L3, or
+    /// else load it through the loader (if one is registered) at low priority, so a wrong
+    /// guess cannot push out proven entries. Returns where the key is now.
+    pub fn prefetch(&self, key: &[u8], agent: &str) -> Option<Level> {
+        let stored = SharedKey(key);
+        let hash = hash_bytes(key);
+        {
+            let mut shard = self.lock(hash);
+            if shard.locate(hash, &stored).is_some() {
+                return shard.prefetch_promote(hash, &stored);
+            }
+        }
+        // Loaded outside the lock: a loader may be slow. A put meanwhile wins below.
+        let value = (self.loader.get()?)(key)?;
+        if let Some(level) = self.contains(key, agent) {
+            return Some(level);
+        }
+        self.store(key, value, agent_label(agent), Priority::Low, true, true)
+            .ok()
+    }
+
+    /// The cache's statistics as of now.
+    pub fn snapshot(&self) -> CacheSnapshot {
+        let totals = self.totals();
+        let history = self.history_lock().points();
+        self.finish(totals, history)
+    }
+
+    /// The statistics, and one more hit-ratio point for the sparkline (the engine calls
+    /// this once per tick).
+    pub fn tick(&self) -> CacheSnapshot {
+        let totals = self.totals();
+        let history = {
+            let mut history = self.history_lock();
+            history.record(&totals.total);
+            history.points()
+        };
+        self.finish(totals, history)
+    }
+
+    fn history_lock(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            totals.add_shard(&shard.counts, &shard.usage());
+        }
+        totals
+    }
+
+    fn finish(&self, totals: Totals, history: Vec<f32>) -> CacheSnapshot {
+        let l3_disabled = self.disk.as_ref().and_then(|d| d.disabled());
+        totals.into_snapshot(Extra {
+            shards: self.shards.len(),
+            disabled: [None, None, l3_disabled],
+            history,
+            prefetch_depth: self.config.prefetch_depth,
+            agents_shown: AGENTS_SHOWN,
+        })
+    }
+
+    /// Why L3 takes no new entries, if it does not.
+    pub fn l3_disabled(&self) -> Option<String> {
+        self.disk.as_ref().and_then(|d| d.disabled())
+    }
+}
+
+fn check_agent(agent: &str) -> Result<(), CacheError> {
+    if agent.is_empty() || agent.len() > MAX_AGENT_LEN {
+        return Err(CacheError::BadAgent(agent.len()));
+    }
+    Ok(())
+}
+
+/// The name an agent's counters go under (a get with an over-long name is still counted).
+fn agent_label(agent: &str) -> &str {
+    if agent.is_empty() {
+        return "anonymous";
+    }
+    let mut end = agent.len().min(MAX_AGENT_LEN);
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &agent[..end]
+}
+
+/// The stored key `agent` sees under `key`: its private entry if it has one, else the
+/// shared one.
+fn visible_key<'a>(shard: &Shard, key: &'a [u8], key_hash: u64, agent: &str) -> (Visible<'a>, u64) {
+    if shard.private_entries() > 0 && check_agent(agent).is_ok() {
+        let private = stored_key(key, Some(agent));
+        let hash = namespaced_hash(key_hash, Some(agent));
+        if shard.locate(hash, private.as_slice()).is_some() {
+            return (Visible::Private(private), hash);
+        }
+    }
+    (Visible::Shared(SharedKey(key)), key_hash)
+}
+
+fn new_shard(
+    config: &CacheConfig,
+    shards: u64,
+    disk: Option<&Arc<DiskShared>>,
+) -> Result<Shard, CacheError> {
+    let policy = |level: Level, name: &str, bytes: u64| {
+        policy::by_name(name, bytes / shards).ok_or_else(|| CacheError::UnknownPolicy {
+            level,
+            name: name.to_string(),
+        })
+    };
+    let l1 = match config.l1_bytes {
+        0 => None,
+        bytes => Some(MemLevel::new(
+            policy(Level::L1, &config.l1_policy, bytes)?,
+            false,
+        )),
+    };
+    let l2 = match config.l2_bytes {
+        0 => None,
+        bytes => Some(MemLevel::new(
+            policy(Level::L2, &config.l2_policy, bytes)?,
+            true,
+        )),
+    };
+    let l3 = match disk {
+        Some(disk) => Some(DiskLevel::new(
+            disk.clone(),
+            policy(Level::L3, &config.l3_policy, config.l3_bytes)?,
+        )),
+        None => None,
+    };
+    Ok(Shard {
+        l1,
+        l2,
+        l3,
+        counts: ShardCounts::default(),
+    })
+}
+
+/// Take back the entries an earlier run left in L3, each into its key's shard.
+fn adopt_disk(disk: &DiskShared, shards: &mut [Shard]) {
+    let (found, dropped) = match disk::scan(disk) {
+        Ok(found) => found,
+        Err(reason) => {
+            disk.disable(reason);
+            return;
+        }
+    };
+    let n = shards.len();
+    if let Some(first) = shards.first_mut() {
+        first.counts.levels[2].dropped_corrupt += dropped;
+    }
+    let mut adopted = 0usize;
+    for item in found {
+        let Some((key, _)) = split_stored(&item.entry.key) else {
+            continue;
+        };
+        let i = shard_of(hash_bytes(key), n);
+        if let Some(l3) = shards.get_mut(i).and_then(|s| s.l3.as_mut()) {
+            l3.adopt(item.hash, item.entry);
+            adopted += 1;
+        }
+    }
+    if adopted > 0 {
+        tracing::info!(target: "sutazai_top::cache", entries = adopted,
+            dir = %disk.dir().display(), "L3 entries found from an earlier run");
+    }
+}
+
+/// The engine's cache as configured (`None` when `[cache] enabled = false`, or if it cannot
+/// be built, which is logged). L3 lives in `[cache] dir`, else `<state_dir>/cache`.
+pub fn open_for(config: &crate::config::Config) -> Option<Arc<Cache>> {
+    let cache = &config.cache;
+    if !cache.enabled {
+        return None;
+    }
+    let dir = if cache.dir.as_os_str().is_empty() {
+        config.optimizer.state_dir.join("cache")
+    } else {
+        cache.dir.clone()
+    };
+    match Cache::new(cache, &dir) {
+        Ok(built) => {
+            if let Some(reason) = built.l3_disabled() {
+                tracing::warn!(target: "sutazai_top::cache", %reason, "L3 is disabled");
+            }
+            if cache.prefetch_depth > 0 {
+                let depth = cache.prefetch_depth as usize;
+                let prefetcher = super::prefetch::CachePrefetcher::with_depth(depth);
+                // A fresh cache has no observer yet, so this cannot fail.
+                let _ = built.set_observer(Arc::new(prefetcher));
+            }
+            Some(Arc::new(built))
+        }
+        Err(err) => {
+            tracing::error!(target: "sutazai_top::cache", %err, "the cache is off");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_default_cache_costs_little_memory_until_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = rss_kb();
+        let cache = Cache::new(&CacheConfig::default(), &dir.path().join("cache")).expect("cache");
+        let grown = rss_kb().saturating_sub(before);
+        eprintln!("default cache: {} shards, +{grown} KiB", cache.shards());
+        assert!(grown < 32 * 1024, "an empty default cache took {grown} KiB");
+        assert!(
+            !dir.path().join("cache").exists(),
+            "L3's directory waits for a first write"
+        );
+    }
+}
