@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when missing (Debian's docker.io,
-# busybox-static, tmux, python3, procps, util-linux), starts dockerd if none answers and waits for it, then runs the
+# busybox-static, zstd, tmux, python3, procps, util-linux), starts dockerd if none answers and waits for it, then runs the
 # whole suite. Run as root on a fresh Debian machine: `sudo scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,11 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)   # multi-threaded test processes
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)   # decompresses the cache traces (gzip is essential)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # verifies the unit file
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)   # parses /metrics
+/usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)   # checks the JSON report
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # renders the HTML report headless
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   apt-get update -qq

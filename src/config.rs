@@ -85,6 +85,120 @@ pub struct Config {
     pub optimizer: OptimizerConfig,
     pub detect: DetectConfig,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub service: ServiceConfig,
+    pub alerts: AlertsConfig,
+    pub cache: CacheConfig,
+}
+
+/// The agents' cache (see `crate::cache`): three levels, sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Run the cache at all.
+    pub enabled: bool,
+    /// L1, values in memory as they are; 0 turns the level off.
+    pub l1_bytes: u64,
+    /// L2, values in memory compressed with lz4 (counted in compressed bytes); 0: off.
+    pub l2_bytes: u64,
+    /// L3, one file per value on disk; 0: off.
+    pub l3_bytes: u64,
+    /// Replacement policy per level: "adaptive" or one of `cache::policy::POLICY_NAMES`.
+    #[serde(deserialize_with = "cache_policy")]
+    pub l1_policy: String,
+    #[serde(deserialize_with = "cache_policy")]
+    pub l2_policy: String,
+    #[serde(deserialize_with = "cache_policy")]
+    pub l3_policy: String,
+    /// How many successors the prefetcher fetches ahead (0 turns prefetch off, at most 16).
+    #[serde(deserialize_with = "prefetch_depth")]
+    pub prefetch_depth: u32,
+    /// L3's directory; empty means `<optimizer.state_dir>/cache`.
+    pub dir: PathBuf,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            l1_bytes: 256 << 20,
+            l2_bytes: 1 << 30,
+            l3_bytes: 4 << 30,
+            l1_policy: "adaptive".to_string(),
+            l2_policy: "adaptive".to_string(),
+            l3_policy: "adaptive".to_string(),
+            prefetch_depth: 3,
+            dir: PathBuf::new(),
+        }
+    }
+}
+
+/// The local REST API (see `crate::api`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Unix socket the API listens on (its directory is made 0700, the socket 0600).
+    pub socket: PathBuf,
+    /// Also listen on TCP at this address ("127.0.0.1:7878"); empty means no TCP.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: String,
+    /// Bearer token required on TCP; created (0600, random) when missing.
+    pub token_file: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from("/run/sutazai-top/api.sock"),
+            listen: String::new(),
+            token_file: PathBuf::from("/var/lib/sutazai-top/api.token"),
+        }
+    }
+}
+
+/// `sutazai-top serve`: the engine as a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Holds the pid file whose lock allows one engine per host.
+    pub runtime_dir: PathBuf,
+    /// Also append logs to this file; empty means stderr only.
+    pub log_file: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            runtime_dir: PathBuf::from("/run/sutazai-top"),
+            log_file: String::new(),
+        }
+    }
+}
+
+/// Bottleneck alerts posted to a webhook in Alertmanager's JSON shape (see `crate::alerts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Receiver URL ("http://host:port/path"); empty turns alerts off. Only http:// is
+    /// accepted: there is no TLS client in the binary, so https would fail at every alert.
+    #[serde(deserialize_with = "webhook_url")]
+    pub webhook_url: String,
+    /// Alerts waiting for delivery; when full, the oldest is dropped (and counted).
+    #[serde(deserialize_with = "alert_queue")]
+    pub queue: usize,
+    /// Extra attempts per alert after the first fails, with exponential backoff.
+    #[serde(deserialize_with = "alert_retries")]
+    pub retries: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: String::new(),
+            queue: 256,
+            retries: 5,
+        }
+    }
 }
 
 /// Bottleneck detection thresholds (the original design's `max_cpu_usage` and
@@ -213,6 +327,10 @@ impl Default for Config {
             optimizer: OptimizerConfig::default(),
             detect: DetectConfig::default(),
             log: LogConfig::default(),
+            api: ApiConfig::default(),
+            service: ServiceConfig::default(),
+            alerts: AlertsConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -305,6 +423,16 @@ fn batch_policy<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+fn listen_addr<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "listen = {v:?}: expected an address and port such as \"127.0.0.1:7878\", or \"\" for no TCP"
+        )));
+    }
+    Ok(v)
+}
+
 fn interval_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = u64::deserialize(d)?;
     if v < MIN_INTERVAL_MS {
@@ -341,6 +469,76 @@ fn usage_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     if !(v > 0.0 && v <= 1.0) {
         return Err(serde::de::Error::custom(format!(
             "usage = {v} must be a fraction above 0 and at most 1"
+        )));
+    }
+    Ok(v)
+}
+
+/// Why a webhook URL cannot be used, or `None` when it can (empty means "off").
+pub fn webhook_url_problem(url: &str) -> Option<String> {
+    if url.is_empty() {
+        return None;
+    }
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return Some(format!("webhook_url = {url:?} is not a URL"));
+    };
+    if uri.scheme_str() != Some("http") {
+        return Some(format!(
+            "webhook_url = {url:?}: only http:// URLs are supported (no TLS client is built in; \
+             put a local relay in front of an https receiver)"
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Some(format!("webhook_url = {url:?} names no host"));
+    }
+    None
+}
+
+fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    match webhook_url_problem(&v) {
+        Some(problem) => Err(serde::de::Error::custom(problem)),
+        None => Ok(v),
+    }
+}
+
+fn alert_queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=100_000).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "queue = {v} must be between 1 and 100000"
+        )));
+    }
+    Ok(v)
+}
+
+fn alert_retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > 20 {
+        return Err(serde::de::Error::custom(format!(
+            "retries = {v} must be at most 20"
+        )));
+    }
+    Ok(v)
+}
+
+fn cache_policy<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    let names = crate::cache::policy::POLICY_NAMES;
+    if !names.contains(&v.as_str()) {
+        return Err(serde::de::Error::custom(format!(
+            "policy = {v:?}: expected one of {}",
+            names.join(", ")
+        )));
+    }
+    Ok(v)
+}
+
+fn prefetch_depth<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > 16 {
+        return Err(serde::de::Error::custom(format!(
+            "prefetch_depth = {v} must be at most 16"
         )));
     }
     Ok(v)
@@ -428,5 +626,35 @@ mod tests {
         };
         assert_eq!(cfg.history_points(), 1200);
         assert_eq!(Config::default().history_points(), 600);
+    }
+
+    #[test]
+    fn alerts_webhook_must_be_plain_http() {
+        let ok = Config::parse(
+            "[alerts]\nwebhook_url = \"http://127.0.0.1:9093/hook\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(ok.alerts.webhook_url, "http://127.0.0.1:9093/hook");
+        for (bad, says) in [
+            ("https://am.example/hook", "only http://"),
+            ("ftp://x/y", "only http://"),
+            ("not a url", "not a URL"),
+            ("/just/a/path", "only http://"),
+        ] {
+            let text = format!("[alerts]\nwebhook_url = {bad:?}\n");
+            let err = Config::parse(&text, Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says) && err.contains("line 2"), "{bad}: {err}");
+        }
+        let err = Config::parse("[alerts]\nqueue = 0\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue = 0"), "{err}");
+        let err = Config::parse("[alerts]\nretries = 99\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retries = 99"), "{err}");
     }
 }

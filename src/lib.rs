@@ -4,11 +4,15 @@
 //! immutable [`snapshot::Snapshot`] every tick; faces (`tui`, `report`) render it and talk back
 //! only through [`engine::Command`]s.
 
+pub mod alerts;
+pub mod api;
+pub mod cache;
 pub mod config;
 pub mod containers;
 pub mod eliminator;
 pub mod engine;
 pub mod host;
+pub mod metrics;
 pub mod optimizer;
 pub mod report;
 pub mod snapshot;

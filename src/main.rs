@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use cli::bench::bench_observe;
 use cli::changes::{SetKnob, SetTarget, parse_set_knob, rollback, set_knob, show_journal};
-use cli::faces::{dashboard, snapshot};
+use cli::faces::snapshot;
 use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
 
 /// Exit status for a bad config or bad flag value (clap uses 2 for usage errors too).
@@ -113,6 +113,42 @@ enum Cmd {
     },
     /// Show the changes active on the host (open batches) and any journal damage.
     Journal,
+    /// Sample the host (read-only), then write a report: host, agents, bottlenecks, proposals
+    /// and their before/after figures. Prints the path of the file written.
+    Report {
+        /// json (for tools; assets/report.schema.json) or html (one self-contained page).
+        #[arg(long, value_enum, default_value = "json")]
+        format: cli::report::ReportFormat,
+        /// The file to write (must not exist; `-` for stdout). Default: a timestamped file in
+        /// the report dir.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Seconds to sample before writing (e.g. 300 for a profiling run). Default: 3 ticks.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        duration: Option<u64>,
+    },
+    /// Run the engine as a service: no terminal, the local REST API, logs to stderr (and
+    /// [service] log_file). One engine per host; a dashboard started meanwhile attaches to it.
+    Serve {
+        /// Mode at start: conservative, balanced, aggressive (or 1, 2, 3).
+        #[arg(long)]
+        mode: Option<Mode>,
+        /// Apply the fixes the mode allows without asking.
+        #[arg(long)]
+        auto_fix: bool,
+    },
+    /// Print what the running engine does (mode, uptime, agents, bottlenecks, fixes); exit
+    /// status 1 when none runs.
+    Status,
+    /// Stop the running service and wait until it has exited.
+    Stop {
+        /// Roll back every active change first (default: [optimizer] rollback_on_exit).
+        #[arg(long, conflicts_with = "keep")]
+        rollback: bool,
+        /// Keep the changes on the host.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Measure the engine's own CPU time per sampling round and its memory (for bench/).
     #[command(hide = true)]
     BenchObserve {
@@ -203,7 +239,22 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             );
             sutazai_top::tui::init_logging(&config.log.level)
                 .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
-            runtime.block_on(dashboard(config))
+            // Attaches to a running service instead of starting a second optimizer.
+            runtime.block_on(cli::service::dashboard(config))
+        }
+        Some(Cmd::Serve { mode, auto_fix }) => {
+            let mut config = config;
+            if let Some(mode) = mode {
+                config.mode = mode;
+            }
+            config.optimizer.auto_fix |= auto_fix;
+            cli::service::serve(config, &runtime)
+        }
+        Some(Cmd::Status) => runtime.block_on(cli::service::status(&config)),
+        Some(Cmd::Stop { rollback, keep }) => {
+            init_stderr_logging(&config.log.level);
+            let choice = (rollback || keep).then_some(rollback);
+            runtime.block_on(cli::service::stop(&config, choice))
         }
         Some(Cmd::Snapshot { ticks }) => {
             init_stderr_logging(&config.log.level);
@@ -233,6 +284,15 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Journal) => {
             init_stderr_logging(&config.log.level);
             show_journal(&config)
+        }
+        Some(Cmd::Report {
+            format,
+            output,
+            duration,
+        }) => {
+            init_stderr_logging(&config.log.level);
+            let output = cli::report::Destination::from_flag(output);
+            runtime.block_on(cli::report::report(config, format, output, duration))
         }
         Some(Cmd::BenchObserve { seconds }) => {
             init_stderr_logging(&config.log.level);

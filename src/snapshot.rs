@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
 
 /// Everything a face may show, as of one tick.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Snapshot {
     /// Tick number, starting at 1 for the first published snapshot.
     pub seq: u64,
@@ -47,9 +47,12 @@ pub struct Snapshot {
     pub samplers: Vec<SamplerHealth>,
     /// The engine's answer to the last command that has one (export path, errors...).
     pub notice: Option<Notice>,
+    /// The agents' cache; `None` when `[cache] enabled = false`.
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct HostInfo {
     pub hostname: String,
     pub kernel: String,
@@ -60,7 +63,7 @@ pub struct HostInfo {
 }
 
 /// Which cgroup hierarchies the host mounts.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupLayout {
     /// Only cgroup v1 controllers.
@@ -78,7 +81,7 @@ pub enum CgroupLayout {
 // Topology
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Topology {
     /// Every logical CPU that is present, ordered by id.
     pub cpus: Vec<LogicalCpu>,
@@ -92,7 +95,7 @@ pub struct Topology {
     pub physical_cores: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct LogicalCpu {
     pub id: u32,
     pub online: bool,
@@ -104,7 +107,7 @@ pub struct LogicalCpu {
     pub siblings: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct NumaNode {
     pub id: u32,
     pub cpus: Vec<u32>,
@@ -113,7 +116,7 @@ pub struct NumaNode {
     pub distances: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct CacheInfo {
     pub level: u32,
     /// "Data", "Instruction" or "Unified".
@@ -127,7 +130,7 @@ pub struct CacheInfo {
 // ---------------------------------------------------------------------------------------------
 
 /// Share of one CPU's (or all CPUs') time over the last interval, each in percent (0..=100).
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
 pub struct CpuTimes {
     pub user: f32,
     pub nice: f32,
@@ -164,7 +167,7 @@ impl CpuTimes {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct CpuSnapshot {
     /// All CPUs together.
     pub total: CpuTimes,
@@ -185,7 +188,7 @@ pub struct CpuSnapshot {
 // Memory and pressure
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct MemorySnapshot {
     pub total_kb: u64,
     pub available_kb: u64,
@@ -214,7 +217,7 @@ pub struct MemorySnapshot {
 
 /// Kernel tunables the system-knob strategies compare against; `None` (or empty) where the
 /// file does not exist on this host.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Tunables {
     pub swappiness: Option<u32>,
     pub dirty_ratio: Option<u32>,
@@ -225,7 +228,7 @@ pub struct Tunables {
 }
 
 /// A CPU's cpufreq governor and the ones its driver offers.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct CpuGovernor {
     pub cpu: u32,
     pub governor: String,
@@ -242,7 +245,7 @@ impl MemorySnapshot {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct KsmStats {
     pub run: u32,
     pub pages_shared: u64,
@@ -254,7 +257,7 @@ pub struct KsmStats {
     pub sleep_millisecs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct NodeMemory {
     pub node: u32,
     pub total_kb: u64,
@@ -263,7 +266,7 @@ pub struct NodeMemory {
 
 /// One PSI line: share of wall time stalled, in percent, over 10 s, 60 s and 300 s windows,
 /// and the total stall time in microseconds.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
 pub struct PsiLine {
     pub avg10: f32,
     pub avg60: f32,
@@ -271,7 +274,7 @@ pub struct PsiLine {
     pub total_us: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
 pub struct PsiResource {
     pub some: PsiLine,
     /// Absent for system-wide cpu on older kernels.
@@ -280,18 +283,23 @@ pub struct PsiResource {
 
 /// Pressure stall information for one scope (the system or one cgroup); `None` where the
 /// kernel does not provide it.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq)]
 pub struct Pressure {
     pub cpu: Option<PsiResource>,
     pub memory: Option<PsiResource>,
     pub io: Option<PsiResource>,
+    /// When these files were read (ms since the epoch), so stall totals can be turned into
+    /// rates over the real interval between two readings; 0 when unknown (a reading reused
+    /// from a cache of unknown age).
+    #[serde(default)]
+    pub read_at_ms: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
 // Disks and network
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct DiskStat {
     pub name: String,
     pub reads_per_sec: f64,
@@ -306,7 +314,7 @@ pub struct DiskStat {
     pub await_ms: f32,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct NetStat {
     pub name: String,
     pub rx_bytes_per_sec: f64,
@@ -322,13 +330,15 @@ pub struct NetStat {
 // ---------------------------------------------------------------------------------------------
 
 /// A process identity that survives pid reuse: (pid, start time in clock ticks since boot).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
 pub struct ProcessId {
     pub pid: i32,
     pub start_time: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ProcessStat {
     pub id: ProcessId,
     /// The kernel's comm (may contain spaces and parentheses).
@@ -354,7 +364,7 @@ pub struct ProcessStat {
 // Containers
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DockerStatus {
     /// Docker is disabled in the config.
@@ -374,7 +384,7 @@ pub enum DockerStatus {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ContainersSnapshot {
     pub status: DockerStatus,
     /// Containers that count as agents (label filter, or all when configured), by name.
@@ -386,7 +396,7 @@ pub struct ContainersSnapshot {
 }
 
 /// Latency-sensitive or batch, from the `sutazai.class` label.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentClass {
     Latency,
@@ -394,7 +404,7 @@ pub enum AgentClass {
 }
 
 /// Where a container's usage figures came from.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageSource {
     CgroupV1,
@@ -406,7 +416,7 @@ pub enum UsageSource {
     None,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ContainerStat {
     /// Full container id.
     pub id: String,
@@ -443,6 +453,9 @@ pub struct ContainerStat {
     /// cgroup's memory.numa_stat, re-read every 10 s; empty when unknown.
     pub numa_memory_bytes: Vec<u64>,
     pub pressure: Pressure,
+    /// Latency-class agents only: how long their tasks waited on run queues over the last
+    /// tick (from each task's schedstat); `None` for other agents and on the first tick.
+    pub run_delay: Option<crate::host::schedstat::RunDelay>,
     /// Recent CPU percent samples, oldest first, for a sparkline.
     pub cpu_history: VecDeque<f32>,
 }
@@ -452,7 +465,7 @@ pub struct ContainerStat {
 // ---------------------------------------------------------------------------------------------
 
 /// A fixed-capacity ring of samples, oldest first.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Ring {
     pub capacity: usize,
     pub points: VecDeque<f32>,
@@ -479,7 +492,7 @@ impl Ring {
 }
 
 /// Host-wide series, one point per tick.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct HostHistory {
     pub cpu_busy_pct: Ring,
     pub mem_used_pct: Ring,
@@ -507,7 +520,7 @@ impl HostHistory {
 }
 
 /// What the journal says is active on the host.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ChangesSnapshot {
     /// The journal's directory.
     pub state_dir: String,
@@ -519,7 +532,7 @@ pub struct ChangesSnapshot {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ActiveBatch {
     pub batch: u64,
     pub label: String,
@@ -534,7 +547,7 @@ pub struct ActiveBatch {
     pub thread_changes: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct SamplerHealth {
     pub name: String,
     /// Wall time of the last round, microseconds.
@@ -551,7 +564,7 @@ pub struct SamplerHealth {
     pub backoff_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Notice {
     pub seq: u64,
     pub text: String,

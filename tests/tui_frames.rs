@@ -236,11 +236,7 @@ fn docker_states_explain_themselves() {
 #[test]
 fn panes_without_an_engine_show_no_numbers() {
     let snap = common::numa64();
-    for (pane, issue) in [
-        (Pane::Cache, Some("issue #5")),
-        (Pane::Balancer, Some("issue #6")),
-        (Pane::Pools, None),
-    ] {
+    for (pane, issue) in [(Pane::Balancer, Some("issue #6")), (Pane::Pools, None)] {
         let buffer = render(&snap, &focused(pane), SMALL);
         // The body: below the header and tab bar, above the summary line.
         let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
@@ -255,6 +251,82 @@ fn panes_without_an_engine_show_no_numbers() {
             .collect();
         assert!(digits.is_empty(), "{pane:?} shows numbers: {digits}");
     }
+}
+
+/// The cache pane's body (below the header and tab bar, above the summary line) at 80x24.
+fn cache_body(snap: &Snapshot) -> String {
+    let buffer = render(snap, &focused(Pane::Cache), SMALL);
+    (3..23)
+        .map(|y| row_text(&buffer, y).trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_cache_that_is_off_says_so_and_shows_no_numbers() {
+    let body = cache_body(&common::numa64());
+    assert!(
+        body.contains("Cache off ([cache] enabled = false)"),
+        "{body}"
+    );
+    let digits: String = body.chars().filter(char::is_ascii_digit).collect();
+    assert!(digits.is_empty(), "shows numbers: {digits}\n{body}");
+    let grid = text(&render(&common::numa64(), &App::default(), LARGE));
+    assert!(grid.contains("off ([cache] enabled = false)"), "{grid}");
+}
+
+#[test]
+fn the_cache_pane_shows_each_level_prefetch_and_policies() {
+    let snap = common::with_cache(common::numa64());
+    let body = cache_body(&snap);
+    for expected in [
+        "Hit ratio 80.0% of 1000 gets · 500 puts · 3 refused",
+        "Used/capacity",
+        "L1      128M/256M ████░░░░     2000    60%    1000     300 adaptive→w-tinylfu",
+        "L2      256M/1.0G ██░░░░░░     5000    25%    2500      50 adaptive→w-tinylfu",
+        "L3      3.0G/4.0G ██████░░     9000    25%    4500      50 lru",
+        "l3 disabled: /var/lib/sutazai-top/cache: write failed: No space left on device",
+        "l3: 2 damaged entries dropped",
+        "Prefetch accuracy 62.5% (50 used of 80 prefetched, depth 3)",
+        "Agents agent-01 83.3% of 600 · agent-02 83.3% of 300 · agent-03 50.0% of 100",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in\n{body}");
+    }
+    // The sparkline of the hit-ratio history follows the total.
+    let total = body
+        .lines()
+        .find(|l| l.contains("Hit ratio"))
+        .unwrap_or_default();
+    assert!(total.chars().any(|c| ('▁'..='█').contains(&c)), "{total}");
+    insta::assert_snapshot!("cache_working_80x24", body);
+    let wide = text(&render(&snap, &focused(Pane::Cache), LARGE));
+    assert!(
+        wide.contains("hit 80.0% · l1 128M · l2 256M · l3 3.0G off!"),
+        "{wide}"
+    );
+    insta::assert_snapshot!("cache_working_200x50", wide);
+}
+
+#[test]
+fn a_fresh_cache_shows_no_invented_ratios() {
+    let body = cache_body(&common::with_fresh_cache(common::numa64()));
+    for expected in [
+        "Hit ratio – no gets yet",
+        "L2  off (l2_bytes = 0)",
+        "Prefetch no prefetch yet",
+        "Agents none yet",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in\n{body}");
+    }
+    let l1 = body
+        .lines()
+        .find(|l| l.starts_with("│L1"))
+        .unwrap_or_default();
+    assert!(
+        l1.contains(" – ") && !l1.contains('%'),
+        "no hit ratio before a lookup: {l1}"
+    );
+    insta::assert_snapshot!("cache_fresh_80x24", body);
 }
 
 #[test]
@@ -739,7 +811,7 @@ fn the_grid_shows_every_pane_at_once() {
         "Cache",
         "Balancer",
         "Proposals",
-        "not built yet (issue #5)",
+        "off ([cache] enabled = false)",
     ] {
         assert!(shown.contains(title), "{title}:\n{shown}");
     }
@@ -859,7 +931,10 @@ fn validation_verdicts_show_in_the_list_and_the_details() {
         after: 30.0,
     });
     let shown = text(&render(&snap, &focused(Pane::Proposals), WIDE_TAB));
-    assert!(shown.contains("rolled back #5  low    regressed"), "{shown}");
+    assert!(
+        shown.contains("rolled back #5  low    regressed"),
+        "{shown}"
+    );
     assert!(
         shown.contains("validation: made host PSI memory some worse (4.0 -> 30.0)"),
         "{shown}"

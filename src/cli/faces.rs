@@ -8,7 +8,8 @@ use sutazai_top::config::Config;
 use sutazai_top::engine::{self, Command};
 
 pub async fn dashboard(config: Config) -> anyhow::Result<()> {
-    let (handle, engine) = engine::spawn_managing(config);
+    let (handle, engine) = engine::spawn_managing(config.clone());
+    let _alerts = sutazai_top::alerts::spawn_alerts(&config.alerts, handle.snapshots.clone());
     quit_on_signals(handle.commands.clone());
     let face = handle.clone();
     let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;

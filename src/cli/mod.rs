@@ -3,3 +3,5 @@
 pub mod bench;
 pub mod changes;
 pub mod faces;
+pub mod report;
+pub mod service;

@@ -25,8 +25,8 @@ pub use ticker::{spawn, spawn_managing};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     SetMode(Mode),
-    /// Write a JSON report of the current snapshot and history; the path (or the error)
-    /// comes back as the snapshot's notice.
+    /// Write the JSON and the HTML report of the current snapshot and history side by side;
+    /// the paths (or the error) come back as the snapshot's notice.
     ExportReport,
     /// Apply a proposal (by id): plan its changes, journal and apply them all or nothing.
     Apply(u64),
@@ -44,4 +44,7 @@ pub enum Command {
 pub struct EngineHandle {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub commands: mpsc::Sender<Command>,
+    /// The agents' cache the engine owns (`None` when disabled, or for a face attached to
+    /// a service through the API, which reaches the cache over HTTP).
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }

@@ -174,6 +174,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         },
     };
 
+    let cache = crate::cache::open_for(&config);
     let host_info_is_root = host_info.is_root;
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let mut ticker = Ticker {
@@ -208,6 +209,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         seq: 0,
         notice: None,
         notice_seq: 0,
+        cache: cache.clone(),
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -222,6 +224,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         EngineHandle {
             snapshots: snap_rx,
             commands: cmd_tx,
+            cache,
         },
         engine,
     )
@@ -260,6 +263,8 @@ struct Ticker {
     seq: u64,
     notice: Option<Notice>,
     notice_seq: u64,
+    /// The agents' cache; its statistics go into every snapshot.
+    cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl Ticker {
@@ -379,12 +384,17 @@ impl Ticker {
                 let current = snapshots.borrow().clone();
                 let dir = self.report_dir.clone();
                 let written =
-                    tokio::task::spawn_blocking(move || crate::report::write_json(&current, &dir))
+                    tokio::task::spawn_blocking(move || crate::report::write_both(&current, &dir))
                         .await;
                 match written {
-                    Ok(Ok(path)) => {
-                        tracing::info!(path = %path.display(), "report written");
-                        self.set_notice(format!("report written to {}", path.display()), false);
+                    Ok(Ok((json, html))) => {
+                        tracing::info!(json = %json.display(), html = %html.display(), "report written");
+                        let text = format!(
+                            "report written to {} and {}",
+                            json.display(),
+                            html.display()
+                        );
+                        self.set_notice(text, false);
                     }
                     Ok(Err(err)) => {
                         tracing::error!(%err, "report failed");
@@ -472,6 +482,7 @@ impl Ticker {
             proposals: self.proposals.list().to_vec(),
             samplers: self.health.entries(),
             notice: self.notice.clone(),
+            cache: self.cache.as_ref().map(|cache| cache.tick()),
         }
     }
 

@@ -144,6 +144,7 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
             cpu: Some(psi(2.5, 1.75, Some((0.0, 0.0)))),
             memory: Some(psi(0.4, 0.25, Some((0.1, 0.05)))),
             io: Some(psi(22.0, 9.5, Some((6.0, 3.25)))),
+            read_at_ms: 0,
         },
         history: history(),
         disks: disks(),
@@ -484,6 +485,7 @@ pub fn container(i: usize) -> ContainerStat {
         },
         cpuset_mems: String::new(),
         numa_memory_bytes: Vec::new(),
+        run_delay: None,
         pressure: Pressure::default(),
         cpu_history: (0..12)
             .map(|t| ((i + t * 11) % 100) as f32)
@@ -522,5 +524,114 @@ pub fn with_notice(mut snap: Snapshot, text: &str, is_error: bool) -> Snapshot {
         text: text.into(),
         is_error,
     });
+    snap
+}
+
+/// A cache that has worked a while: every level used, L3 disabled by a full disk, two
+/// damaged files dropped, prefetch running, three agents. Numbers derived by hand so the
+/// frames can be checked: L1 hit ratio 600/1000, and so on.
+pub fn cache_snapshot() -> sutazai_top::cache::CacheSnapshot {
+    use sutazai_top::cache::{
+        AgentSnapshot, CacheSnapshot, Counts, Level, LevelSnapshot, PrefetchSnapshot,
+    };
+    let level = |level: Level, capacity: u64, used: u64, entries: u64, hits: u64, misses: u64| {
+        LevelSnapshot {
+            level,
+            present: true,
+            capacity_bytes: capacity,
+            used_bytes: used,
+            entries,
+            largest_entry_bytes: capacity / 4,
+            hits,
+            misses,
+            hit_ratio: hits as f64 / (hits + misses) as f64,
+            evictions: entries / 2,
+            promotions: hits / 2,
+            demotions: entries / 4,
+            dropped_corrupt: 0,
+            policy: "adaptive".into(),
+            chosen: "w-tinylfu".into(),
+            disabled: None,
+        }
+    };
+    let mut l3 = level(Level::L3, 4 << 30, 3 << 30, 9_000, 100, 300);
+    l3.disabled = Some(
+        "/var/lib/sutazai-top/cache: write failed: No space left on device (os error 28)".into(),
+    );
+    l3.dropped_corrupt = 2;
+    l3.policy = "lru".into();
+    l3.chosen = "lru".into();
+    let agent = |name: &str, gets: u64, hits: u64, puts: u64| AgentSnapshot {
+        agent: name.into(),
+        counts: Counts {
+            gets,
+            hits,
+            misses: gets - hits,
+            puts,
+            refused: 0,
+            deletes: 0,
+        },
+        hit_ratio: hits as f64 / gets as f64,
+    };
+    CacheSnapshot {
+        levels: vec![
+            level(Level::L1, 256 * MIB, 128 * MIB, 2_000, 600, 400),
+            level(Level::L2, 1024 * MIB, 256 * MIB, 5_000, 100, 300),
+            l3,
+        ],
+        total: Counts {
+            gets: 1_000,
+            hits: 800,
+            misses: 200,
+            puts: 500,
+            refused: 3,
+            deletes: 10,
+        },
+        hit_ratio: 0.8,
+        agents: vec![
+            agent("agent-01", 600, 500, 300),
+            agent("agent-02", 300, 250, 150),
+            agent("agent-03", 100, 50, 50),
+        ],
+        hit_ratio_history: (0..30).map(|i| (50 + (i * 7) % 50) as f32).collect(),
+        prefetch: Some(PrefetchSnapshot {
+            depth: 3,
+            prefetched: 80,
+            used: 50,
+            accuracy: 0.625,
+        }),
+        shards: 4,
+    }
+}
+
+/// `snap` with the working cache above.
+pub fn with_cache(mut snap: Snapshot) -> Snapshot {
+    snap.cache = Some(cache_snapshot());
+    snap
+}
+
+/// `snap` with a cache just started: L2 off, nothing asked yet.
+pub fn with_fresh_cache(mut snap: Snapshot) -> Snapshot {
+    let mut cache = cache_snapshot();
+    cache.total = Default::default();
+    cache.hit_ratio = 0.0;
+    cache.agents.clear();
+    cache.hit_ratio_history.clear();
+    cache.prefetch = None;
+    for level in &mut cache.levels {
+        let (level_id, capacity, policy) =
+            (level.level, level.capacity_bytes, level.policy.clone());
+        *level = sutazai_top::cache::LevelSnapshot {
+            level: level_id,
+            present: true,
+            capacity_bytes: capacity,
+            policy: policy.clone(),
+            chosen: policy,
+            ..Default::default()
+        };
+    }
+    cache.levels[1].present = false;
+    cache.levels[1].capacity_bytes = 0;
+    snap.cache = Some(cache);
     snap
 }
