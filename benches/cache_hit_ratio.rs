@@ -3,7 +3,7 @@
 //! targets of issue 5 checked. `cargo bench --bench cache_hit_ratio [-- FILTER...]`: a
 //! filter keeps the rows whose trace name contains it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -32,7 +32,7 @@ struct Row {
 }
 
 fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces")
+    sutazai_top::cache::trace::traces_dir()
 }
 
 fn percent(hits: usize, total: usize) -> f64 {

@@ -9,7 +9,7 @@
 //! evicted unused counts against its accuracy.
 //! `cargo bench --bench cache_prefetch`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use sutazai_top::cache::policy::{Policy, Priority, by_name};
@@ -44,7 +44,7 @@ const CASES: [Case; 2] = [
 ];
 
 fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces")
+    sutazai_top::cache::trace::traces_dir()
 }
 
 fn load(trace: &str) -> Result<Vec<u64>, String> {

@@ -2,13 +2,13 @@
 //! reproduce the published hit ratios (README there): LRU exactly, ARC within 0.05 points,
 //! W-TinyLFU where frequency-aware admission is known to win.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sutazai_top::cache::policy::{Policy, access, by_name};
 use sutazai_top::cache::trace::{read_arc, read_lirs};
 
 fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces")
+    sutazai_top::cache::trace::traces_dir()
 }
 
 fn arc_trace(name: &str) -> Vec<u64> {

@@ -39,6 +39,24 @@ pub enum TraceError {
 }
 
 /// Reads an ARC-format trace (`*.lis.zst`): one access per block of every request's range.
+/// Where the shared traces are: `$SUTAZAI_TRACES` if set, else `../shared/traces` beside the
+/// crate (the workplace's layout), else `/work/shared/traces` (a checkout elsewhere on the same
+/// machine, as CI's clean clone may be). The first that exists; else the crate-relative path,
+/// so the error names where they were expected.
+pub fn traces_dir() -> std::path::PathBuf {
+    let beside_crate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces");
+    let candidates = [
+        std::env::var_os("SUTAZAI_TRACES").map(std::path::PathBuf::from),
+        Some(beside_crate.clone()),
+        Some(std::path::PathBuf::from("/work/shared/traces")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.is_dir())
+        .unwrap_or(beside_crate)
+}
+
 pub fn read_arc(path: &Path) -> Result<Vec<u64>, TraceError> {
     let mut accesses = Vec::new();
     decompress_lines("zstd", path, |number, line| {
