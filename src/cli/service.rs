@@ -104,15 +104,15 @@ impl PidLock {
         }))
     }
 
-    /// The pid of the service holding the lock in `runtime_dir`, if one does.
+    /// The pid of the service holding the lock in `runtime_dir`, if one does. Read from
+    /// /proc/locks without taking a lock: a probe that took one, however briefly, would make
+    /// a service starting at that moment think another engine runs.
     pub fn holder(runtime_dir: &Path) -> Option<u32> {
-        let mut file = File::open(runtime_dir.join(PID_FILE)).ok()?;
-        match try_flock(&file, libc::LOCK_SH) {
-            // We got it: no service holds it. Closing the file releases ours.
-            Ok(true) => None,
-            Ok(false) => Some(read_pid(&mut file).unwrap_or(0)),
-            Err(_) => None,
-        }
+        let file = File::open(runtime_dir.join(PID_FILE)).ok()?;
+        lock_holders(&file)
+            .into_iter()
+            .find(|h| h.exclusive)
+            .map(|h| h.pid)
     }
 }
 

@@ -49,17 +49,18 @@ impl PsiFiles {
             }
             parsed
         };
-        Pressure {
+        let mut pressure = Pressure {
             cpu: one(&mut self.cpu),
             memory: one(&mut self.memory),
             io: one(&mut self.io),
-            // Only a fresh read is known to be of now.
-            read_at_ms: if max_age.is_zero() {
-                super::now_ms()
-            } else {
-                0
-            },
+            read_at_ms: 0,
+        };
+        // Only a fresh read is known to be of now.
+        let read_any = pressure.cpu.is_some() || pressure.memory.is_some() || pressure.io.is_some();
+        if max_age.is_zero() && read_any {
+            pressure.read_at_ms = super::now_ms();
         }
+        pressure
     }
 
     fn expire(&mut self) {

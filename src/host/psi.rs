@@ -67,12 +67,17 @@ fn parse_percent(value: &str) -> Option<f32> {
 /// lacks PSI (disabled at build or boot) or the file is unreadable.
 pub fn read_system_pressure(roots: &HostRoots) -> Pressure {
     let dir = roots.proc.join("pressure");
-    Pressure {
+    let mut pressure = Pressure {
         cpu: read_psi_file(&dir.join("cpu")),
         memory: read_psi_file(&dir.join("memory")),
         io: read_psi_file(&dir.join("io")),
-        read_at_ms: super::now_ms(),
+        read_at_ms: 0,
+    };
+    // A time only for something read: a host without PSI keeps the empty default.
+    if pressure.cpu.is_some() || pressure.memory.is_some() || pressure.io.is_some() {
+        pressure.read_at_ms = super::now_ms();
     }
+    pressure
 }
 
 /// The kernel recomputes the PSI averages every 2 seconds; reading more often finds the
