@@ -118,6 +118,13 @@ fn dashboard_keys_mode_help_export_and_quit_with_terminal_restored() {
     let help = tmux.wait_for("Help");
     assert!(help.contains("quit") || help.contains("Quit"), "{help}");
     tmux.keys(&["Escape"]);
+    // A key sent right behind Escape would reach the terminal as Alt+key: wait until the
+    // help is closed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tmux.screen().contains("Help · keys") {
+        assert!(Instant::now() < deadline, "Escape never closed the help");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     tmux.keys(&["e"]);
     let screen = tmux.wait_for("report written to");
