@@ -10,7 +10,7 @@
 //! `CANDIDATE_WINDOW` coldest goes first, a High entry at the cold end gets one second chance
 //! (moved to its list's hot end); a hit turns Low into Normal.
 
-use super::list::{KeyMap, List, Slab};
+use super::list::{KeyMap, List, Queues, Slab};
 use super::{KeyHash, Policy, PolicyStats, Priority};
 
 const T1: u8 = 0;
@@ -53,29 +53,6 @@ impl Arc {
     /// The adaptive target size of T1 (`p` in the paper).
     pub fn target(&self) -> f64 {
         self.p
-    }
-
-    fn list_mut(&mut self, queue: u8) -> &mut List {
-        match queue {
-            T1 => &mut self.t1,
-            T2 => &mut self.t2,
-            B1 => &mut self.b1,
-            _ => &mut self.b2,
-        }
-    }
-
-    fn unlink(&mut self, idx: u32) {
-        let queue = self.slab.node(idx).queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.unlink(&mut list, idx);
-        *self.list_mut(queue) = list;
-    }
-
-    fn push_front(&mut self, idx: u32, queue: u8) {
-        self.slab.node_mut(idx).queue = queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.push_front(&mut list, idx);
-        *self.list_mut(queue) = list;
     }
 
     fn forget(&mut self, idx: u32) {
@@ -196,6 +173,20 @@ impl Arc {
         node.priority = priority;
         self.make_room(weight, false, evicted);
         self.push_front(idx, queue);
+    }
+}
+
+impl Queues for Arc {
+    fn slab_mut(&mut self) -> &mut Slab {
+        &mut self.slab
+    }
+    fn list_mut(&mut self, queue: u8) -> &mut List {
+        match queue {
+            T1 => &mut self.t1,
+            T2 => &mut self.t2,
+            B1 => &mut self.b1,
+            _ => &mut self.b2,
+        }
     }
 }
 

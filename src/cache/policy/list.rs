@@ -13,6 +13,31 @@ pub(crate) const CANDIDATE_WINDOW: usize = 8;
 
 const NIL: u32 = u32::MAX;
 
+/// A policy whose keys live on several lists threaded through one slab (ARC's T1/T2/B1/B2,
+/// W-TinyLFU's window and main, S3-FIFO's small/main/ghost): moving a node between its
+/// queues is the same everywhere, given where the slab and each queue's list are.
+pub(crate) trait Queues {
+    fn slab_mut(&mut self) -> &mut Slab;
+    /// The list of queue number `queue`.
+    fn list_mut(&mut self, queue: u8) -> &mut List;
+
+    /// Take node `idx` off the list it is on.
+    fn unlink(&mut self, idx: u32) {
+        let queue = self.slab_mut().node(idx).queue;
+        let mut list = *self.list_mut(queue);
+        self.slab_mut().unlink(&mut list, idx);
+        *self.list_mut(queue) = list;
+    }
+
+    /// Put node `idx` at the hot end of `queue`.
+    fn push_front(&mut self, idx: u32, queue: u8) {
+        self.slab_mut().node_mut(idx).queue = queue;
+        let mut list = *self.list_mut(queue);
+        self.slab_mut().push_front(&mut list, idx);
+        *self.list_mut(queue) = list;
+    }
+}
+
 /// Mixes a `KeyHash` once; SipHash would cost more than the rest of an access. Keys from
 /// traces are small sequential integers, so a multiply-xorshift is needed, not the identity.
 #[derive(Default, Clone, Copy)]

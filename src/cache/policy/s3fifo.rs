@@ -10,7 +10,7 @@
 //! evicted first; a High entry without hits gets one second chance (from S it moves to M,
 //! in M it is reinserted); a hit turns Low into Normal and restores a High entry's chance.
 
-use super::list::{CANDIDATE_WINDOW, KeyMap, List, Slab};
+use super::list::{CANDIDATE_WINDOW, KeyMap, List, Queues, Slab};
 use super::{KeyHash, Policy, PolicyStats, Priority};
 
 const SMALL: u8 = 0;
@@ -50,28 +50,6 @@ impl S3Fifo {
             index,
             stats: PolicyStats::default(),
         }
-    }
-
-    fn list_mut(&mut self, queue: u8) -> &mut List {
-        match queue {
-            SMALL => &mut self.small,
-            MAIN => &mut self.main,
-            _ => &mut self.ghost,
-        }
-    }
-
-    fn unlink(&mut self, idx: u32) {
-        let queue = self.slab.node(idx).queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.unlink(&mut list, idx);
-        *self.list_mut(queue) = list;
-    }
-
-    fn push_front(&mut self, idx: u32, queue: u8) {
-        self.slab.node_mut(idx).queue = queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.push_front(&mut list, idx);
-        *self.list_mut(queue) = list;
     }
 
     fn forget(&mut self, idx: u32) {
@@ -175,6 +153,19 @@ impl S3Fifo {
                 Some(key) => evicted.push(key),
                 None => break,
             }
+        }
+    }
+}
+
+impl Queues for S3Fifo {
+    fn slab_mut(&mut self) -> &mut Slab {
+        &mut self.slab
+    }
+    fn list_mut(&mut self, queue: u8) -> &mut List {
+        match queue {
+            SMALL => &mut self.small,
+            MAIN => &mut self.main,
+            _ => &mut self.ghost,
         }
     }
 }

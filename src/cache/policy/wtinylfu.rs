@@ -15,7 +15,7 @@
 //! candidate that loses goes back to the window once. Plain evictions (no duel) take a Low
 //! entry among the coldest first. A hit turns Low into Normal.
 
-use super::list::{KeyMap, List, Slab, mix};
+use super::list::{KeyMap, List, Queues, Slab, mix};
 use super::{KeyHash, Policy, PolicyStats, Priority};
 
 const WINDOW: u8 = 0;
@@ -159,28 +159,6 @@ impl WTinyLfu {
     /// The window's current share of the capacity, as set by hill climbing.
     pub fn window_max(&self) -> u64 {
         self.window_max
-    }
-
-    fn list_mut(&mut self, queue: u8) -> &mut List {
-        match queue {
-            WINDOW => &mut self.window,
-            PROBATION => &mut self.probation,
-            _ => &mut self.protected,
-        }
-    }
-
-    fn unlink(&mut self, idx: u32) {
-        let queue = self.slab.node(idx).queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.unlink(&mut list, idx);
-        *self.list_mut(queue) = list;
-    }
-
-    fn push_front(&mut self, idx: u32, queue: u8) {
-        self.slab.node_mut(idx).queue = queue;
-        let mut list = *self.list_mut(queue);
-        self.slab.push_front(&mut list, idx);
-        *self.list_mut(queue) = list;
     }
 
     fn move_to(&mut self, idx: u32, queue: u8) {
@@ -394,6 +372,19 @@ impl WTinyLfu {
         self.protected_max -= quota;
         self.window_max += quota;
         self.adjustment = -(quota as i64);
+    }
+}
+
+impl Queues for WTinyLfu {
+    fn slab_mut(&mut self) -> &mut Slab {
+        &mut self.slab
+    }
+    fn list_mut(&mut self, queue: u8) -> &mut List {
+        match queue {
+            WINDOW => &mut self.window,
+            PROBATION => &mut self.probation,
+            _ => &mut self.protected,
+        }
     }
 }
 
