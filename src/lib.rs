@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod balancer;
 pub mod cache;
 pub mod config;
 pub mod containers;

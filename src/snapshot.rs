@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// The agents' cache; `None` when `[cache] enabled = false`.
     #[serde(default)]
     pub cache: Option<crate::cache::CacheSnapshot>,
+    /// The load balancer; `None` when `[balancer] enabled = false`.
+    #[serde(default)]
+    pub balancer: Option<crate::balancer::BalancerSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

@@ -483,6 +483,7 @@ impl Ticker {
             samplers: self.health.entries(),
             notice: self.notice.clone(),
             cache: self.cache.as_ref().map(|cache| cache.tick()),
+            balancer: None,
         }
     }
 

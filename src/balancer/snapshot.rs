@@ -1,0 +1,119 @@
+//! What the balancer shows the faces (pane, API, Prometheus, report): plain data, one value
+//! per tick, built from the lock-free counters on the request path.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole balancer as of one tick.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct BalancerSnapshot {
+    /// Where the proxy listens, as bound (`127.0.0.1:8080`).
+    pub listen: String,
+    /// Requests received since start, and per second over the last tick.
+    pub requests_total: u64,
+    pub requests_per_sec: f64,
+    /// Requests waiting for a backend with room right now.
+    pub queued: u64,
+    /// Answered 503 because every backend was full past the queue, or none was up.
+    pub rejected_total: u64,
+    /// Retries sent, and retries refused by the retry budget.
+    pub retries_total: u64,
+    pub retries_over_budget_total: u64,
+    /// Requests answered 400 / 431 / 408 before reaching a backend.
+    pub bad_requests_total: u64,
+    pub pools: Vec<PoolSnapshot>,
+}
+
+/// A pool of backends for one request type, and how it picks among them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct PoolSnapshot {
+    pub name: String,
+    /// The algorithm's name as in config (`round-robin`, `peak-ewma`, ...).
+    pub algorithm: String,
+    /// The rule sending requests here (`header x-request-type: compute`, `path /v1/embed*`,
+    /// `default`).
+    pub rule: String,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct BackendSnapshot {
+    /// `host:port`, the backend's identity (and its place on the hash ring).
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub max_connections: u32,
+    pub source: BackendSource,
+    pub health: Health,
+    pub circuit: CircuitState,
+    pub in_flight: u64,
+    pub requests_total: u64,
+    pub requests_per_sec: f64,
+    /// 5xx answers, connect failures and timeouts.
+    pub errors_total: u64,
+    /// Latency over the last tick's requests (`None` when there were none).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// The peak-EWMA latency estimate the predictive algorithm uses.
+    pub ewma_ms: f64,
+    /// Times ejected as an outlier since start; `ejected_for_secs` while out.
+    pub ejections: u32,
+    pub ejected_for_secs: Option<u64>,
+}
+
+/// Where a backend came from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BackendSource {
+    #[default]
+    Config,
+    Api,
+    /// A container carrying the `sutazai.backend.port` label.
+    Docker {
+        container: String,
+    },
+}
+
+/// The active health check's verdict, or the outlier detector's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// No check has finished yet (the backend takes traffic meanwhile).
+    #[default]
+    Unknown,
+    Up,
+    Down,
+    /// Taken out by passive outlier detection for a while.
+    Ejected,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    #[default]
+    Closed,
+    Open,
+    /// One probe request is let through; its outcome closes or reopens the circuit.
+    HalfOpen,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Ejected => "ejected",
+        }
+    }
+}
+
+impl CircuitState {
+    pub fn name(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        }
+    }
+}
