@@ -89,6 +89,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub alerts: AlertsConfig,
     pub cache: CacheConfig,
+    pub balancer: BalancerConfig,
 }
 
 /// The agents' cache (see `crate::cache`): three levels, sizes in bytes.
@@ -130,6 +131,310 @@ impl Default for CacheConfig {
             prefetch_depth: 3,
             dir: PathBuf::new(),
         }
+    }
+}
+
+/// The load balancer (see `crate::balancer`): an HTTP reverse proxy in front of agent
+/// replicas. Times in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerConfig {
+    /// Run the proxy at all.
+    pub enabled: bool,
+    /// Where the proxy listens ("127.0.0.1:8080").
+    #[serde(deserialize_with = "balancer_listen")]
+    pub listen: String,
+    /// Threads of the proxy's own runtime (1..=64); 1 runs a single-threaded runtime.
+    #[serde(deserialize_with = "worker_threads")]
+    pub worker_threads: usize,
+    /// The default pool's algorithm (one of `balancer::pick::Algorithm::NAMES`).
+    #[serde(deserialize_with = "balancer_algorithm")]
+    pub algorithm: String,
+    /// Sticky key for consistent-hash: this request header, else this cookie.
+    pub session_header: String,
+    pub session_cookie: String,
+    /// Requests that may wait for a backend with room when every one is full (0: none).
+    #[serde(deserialize_with = "max_queue")]
+    pub max_queue: u32,
+    /// How long a queued request waits before it is answered 503.
+    #[serde(deserialize_with = "positive_ms")]
+    pub queue_timeout_ms: u64,
+    /// Retries allowed, as a percent of the requests of the last seconds (plus a few).
+    #[serde(deserialize_with = "percent")]
+    pub retry_budget_percent: u32,
+    #[serde(deserialize_with = "positive_ms")]
+    pub connect_timeout_ms: u64,
+    /// Until the backend's response headers arrive.
+    #[serde(deserialize_with = "positive_ms")]
+    pub request_timeout_ms: u64,
+    /// A client must send a request's headers within this time.
+    #[serde(deserialize_with = "positive_ms")]
+    pub header_timeout_ms: u64,
+    /// A client connection with no bytes moving for this long is closed.
+    #[serde(deserialize_with = "positive_ms")]
+    pub idle_timeout_ms: u64,
+    /// Peak-EWMA: the latency assumed for a backend not measured yet, and the decay time.
+    #[serde(deserialize_with = "positive_ms")]
+    pub default_rtt_ms: u64,
+    #[serde(deserialize_with = "positive_secs")]
+    pub ewma_decay_secs: u64,
+    pub health: BalancerHealthConfig,
+    pub outlier: BalancerOutlierConfig,
+    pub breaker: BalancerBreakerConfig,
+    pub backends: Vec<BalancerBackendConfig>,
+    pub pools: Vec<BalancerPoolConfig>,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            enabled: false,
+            listen: "127.0.0.1:8080".to_string(),
+            worker_threads: 1,
+            algorithm: "peak-ewma".to_string(),
+            session_header: "x-session-id".to_string(),
+            session_cookie: "session".to_string(),
+            max_queue: 1024,
+            queue_timeout_ms: 1000,
+            retry_budget_percent: 20,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 30_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            default_rtt_ms: 30,
+            ewma_decay_secs: 10,
+            health: BalancerHealthConfig::default(),
+            outlier: BalancerOutlierConfig::default(),
+            breaker: BalancerBreakerConfig::default(),
+            backends: Vec::new(),
+            pools: Vec::new(),
+        }
+    }
+}
+
+/// Active health checks: GET `path` on every backend each interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerHealthConfig {
+    #[serde(deserialize_with = "check_path")]
+    pub path: String,
+    #[serde(deserialize_with = "positive_ms")]
+    pub interval_ms: u64,
+    #[serde(deserialize_with = "positive_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passes that bring a backend up, failures that take it down.
+    #[serde(deserialize_with = "at_least_one")]
+    pub rise: u32,
+    #[serde(deserialize_with = "at_least_one")]
+    pub fall: u32,
+}
+
+impl Default for BalancerHealthConfig {
+    fn default() -> Self {
+        BalancerHealthConfig {
+            path: "/health".to_string(),
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerOutlierConfig {
+    #[serde(deserialize_with = "at_least_one")]
+    pub consecutive_failures: u32,
+    #[serde(deserialize_with = "positive_ms")]
+    pub base_ejection_ms: u64,
+    #[serde(deserialize_with = "positive_ms")]
+    pub max_ejection_ms: u64,
+    #[serde(deserialize_with = "percent")]
+    pub max_ejected_percent: u32,
+}
+
+impl Default for BalancerOutlierConfig {
+    fn default() -> Self {
+        BalancerOutlierConfig {
+            consecutive_failures: 5,
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+            max_ejected_percent: 10,
+        }
+    }
+}
+
+/// The circuit breaker per backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerBreakerConfig {
+    #[serde(deserialize_with = "at_least_one")]
+    pub failure_threshold: u32,
+    #[serde(deserialize_with = "positive_ms")]
+    pub open_ms: u64,
+}
+
+impl Default for BalancerBreakerConfig {
+    fn default() -> Self {
+        BalancerBreakerConfig {
+            failure_threshold: 5,
+            open_ms: 10_000,
+        }
+    }
+}
+
+/// One backend from the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerBackendConfig {
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// The pool it serves; empty means the default pool.
+    #[serde(default)]
+    pub pool: String,
+}
+
+/// A pool for one request type: requests matching its rule go to its backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerPoolConfig {
+    pub name: String,
+    /// Empty means `[balancer] algorithm`.
+    #[serde(default)]
+    pub algorithm: String,
+    /// "name: value": requests carrying this header (value compared exactly).
+    #[serde(default)]
+    pub header: String,
+    /// Requests whose path starts with this.
+    #[serde(default)]
+    pub path_prefix: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A backend's connection limit when none is given.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// Weight bounds of a backend (so that smooth weighted round-robin sums cannot overflow).
+pub const MAX_BACKEND_WEIGHT: u32 = 1000;
+
+impl BalancerBackendConfig {
+    /// Why this backend cannot be used (`key` names it, e.g. "balancer.backends[2]").
+    pub fn problem(&self, key: &str) -> Option<String> {
+        if self.host.trim().is_empty() {
+            return Some(format!("{key}.host is empty"));
+        }
+        if self.port == 0 {
+            return Some(format!("{key}.port = 0: expected 1..=65535"));
+        }
+        if !(1..=MAX_BACKEND_WEIGHT).contains(&self.weight) {
+            return Some(format!(
+                "{key}.weight = {} must be between 1 and {MAX_BACKEND_WEIGHT}",
+                self.weight
+            ));
+        }
+        if self.max_connections == 0 {
+            return Some(format!("{key}.max_connections = 0 must be at least 1"));
+        }
+        None
+    }
+}
+
+impl BalancerPoolConfig {
+    /// The header rule as (lower-case name, value), or why it is not one.
+    pub fn header_rule(&self) -> Result<Option<(String, String)>, String> {
+        if self.header.trim().is_empty() {
+            return Ok(None);
+        }
+        let Some((name, value)) = self.header.split_once(':') else {
+            return Err(format!(
+                "header = {:?}: expected \"name: value\" such as \"x-request-type: compute\"",
+                self.header
+            ));
+        };
+        let name = name.trim().to_ascii_lowercase();
+        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!(
+                "header = {:?}: {name:?} is not a header name",
+                self.header
+            ));
+        }
+        Ok(Some((name, value.trim().to_string())))
+    }
+}
+
+impl BalancerConfig {
+    /// The pool every request matching no rule goes to.
+    pub const DEFAULT_POOL: &'static str = "default";
+
+    /// Why the keys together make no sense (a backend's unknown pool, a pool without a rule,
+    /// a pool named twice), naming the key; `None` when they do.
+    pub fn problem(&self) -> Option<String> {
+        let mut names = vec![Self::DEFAULT_POOL];
+        for (i, pool) in self.pools.iter().enumerate() {
+            let key = format!("balancer.pools[{i}]");
+            if pool.name.trim().is_empty() {
+                return Some(format!("{key}.name is empty"));
+            }
+            if names.contains(&pool.name.as_str()) {
+                return Some(format!(
+                    "{key}.name = {:?} is used twice (\"default\" is the pool for unmatched requests)",
+                    pool.name
+                ));
+            }
+            names.push(&pool.name);
+            if !pool.algorithm.is_empty()
+                && crate::balancer::pick::Algorithm::parse(&pool.algorithm).is_none()
+            {
+                return Some(format!(
+                    "{key}.algorithm = {:?}: expected one of {}",
+                    pool.algorithm,
+                    crate::balancer::pick::Algorithm::NAMES.join(", ")
+                ));
+            }
+            match pool.header_rule() {
+                Err(problem) => return Some(format!("{key}.{problem}")),
+                Ok(None) if pool.path_prefix.is_empty() => {
+                    return Some(format!(
+                        "{key} ({:?}) has neither header nor path_prefix: no request would reach it",
+                        pool.name
+                    ));
+                }
+                Ok(_) => {}
+            }
+            if !pool.path_prefix.is_empty() && !pool.path_prefix.starts_with('/') {
+                return Some(format!(
+                    "{key}.path_prefix = {:?} must start with '/'",
+                    pool.path_prefix
+                ));
+            }
+        }
+        for (i, backend) in self.backends.iter().enumerate() {
+            let key = format!("balancer.backends[{i}]");
+            if let Some(problem) = backend.problem(&key) {
+                return Some(problem);
+            }
+            if !backend.pool.is_empty() && !names.contains(&backend.pool.as_str()) {
+                return Some(format!(
+                    "{key}.pool = {:?}: no such pool (pools: {})",
+                    backend.pool,
+                    names.join(", ")
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -331,6 +636,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             alerts: AlertsConfig::default(),
             cache: CacheConfig::default(),
+            balancer: BalancerConfig::default(),
         }
     }
 }
@@ -379,10 +685,18 @@ pub enum ConfigError {
 impl Config {
     /// Parse a config text; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|err| ConfigError::Invalid {
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_string(),
-        })
+        })?;
+        // Rules across keys (a backend's pool must exist...) that serde cannot check per key.
+        if let Some(message) = config.balancer.problem() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
+        Ok(config)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -539,6 +853,95 @@ fn prefetch_depth<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     if v > 16 {
         return Err(serde::de::Error::custom(format!(
             "prefetch_depth = {v} must be at most 16"
+        )));
+    }
+    Ok(v)
+}
+
+fn balancer_listen<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if v.parse::<std::net::SocketAddr>().is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "listen = {v:?}: expected an address and port such as \"127.0.0.1:8080\""
+        )));
+    }
+    Ok(v)
+}
+
+fn worker_threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if !(1..=64).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "worker_threads = {v} must be between 1 and 64"
+        )));
+    }
+    Ok(v)
+}
+
+fn balancer_algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if crate::balancer::pick::Algorithm::parse(&v).is_none() {
+        return Err(serde::de::Error::custom(format!(
+            "algorithm = {v:?}: expected one of {}",
+            crate::balancer::pick::Algorithm::NAMES.join(", ")
+        )));
+    }
+    Ok(v)
+}
+
+fn max_queue<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > 1_000_000 {
+        return Err(serde::de::Error::custom(format!(
+            "max_queue = {v} must be at most 1000000"
+        )));
+    }
+    Ok(v)
+}
+
+fn positive_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if !(1..=86_400_000).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{v} ms must be between 1 and 86400000 (a day)"
+        )));
+    }
+    Ok(v)
+}
+
+fn positive_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if !(1..=86_400).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{v} s must be between 1 and 86400 (a day)"
+        )));
+    }
+    Ok(v)
+}
+
+fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > 100 {
+        return Err(serde::de::Error::custom(format!(
+            "{v} percent must be at most 100"
+        )));
+    }
+    Ok(v)
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v < 1 {
+        return Err(serde::de::Error::custom(format!("{v} must be at least 1")));
+    }
+    Ok(v)
+}
+
+fn check_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if !v.starts_with('/') || v.parse::<hyper::http::uri::PathAndQuery>().is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "path = {v:?}: expected a path such as \"/health\""
         )));
     }
     Ok(v)

@@ -83,6 +83,7 @@ pub async fn attach(
             snapshots: snap_rx,
             commands: cmd_tx,
             cache: None,
+            balancer: None,
         },
         task,
     ))

@@ -38,6 +38,9 @@ pub enum Action {
     CacheGet,
     CachePut,
     CacheDelete,
+    BalancerStats,
+    BalancerAdd,
+    BalancerRemove,
 }
 
 /// A method and a path pattern; `{name}` matches one path segment.
@@ -79,6 +82,13 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/cache/{key}", Action::CacheGet),
     route("PUT", "/api/cache/{key}", Action::CachePut),
     route("DELETE", "/api/cache/{key}", Action::CacheDelete),
+    route("GET", "/api/balancer", Action::BalancerStats),
+    route("POST", "/api/balancer/backends", Action::BalancerAdd),
+    route(
+        "DELETE",
+        "/api/balancer/backends/{backend}",
+        Action::BalancerRemove,
+    ),
 ];
 
 /// The router's answer for a method and path.
@@ -287,6 +297,21 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
                 "the cache is off ([cache] enabled = false)",
             ),
         },
+        Action::BalancerStats => match &snap.balancer {
+            Some(balancer) => Reply::json(StatusCode::OK, balancer),
+            None => Reply::error(
+                StatusCode::NOT_FOUND,
+                "the load balancer is off ([balancer] enabled = false)",
+            ),
+        },
+        Action::BalancerAdd => match balancer_add(state, body).await {
+            Ok(added) => Reply::json(StatusCode::CREATED, &added),
+            Err(failure) => Reply::error(failure.status, &failure.message),
+        },
+        Action::BalancerRemove => {
+            let backend = params.first().map(String::as_str).unwrap_or_default();
+            Reply::from_result(balancer_remove(state, backend, body))
+        }
         // Served by `api::cache` (they need the request's headers); never routed here.
         Action::CacheGet | Action::CachePut | Action::CacheDelete => Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -475,6 +500,156 @@ async fn stop(state: &State, body: &[u8]) -> OpResult<Stopping> {
     Ok(Stopping {
         pid: std::process::id(),
         rollback,
+    })
+}
+
+/// The answer to a backend added or removed through the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendChange {
+    /// `host:port`.
+    pub backend: String,
+    /// The pools it was added to or removed from.
+    pub pools: Vec<String>,
+}
+
+fn running_balancer(state: &State) -> OpResult<std::sync::Arc<crate::balancer::Balancer>> {
+    state.handle.balancer.clone().ok_or_else(|| {
+        Failure::new(
+            StatusCode::CONFLICT,
+            "the load balancer is off ([balancer] enabled = false); no backend can be changed",
+        )
+    })
+}
+
+/// The backend a `POST /api/balancer/backends` body describes; 400 naming the bad field.
+fn backend_spec(body: &[u8]) -> OpResult<crate::balancer::BackendSpec> {
+    const SHAPE: &str = "POST /api/balancer/backends expects {\"host\": \"127.0.0.1\", \"port\": 9001, \
+         \"weight\": 1, \"max_connections\": 1024, \"pool\": \"default\"} (weight, max_connections, pool optional)";
+    let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
+    let value: serde_json::Value = parse_json(body, SHAPE)?;
+    let Some(fields) = value.as_object() else {
+        return Err(bad(format!("{SHAPE}; the body is not a JSON object")));
+    };
+    for key in fields.keys() {
+        if !["host", "port", "weight", "max_connections", "pool"].contains(&key.as_str()) {
+            return Err(bad(format!("unknown field {key:?}; {SHAPE}")));
+        }
+    }
+    let host = match fields.get("host") {
+        Some(serde_json::Value::String(host)) if !host.trim().is_empty() => host.trim(),
+        _ => return Err(bad("field \"host\" must be a non-empty string".to_string())),
+    };
+    let number = |key: &str, min: u64, max: u64| -> OpResult<Option<u64>> {
+        match fields.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(format!(
+                    "field {key:?} must be a whole number from {min} to {max}, not {v}"
+                ))),
+            },
+        }
+    };
+    let Some(port) = number("port", 1, 65535)? else {
+        return Err(bad("field \"port\" is missing".to_string()));
+    };
+    let mut spec = crate::balancer::BackendSpec::new(host, port as u16);
+    if let Some(weight) = number("weight", 1, u64::from(crate::config::MAX_BACKEND_WEIGHT))? {
+        spec.weight = weight as u32;
+    }
+    if let Some(max) = number("max_connections", 1, u64::from(u32::MAX))? {
+        spec.max_connections = max as u32;
+    }
+    match fields.get("pool") {
+        None => {}
+        Some(serde_json::Value::String(pool)) => spec.pool = pool.clone(),
+        Some(other) => return Err(bad(format!("field \"pool\" must be a string, not {other}"))),
+    }
+    Ok(spec)
+}
+
+async fn balancer_add(state: &State, body: &[u8]) -> OpResult<BackendChange> {
+    use crate::balancer::BalancerError;
+    let balancer = running_balancer(state)?;
+    let spec = backend_spec(body)?;
+    let pool = if spec.pool.is_empty() {
+        crate::config::BalancerConfig::DEFAULT_POOL.to_string()
+    } else {
+        spec.pool.clone()
+    };
+    let backend = format!("{}:{}", spec.host, spec.port);
+    // Resolving a host name may block: not on the API's runtime threads.
+    let added = tokio::task::spawn_blocking(move || balancer.add_backend(spec))
+        .await
+        .map_err(|err| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    match added {
+        Ok(()) => Ok(BackendChange {
+            backend,
+            pools: vec![pool],
+        }),
+        Err(err @ BalancerError::Duplicate { .. }) => {
+            Err(Failure::new(StatusCode::CONFLICT, err.to_string()))
+        }
+        Err(BalancerError::UnknownPool(name)) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("field \"pool\": no pool named {name:?}"),
+        )),
+        Err(err @ BalancerError::Resolve { .. }) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("field \"host\": {err}"),
+        )),
+        Err(err) => Err(Failure::new(StatusCode::BAD_REQUEST, err.to_string())),
+    }
+}
+
+/// `DELETE /api/balancer/backends/{host:port}`, from the pool named in an optional
+/// `{"pool": "..."}` body, else from every pool holding it.
+fn balancer_remove(state: &State, backend: &str, body: &[u8]) -> OpResult<BackendChange> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Wanted {
+        pool: Option<String>,
+    }
+    let balancer = running_balancer(state)?;
+    let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
+    let Some((host, port)) = backend.rsplit_once(':') else {
+        return Err(bad(format!("backend {backend:?}: expected host:port")));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| bad(format!("backend {backend:?}: the port is not 1 to 65535")))?;
+    let wanted: Wanted = if body.iter().all(u8::is_ascii_whitespace) {
+        Wanted::default()
+    } else {
+        parse_json(
+            body,
+            "DELETE /api/balancer/backends/{host:port} expects {\"pool\": \"name\"} or nothing",
+        )?
+    };
+    let pools = match wanted.pool {
+        Some(pool) => vec![pool],
+        None => balancer.pool_names(),
+    };
+    let mut removed = Vec::new();
+    for pool in pools {
+        match balancer.remove_backend(&pool, host, port) {
+            Ok(true) => removed.push(pool),
+            Ok(false) => {}
+            Err(err) => return Err(bad(format!("field \"pool\": {err}"))),
+        }
+    }
+    if removed.is_empty() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("backend {backend} is in no pool"),
+        ));
+    }
+    Ok(BackendChange {
+        backend: backend.to_string(),
+        pools: removed,
     })
 }
 

@@ -47,4 +47,7 @@ pub struct EngineHandle {
     /// The agents' cache the engine owns (`None` when disabled, or for a face attached to
     /// a service through the API, which reaches the cache over HTTP).
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// The load balancer the engine runs (`None` when disabled, or for a face attached to a
+    /// service through the API).
+    pub balancer: Option<Arc<crate::balancer::Balancer>>,
 }

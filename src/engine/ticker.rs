@@ -175,6 +175,8 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     };
 
     let cache = crate::cache::open_for(&config);
+    // On its own runtime and thread: sampling rounds never stall a proxied request.
+    let balancer = crate::balancer::start_for(&config);
     let host_info_is_root = host_info.is_root;
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let mut ticker = Ticker {
@@ -210,12 +212,18 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         notice: None,
         notice_seq: 0,
         cache: cache.clone(),
+        balancer: balancer.clone(),
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let balancer_at_exit = balancer.clone();
     let engine = tokio::spawn(async move {
         ticker.run(snap_tx, cmd_rx).await;
         let _ = shutdown_tx.send(true);
+        if let Some(balancer) = balancer_at_exit {
+            // Joins the proxy's thread after in-flight requests finish (a few seconds at most).
+            let _ = tokio::task::spawn_blocking(move || balancer.shutdown()).await;
+        }
         for task in tasks {
             let _ = task.await;
         }
@@ -225,6 +233,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
             snapshots: snap_rx,
             commands: cmd_tx,
             cache,
+            balancer,
         },
         engine,
     )
@@ -265,6 +274,8 @@ struct Ticker {
     notice_seq: u64,
     /// The agents' cache; its statistics go into every snapshot.
     cache: Option<Arc<crate::cache::Cache>>,
+    /// The load balancer; its counters go into every snapshot.
+    balancer: Option<Arc<crate::balancer::Balancer>>,
 }
 
 impl Ticker {
@@ -483,7 +494,7 @@ impl Ticker {
             samplers: self.health.entries(),
             notice: self.notice.clone(),
             cache: self.cache.as_ref().map(|cache| cache.tick()),
-            balancer: None,
+            balancer: self.balancer.as_ref().map(|balancer| balancer.snapshot()),
         }
     }
 
