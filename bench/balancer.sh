@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# The load balancer against nginx and haproxy, each configured the same way, on loopback.
+#
+# Two backends: one nginx instance (1 worker, keep-alive) on 127.0.0.1:18081 and :18082
+# answering a tiny "ok\n". Three proxies, each with one worker / one thread, keep-alive to
+# both backends, round-robin:
+#   nginx    127.0.0.1:18090  (upstream keepalive 64, proxy_http_version 1.1, Connection "")
+#   haproxy  127.0.0.1:18091  (nbthread 1, mode http, http-reuse always)
+#   sutazai  127.0.0.1:18092  (`sutazai-top serve --no-docker`, [balancer] worker_threads = 1)
+# In alternating rounds (every target once per round, so drift hits all alike), with wrk:
+#   - requests/s at 50 connections (wrk -t1 -c50), and each proxy's CPU time per request
+#     (its processes' utime+stime over the run; ours includes the engine's own sampling,
+#     every 5 s here);
+#   - latency p50/p99 at 1 connection (wrk -t1 -c1 --latency), and the p50 each proxy adds
+#     over hitting a backend directly.
+# Prints the medians of the rounds and the ratios to nginx. Targets (issue 6): at least 1.0x
+# nginx's requests/s, and no more added p50 than nginx.
+# Run as root: `sudo bench/balancer.sh [ROUNDS] [SECONDS]` (defaults 3 and 10). Installs
+# nginx, haproxy and wrk with apt-get when missing. Never touches a running service's
+# sockets, runtime dir or journal: everything lives in a temp dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-10}
+BIN=./target/release/sutazai-top
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+BACKEND_PORTS=(18081 18082)
+declare -A PORT=([backend]=18081 [nginx]=18090 [haproxy]=18091 [sutazai]=18092)
+TARGETS=(backend nginx haproxy sutazai)
+# WITHOUT_SUTAZAI=1: only the backend, nginx and haproxy (to check the setup without a build).
+[ "${WITHOUT_SUTAZAI:-0}" = 1 ] && TARGETS=(backend nginx haproxy)
+
+[ "$(id -u)" -eq 0 ] || { echo "run as root (it installs packages and binds ports)" >&2; exit 1; }
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for port in "${BACKEND_PORTS[@]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[sutazai]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "127.0.0.1:$port is taken: stop what listens there first" >&2
+    exit 1
+  fi
+done
+
+work=$(mktemp -d)
+chmod 700 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ "${SKIP_BUILD:-0}" != 1 ] && [ "${WITHOUT_SUTAZAI:-0}" != 1 ]; then
+  echo "building the release binary..." >&2
+  cargo build --release --quiet
+fi
+
+# nginx refuses to start without its temp paths; keep them all in the instance's prefix.
+nginx_common() {
+  cat <<EOF
+worker_processes 1;
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+EOF
+}
+
+mkdir -p "$work/backend" "$work/nginx"
+{
+  nginx_common "$work/backend"
+  for port in "${BACKEND_PORTS[@]}"; do
+    echo "  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"ok\\n\"; } }"
+  done
+  echo "}"
+} >"$work/backend/nginx.conf"
+{
+  nginx_common "$work/nginx"
+  cat <<EOF
+  upstream backends {
+    server 127.0.0.1:${BACKEND_PORTS[0]};
+    server 127.0.0.1:${BACKEND_PORTS[1]};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${PORT[nginx]};
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$work/nginx/nginx.conf"
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend proxy
+  bind 127.0.0.1:${PORT[haproxy]}
+  default_backend backends
+backend backends
+  balance roundrobin
+  server b1 127.0.0.1:${BACKEND_PORTS[0]}
+  server b2 127.0.0.1:${BACKEND_PORTS[1]}
+EOF
+# Its own socket, runtime dir and journal: never touches an installed service's.
+mkdir -m 700 "$work/run" "$work/state"
+cat >"$work/sutazai.toml" <<EOF
+interval_ms = 5000
+[api]
+socket = "$work/run/api.sock"
+token_file = "$work/state/api.token"
+[service]
+runtime_dir = "$work/run"
+[optimizer]
+state_dir = "$work/state"
+[log]
+level = "warn"
+[cache]
+enabled = false
+[balancer]
+enabled = true
+listen = "127.0.0.1:${PORT[sutazai]}"
+worker_threads = 1
+algorithm = "round-robin"
+[[balancer.backends]]
+host = "127.0.0.1"
+port = ${BACKEND_PORTS[0]}
+[[balancer.backends]]
+host = "127.0.0.1"
+port = ${BACKEND_PORTS[1]}
+EOF
+
+nginx -p "$work/backend" -c "$work/backend/nginx.conf" -g 'daemon off;' 2>"$work/backend.log" &
+pids+=($!)
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>"$work/nginx.log" &
+pids+=($!)
+declare -A PID=([nginx]=$!)
+haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
+pids+=($!)
+PID[haproxy]=$!
+if [ "${WITHOUT_SUTAZAI:-0}" != 1 ]; then
+  "$BIN" --no-docker --config "$work/sutazai.toml" serve 2>"$work/sutazai.log" &
+  pids+=($!)
+  PID[sutazai]=$!
+fi
+
+# Every target answers "ok" before anything is measured.
+for target in "${TARGETS[@]}"; do
+  url="http://127.0.0.1:${PORT[$target]}/"
+  for _ in $(seq 1 100); do
+    [ "$(curl -fsS --max-time 1 "$url" 2>/dev/null)" = ok ] && break
+    sleep 0.1
+  done
+  if [ "$(curl -fsS --max-time 1 "$url" 2>/dev/null)" != ok ]; then
+    echo "$target does not answer on $url; its log:" >&2
+    cat "$work/$target.log" >&2 2>/dev/null || true
+    exit 1
+  fi
+done
+echo "all targets answer; $ROUNDS rounds of ${SECONDS_PER_RUN} s per target and load" >&2
+
+# utime+stime in clock ticks of a process and its children (nginx's master and worker).
+cpu_ticks() {
+  local total=0 pid stat
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    total=$((total + $(stat_ticks "$stat")))
+  done
+  echo "$total"
+}
+
+# The same for the threads of process $1 whose name starts with $2: our proxy runs on its
+# own threads ("sutazai-balancer"), apart from the engine's samplers.
+thread_ticks() {
+  local total=0 task stat comm
+  for task in /proc/"$1"/task/*; do
+    stat=$(cat "$task/stat" 2>/dev/null) || continue
+    comm=${stat#*(}
+    comm=${comm%%)*}
+    [[ $comm == "$2"* ]] || continue
+    total=$((total + $(stat_ticks "$stat")))
+  done
+  echo "$total"
+}
+
+# utime + stime: fields 14 and 15 of a stat line, counted after the ")" ending the name.
+stat_ticks() {
+  # shellcheck disable=SC2086
+  set -- ${1##*) }
+  echo $((${12} + ${13}))
+}
+
+results="$work/results.tsv"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for target in "${TARGETS[@]}"; do
+    url="http://127.0.0.1:${PORT[$target]}/"
+    before=0 after=0 proxy_before=0 proxy_after=0
+    [ -n "${PID[$target]:-}" ] && before=$(cpu_ticks "${PID[$target]}")
+    [ "$target" = sutazai ] && proxy_before=$(thread_ticks "${PID[$target]}" sutazai-balanc)
+    wrk -t1 -c50 -d"${SECONDS_PER_RUN}s" "$url" >"$work/wrk50.txt"
+    [ -n "${PID[$target]:-}" ] && after=$(cpu_ticks "${PID[$target]}")
+    [ "$target" = sutazai ] && proxy_after=$(thread_ticks "${PID[$target]}" sutazai-balanc)
+    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$url" >"$work/wrk1.txt"
+    "$PY" - "$target" "$round" "$((after - before))" "$((proxy_after - proxy_before))" \
+      "$(getconf CLK_TCK)" "$work/wrk50.txt" "$work/wrk1.txt" >>"$results" <<'EOF'
+import re, sys
+target, round_, ticks, proxy_ticks, hz, many, one = sys.argv[1:]
+def read(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    count = int(re.search(r"(\d+) requests in", text).group(1))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    return text, rps, count, errors
+def micros(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
+_, rps, count, errors50 = read(many)
+text, _, _, errors1 = read(one)
+p50 = micros(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+def per_request(ticks):
+    return int(ticks) * 1e6 / int(hz) / count if int(ticks) > 0 else float("nan")
+print(f"{target}\t{round_}\t{rps:.1f}\t{p50:.1f}\t{p99:.1f}\t{per_request(ticks):.2f}"
+      f"\t{per_request(proxy_ticks):.2f}\t{errors50 + errors1}")
+EOF
+    tail -n1 "$results" | awk -F'\t' '{printf "round %s %-8s %10s req/s  p50 %8s us  p99 %8s us  cpu %s us/req  errors %s\n", $2, $1, $3, $4, $5, $6, $8}' >&2
+  done
+done
+
+printf '\n== Load balancer vs nginx and haproxy: %s rounds x %s s, loopback, 1 worker each ==\n' \
+  "$ROUNDS" "$SECONDS_PER_RUN"
+"$PY" - "$results" "$(nproc)" <<'EOF'
+import statistics, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+by = {}
+for target, _, rps, p50, p99, cpu, proxy_cpu, errors in rows:
+    entry = by.setdefault(target, {"rps": [], "p50": [], "p99": [], "cpu": [], "proxy_cpu": [],
+                                   "errors": 0})
+    if proxy_cpu != "nan":
+        entry["proxy_cpu"].append(float(proxy_cpu))
+    entry["rps"].append(float(rps))
+    entry["p50"].append(float(p50))
+    entry["p99"].append(float(p99))
+    if cpu != "nan":
+        entry["cpu"].append(float(cpu))
+    entry["errors"] += int(errors)
+med = {t: {k: (statistics.median(v) if isinstance(v, list) and v else v) for k, v in e.items()}
+       for t, e in by.items()}
+direct = med["backend"]["p50"]
+nginx = med["nginx"]
+added_nginx = nginx["p50"] - direct
+print(f"machine: {sys.argv[2]} CPUs; wrk -t1 -c50 for req/s, wrk -t1 -c1 --latency for p50/p99;"
+      " medians of the rounds")
+print(f"{'target':<9} {'req/s @50':>10} {'x nginx':>8} {'p50 @1':>9} {'p99 @1':>9}"
+      f" {'added p50':>10} {'x nginx':>8} {'CPU/req':>9} {'errors':>7}")
+for target in ["backend", "nginx", "haproxy", "sutazai"]:
+    if target not in med:
+        continue
+    m = med[target]
+    added = m["p50"] - direct
+    if target == "backend":
+        added_text, added_ratio = "–", "–"
+    else:
+        added_text = f"{added:.1f} us"
+        added_ratio = f"{added / added_nginx:.2f}" if added_nginx > 0 else "–"
+    cpu = f"{m['cpu']:.2f} us" if isinstance(m["cpu"], float) else "–"
+    print(f"{target:<9} {m['rps']:>10.0f} {m['rps'] / nginx['rps']:>8.2f} {m['p50']:>6.1f} us"
+          f" {m['p99']:>6.1f} us {added_text:>10} {added_ratio:>8} {cpu:>9} {m['errors']:>7}")
+ours = med.get("sutazai")
+if ours:
+    rps_ok = ours["rps"] >= nginx["rps"]
+    p50_ok = ours["p50"] - direct <= added_nginx
+    print(f"target req/s >= 1.0x nginx: {'met' if rps_ok else 'MISSED'}"
+          f" ({ours['rps'] / nginx['rps']:.2f}x);"
+          f" added p50 <= nginx's ({added_nginx:.1f} us): {'met' if p50_ok else 'MISSED'}"
+          f" ({ours['p50'] - direct:.1f} us)")
+print("CPU/req: the proxy's processes' utime+stime during the 50-connection runs, per request")
+if ours and isinstance(ours["proxy_cpu"], float):
+    print(f"  sutazai: of its {ours['cpu']:.2f} us, {ours['proxy_cpu']:.2f} us on the proxy's own"
+          " threads (sutazai-balancer); the rest is the engine (sampling every 5 s) and the"
+          " kernel work it is charged for")
+EOF
