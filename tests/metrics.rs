@@ -384,6 +384,127 @@ fn synthetic_131_agents_parse_and_match_the_snapshot() {
 }
 
 #[test]
+fn a_balancer_exports_proxy_and_per_backend_figures() {
+    let snap = common::with_balancer(common::with_containers(3));
+    let parsed = parse(&sutazai_top::metrics::render(&snap));
+    check_against_snapshot(&snap, &parsed);
+    let b = snap.balancer.as_ref().unwrap();
+    assert_eq!(parsed.value("sutazai_balancer_enabled", "gauge", &[]), 1.0);
+    for (family, expected) in [
+        ("sutazai_balancer_requests", b.requests_total),
+        ("sutazai_balancer_rejected", b.rejected_total),
+        ("sutazai_balancer_retries", b.retries_total),
+        (
+            "sutazai_balancer_retries_over_budget",
+            b.retries_over_budget_total,
+        ),
+        ("sutazai_balancer_bad_requests", b.bad_requests_total),
+    ] {
+        assert_eq!(
+            parsed.value(family, "counter", &[]),
+            expected as f64,
+            "{family}"
+        );
+    }
+    assert_eq!(parsed.value("sutazai_balancer_queued", "gauge", &[]), 3.0);
+
+    // One series per backend per family, labelled with its pool and id.
+    assert_eq!(
+        parsed
+            .samples("sutazai_balancer_backend_requests", "counter")
+            .len(),
+        5
+    );
+    for pool in &b.pools {
+        for x in &pool.backends {
+            let who = [("pool", pool.name.as_str()), ("backend", x.id.as_str())];
+            assert_eq!(
+                parsed.value("sutazai_balancer_backend_requests", "counter", &who),
+                x.requests_total as f64
+            );
+            assert_eq!(
+                parsed.value("sutazai_balancer_backend_errors", "counter", &who),
+                x.errors_total as f64
+            );
+            assert_eq!(
+                parsed.value("sutazai_balancer_backend_in_flight", "gauge", &who),
+                x.in_flight as f64
+            );
+            assert_eq!(
+                parsed.value("sutazai_balancer_backend_ejections", "counter", &who),
+                f64::from(x.ejections)
+            );
+            assert!(close(
+                parsed.value("sutazai_balancer_backend_ewma_seconds", "gauge", &who),
+                x.ewma_ms / 1000.0
+            ));
+            // One-hot: exactly the backend's own state is 1.
+            let health: Vec<(String, f64)> = parsed
+                .samples("sutazai_balancer_backend_health", "gauge")
+                .into_iter()
+                .filter(|(l, _)| l["pool"] == pool.name && l["backend"] == x.id)
+                .map(|(l, v)| (l["state"].clone(), v))
+                .collect();
+            assert_eq!(health.len(), 4, "{health:?}");
+            for (state, v) in health {
+                assert_eq!(v == 1.0, state == x.health.name(), "{} {state}", x.id);
+            }
+        }
+    }
+    let p99 = [("pool", "compute"), ("backend", "127.0.0.1:19001")];
+    assert!(close(
+        parsed.value(
+            "sutazai_balancer_backend_latency_p99_seconds",
+            "gauge",
+            &p99
+        ),
+        0.85
+    ));
+    assert_eq!(
+        parsed.unit("sutazai_balancer_backend_latency_p99_seconds"),
+        "seconds"
+    );
+    // The ejected backend had no requests this tick: no latency, but its time left out.
+    let out = [("pool", "default"), ("backend", "10.0.0.7:8000")];
+    assert_eq!(
+        parsed
+            .samples("sutazai_balancer_backend_latency_p50_seconds", "gauge")
+            .len(),
+        4
+    );
+    assert_eq!(
+        parsed.value(
+            "sutazai_balancer_backend_ejected_remaining_seconds",
+            "gauge",
+            &out
+        ),
+        45.0
+    );
+    assert_eq!(
+        parsed.value(
+            "sutazai_balancer_backend_circuit",
+            "gauge",
+            &[("backend", "127.0.0.1:19002"), ("state", "half_open")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        parsed.value(
+            "sutazai_balancer_backend_circuit",
+            "gauge",
+            &[("backend", "10.0.0.7:8000"), ("state", "open")]
+        ),
+        1.0
+    );
+
+    // Off: only the flag, no figure invented.
+    let off = parse(&sutazai_top::metrics::render(&common::with_containers(3)));
+    assert_eq!(off.value("sutazai_balancer_enabled", "gauge", &[]), 0.0);
+    assert!(!off.0.contains_key("sutazai_balancer_requests"));
+    assert!(!off.0.contains_key("sutazai_balancer_backend_in_flight"));
+}
+
+#[test]
 fn odd_label_values_survive_the_real_parser() {
     let mut snap = common::with_containers(2);
     snap.containers.agents[0].name = "quote\" back\\slash\nnewline".into();

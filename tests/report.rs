@@ -134,9 +134,10 @@ fn json_report_of_a_running_engine_matches_the_schema() {
         "{}",
         report["cache"]
     );
-    for part in ["pools", "balancer"] {
-        assert_eq!(report[part]["status"], "not built");
-    }
+    assert_eq!(report["pools"]["status"], "not built");
+    // The test config leaves the balancer off: said so, no figures.
+    assert_eq!(report["balancer"]["status"], "off");
+    assert!(report["balancer"].get("stats").is_none());
 
     // The validator really checks: a report missing a section, or with a wrong type, fails.
     let mut broken = report.clone();
@@ -165,6 +166,33 @@ fn json_report_with_proposals_and_changes_matches_the_schema() {
     assert_eq!(applied["outcome"]["guards"][0]["window_mean"], 1.2);
     assert_eq!(report["changes"]["active"].as_array().unwrap().len(), 2);
     assert_eq!(report["bottlenecks"][0]["evidence"][0]["value"], 96.5);
+}
+
+#[test]
+fn json_report_with_a_running_balancer_matches_the_schema() {
+    let snap = common::with_balancer(rich_snapshot());
+    let json = sutazai_top::report::to_json(&snap).unwrap();
+    validate(&json).unwrap_or_else(|e| panic!("{e}"));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["balancer"]["status"], "running");
+    let pools = report["balancer"]["stats"]["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0]["backends"][2]["health"], "ejected");
+    // The schema really checks the balancer: running without figures, an unknown health,
+    // and figures while off all fail.
+    let mut broken = report.clone();
+    broken["balancer"].as_object_mut().unwrap().remove("stats");
+    assert!(
+        validate(&broken.to_string()).is_err(),
+        "running without stats"
+    );
+    let mut broken = report.clone();
+    broken["balancer"]["stats"]["pools"][0]["backends"][0]["health"] = "fine".into();
+    let err = validate(&broken.to_string()).expect_err("health \"fine\" passed");
+    assert!(err.contains("health"), "{err}");
+    let mut broken = report;
+    broken["balancer"]["status"] = "off".into();
+    assert!(validate(&broken.to_string()).is_err(), "off with stats");
 }
 
 #[test]

@@ -236,21 +236,12 @@ fn docker_states_explain_themselves() {
 #[test]
 fn panes_without_an_engine_show_no_numbers() {
     let snap = common::numa64();
-    for (pane, issue) in [(Pane::Balancer, Some("issue #6")), (Pane::Pools, None)] {
-        let buffer = render(&snap, &focused(pane), SMALL);
-        // The body: below the header and tab bar, above the summary line.
-        let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
-        assert!(body.contains("not built yet"), "{pane:?}: {body}");
-        if let Some(issue) = issue {
-            assert!(body.contains(issue), "{pane:?} names its issue");
-        }
-        let digits: String = body
-            .replace(issue.unwrap_or("#"), "")
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
-        assert!(digits.is_empty(), "{pane:?} shows numbers: {digits}");
-    }
+    let buffer = render(&snap, &focused(Pane::Pools), SMALL);
+    // The body: below the header and tab bar, above the summary line.
+    let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
+    assert!(body.contains("not built yet"), "{body}");
+    let digits: String = body.chars().filter(char::is_ascii_digit).collect();
+    assert!(digits.is_empty(), "the pools pane shows numbers: {digits}");
 }
 
 /// The cache pane's body (below the header and tab bar, above the summary line) at 80x24.
@@ -327,6 +318,116 @@ fn a_fresh_cache_shows_no_invented_ratios() {
         "no hit ratio before a lookup: {l1}"
     );
     insta::assert_snapshot!("cache_fresh_80x24", body);
+}
+
+/// The balancer pane's body (below the header and tab bar, above the summary line) at 80x24.
+fn balancer_body(snap: &Snapshot) -> String {
+    let buffer = render(snap, &focused(Pane::Balancer), SMALL);
+    (3..23)
+        .map(|y| row_text(&buffer, y).trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_balancer_that_is_off_says_so_how_to_enable_it_and_shows_no_numbers() {
+    let body = balancer_body(&common::numa64());
+    assert!(body.contains("Balancer off"), "{body}");
+    assert!(body.contains("[balancer] enabled = true"), "{body}");
+    let digits: String = body.chars().filter(char::is_ascii_digit).collect();
+    assert!(digits.is_empty(), "shows numbers: {digits}\n{body}");
+    let grid = text(&render(&common::numa64(), &App::default(), LARGE));
+    assert!(
+        grid.contains("off (set [balancer] enabled = true)"),
+        "{grid}"
+    );
+}
+
+#[test]
+fn the_balancer_pane_shows_each_pool_and_backend() {
+    let snap = common::with_balancer(common::numa64());
+    let body = balancer_body(&snap);
+    for expected in [
+        "Listen 127.0.0.1:8080 · 1286 req/s · 1.2M requests",
+        "Queued 3 · 503s 17 · retries 40 (2 over budget) · bad requests 5",
+        "Pool default · peak-ewma · 2/3 up · rule: default",
+        // Too long for 78 cells: the rule, last, is cut.
+        "Pool compute · least-connections · 2/2 up · rule: header x-request-type: comp…",
+        "127.0.0.1:18081 up      closed       3/100    420  1.2ms  8.5ms      2      0",
+        "10.0.0.7:8000   ejected open         0/100      0      –      –     57  2/45s",
+        "127.0.0.1:19001 up      closed       12/16   35.2  120ms  850ms      1      0",
+        "127.0.0.1:19002 up      half-open     1/16    0.4 95.0ms 95.0ms      9      1",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in\n{body}");
+    }
+    for line in body.lines() {
+        assert!(line.chars().count() <= 80, "too wide: {line}");
+    }
+    insta::assert_snapshot!("balancer_working_80x24", body);
+
+    // Wide, one pane at a time: every column, the source and EWMA included, the rule whole.
+    let wide = text(&render(&snap, &focused(Pane::Balancer), WIDE_TAB));
+    for expected in [
+        "Listen 127.0.0.1:8080 · 1286 req/s · 1.2M requests · Queued 3 · 503s 17",
+        "rule: header x-request-type: compute",
+        "Source",
+        "docker:agent-007",
+        "EWMA",
+        "250ms",
+    ] {
+        assert!(wide.contains(expected), "missing {expected:?} in\n{wide}");
+    }
+    insta::assert_snapshot!("balancer_working_150x30", wide);
+
+    // The grid's compact row: the whole proxy in one line.
+    let grid = text(&render(&snap, &focused(Pane::Balancer), LARGE));
+    assert!(
+        grid.contains("1286 req/s · 4/5 up · 1 ejected · 3 queued"),
+        "{grid}"
+    );
+    insta::assert_snapshot!("balancer_working_200x50", grid);
+}
+
+#[test]
+fn a_balancer_cell_is_coloured_by_its_state() {
+    let snap = common::with_balancer(common::numa64());
+    let buffer = render(&snap, &focused(Pane::Balancer), SMALL);
+    let find = |needle: &str| -> (u16, u16) {
+        for y in 0..buffer.area.height {
+            if let Some(at) = row_text(&buffer, y).find(needle) {
+                let x = row_text(&buffer, y)[..at].chars().count() as u16;
+                return (x, y);
+            }
+        }
+        panic!("{needle} not shown");
+    };
+    let (x, y) = find("half-open");
+    assert_eq!(buffer[(x, y)].fg, theme::warning().fg.unwrap());
+    let (x, y) = find("ejected open");
+    assert_eq!(buffer[(x, y)].fg, theme::warning().fg.unwrap());
+    assert_eq!(buffer[(x + 8, y)].fg, theme::error().fg.unwrap());
+}
+
+#[test]
+fn a_balancer_with_more_backends_than_rows_says_how_many_are_hidden() {
+    let mut snap = common::with_balancer(common::numa64());
+    let balancer = snap.balancer.as_mut().unwrap();
+    let template = balancer.pools[0].backends[0].clone();
+    balancer.pools[0].backends = (0..30)
+        .map(|i| sutazai_top::balancer::BackendSnapshot {
+            id: format!("127.0.0.1:{}", 20_000 + i),
+            ..template.clone()
+        })
+        .collect();
+    let body = balancer_body(&snap);
+    // 18 rows: two header lines, pool line, column header, 13 backends, the note; the
+    // 17 backends of default that do not fit and both of compute are hidden.
+    assert!(
+        body.contains("… 19 more backends (a taller terminal shows them)"),
+        "{body}"
+    );
+    assert!(body.contains("127.0.0.1:20012"), "{body}");
+    assert!(!body.contains("127.0.0.1:20013"), "{body}");
 }
 
 #[test]
@@ -812,6 +913,7 @@ fn the_grid_shows_every_pane_at_once() {
         "Balancer",
         "Proposals",
         "off ([cache] enabled = false)",
+        "off (set [balancer] enabled = true)",
     ] {
         assert!(shown.contains(title), "{title}:\n{shown}");
     }

@@ -615,11 +615,93 @@ fn cache(html: &mut String, r: &Report) {
     html.push_str("</tbody></table>");
 }
 
+/// The load balancer: its totals and a row per backend of each pool, or why there is none.
+fn balancer(html: &mut String, r: &Report) {
+    html.push_str("<h2>Load balancer</h2>");
+    let Some(b) = r.balancer.stats else {
+        let _ = write!(
+            html,
+            r#"<p class="notbuilt">{}: {}</p>"#,
+            esc(r.balancer.status),
+            esc(r.balancer.note)
+        );
+        return;
+    };
+    let _ = write!(
+        html,
+        "<p>listening on {} · {:.1} requests/s · {} requests · {} queued · {} answered 503 · \
+         {} retries ({} over budget) · {} bad requests</p>",
+        esc(&b.listen),
+        b.requests_per_sec,
+        b.requests_total,
+        b.queued,
+        b.rejected_total,
+        b.retries_total,
+        b.retries_over_budget_total,
+        b.bad_requests_total
+    );
+    for pool in &b.pools {
+        let _ = write!(
+            html,
+            "<h3>Pool {} · {} · rule: {}</h3>",
+            esc(&pool.name),
+            esc(&pool.algorithm),
+            esc(&pool.rule)
+        );
+        if pool.backends.is_empty() {
+            html.push_str(r#"<p class="muted">no backends</p>"#);
+            continue;
+        }
+        html.push_str(
+            "<table><thead><tr><th>Backend</th><th>Source</th><th>Health</th><th>Circuit</th>\
+             <th>Weight</th><th>In flight / max</th><th>Requests/s</th><th>Requests</th>\
+             <th>p50 ms</th><th>p99 ms</th><th>Errors</th><th>EWMA ms</th><th>Ejections</th>\
+             </tr></thead><tbody>",
+        );
+        for x in &pool.backends {
+            balancer_row(html, x);
+        }
+        html.push_str("</tbody></table>");
+    }
+}
+
+fn balancer_row(html: &mut String, x: &crate::balancer::BackendSnapshot) {
+    let ms = |v: Option<f64>| v.map_or("–".to_string(), |ms| format!("{ms:.2}"));
+    let source = match &x.source {
+        crate::balancer::BackendSource::Config => "config".to_string(),
+        crate::balancer::BackendSource::Api => "api".to_string(),
+        crate::balancer::BackendSource::Docker { container } => format!("docker {container}"),
+    };
+    let ejections = match x.ejected_for_secs {
+        Some(secs) => format!("{} (out for {secs} s more)", x.ejections),
+        None => x.ejections.to_string(),
+    };
+    let _ = write!(
+        html,
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td>\
+         <td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+        esc(&x.id),
+        esc(&source),
+        x.health.name(),
+        x.circuit.name(),
+        x.weight,
+        x.in_flight,
+        x.max_connections,
+        x.requests_per_sec,
+        x.requests_total,
+        ms(x.latency_p50_ms),
+        ms(x.latency_p99_ms),
+        x.errors_total,
+        x.ewma_ms,
+        esc(&ejections)
+    );
+}
+
 fn not_built(html: &mut String, r: &Report) {
     cache(html, r);
-    html.push_str("<h2>Pools, balancer</h2><table><tbody>");
-    let parts: [(&str, &PartStatus); 2] =
-        [("Memory pools", &r.pools), ("Load balancer", &r.balancer)];
+    balancer(html, r);
+    html.push_str("<h2>Pools</h2><table><tbody>");
+    let parts: [(&str, &PartStatus); 1] = [("Memory pools", &r.pools)];
     for (name, part) in parts {
         let _ = write!(
             html,

@@ -34,7 +34,8 @@ pub struct Report<'a> {
     pub cache: CacheSection<'a>,
     /// The serving parts of the product this build does not have yet.
     pub pools: PartStatus,
-    pub balancer: PartStatus,
+    /// The load balancer: its figures per pool and backend when it runs.
+    pub balancer: BalancerSection<'a>,
     /// Everything the engine knew at that tick, history rings included.
     pub snapshot: &'a Snapshot,
 }
@@ -217,6 +218,33 @@ fn cache_section(snap: &Snapshot) -> CacheSection<'_> {
     }
 }
 
+/// The load balancer as the report shows it: "running" with the engine's own figures, or
+/// "off" (never invented numbers).
+#[derive(Debug, Serialize)]
+pub struct BalancerSection<'a> {
+    pub status: &'static str,
+    pub note: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<&'a crate::balancer::BalancerSnapshot>,
+}
+
+fn balancer_section(snap: &Snapshot) -> BalancerSection<'_> {
+    match &snap.balancer {
+        Some(stats) => BalancerSection {
+            status: "running",
+            note: "the engine's proxy in front of agent replicas: totals, and per pool each \
+                   backend's health, circuit, load, latency and ejections",
+            stats: Some(stats),
+        },
+        None => BalancerSection {
+            status: "off",
+            note: "the load balancer is disabled ([balancer] enabled = false) or this face has \
+                   no engine",
+            stats: None,
+        },
+    }
+}
+
 const NOT_BUILT: PartStatus = PartStatus {
     status: "not built",
     note: "this part of the product does not exist in this build; no figures are reported",
@@ -239,7 +267,7 @@ impl<'a> Report<'a> {
             changes: changes_section(snap),
             cache: cache_section(snap),
             pools: NOT_BUILT,
-            balancer: NOT_BUILT,
+            balancer: balancer_section(snap),
             snapshot: snap,
         }
     }

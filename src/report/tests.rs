@@ -38,6 +38,89 @@ fn reports_are_new_files_that_parse() {
     assert_eq!(value["cache"]["status"], "off");
     assert!(value["cache"].get("stats").is_none());
     assert_eq!(value["pools"]["status"], "not built");
+    // Nor balancer figures: it is off, and says how it would be turned on.
+    assert_eq!(value["balancer"]["status"], "off");
+    assert!(value["balancer"].get("stats").is_none());
+    assert!(
+        value["balancer"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("[balancer] enabled = false")
+    );
+}
+
+fn balancer_snapshot() -> crate::balancer::BalancerSnapshot {
+    use crate::balancer::{
+        BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
+    };
+    let up = BackendSnapshot {
+        id: "127.0.0.1:18081".into(),
+        host: "127.0.0.1".into(),
+        port: 18081,
+        weight: 1,
+        max_connections: 100,
+        health: Health::Up,
+        requests_total: 900,
+        requests_per_sec: 12.5,
+        latency_p50_ms: Some(1.25),
+        latency_p99_ms: Some(9.5),
+        ewma_ms: 1.5,
+        ..BackendSnapshot::default()
+    };
+    let ejected = BackendSnapshot {
+        id: "<i>10.0.0.7:8000".into(),
+        source: BackendSource::Docker {
+            container: "agent-007".into(),
+        },
+        health: Health::Ejected,
+        circuit: CircuitState::HalfOpen,
+        errors_total: 57,
+        ejections: 2,
+        ejected_for_secs: Some(45),
+        ..up.clone()
+    };
+    BalancerSnapshot {
+        listen: "127.0.0.1:8080".into(),
+        requests_total: 1_000,
+        requests_per_sec: 12.5,
+        rejected_total: 3,
+        pools: vec![PoolSnapshot {
+            name: "default".into(),
+            algorithm: "round-robin".into(),
+            rule: "default".into(),
+            backends: vec![up, ejected],
+        }],
+        ..BalancerSnapshot::default()
+    }
+}
+
+#[test]
+fn a_running_balancer_is_reported_with_its_own_figures() {
+    let mut snap = snap_at(2);
+    snap.balancer = Some(balancer_snapshot());
+    let value: serde_json::Value = serde_json::from_str(&to_json(&snap).unwrap()).unwrap();
+    let section = &value["balancer"];
+    assert_eq!(section["status"], "running");
+    assert_eq!(section["stats"]["listen"], "127.0.0.1:8080");
+    let backends = &section["stats"]["pools"][0]["backends"];
+    assert_eq!(backends[0]["latency_p99_ms"], 9.5);
+    assert_eq!(backends[1]["health"], "ejected");
+    assert_eq!(backends[1]["circuit"], "half_open");
+    assert_eq!(backends[1]["source"]["kind"], "docker");
+    assert_eq!(backends[1]["ejected_for_secs"], 45);
+
+    let html = to_html(&snap);
+    assert!(html.contains("<h2>Load balancer</h2>"), "{html}");
+    assert!(html.contains("listening on 127.0.0.1:8080 · 12.5 requests/s"));
+    assert!(html.contains("<h3>Pool default · round-robin · rule: default</h3>"));
+    assert!(html.contains("<td>127.0.0.1:18081</td><td>config</td><td>up</td><td>closed</td>"));
+    assert!(
+        html.contains("<td>1.25</td><td>9.50</td>"),
+        "latencies in ms"
+    );
+    assert!(html.contains("<td>2 (out for 45 s more)</td>"));
+    assert!(html.contains("&lt;i&gt;10.0.0.7:8000"), "ids are escaped");
+    assert!(!html.contains("<i>10.0.0.7"));
 }
 
 #[test]
@@ -113,6 +196,7 @@ fn html_escapes_everything_and_draws_empty_charts() {
     assert!(!html.contains("<b>&'"));
     assert!(html.contains("no samples yet"));
     assert!(html.contains("not built"));
+    assert!(html.contains("off: the load balancer is disabled"));
 }
 
 #[test]

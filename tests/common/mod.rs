@@ -635,3 +635,91 @@ pub fn with_fresh_cache(mut snap: Snapshot) -> Snapshot {
     snap.cache = Some(cache);
     snap
 }
+
+/// A balancer that has worked a while: two pools, five backends. In `default` one backend
+/// is ejected (circuit open, out for 45 s more, twice so far); in `compute` one is half-open
+/// (its probe in flight) and the other close to its connection limit.
+pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
+    use sutazai_top::balancer::{
+        BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
+    };
+    let backend =
+        |host: &str, port: u16, source: BackendSource, weight: u32, max: u32| BackendSnapshot {
+            id: format!("{host}:{port}"),
+            host: host.into(),
+            port,
+            weight,
+            max_connections: max,
+            source,
+            health: Health::Up,
+            ..BackendSnapshot::default()
+        };
+    let mut a = backend("127.0.0.1", 18081, BackendSource::Config, 1, 100);
+    (a.in_flight, a.requests_total, a.requests_per_sec) = (3, 400_000, 420.5);
+    (a.errors_total, a.ewma_ms) = (2, 1.4);
+    (a.latency_p50_ms, a.latency_p99_ms) = (Some(1.2), Some(8.5));
+    let mut b = backend("127.0.0.1", 18082, BackendSource::Config, 2, 100);
+    (b.in_flight, b.requests_total, b.requests_per_sec) = (7, 800_000, 830.0);
+    (b.errors_total, b.ewma_ms) = (0, 1.3);
+    (b.latency_p50_ms, b.latency_p99_ms) = (Some(1.1), Some(9.8));
+    let mut ejected = backend(
+        "10.0.0.7",
+        8000,
+        BackendSource::Docker {
+            container: "agent-007".into(),
+        },
+        1,
+        100,
+    );
+    ejected.health = Health::Ejected;
+    ejected.circuit = CircuitState::Open;
+    (
+        ejected.requests_total,
+        ejected.errors_total,
+        ejected.ewma_ms,
+    ) = (34_000, 57, 250.0);
+    (ejected.ejections, ejected.ejected_for_secs) = (2, Some(45));
+    let mut busy = backend("127.0.0.1", 19001, BackendSource::Api, 4, 16);
+    (busy.in_flight, busy.requests_total, busy.requests_per_sec) = (12, 500, 35.2);
+    (busy.errors_total, busy.ewma_ms) = (1, 140.0);
+    (busy.latency_p50_ms, busy.latency_p99_ms) = (Some(120.0), Some(850.0));
+    let mut probing = backend("127.0.0.1", 19002, BackendSource::Api, 1, 16);
+    probing.circuit = CircuitState::HalfOpen;
+    (
+        probing.in_flight,
+        probing.requests_total,
+        probing.requests_per_sec,
+    ) = (1, 67, 0.4);
+    (probing.errors_total, probing.ewma_ms, probing.ejections) = (9, 600.0, 1);
+    (probing.latency_p50_ms, probing.latency_p99_ms) = (Some(95.0), Some(95.0));
+    BalancerSnapshot {
+        listen: "127.0.0.1:8080".into(),
+        requests_total: 1_234_567,
+        requests_per_sec: 1286.1,
+        queued: 3,
+        rejected_total: 17,
+        retries_total: 40,
+        retries_over_budget_total: 2,
+        bad_requests_total: 5,
+        pools: vec![
+            PoolSnapshot {
+                name: "default".into(),
+                algorithm: "peak-ewma".into(),
+                rule: "default".into(),
+                backends: vec![a, b, ejected],
+            },
+            PoolSnapshot {
+                name: "compute".into(),
+                algorithm: "least-connections".into(),
+                rule: "header x-request-type: compute".into(),
+                backends: vec![busy, probing],
+            },
+        ],
+    }
+}
+
+/// `snap` with the working balancer above.
+pub fn with_balancer(mut snap: Snapshot) -> Snapshot {
+    snap.balancer = Some(balancer_snapshot());
+    snap
+}

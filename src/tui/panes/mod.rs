@@ -34,7 +34,7 @@ pub fn render(frame: &mut Frame, area: Rect, pane: Pane, snap: &Snapshot, app: &
         Pane::Io => io::render(frame, area, snap, focused),
         Pane::Pools => pools::render(frame, area, focused),
         Pane::Cache => cache::render(frame, area, snap, focused),
-        Pane::Balancer => balancer::render(frame, area, focused),
+        Pane::Balancer => balancer::render(frame, area, snap, focused),
         Pane::Proposals => proposals::render(frame, area, snap, app, focused),
         Pane::Log => log::render(frame, area, snap, focused),
     }
