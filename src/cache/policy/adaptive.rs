@@ -11,6 +11,14 @@
 //! its resident set becomes exactly the level's.
 //!
 //! Priority is whatever the followed policy does with it (each shadow receives it).
+//!
+//! Large levels are judged on a sample: once the level holds `SAMPLE_FROM` entries, the
+//! followed policy runs on its own over every key and the shadows become miniature caches
+//! (1/`SAMPLE_RATE` of the capacity) fed only the keys whose hash falls in a fixed 1 in
+//! `SAMPLE_RATE` slice — spatial sampling (SHARDS, Waldspurger et al., FAST '15 and ATC '17),
+//! whose miniature caches predict the full-size hit ratio closely. Without it, every access
+//! paid five policies' bookkeeping; with it, one policy's plus 5/`SAMPLE_RATE`. A switch then
+//! builds a fresh full-size policy of the leader's kind from the level's keys.
 
 use super::arc::Arc;
 use super::lfu::Lfu;
@@ -36,6 +44,30 @@ const INITIAL: usize = 3;
 const PERSIST: u32 = 2;
 /// Epochs after a switch during which no other switch is considered.
 const COOLDOWN: u32 = 4;
+/// Resident entries from which the shadows are sampled (below it they see every key: a
+/// small cache's miniature would be too small to tell policies apart).
+const SAMPLE_FROM: usize = 8192;
+/// One key in this many is fed to the sampled shadows (a power of two).
+const SAMPLE_RATE: u64 = 8;
+
+/// The policies the shadows run, in this order (`INITIAL` indexes it).
+fn candidates(capacity: u64) -> Vec<Box<dyn Policy>> {
+    vec![
+        Box::new(Lru::new(capacity)),
+        Box::new(Lfu::new(capacity)),
+        Box::new(Arc::new(capacity)),
+        Box::new(WTinyLfu::new(capacity)),
+        Box::new(S3Fifo::new(capacity)),
+    ]
+}
+
+/// Whether a key is in the sampled slice. Mixed first: keys are hashes in the cache but
+/// plain block numbers when a trace is replayed, and the shard already chose by the high
+/// bits of the hash.
+fn sampled(key: KeyHash) -> bool {
+    let mixed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed >> (64 - SAMPLE_RATE.trailing_zeros()) == 0
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Resident {
@@ -46,6 +78,11 @@ struct Resident {
 pub struct Adaptive {
     capacity: u64,
     shadows: Vec<Box<dyn Policy>>,
+    /// Once sampling: the followed policy at full size, over every key (before, the chosen
+    /// shadow itself is the real policy).
+    real: Option<Box<dyn Policy>>,
+    /// Resident entries from which the shadows are sampled (`SAMPLE_FROM`).
+    sample_from: usize,
     chosen: usize,
     switch_to: Option<usize>,
     resident: KeyMap<Resident>,
@@ -64,17 +101,13 @@ pub struct Adaptive {
 
 impl Adaptive {
     pub fn new(capacity: u64) -> Self {
-        let shadows: Vec<Box<dyn Policy>> = vec![
-            Box::new(Lru::new(capacity)),
-            Box::new(Lfu::new(capacity)),
-            Box::new(Arc::new(capacity)),
-            Box::new(WTinyLfu::new(capacity)),
-            Box::new(S3Fifo::new(capacity)),
-        ];
+        let shadows = candidates(capacity);
         let count = shadows.len();
         Self {
             capacity,
             shadows,
+            real: None,
+            sample_from: SAMPLE_FROM,
             chosen: INITIAL,
             leader: INITIAL,
             lead_epochs: 0,
@@ -105,8 +138,46 @@ impl Adaptive {
             .collect()
     }
 
+    /// Whether the shadows see a sample of the keys rather than all of them.
+    pub fn sampling(&self) -> bool {
+        self.real.is_some()
+    }
+
     fn epoch_length(&self) -> u64 {
-        (self.resident.len() as u64).clamp(MIN_EPOCH, MAX_EPOCH)
+        let seen = match self.real {
+            Some(_) => self.resident.len() as u64 / SAMPLE_RATE,
+            None => self.resident.len() as u64,
+        };
+        seen.clamp(MIN_EPOCH, MAX_EPOCH)
+    }
+
+    /// The policy deciding what the level holds.
+    fn real_mut(&mut self) -> &mut dyn Policy {
+        match &mut self.real {
+            Some(real) => real.as_mut(),
+            None => self.shadows[self.chosen].as_mut(),
+        }
+    }
+
+    /// Whether the shadows see `key`.
+    fn shadows_see(&self, key: KeyHash) -> bool {
+        self.real.is_none() || sampled(key)
+    }
+
+    /// The level has grown large: the followed shadow becomes the real policy, and each
+    /// shadow is shrunk to a miniature holding the sampled keys it held (those the level
+    /// has too, whose weights are known), so the scores go on without a warm-up.
+    fn start_sampling(&mut self) {
+        let miniature = (self.capacity / SAMPLE_RATE).max(1);
+        let mut full_size = std::mem::replace(&mut self.shadows, candidates(miniature));
+        for (small, full) in self.shadows.iter_mut().zip(&full_size) {
+            for key in full.resident_keys().into_iter().rev() {
+                if let Some(entry) = self.resident.get(&key).filter(|_| sampled(key)) {
+                    small.on_insert(key, entry.weight, entry.priority);
+                }
+            }
+        }
+        self.real = Some(full_size.swap_remove(self.chosen));
     }
 
     fn end_of_access(&mut self) {
@@ -156,6 +227,10 @@ impl Adaptive {
     /// offered to the level's keys it lacks (coldest first, so the new policy ranks them
     /// below its own), and whatever it then refuses or evicts is evicted for real.
     fn switch(&mut self, next: usize, evicted: &mut Vec<KeyHash>) {
+        if self.real.is_some() {
+            self.switch_real(next, evicted);
+            return;
+        }
         let previous = self.shadows[self.chosen].resident_keys();
         for key in self.shadows[next].resident_keys() {
             if !self.resident.contains_key(&key) {
@@ -177,6 +252,32 @@ impl Adaptive {
                 }
             }
         }
+        self.chosen = next;
+        self.switches += 1;
+    }
+
+    /// `switch` once sampling: a fresh full-size policy of the leader's kind takes the
+    /// level's keys (in the old policy's order reversed, as `switch` offers them), and what
+    /// it cannot hold is evicted for real.
+    fn switch_real(&mut self, next: usize, evicted: &mut Vec<KeyHash>) {
+        let name = self.shadows[next].name();
+        let Some(mut fresh) = super::by_name(name, self.capacity) else {
+            return;
+        };
+        let previous = self.real_mut().resident_keys();
+        for &key in previous.iter().rev() {
+            let Some(&entry) = self.resident.get(&key) else {
+                continue;
+            };
+            for gone in fresh.on_insert(key, entry.weight, entry.priority) {
+                if self.resident.contains_key(&gone) {
+                    self.drop_resident(gone);
+                    self.stats.evictions += 1;
+                    evicted.push(gone);
+                }
+            }
+        }
+        self.real = Some(fresh);
         self.chosen = next;
         self.switches += 1;
     }
@@ -210,6 +311,12 @@ impl Policy for Adaptive {
             entry.priority = Priority::Normal;
         }
         let entry = *entry;
+        if let Some(real) = &mut self.real {
+            real.on_hit(key);
+            if !sampled(key) {
+                return;
+            }
+        }
         for (i, shadow) in self.shadows.iter_mut().enumerate() {
             if shadow.contains(key) {
                 shadow.on_hit(key);
@@ -223,6 +330,12 @@ impl Policy for Adaptive {
     }
     fn on_miss(&mut self, key: KeyHash) {
         self.stats.misses += 1;
+        if let Some(real) = &mut self.real {
+            real.on_miss(key);
+            if !sampled(key) {
+                return;
+            }
+        }
         for (i, shadow) in self.shadows.iter_mut().enumerate() {
             if shadow.contains(key) {
                 // The shadow would have hit; the level will insert, which it already holds.
@@ -239,14 +352,17 @@ impl Policy for Adaptive {
         if let Some(next) = self.switch_to.take() {
             self.switch(next, &mut evicted);
         }
-        for (i, shadow) in self.shadows.iter_mut().enumerate() {
-            if i != self.chosen {
-                shadow.on_insert(key, weight, priority);
+        let sampling = self.real.is_some();
+        if self.shadows_see(key) {
+            for (i, shadow) in self.shadows.iter_mut().enumerate() {
+                if sampling || i != self.chosen {
+                    shadow.on_insert(key, weight, priority);
+                }
             }
         }
-        let real = self.shadows[self.chosen].on_insert(key, weight, priority);
+        let real = self.real_mut().on_insert(key, weight, priority);
         self.drop_resident(key);
-        if self.shadows[self.chosen].contains(key) {
+        if self.real_mut().contains(key) {
             self.resident.insert(key, Resident { weight, priority });
             self.weight += weight;
         } else {
@@ -261,10 +377,16 @@ impl Policy for Adaptive {
                 evicted.push(gone);
             }
         }
+        if !sampling && self.resident.len() >= self.sample_from {
+            self.start_sampling();
+        }
         evicted
     }
     fn on_remove(&mut self, key: KeyHash) {
         self.drop_resident(key);
+        if let Some(real) = &mut self.real {
+            real.on_remove(key);
+        }
         for shadow in &mut self.shadows {
             shadow.on_remove(key);
         }
@@ -289,7 +411,10 @@ mod tests {
     use crate::cache::policy::access;
 
     fn assert_sets_equal(adaptive: &Adaptive) {
-        let mut policy_keys = adaptive.shadows[adaptive.chosen].resident_keys();
+        let real = adaptive.real.as_ref();
+        let mut policy_keys = real
+            .unwrap_or(&adaptive.shadows[adaptive.chosen])
+            .resident_keys();
         let mut level_keys = adaptive.resident_keys();
         policy_keys.sort_unstable();
         level_keys.sort_unstable();
@@ -323,6 +448,58 @@ mod tests {
             "{chosen}"
         );
         assert_sets_equal(&adaptive);
+    }
+
+    #[test]
+    fn a_large_level_samples_its_shadows_and_still_follows_the_winner() {
+        let capacity = 20_000;
+        // Every key used twice, 3000 accesses apart, never again: recency wins (as in the
+        // small case above), and the level grows past SAMPLE_FROM on the way.
+        let replay = |adaptive: &mut Adaptive| {
+            let mut hits = 0u64;
+            let gap = 3_000;
+            for i in gap..200_000u64 {
+                hits += u64::from(access(adaptive, i));
+                hits += u64::from(access(adaptive, i - gap));
+            }
+            hits
+        };
+        let mut unsampled = Adaptive::new(capacity);
+        unsampled.sample_from = usize::MAX;
+        let unsampled_hits = replay(&mut unsampled);
+        let mut adaptive = Adaptive::new(capacity);
+        let hits = replay(&mut adaptive);
+        assert!(adaptive.sampling(), "{} resident", adaptive.len());
+        assert!(!unsampled.sampling());
+        let miniature = adaptive.shadows[0].capacity();
+        assert_eq!(miniature, capacity / SAMPLE_RATE);
+        // The shadows saw about one key in SAMPLE_RATE.
+        let shadow_lookups = adaptive.shadows[0].stats().hits + adaptive.shadows[0].stats().misses;
+        let all = adaptive.stats().hits + adaptive.stats().misses;
+        let share = shadow_lookups as f64 / all as f64;
+        assert!(
+            (0.08..0.17).contains(&share),
+            "shadows saw {shadow_lookups} of {all} lookups"
+        );
+        let chosen = adaptive.chosen();
+        assert_ne!(chosen, "w-tinylfu", "switched away from the initial policy");
+        // Sampling decides later (fresh miniatures learn first), and must cost little.
+        assert!(
+            hits as f64 >= 0.9 * unsampled_hits as f64,
+            "{hits} hits sampled vs {unsampled_hits} unsampled, under {chosen}"
+        );
+        assert_sets_equal(&adaptive);
+        // A loop slightly larger than the cache: frequency wins, sampled as well.
+        for i in 0..600_000u64 {
+            access(&mut adaptive, 10_000_000 + i % 22_000);
+        }
+        let chosen = adaptive.chosen();
+        assert!(
+            ["lfu", "w-tinylfu", "s3-fifo"].contains(&chosen),
+            "{chosen}"
+        );
+        assert_sets_equal(&adaptive);
+        assert!(adaptive.weight() <= capacity && adaptive.len() <= capacity as usize);
     }
 
     #[test]
