@@ -61,7 +61,9 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, app: &App) {
 }
 
 /// Large terminals: cores and memory on top; containers beside processes in the middle;
-/// the log beside disks and network below; the not-yet-built panes in one compact row.
+/// the log beside disks and network below; pools, cache, balancer and proposals in one
+/// compact row of one-line summaries. Focusing one of those (Tab) opens it in full in the
+/// middle row, in place of containers and processes, until the focus moves on.
 fn draw_grid(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App) {
     let mut rest = area;
     let top = take_top(&mut rest, 16);
@@ -72,11 +74,16 @@ fn draw_grid(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App) {
     let [containers, processes] = split_columns(middle, [55, 45]);
     let [log, io] = split_columns(bottom, [55, 45]);
     let [pools, cache, balancer, proposals] = split_columns(not_built, [25, 25, 25, 25]);
+    let compact = [Pane::Pools, Pane::Cache, Pane::Balancer, Pane::Proposals];
+    if compact.contains(&app.focus) {
+        panes::render(frame, middle, app.focus, snap, app);
+    } else {
+        panes::render(frame, containers, Pane::Containers, snap, app);
+        panes::render(frame, processes, Pane::Processes, snap, app);
+    }
     let placed = [
         (Pane::Cores, cores),
         (Pane::Memory, memory),
-        (Pane::Containers, containers),
-        (Pane::Processes, processes),
         (Pane::Log, log),
         (Pane::Io, io),
         (Pane::Pools, pools),
