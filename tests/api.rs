@@ -582,3 +582,215 @@ fn a_remote_handle_mirrors_the_engine_and_turns_commands_into_calls() {
     assert_eq!(ended, sutazai_top::api::remote::Detached::Quit);
     assert_eq!(served.get("/api/health").status, 200);
 }
+
+/// A balancer backend: answers every request with `body`, one request per connection, on a
+/// thread of its own; stopped when dropped.
+struct TinyBackend {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TinyBackend {
+    fn start(body: &str) -> TinyBackend {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        TinyBackend {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TinyBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One GET through the proxy: (status code, body).
+fn get_through(proxy: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn balancer_backends_are_added_and_removed_through_the_api() {
+    let mut config = quiet_config();
+    config.balancer.enabled = true;
+    config.balancer.listen = "127.0.0.1:0".to_string();
+    let served = Served::start(config, tempfile::tempdir().unwrap());
+    let proxy = served
+        .engine
+        .handle
+        .balancer
+        .as_ref()
+        .expect("the balancer runs")
+        .local_addr();
+
+    let stats = served.get("/api/balancer");
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    let stats = json_of(&stats);
+    assert_eq!(stats["listen"], proxy.to_string());
+    assert_eq!(stats["pools"][0]["name"], "default");
+
+    let backend = TinyBackend::start("from-the-tiny-backend");
+    let id = format!("127.0.0.1:{}", backend.port);
+    let added = served.post(
+        "/api/balancer/backends",
+        &json!({"host": "127.0.0.1", "port": backend.port, "weight": 2}).to_string(),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    assert_eq!(
+        json_of(&added),
+        json!({"backend": id.clone(), "pools": ["default"]})
+    );
+    assert_eq!(
+        get_through(proxy, "/anything"),
+        (200, "from-the-tiny-backend".to_string())
+    );
+
+    // The next tick's snapshot shows it, from the API, with its weight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = json_of(&served.get("/api/balancer"));
+        let listed = stats["pools"][0]["backends"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(b) = listed.iter().find(|b| b["id"] == id.as_str()) {
+            assert_eq!(b["source"]["kind"], "api");
+            assert_eq!(b["weight"], 2);
+            assert!(b["requests_total"].as_u64().unwrap_or(0) >= 1, "{b}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in GET /api/balancer: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let again = served.post(
+        "/api/balancer/backends",
+        &json!({"host": "127.0.0.1", "port": backend.port}).to_string(),
+    );
+    assert_error(&again, 409, &id);
+    for (body, field) in [
+        (json!({"host": "127.0.0.1", "port": "80"}), "port"),
+        (json!({"host": "127.0.0.1", "port": 0}), "port"),
+        (json!({"port": 80}), "host"),
+        (
+            json!({"host": "127.0.0.1", "port": 80, "weight": 0}),
+            "weight",
+        ),
+        (
+            json!({"host": "127.0.0.1", "port": 80, "max_connections": -1}),
+            "max_connections",
+        ),
+        (
+            json!({"host": "127.0.0.1", "port": 80, "pool": "nope"}),
+            "pool",
+        ),
+        (
+            json!({"host": "127.0.0.1", "port": 80, "colour": 1}),
+            "colour",
+        ),
+    ] {
+        let r = served.post("/api/balancer/backends", &body.to_string());
+        assert_error(&r, 400, field);
+    }
+
+    let removed = served.call(
+        &served.client,
+        "DELETE",
+        &format!("/api/balancer/backends/{id}"),
+        b"",
+    );
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    assert_eq!(
+        json_of(&removed),
+        json!({"backend": id.clone(), "pools": ["default"]})
+    );
+    let gone = served.call(
+        &served.client,
+        "DELETE",
+        &format!("/api/balancer/backends/{id}"),
+        b"",
+    );
+    assert_error(&gone, 404, &id);
+    let malformed = served.call(&served.client, "DELETE", "/api/balancer/backends/nope", b"");
+    assert_error(&malformed, 400, "host:port");
+    // No backend left: the proxy answers 503 at once rather than hanging.
+    assert_eq!(get_through(proxy, "/anything").0, 503);
+}
+
+#[test]
+fn with_the_balancer_off_its_routes_say_so() {
+    let served = Served::start(quiet_config(), tempfile::tempdir().unwrap());
+    assert_error(&served.get("/api/balancer"), 404, "balancer");
+    let add = served.post(
+        "/api/balancer/backends",
+        &json!({"host": "127.0.0.1", "port": 80}).to_string(),
+    );
+    assert_error(&add, 409, "balancer");
+    let remove = served.call(
+        &served.client,
+        "DELETE",
+        "/api/balancer/backends/127.0.0.1:80",
+        b"",
+    );
+    assert_error(&remove, 409, "balancer");
+}

@@ -8,6 +8,7 @@
 
 pub mod snapshot;
 
+pub mod docker;
 pub mod ewma;
 pub mod health;
 pub mod histogram;

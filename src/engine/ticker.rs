@@ -177,6 +177,17 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     let cache = crate::cache::open_for(&config);
     // On its own runtime and thread: sampling rounds never stall a proxied request.
     let balancer = crate::balancer::start_for(&config);
+    if let Some(balancer) = &balancer
+        && config.docker.enabled
+    {
+        // Containers labelled sutazai.backend.port become backends, and stop being ones.
+        tasks.push(tokio::spawn(crate::balancer::docker::run(
+            balancer.clone(),
+            config.docker.endpoint.clone(),
+            interval,
+            shutdown_rx.clone(),
+        )));
+    }
     let host_info_is_root = host_info.is_root;
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let mut ticker = Ticker {
