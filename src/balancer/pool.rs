@@ -72,8 +72,9 @@ pub(crate) struct Pool {
 
 /// What choosing a backend gave.
 pub(crate) enum Choice {
-    /// A backend with a slot reserved for this request, and its index in `Members`.
-    Got(Arc<Backend>, usize),
+    /// A backend with a slot reserved for this request, its index in `Members`, and the
+    /// moment it was chosen (the request's start: no second clock read).
+    Got(Arc<Backend>, usize, Instant),
     /// Some backend could take requests but every one of them is at max_connections.
     Full,
     /// No backend may take a request (none, all down, ejected or open).
@@ -162,7 +163,7 @@ impl Pool {
             let backend = &backends[index];
             if backend.try_reserve() {
                 if backend.health.begin(now) {
-                    return Choice::Got(backend.clone(), index);
+                    return Choice::Got(backend.clone(), index, now);
                 }
                 backend.release();
             }

@@ -6,8 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,6 +150,11 @@ pub(crate) async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // Without it hyper reads the socket while each request is under way to spot a
+        // client hanging up, and that read must grow a new buffer (the request's headers
+        // still borrow the old one): an 8 KiB allocation per request. A client that leaves
+        // is still noticed when its answer is written.
+        .half_close(true)
         .header_read_timeout(shared.settings.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
@@ -199,7 +204,7 @@ async fn client_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let idle_timeout = shared.settings.idle_timeout;
@@ -220,36 +225,89 @@ async fn client_connection(
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    // Checked every half idle timeout: a connection is cut after 1 to 1.5 idle timeouts.
+    // The idle check and shutdown run in a task of their own: polled beside the connection
+    // they would be polled (a timer, a lock) on every wake of it, several per request.
+    let close = Arc::new(CloseRequest::default());
+    let watchdog = tokio::spawn(watch_connection(
+        close.clone(),
+        activity,
+        idle_timeout,
+        shutdown,
+    ));
+    let mut closing = false;
+    let mut registered = false;
+    let result = std::future::poll_fn(|cx| {
+        if !registered {
+            // A tokio task always polls with the same waker: handed over once.
+            close.register(cx.waker());
+            registered = true;
+        }
+        if !closing && close.requested.load(Ordering::SeqCst) {
+            closing = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    watchdog.abort();
+    if let Err(err) = result {
+        count_client_error(&shared, err.as_ref());
+    }
+}
+
+/// Set by a connection's watchdog when the connection should finish (idle too long, or
+/// the proxy shuts down); it wakes the connection's task.
+#[derive(Default)]
+struct CloseRequest {
+    requested: AtomicBool,
+    waker: std::sync::Mutex<Option<Waker>>,
+}
+
+impl CloseRequest {
+    fn register(&self, waker: &Waker) {
+        if let Ok(mut slot) = self.waker.lock() {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Flag first, then wake: a connection not yet registered sees the flag when it is.
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = self.waker.lock()
+            && let Some(waker) = slot.take()
+        {
+            waker.wake();
+        }
+    }
+}
+
+/// Ask the connection to finish once it was quiet for `idle_timeout` (checked every half of
+/// it: cut after 1 to 1.5 idle timeouts) or the proxy shuts down.
+async fn watch_connection(
+    close: Arc<CloseRequest>,
+    activity: Arc<AtomicU64>,
+    idle_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut idle_check = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(1)));
     idle_check.tick().await;
     let mut seen = activity.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
-    let mut closing = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    count_client_error(&shared, err.as_ref());
-                }
-                return;
-            }
-            _ = idle_check.tick(), if !closing => {
+            _ = idle_check.tick() => {
                 let now = activity.load(Ordering::Relaxed);
                 if now != seen {
                     seen = now;
                     quiet_since = Instant::now();
                 } else if quiet_since.elapsed() >= idle_timeout {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    break;
                 }
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
+            _ = shutdown.changed() => break,
         }
     }
+    close.request();
 }
 
 /// Requests hyper refused before they reached us (400, 431) or that timed out reading
@@ -274,6 +332,15 @@ struct Watched {
     activity: Arc<AtomicU64>,
 }
 
+impl Watched {
+    /// Only this stream writes the count (the idle check only reads it): a plain load and
+    /// store, no locked read-modify-write per read or write.
+    fn touch(&self) {
+        let seen = self.activity.load(Ordering::Relaxed);
+        self.activity.store(seen.wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -282,7 +349,7 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.touch();
         }
         polled
     }
@@ -296,7 +363,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.touch();
         }
         polled
     }
@@ -308,7 +375,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.touch();
         }
         polled
     }
@@ -392,6 +459,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass of cheap name comparisons instead of a hashed
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     if let Some(connection) = headers.get(header::CONNECTION).cloned() {
         if let Ok(names) = connection.to_str() {
@@ -403,9 +475,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+        headers.remove(name);
     }
 }
 
@@ -433,18 +503,17 @@ fn prepare(parts: &mut Parts, forwarded_for: &HeaderValue) {
         }
     }
     parts.version = Version::HTTP_11;
-    match parts.headers.get(&FORWARDED_FOR) {
-        None => {
-            parts
-                .headers
-                .insert(FORWARDED_FOR.clone(), forwarded_for.clone());
+    // One hashed lookup for both cases.
+    match parts.headers.entry(&FORWARDED_FOR) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(forwarded_for.clone());
         }
-        Some(earlier) => {
-            let mut joined = earlier.as_bytes().to_vec();
+        header::Entry::Occupied(mut earlier) => {
+            let mut joined = earlier.get().as_bytes().to_vec();
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(forwarded_for.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                parts.headers.insert(FORWARDED_FOR.clone(), value);
+                earlier.insert(value);
             }
         }
     }
@@ -469,7 +538,8 @@ async fn outgoing_body(body: Incoming, retryable: bool) -> Result<ReqBody, ()> {
     if !retryable || body.size_hint().upper().is_none_or(|n| n > RETRY_BODY_MAX) {
         return Ok(ReqBody::Stream(body));
     }
-    match body.collect().await {
+    // Boxed: a rare path whose buffers would otherwise enlarge every request's future.
+    match Box::pin(body.collect()).await {
         Ok(collected) => Ok(ReqBody::Full(Some(collected.to_bytes()))),
         Err(_) => Err(()),
     }
@@ -479,7 +549,7 @@ async fn outgoing_body(body: Incoming, retryable: bool) -> Result<ReqBody, ()> {
 async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<ResBody> {
     let shared = &*context.shared;
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let pool = shared.route(&req).clone();
+    let pool = &**shared.route(&req);
     let session = (pool.algorithm == Algorithm::ConsistentHash)
         .then(|| Session::of(&shared.settings, req.headers()))
         .flatten();
@@ -499,10 +569,11 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
     for attempt in 1..=MAX_ATTEMPTS {
         let members = pool.members();
         let session_bytes = session.as_ref().map(Session::bytes);
-        let (backend, index) = match acquire(shared, &pool, &members, tried, session_bytes).await {
-            Ok(got) => got,
-            Err(response) => return response,
-        };
+        let (backend, index, started) =
+            match acquire(shared, pool, &members, tried, session_bytes).await {
+                Ok(got) => got,
+                Err(response) => return response,
+            };
         // Keep the original while a retry is still possible; the last attempt takes it.
         let request = match (&held, retryable && attempt < MAX_ATTEMPTS) {
             (Some((parts, body)), true) => match body.again() {
@@ -517,7 +588,7 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
                 .headers_mut()
                 .insert(header::HOST, backend.host_header.clone());
         }
-        match exchange(shared, &backend, request).await {
+        match exchange(shared, &backend, request, started).await {
             Ok(response) => return response,
             Err(failure) => {
                 let may_retry = retryable && held.is_some() && attempt < MAX_ATTEMPTS;
@@ -554,20 +625,31 @@ fn take_request(held: &mut Option<(Parts, ReqBody)>) -> Request<ReqBody> {
     }
 }
 
-/// A backend with a slot reserved, waiting in the pool's bounded queue when every backend
-/// is full; the 503 to send when there is none.
+/// A backend with a slot reserved and when it was chosen, waiting in the pool's bounded
+/// queue when every backend is full; the 503 to send when there is none.
 async fn acquire(
     shared: &Shared,
     pool: &Pool,
     members: &super::pool::Members,
     tried: u64,
     session: Option<&[u8]>,
-) -> Result<(Arc<Backend>, usize), Response<ResBody>> {
+) -> Result<(Arc<Backend>, usize, Instant), Response<ResBody>> {
     match pool.choose(members, tried, session) {
-        Choice::Got(backend, index) => return Ok((backend, index)),
-        Choice::NoneUp => return Err(unavailable(shared, "no backend is up\n")),
-        Choice::Full => {}
+        Choice::Got(backend, index, now) => Ok((backend, index, now)),
+        Choice::NoneUp => Err(unavailable(shared, "no backend is up\n")),
+        // Boxed: the queue's timer and waiter would otherwise make every request's future
+        // (moved whole a few times per request) larger, for a path few requests take.
+        Choice::Full => Box::pin(wait_in_queue(shared, pool, tried, session)).await,
     }
+}
+
+/// Every backend is full: wait (bounded in count and time) for a slot to come free.
+async fn wait_in_queue(
+    shared: &Shared,
+    pool: &Pool,
+    tried: u64,
+    session: Option<&[u8]>,
+) -> Result<(Arc<Backend>, usize, Instant), Response<ResBody>> {
     let waiters = &pool.waiters;
     if waiters.queued.fetch_add(1, Ordering::AcqRel) >= shared.settings.max_queue {
         waiters.queued.fetch_sub(1, Ordering::AcqRel);
@@ -592,7 +674,7 @@ async fn acquire(
         // Members may have changed while waiting: look at the current ones.
         let current = pool.members();
         match pool.choose(&current, tried, session) {
-            Choice::Got(backend, index) => return Ok((backend, index)),
+            Choice::Got(backend, index, now) => return Ok((backend, index, now)),
             Choice::NoneUp => return Err(unavailable(shared, "no backend is up\n")),
             Choice::Full => {}
         }
@@ -602,18 +684,20 @@ async fn acquire(
     }
 }
 
-/// Send one request to `backend` (its slot reserved) and turn its answer into ours;
-/// outcomes go to the backend's health, latency and EWMA.
+/// Send one request to `backend` (its slot reserved at `started`) and turn its answer into
+/// ours; outcomes go to the backend's health, latency and EWMA.
 async fn exchange(
     shared: &Shared,
     backend: &Arc<Backend>,
     request: Request<ReqBody>,
+    started: Instant,
 ) -> Result<Response<ResBody>, SendFailure> {
-    let started = Instant::now();
     backend.requests.fetch_add(1, Ordering::Relaxed);
     match send(shared, backend, request).await {
         Ok((response, sender)) => {
-            let elapsed = started.elapsed();
+            // One clock read serves the latency and the health verdict.
+            let finished = Instant::now();
+            let elapsed = finished.saturating_duration_since(started);
             backend.latency.record(elapsed);
             backend.ewma.observe(elapsed);
             let outcome = if response.status().is_server_error() {
@@ -624,7 +708,7 @@ async fn exchange(
             };
             backend
                 .health
-                .on_result(outcome, Instant::now(), &backend.ejections);
+                .on_result(outcome, finished, &backend.ejections);
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let lease = Lease {
