@@ -113,7 +113,12 @@ pub(crate) struct AgentBook {
 impl AgentBook {
     /// Apply `change` to `agent`'s counters (created on first use).
     pub fn record(&mut self, agent: &str, change: impl FnOnce(&mut Counts)) {
-        let name = if self.map.contains_key(agent) || self.map.len() < MAX_AGENTS {
+        // One lookup on the path every get takes: the agent is known.
+        if let Some(counts) = self.map.get_mut(agent) {
+            change(counts);
+            return;
+        }
+        let name = if self.map.len() < MAX_AGENTS {
             agent
         } else {
             OTHER_AGENTS
