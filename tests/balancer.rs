@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ struct TestBackend {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
+    /// Answer this status instead of 200 (0: 200).
+    status: Arc<AtomicU16>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -38,6 +40,7 @@ impl TestBackend {
             addr: listener.local_addr().unwrap(),
             hits: Arc::default(),
             delay_ms: Arc::default(),
+            status: Arc::default(),
             tasks: Arc::default(),
         };
         backend.serve(listener);
@@ -45,10 +48,11 @@ impl TestBackend {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (name, hits, delay, tasks) = (
+        let (name, hits, delay, status, tasks) = (
             self.name,
             self.hits.clone(),
             self.delay_ms.clone(),
+            self.status.clone(),
             self.tasks.clone(),
         );
         let accept = tokio::spawn(async move {
@@ -56,10 +60,18 @@ impl TestBackend {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (hits, delay) = (hits.clone(), delay.clone());
+                let (hits, delay, status) = (hits.clone(), delay.clone(), status.clone());
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (hits, delay) = (hits.clone(), delay.clone());
-                    async move { Ok::<_, Infallible>(answer(name, req, &hits, &delay).await) }
+                    let (hits, delay, status) = (hits.clone(), delay.clone(), status.clone());
+                    async move {
+                        let mut response = answer(name, req, &hits, &delay).await;
+                        let code = status.load(Ordering::SeqCst);
+                        if code != 0 && response.status() == StatusCode::OK {
+                            *response.status_mut() =
+                                StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let conn = tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -105,9 +117,20 @@ async fn answer(
     delay: &AtomicU64,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() == "/health" {
-        return Response::new(Full::new(Bytes::from_static(b"ok")));
+        // Health checks are not requests (and a failing backend stays "up" to them).
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        response
+            .headers_mut()
+            .insert("x-health", hyper::header::HeaderValue::from_static("1"));
+        return response;
     }
     hits.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() == "/echo" {
+        return echo(req).await;
+    }
+    if req.uri().path() == "/big" {
+        return Response::new(Full::new(Bytes::from(vec![b'b'; 16 << 20])));
+    }
     let ms = delay.load(Ordering::SeqCst);
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -119,6 +142,26 @@ async fn answer(
         .unwrap_or(hyper::header::HeaderValue::from_static("-"));
     let mut response = Response::new(Full::new(Bytes::from(name.to_string())));
     response.headers_mut().insert("x-seen-forwarded-for", xff);
+    response
+}
+
+/// The request's header names (sorted, comma-separated) in `x-seen-headers` and its body
+/// as the answer's; the answer carries hop-by-hop headers of its own.
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut names: Vec<String> = req.headers().keys().map(|k| k.to_string()).collect();
+    names.sort();
+    let Ok(body) = req.into_body().collect().await else {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"body broke")));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return response;
+    };
+    let mut response = Response::new(Full::new(body.to_bytes()));
+    let headers = response.headers_mut();
+    headers.insert("x-seen-headers", names.join(",").parse().unwrap());
+    headers.insert("connection", "x-backend-private".parse().unwrap());
+    headers.insert("x-backend-private", "1".parse().unwrap());
+    headers.insert("proxy-authenticate", "Basic".parse().unwrap());
+    headers.insert("x-backend-public", "1".parse().unwrap());
     response
 }
 
@@ -185,10 +228,7 @@ fn counts(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
     counts
 }
 
-fn backend_of<'a>(
-    snap: &'a BalancerSnapshot,
-    port: u16,
-) -> &'a sutazai_top::balancer::BackendSnapshot {
+fn backend_of(snap: &BalancerSnapshot, port: u16) -> &sutazai_top::balancer::BackendSnapshot {
     snap.pools
         .iter()
         .flat_map(|p| &p.backends)
@@ -306,6 +346,7 @@ async fn sessions_stick_by_header_and_by_cookie() {
         for _ in 0..3 {
             assert_eq!(get(addr, "/", &[("cookie", &cookie)]).await.body, by_cookie);
         }
+        assert_eq!(by_cookie, first, "the same session by header and by cookie");
         homes.push(first);
     }
     // The sessions spread: no backend has them all.
@@ -390,6 +431,11 @@ async fn a_half_open_circuit_lets_exactly_one_probe_through() {
         assert_eq!(request.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(flaky.hits() - before, 1, "exactly one probe");
+    // Only the probe's own answer can close a half-open circuit.
+    assert_eq!(
+        backend_of(&proxy.0.snapshot(), flaky.addr.port()).circuit,
+        CircuitState::Closed
+    );
     // The probe succeeded: the circuit is closed and the backend takes its share again.
     flaky.delay_ms.store(0, Ordering::SeqCst);
     let before = flaky.hits();
@@ -686,4 +732,601 @@ fn bad_balancer_config_is_named() {
         let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
         assert!(err.contains(says), "{text}: {err}");
     }
+}
+
+/// In flight on the backend at `port`, as the proxy counts it.
+fn in_flight(proxy: &Proxy, port: u16) -> u64 {
+    backend_of(&proxy.0.snapshot(), port).in_flight
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_requests_give_their_slots_back() {
+    let slow = TestBackend::start("slow").await;
+    slow.delay_ms.store(700, Ordering::SeqCst);
+    let mut backend = slow.config(1, "");
+    backend.max_connections = 1;
+    let proxy = start(&config("round-robin", vec![backend]));
+    let (addr, port) = (proxy.0.local_addr(), slow.addr.port());
+
+    // h2: the client resets its stream; the slot must come back long before the backend
+    // answers (700 ms).
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("http://proxy.test/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(request).await.map(|_| ()) });
+    wait_for("h2 request in flight", Duration::from_secs(1), || {
+        in_flight(&proxy, port) == 1
+    })
+    .await;
+    let aborted_at = Instant::now();
+    pending.abort();
+    wait_for(
+        "slot back after the h2 reset",
+        Duration::from_millis(400),
+        || in_flight(&proxy, port) == 0,
+    )
+    .await;
+    assert!(aborted_at.elapsed() < Duration::from_millis(450));
+
+    // h1: the client hangs up; the slot comes back at the latest when the backend answers.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("h1 request in flight", Duration::from_secs(1), || {
+        in_flight(&proxy, port) == 1
+    })
+    .await;
+    drop(client);
+    wait_for(
+        "slot back after the h1 hang-up",
+        Duration::from_secs(2),
+        || in_flight(&proxy, port) == 0,
+    )
+    .await;
+    // The one slot is usable again.
+    slow.delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(get(addr, "/", &[]).await.status, StatusCode::OK);
+}
+
+/// A request head and the first `sent` bytes of a `length`-byte body, then the client
+/// goes away (`hang_up`) or stays silent; what the proxy answered, if anything.
+async fn partial_upload(
+    addr: SocketAddr,
+    method: &str,
+    length: usize,
+    sent: usize,
+    hang_up: bool,
+) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("{method} /echo HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b'x'; sent]).await.unwrap();
+    if hang_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_abandoning_uploads_are_not_held_against_the_backend() {
+    let only = TestBackend::start("only").await;
+    let proxy = start(&config("round-robin", vec![only.config(1, "")]));
+    let addr = proxy.0.local_addr();
+    // A streamed POST (too large to buffer), broken off eight times: more than enough to
+    // open the circuit or eject if it counted.
+    for _ in 0..8 {
+        partial_upload(addr, "POST", 200_000, 70_000, true).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snap = proxy.0.snapshot();
+    let backend = backend_of(&snap, only.addr.port());
+    assert_eq!(backend.circuit, CircuitState::Closed, "{backend:?}");
+    assert_eq!(backend.ejections, 0, "{backend:?}");
+    assert_eq!(backend.in_flight, 0, "{backend:?}");
+    assert_eq!(get(addr, "/", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_drips_gets_408() {
+    let only = TestBackend::start("only").await;
+    let mut cfg = config("round-robin", vec![only.config(1, "")]);
+    cfg.request_timeout_ms = 300;
+    let proxy = start(&cfg);
+    let started = Instant::now();
+    // Small and idempotent: read whole before sending, within the request timeout.
+    let answer = partial_upload(proxy.0.local_addr(), "PUT", 100, 10, false).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(only.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_backends_cost_one_request_timeout_not_one_per_attempt() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    for backend in &backends {
+        backend.delay_ms.store(5_000, Ordering::SeqCst);
+    }
+    let mut cfg = config(
+        "round-robin",
+        backends.iter().map(|b| b.config(1, "")).collect(),
+    );
+    cfg.request_timeout_ms = 300;
+    let proxy = start(&cfg);
+    let started = Instant::now();
+    let answer = get(proxy.0.local_addr(), "/", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    let hits: usize = backends.iter().map(TestBackend::hits).sum();
+    assert_eq!(hits, 1, "a timed-out request is not sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_backend_wakes_the_requests_queued_for_it() {
+    let only = TestBackend::start("only").await;
+    only.delay_ms.store(1_500, Ordering::SeqCst);
+    let mut backend = only.config(1, "");
+    backend.max_connections = 1;
+    let mut cfg = config("round-robin", vec![backend]);
+    cfg.queue_timeout_ms = 5_000;
+    let proxy = start(&cfg);
+    let addr = proxy.0.local_addr();
+    let first = tokio::spawn(async move { get(addr, "/", &[]).await.status });
+    wait_for("first in flight", Duration::from_secs(1), || {
+        in_flight(&proxy, only.addr.port()) == 1
+    })
+    .await;
+    let queued = tokio::spawn(async move { get(addr, "/", &[]).await });
+    wait_for("second queued", Duration::from_secs(1), || {
+        proxy.0.snapshot().queued == 1
+    })
+    .await;
+    let removed_at = Instant::now();
+    assert!(
+        proxy
+            .0
+            .remove_backend("", "127.0.0.1", only.addr.port())
+            .unwrap()
+    );
+    let answer = queued.await.unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, "no backend is up\n");
+    assert!(removed_at.elapsed() < Duration::from_millis(500));
+    // The request under way on the removed backend finishes.
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_stop_at_the_proxy_both_ways() {
+    let only = TestBackend::start("only").await;
+    let proxy = start(&config("round-robin", vec![only.config(1, "")]));
+    let addr = proxy.0.local_addr();
+    let answer = get(
+        addr,
+        "/echo",
+        &[
+            ("connection", "x-client-private"),
+            ("x-client-private", "1"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("keep-alive", "timeout=5"),
+            ("x-client-public", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = answer.headers["x-seen-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let seen: Vec<&str> = seen.split(',').collect();
+    assert!(seen.contains(&"x-client-public"), "{seen:?}");
+    for gone in [
+        "x-client-private",
+        "proxy-authorization",
+        "keep-alive",
+        "connection",
+    ] {
+        assert!(
+            !seen.contains(&gone),
+            "{gone} reached the backend: {seen:?}"
+        );
+    }
+    assert!(answer.headers.contains_key("x-backend-public"));
+    for gone in ["x-backend-private", "proxy-authenticate"] {
+        assert!(
+            !answer.headers.contains_key(gone),
+            "{gone} reached the client"
+        );
+    }
+
+    // What cannot be carried is refused, not mangled.
+    let connect = raw(
+        addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect:?}");
+    let websocket = get(
+        addr,
+        "/chat",
+        &[("connection", "upgrade"), ("upgrade", "websocket")],
+    )
+    .await;
+    assert_eq!(websocket.status, StatusCode::NOT_IMPLEMENTED);
+    // h2c upgrades may be ignored: answered in HTTP/1.1.
+    let h2c = get(
+        addr,
+        "/",
+        &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ],
+    )
+    .await;
+    assert_eq!(h2c.status, StatusCode::OK);
+    assert_eq!(only.hits(), 2, "CONNECT and the WebSocket never reach it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_survive_a_backend_killed_mid_load() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    for backend in &backends {
+        backend.delay_ms.store(10, Ordering::SeqCst);
+    }
+    let proxy = start(&config(
+        "round-robin",
+        backends.iter().map(|b| b.config(1, "")).collect(),
+    ));
+    let addr = proxy.0.local_addr();
+    let deadline = Instant::now() + Duration::from_millis(1_000);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while Instant::now() < deadline {
+                    statuses.push(get(addr, "/", &[]).await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let victim_hits = backends[1].hits();
+    backends[1].kill();
+    let mut total = 0;
+    for client in clients {
+        for status in client.await.unwrap() {
+            assert_eq!(status, StatusCode::OK);
+            total += 1;
+        }
+    }
+    assert!(victim_hits > 0 && total > 100, "{victim_hits} {total}");
+    let snap = proxy.0.snapshot();
+    assert!(snap.retries_total >= 1, "{snap:?}");
+}
+
+/// A backend that reads each request (head and body) and closes without answering; the
+/// `x-id` of every request it read, health checks apart.
+async fn read_and_close_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                        .map(str::to_string)
+                };
+                let length: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if head.starts_with("get /health") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                if let Some(id) = header("x-id") {
+                    seen.lock().unwrap().push(id);
+                }
+                // Dropped: closed with no answer.
+            });
+        }
+    });
+    (addr, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_backend_fails_after_reading_it_is_never_sent_twice() {
+    let (first, first_ids) = read_and_close_backend().await;
+    let (second, second_ids) = read_and_close_backend().await;
+    let backend = |addr: SocketAddr| BalancerBackendConfig {
+        host: "127.0.0.1".to_string(),
+        port: addr.port(),
+        weight: 1,
+        max_connections: 1024,
+        pool: String::new(),
+    };
+    let mut cfg = config("round-robin", vec![backend(first), backend(second)]);
+    cfg.breaker.failure_threshold = 1_000;
+    cfg.outlier.consecutive_failures = 1_000;
+    let proxy = start(&cfg);
+    let addr = proxy.0.local_addr();
+    let posts: Vec<_> = (0..20)
+        .map(|i| {
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let request = Request::post("/order")
+                    .header("host", "proxy.test")
+                    .header("x-id", format!("order-{i}"))
+                    .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))
+                    .unwrap();
+                sender.send_request(request).await.unwrap().status()
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.unwrap(), StatusCode::BAD_GATEWAY);
+    }
+    let mut ids = first_ids.lock().unwrap().clone();
+    ids.extend(second_ids.lock().unwrap().iter().cloned());
+    let per_id = counts(ids);
+    assert_eq!(per_id.len(), 20, "{per_id:?}");
+    assert!(per_id.values().all(|&n| n == 1), "sent twice: {per_id:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_when_the_budget_is_spent() {
+    let alive = TestBackend::start("alive").await;
+    let dead = TestBackend::start("dead").await;
+    let mut cfg = config("round-robin", vec![alive.config(1, ""), dead.config(1, "")]);
+    // Nothing takes the dead backend out: every other request needs a retry.
+    cfg.breaker.failure_threshold = 1_000;
+    cfg.outlier.consecutive_failures = 1_000;
+    cfg.retry_budget_percent = 1;
+    let proxy = start(&cfg);
+    dead.kill();
+    let addr = proxy.0.local_addr();
+    let mut failed = 0;
+    for _ in 0..60 {
+        if get(addr, "/", &[]).await.status != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    let snap = proxy.0.snapshot();
+    assert!(snap.retries_over_budget_total > 0, "{snap:?}");
+    assert_eq!(failed, snap.retries_over_budget_total, "{snap:?}");
+    // The minimum of 10 per window, plus 1% of 60 requests (0).
+    assert!((10..=12).contains(&snap.retries_total), "{snap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_answering_500_eject_only_one_and_no_circuit_opens() {
+    let backends = [
+        TestBackend::start("good").await,
+        TestBackend::start("bad1").await,
+        TestBackend::start("bad2").await,
+    ];
+    backends[1].status.store(500, Ordering::SeqCst);
+    backends[2].status.store(500, Ordering::SeqCst);
+    let proxy = start(&config(
+        "round-robin",
+        backends.iter().map(|b| b.config(1, "")).collect(),
+    ));
+    let addr = proxy.0.local_addr();
+    for _ in 0..45 {
+        let status = get(addr, "/", &[]).await.status;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::INTERNAL_SERVER_ERROR,
+            "{status}"
+        );
+    }
+    let snap = proxy.0.snapshot();
+    let bad: Vec<_> = backends[1..]
+        .iter()
+        .map(|b| backend_of(&snap, b.addr.port()))
+        .collect();
+    let ejected = bad
+        .iter()
+        .filter(|b| b.health == sutazai_top::balancer::Health::Ejected)
+        .count();
+    assert_eq!(ejected, 1, "the 10% cap allows one of three: {bad:?}");
+    assert!(
+        bad.iter().all(|b| b.circuit == CircuitState::Closed),
+        "{bad:?}"
+    );
+    let ejected_for = bad.iter().find_map(|b| b.ejected_for_secs);
+    assert!(matches!(ejected_for, Some(29 | 30)), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_put_is_retried_intact_and_a_large_one_is_streamed_once() {
+    let (closer, closer_ids) = read_and_close_backend().await;
+    let echo = TestBackend::start("echo").await;
+    let mut cfg = config(
+        "round-robin",
+        vec![
+            BalancerBackendConfig {
+                host: "127.0.0.1".to_string(),
+                port: closer.port(),
+                weight: 1,
+                max_connections: 1024,
+                pool: String::new(),
+            },
+            echo.config(1, ""),
+        ],
+    );
+    cfg.breaker.failure_threshold = 1_000;
+    cfg.outlier.consecutive_failures = 1_000;
+    let proxy = start(&cfg);
+    let addr = proxy.0.local_addr();
+    let put = |id: String, body: Bytes| async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = Request::put("/echo")
+            .header("host", "proxy.test")
+            .header("x-id", id)
+            .body(Full::new(body))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    };
+    let small = Bytes::from(vec![b's'; 1000]);
+    for i in 0..4 {
+        let (status, body) = put(format!("small-{i}"), small.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, small, "the retried body arrived whole");
+    }
+    assert_eq!(echo.hits(), 4);
+    // Above the 64 KiB retry limit: streamed, so sent once, and a failure is the answer.
+    let large = Bytes::from(vec![b'l'; 100 * 1024]);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(put(format!("large-{i}"), large.clone()).await.0);
+    }
+    let failed = statuses
+        .iter()
+        .filter(|&&s| s == StatusCode::BAD_GATEWAY)
+        .count();
+    assert_eq!(failed, 2, "{statuses:?}");
+    let large_ids: Vec<_> = closer_ids
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| id.starts_with("large"))
+        .cloned()
+        .collect();
+    assert_eq!(large_ids.len(), 2, "{large_ids:?}");
+    assert_eq!(echo.hits(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_streamed_upload_is_the_clients_timeout_not_the_backends() {
+    let only = TestBackend::start("only").await;
+    let mut cfg = config("round-robin", vec![only.config(1, "")]);
+    cfg.request_timeout_ms = 300;
+    let proxy = start(&cfg);
+    let addr = proxy.0.local_addr();
+    // POST: not retryable, so streamed to the backend as it comes; six stall together,
+    // more than the breaker's and the outlier detector's five.
+    let uploads: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(partial_upload(addr, "POST", 1_000, 10, false)))
+        .collect();
+    for upload in uploads {
+        let answer = upload.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
+    let snap = proxy.0.snapshot();
+    let backend = backend_of(&snap, only.addr.port());
+    assert_eq!(backend.errors_total, 0, "{backend:?}");
+    assert_eq!(backend.circuit, CircuitState::Closed, "{backend:?}");
+    assert_eq!(backend.ejections, 0, "{backend:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    let only = TestBackend::start("only").await;
+    let mut cfg = config("round-robin", vec![only.config(1, "")]);
+    cfg.idle_timeout_ms = 300;
+    let proxy = start(&cfg);
+    let mut client = TcpStream::connect(proxy.0.local_addr()).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+        .await
+        .unwrap();
+    // 16 MiB do not fit in the socket buffers: the answer stalls with its slot held.
+    wait_for("answer under way", Duration::from_secs(1), || {
+        in_flight(&proxy, only.addr.port()) == 1
+    })
+    .await;
+    // Quiet for an idle timeout (checked every half), then one more to finish: cut.
+    wait_for("slow reader cut", Duration::from_secs(2), || {
+        in_flight(&proxy, only.addr.port()) == 0
+    })
+    .await;
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_does_not_resolve_is_skipped_not_fatal() {
+    let only = TestBackend::start("only").await;
+    let mut unresolvable = only.config(1, "");
+    unresolvable.host = "no-such-host.invalid".to_string();
+    let proxy = start(&config(
+        "round-robin",
+        vec![unresolvable, only.config(1, "")],
+    ));
+    assert_eq!(
+        get(proxy.0.local_addr(), "/", &[]).await.body,
+        "only",
+        "the others serve"
+    );
+    assert_eq!(proxy.0.snapshot().pools[0].backends.len(), 1);
+    // Through the API it is an error naming the host.
+    let err = proxy
+        .0
+        .add_backend(BackendSpec::new("no-such-host.invalid", 80))
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
 }

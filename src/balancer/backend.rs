@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::HeaderValue;
@@ -15,11 +15,42 @@ use tokio::sync::Notify;
 use super::BackendSource;
 use super::body::ReqBody;
 use super::ewma::PeakEwma;
-use super::health::{BackendHealth, EjectionBudget};
+use super::health::{Admission, BackendHealth, EjectionBudget};
 use super::histogram::LatencyHistogram;
 
 /// Idle connections kept per backend; more are closed when they come back.
 const MAX_IDLE: usize = 512;
+/// A kept connection idle longer than this is closed rather than reused. Backends often
+/// close idle keep-alive connections after about 5 s (nginx 75 s, Node 5 s, gunicorn 2 s):
+/// a request written just as the backend's FIN is on its way is lost, and a non-idempotent
+/// one cannot be retried. Reusing only recently active connections keeps that race rare.
+pub(crate) const IDLE_REUSE_MAX_MS: u64 = 2_000;
+/// For requests that cannot be retried, a tighter bound (HAProxy's `http-reuse safe` idea:
+/// risk a stale connection only where a failure can be retried).
+pub(crate) const IDLE_REUSE_UNSAFE_MAX_MS: u64 = 1_000;
+
+/// A coarse clock (milliseconds since the first use), moved on by [`tick_coarse_clock`]
+/// from a timer task: stamping each connection returned to the pool with it costs an atomic
+/// load, not a clock read per request.
+static COARSE_MS: AtomicU64 = AtomicU64::new(0);
+static COARSE_ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// Move the coarse clock to now (called every few tens of milliseconds).
+pub(crate) fn tick_coarse_clock() {
+    let origin = *COARSE_ORIGIN.get_or_init(Instant::now);
+    let ms = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+    COARSE_MS.fetch_max(ms, Ordering::Relaxed);
+}
+
+fn coarse_now_ms() -> u64 {
+    COARSE_MS.load(Ordering::Relaxed)
+}
+
+/// Tests age idle connections without sleeping (the clock only moves forward).
+#[cfg(test)]
+pub(crate) fn advance_coarse_clock(ms: u64) {
+    COARSE_MS.fetch_add(ms, Ordering::Relaxed);
+}
 
 /// Requests waiting for a slot in one pool; a finished request wakes one.
 #[derive(Default)]
@@ -35,7 +66,9 @@ pub(crate) struct Backend {
     pub id: String,
     pub host: String,
     pub port: u16,
-    pub addr: SocketAddr,
+    /// Every address the host resolved to, tried in order (`localhost` may give `::1`
+    /// first while the backend listens on 127.0.0.1 only).
+    pub addrs: Vec<SocketAddr>,
     pub weight: u32,
     pub max_connections: u32,
     pub source: BackendSource,
@@ -53,7 +86,8 @@ pub(crate) struct Backend {
     pub waiters: Arc<Waiters>,
     /// The pool's outlier ejection budget.
     pub ejections: Arc<EjectionBudget>,
-    idle: Mutex<Vec<Sender>>,
+    /// Kept connections with the coarse time they became idle, most recent last.
+    idle: Mutex<Vec<(Sender, u64)>>,
     /// What the previous snapshot saw (only the snapshot touches it).
     pub last_tick: Mutex<LastTick>,
 }
@@ -69,15 +103,52 @@ pub(crate) struct LastTick {
 pub(crate) enum SendFailure {
     Connect,
     Timeout,
-    /// The connection broke after the request went out.
+    /// The connection broke after the request went out. Counted against the backend: a
+    /// healthy backend answers what it was sent; a crash, a reset or a close mid-request
+    /// is what outlier detection and the breaker exist to notice.
     Broken,
+    /// The client's side failed (its request body broke off): not the backend's fault,
+    /// and not reported to its health.
+    Client,
+    /// The request's deadline passed while its body waited for the client (a slow
+    /// upload): not the backend's fault either.
+    ClientTimeout,
+}
+
+/// One of a backend's `max_connections` slots, held from the pick until the answer was
+/// streamed to its end (or the request failed, or was cancelled: dropping the future that
+/// holds it gives it back, so a client hanging up can never leak a slot). Carries the
+/// half-open probe too: a probe dropped without a result frees the probe slot.
+pub(crate) struct Slot {
+    pub backend: Arc<Backend>,
+    admission: Admission,
+}
+
+impl Slot {
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// The result was reported to the backend's health, which freed the probe slot.
+    pub fn reported(&mut self) {
+        self.admission = Admission::Normal;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.admission == Admission::Probe {
+            self.backend.health.end_probe();
+        }
+        self.backend.release();
+    }
 }
 
 pub(crate) struct BackendParts {
     pub id: String,
     pub host: String,
     pub port: u16,
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     pub weight: u32,
     pub max_connections: u32,
     pub source: BackendSource,
@@ -95,7 +166,7 @@ impl Backend {
             id: parts.id,
             host: parts.host,
             port: parts.port,
-            addr: parts.addr,
+            addrs: parts.addrs,
             weight: parts.weight,
             max_connections: parts.max_connections,
             source: parts.source,
@@ -114,8 +185,31 @@ impl Backend {
         }
     }
 
+    /// A slot for one request, admitted by the circuit breaker at `now`; `None` when
+    /// every slot is taken or the breaker refuses (open, or its probe is taken).
+    pub fn try_slot(self: &Arc<Self>, now: Instant, ignore_breaker: bool) -> Option<Slot> {
+        if !self.try_reserve() {
+            return None;
+        }
+        let admission = if ignore_breaker {
+            Some(Admission::Normal)
+        } else {
+            self.health.begin(now)
+        };
+        match admission {
+            Some(admission) => Some(Slot {
+                backend: self.clone(),
+                admission,
+            }),
+            None => {
+                self.release();
+                None
+            }
+        }
+    }
+
     /// Take one of `max_connections` slots; false when all are taken.
-    pub fn try_reserve(&self) -> bool {
+    fn try_reserve(&self) -> bool {
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
             if current >= self.max_connections {
@@ -134,18 +228,32 @@ impl Backend {
     }
 
     /// Give a slot back and wake a queued request, if any waits.
-    pub fn release(&self) {
+    fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.waiters.queued.load(Ordering::Acquire) > 0 {
             self.waiters.notify.notify_one();
         }
     }
 
-    /// The most recently used idle connection that is still open.
-    pub fn take_idle(&self) -> Option<Sender> {
+    /// The most recently used idle connection that is still open and was idle at most
+    /// `max_idle_ms`. The most recent is last: the ones below it are older still, so one
+    /// past [`IDLE_REUSE_MAX_MS`] means they all go; one past only a tighter bound stays
+    /// for requests that may be retried.
+    pub fn take_idle(&self, max_idle_ms: u64) -> Option<Sender> {
+        let now = coarse_now_ms();
         let mut idle = self.idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
+        while let Some(&(_, since)) = idle.last() {
+            let age = now.saturating_sub(since);
+            if age > IDLE_REUSE_MAX_MS {
+                idle.clear();
+                return None;
+            }
+            if age > max_idle_ms {
+                return None;
+            }
+            if let Some((sender, _)) = idle.pop()
+                && !sender.is_closed()
+            {
                 return Some(sender);
             }
         }
@@ -160,7 +268,7 @@ impl Backend {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(sender);
+            idle.push((sender, coarse_now_ms()));
         }
     }
 
@@ -173,7 +281,7 @@ impl Backend {
 
     /// A new keep-alive HTTP/1.1 connection; its driver runs as a task of this runtime.
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, SendFailure> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+        let stream = match tokio::time::timeout(timeout, self.connect_any()).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(_)) => return Err(SendFailure::Connect),
             Err(_) => return Err(SendFailure::Timeout),
@@ -189,5 +297,98 @@ impl Backend {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+
+    /// The first of the backend's addresses that accepts a connection.
+    async fn connect_any(&self) -> std::io::Result<TcpStream> {
+        let mut last_error = None;
+        for addr in &self.addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address")
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::health::BreakerConfig;
+    use crate::balancer::pick::Algorithm;
+    use crate::balancer::pool::tests::pool_of;
+
+    /// A backend at `addrs`, in a pool of its own.
+    fn backend_at(addrs: Vec<SocketAddr>) -> Backend {
+        let pool = pool_of(Algorithm::RoundRobin, 1, 10, BreakerConfig::default());
+        let members = pool.members();
+        let template = &members.backends[0];
+        Backend::new(BackendParts {
+            id: template.id.clone(),
+            host: template.host.clone(),
+            port: addrs.first().map_or(0, |a| a.port()),
+            addrs,
+            weight: 1,
+            max_connections: 10,
+            source: template.source.clone(),
+            ewma: PeakEwma::new(Duration::from_millis(30), Duration::from_secs(10)),
+            health: BackendHealth::new(Default::default(), BreakerConfig::default(), 2, 3),
+            waiters: template.waiters.clone(),
+            ejections: template.ejections.clone(),
+        })
+    }
+
+    #[tokio::test]
+    async fn every_resolved_address_is_tried_in_turn() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        }; // dropped: refused from now on
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open = listener.local_addr().expect("addr");
+        let backend = backend_at(vec![closed, open]);
+        let stream = backend.connect_any().await.expect("the second address");
+        assert_eq!(stream.peer_addr().expect("peer"), open);
+        assert!(backend_at(vec![closed]).connect_any().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn kept_connections_idle_too_long_are_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let backend = backend_at(vec![addr]);
+        let sender = backend
+            .connect(Duration::from_secs(1))
+            .await
+            .expect("connect");
+        backend.put_idle(sender);
+        let sender = backend.take_idle(IDLE_REUSE_MAX_MS).expect("just kept");
+        backend.put_idle(sender);
+        advance_coarse_clock(1_500);
+        assert!(
+            backend.take_idle(IDLE_REUSE_UNSAFE_MAX_MS).is_none(),
+            "too old for a request that cannot be retried"
+        );
+        let sender = backend
+            .take_idle(IDLE_REUSE_MAX_MS)
+            .expect("still young enough for one that can");
+        backend.put_idle(sender);
+        advance_coarse_clock(IDLE_REUSE_MAX_MS + 500);
+        assert!(backend.take_idle(IDLE_REUSE_MAX_MS).is_none());
+        assert!(backend.idle.lock().expect("idle").is_empty(), "closed");
+        holder.abort();
     }
 }

@@ -4,19 +4,23 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::backend::{Backend, Sender};
+use super::backend::{Sender, Slot};
 
 /// A request body on its way to a backend.
 pub enum ReqBody {
     Empty,
     /// Small enough to have been read whole: may be sent again on a retry.
     Full(Option<Bytes>),
-    Stream(Incoming),
+    /// Sent as it arrives; the flag tells whether the client is the one being waited for
+    /// (its body's last poll found nothing), so a request that times out mid-upload is
+    /// blamed on the slow client, not on the backend.
+    Stream(Incoming, Arc<AtomicBool>),
 }
 
 impl ReqBody {
@@ -25,7 +29,15 @@ impl ReqBody {
         match self {
             ReqBody::Empty => Some(ReqBody::Empty),
             ReqBody::Full(bytes) => Some(ReqBody::Full(bytes.clone())),
-            ReqBody::Stream(_) => None,
+            ReqBody::Stream(..) => None,
+        }
+    }
+
+    /// A streamed body's "waiting for the client" flag (see [`ReqBody::Stream`]).
+    pub(crate) fn client_stall(&self) -> Option<Arc<AtomicBool>> {
+        match self {
+            ReqBody::Stream(_, stalled) => Some(stalled.clone()),
+            _ => None,
         }
     }
 }
@@ -41,7 +53,11 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            ReqBody::Stream(incoming, stalled) => {
+                let polled = Pin::new(incoming).poll_frame(cx);
+                stalled.store(polled.is_pending(), Ordering::Relaxed);
+                polled
+            }
         }
     }
 
@@ -49,7 +65,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Full(bytes) => bytes.is_none(),
-            ReqBody::Stream(incoming) => incoming.is_end_stream(),
+            ReqBody::Stream(incoming, _) => incoming.is_end_stream(),
         }
     }
 
@@ -59,21 +75,16 @@ impl Body for ReqBody {
             ReqBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ReqBody::Stream(incoming) => incoming.size_hint(),
+            ReqBody::Stream(incoming, _) => incoming.size_hint(),
         }
     }
 }
 
-/// Holds a backend's slot while its answer streams to the client.
+/// Holds a backend's slot while its answer streams to the client (the slot goes back
+/// when the lease is dropped).
 pub(crate) struct Lease {
-    pub backend: Arc<Backend>,
+    pub slot: Slot,
     pub sender: Option<Sender>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.backend.release();
-    }
 }
 
 /// A response body to the client.
@@ -110,7 +121,7 @@ fn finish(lease: &mut Option<Lease>) {
     if let Some(mut lease) = lease.take()
         && let Some(sender) = lease.sender.take()
     {
-        lease.backend.put_idle(sender);
+        lease.slot.backend.put_idle(sender);
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,7 +77,8 @@ impl Default for OutlierConfig {
 /// The per-backend circuit breaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakerConfig {
-    /// Consecutive failed requests that open the circuit; 0 disables the breaker.
+    /// Consecutive gateway errors (connect failure, timeout, broken connection; not 5xx
+    /// answers) that open the circuit; 0 disables the breaker.
     pub failure_threshold: u32,
     /// How long it stays open before one probe request is let through.
     pub open_for: Duration,
@@ -103,24 +104,53 @@ pub enum Outcome {
     ConnectFailure,
     /// No answer within the deadline.
     Timeout,
+    /// The connection broke after the request went out, before a full answer: the backend
+    /// crashed or closed mid-request (the client's own failures are not reported at all).
+    Broken,
 }
 
 impl Outcome {
-    /// Counts against the backend (outlier detection and breaker): anything but success.
+    /// Counts for outlier detection: anything but success.
     pub fn is_failure(self) -> bool {
         self != Outcome::Success
     }
+
+    /// Counts for the circuit breaker: only the gateway errors (no usable answer at all).
+    /// A 5xx is an answer: counting it here too would make the breaker a second outlier
+    /// detector with the same threshold but without the pool's ejection cap, so a fault
+    /// shared by every backend (a bad deploy answering 500) would take them all out.
+    pub fn is_gateway_error(self) -> bool {
+        matches!(
+            self,
+            Outcome::ConnectFailure | Outcome::Timeout | Outcome::Broken
+        )
+    }
 }
+
+/// How a request was let through by [`BackendHealth::begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The circuit is closed (or ignored, in panic mode).
+    Normal,
+    /// The single half-open probe: only its result decides the circuit, and whoever holds
+    /// it must give it back ([`BackendHealth::end_probe`]) if no result comes.
+    Probe,
+}
+
+/// Serials of backend healths, so the ejection budget can tell its holders apart.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Pool-wide: how many backends are ejected; never more than max(1, n * pct / 100).
 ///
 /// Holds the end time of every ejection in force, so a slot frees itself when its ejection
 /// ends, without the ejected backend having to report back (it gets no requests while out).
+/// Each entry names its backend (its [`BackendHealth::serial`]) so that removing an ejected
+/// backend from the pool frees its slot at once ([`EjectionBudget::release`]).
 #[derive(Debug, Default)]
 pub struct EjectionBudget {
     backends: AtomicU32,
-    /// End times of the ejections granted; expired ones are dropped on the next look.
-    ejected_until: Mutex<Vec<Instant>>,
+    /// (serial, end time) of the ejections granted; expired ones are dropped on the next look.
+    ejected_until: Mutex<Vec<(u64, Instant)>>,
 }
 
 impl EjectionBudget {
@@ -145,19 +175,24 @@ impl EjectionBudget {
     /// Ejections in force at `now`.
     pub fn ejected(&self, now: Instant) -> u32 {
         let mut until = lock(&self.ejected_until);
-        until.retain(|&end| end > now);
+        until.retain(|&(_, end)| end > now);
         u32::try_from(until.len()).unwrap_or(u32::MAX)
     }
 
-    /// Takes a slot until `end` if fewer than the maximum are out at `now`.
-    fn try_take(&self, now: Instant, end: Instant, max_percent: u32) -> bool {
+    /// The backend `serial` left the pool: its ejection, if any, no longer counts.
+    pub fn release(&self, serial: u64) {
+        lock(&self.ejected_until).retain(|&(holder, _)| holder != serial);
+    }
+
+    /// Takes a slot for `serial` until `end` if fewer than the maximum are out at `now`.
+    fn try_take(&self, serial: u64, now: Instant, end: Instant, max_percent: u32) -> bool {
         let max = self.max_ejected(max_percent) as usize;
         let mut until = lock(&self.ejected_until);
-        until.retain(|&e| e > now);
+        until.retain(|&(_, e)| e > now);
         if until.len() >= max {
             return false;
         }
-        until.push(end);
+        until.push((serial, end));
         true
     }
 }
@@ -177,6 +212,7 @@ pub struct BackendHealth {
     rise: u32,
     fall: u32,
     origin: Instant,
+    serial: u64,
 
     /// Consecutive failures counted for outlier detection.
     outlier_failures: AtomicU32,
@@ -190,8 +226,8 @@ pub struct BackendHealth {
     breaker_failures: AtomicU32,
     /// 0: closed. Otherwise open until this time, half-open after it.
     open_until: AtomicU64,
-    /// When the half-open probe was let through; 0 while the probe slot is free.
-    probe_started: AtomicU64,
+    /// The half-open probe is under way (its holder reports or gives it back).
+    probe_taken: AtomicBool,
 
     /// The active checks' verdict: `CHECK_*`.
     checked: AtomicU8,
@@ -209,13 +245,14 @@ impl BackendHealth {
             rise: rise.max(1),
             fall: fall.max(1),
             origin: origin_in_the_past(),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             outlier_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejecting: Mutex::new(()),
             breaker_failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
-            probe_started: AtomicU64::new(0),
+            probe_taken: AtomicBool::new(false),
             checked: AtomicU8::new(CHECK_UNKNOWN),
             check_streak: Mutex::new((0, 0)),
         }
@@ -230,46 +267,62 @@ impl BackendHealth {
             && match self.breaker_state(t) {
                 CircuitState::Closed => true,
                 CircuitState::Open => false,
-                CircuitState::HalfOpen => self.probe_slot_free(t),
+                CircuitState::HalfOpen => !self.probe_taken.load(Ordering::Acquire),
             }
     }
 
-    /// Called once the backend was picked: claims the half-open probe slot (false: lost the
-    /// race, pick another). Closed circuit: always true.
-    pub fn begin(&self, now: Instant) -> bool {
+    /// Panic mode's test: everything but the active checks' Down verdict is ignored
+    /// (ejection and circuit alike), see `Pool::choose`.
+    pub fn not_down(&self) -> bool {
+        self.checked.load(Ordering::Relaxed) != CHECK_DOWN
+    }
+
+    /// This backend's identity in its pool's [`EjectionBudget`] (unique in the process).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Called once the backend was picked: `Normal` with the circuit closed, `Probe` for the
+    /// one request a half-open circuit lets through, `None` when open or when another
+    /// request holds the probe (lost the race: pick another). No time limit on a probe: its
+    /// holder reports its result or gives it back when dropped ([`Self::end_probe`]).
+    pub fn begin(&self, now: Instant) -> Option<Admission> {
         let t = self.ticks(now);
         match self.breaker_state(t) {
-            CircuitState::Closed => true,
-            CircuitState::Open => false,
-            CircuitState::HalfOpen => {
-                let mut started = self.probe_started.load(Ordering::Acquire);
-                loop {
-                    if !self.probe_expired(started, t) {
-                        return false;
-                    }
-                    match self.probe_started.compare_exchange(
-                        started,
-                        t,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return true,
-                        Err(actual) => started = actual,
-                    }
-                }
-            }
+            CircuitState::Closed => Some(Admission::Normal),
+            CircuitState::Open => None,
+            CircuitState::HalfOpen => self
+                .probe_taken
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .ok()
+                .map(|_| Admission::Probe),
         }
     }
 
-    /// The request's outcome (passive outlier detection + breaker).
-    pub fn on_result(&self, outcome: Outcome, now: Instant, budget: &EjectionBudget) {
+    /// A probe ended without a result (its request was cancelled): let the next one in.
+    pub fn end_probe(&self) {
+        self.probe_taken.store(false, Ordering::Release);
+    }
+
+    /// The request's outcome (passive outlier detection + breaker). Only the probe's own
+    /// result moves a half-open circuit; it also gives the probe slot back.
+    pub fn on_result(
+        &self,
+        outcome: Outcome,
+        admission: Admission,
+        now: Instant,
+        budget: &EjectionBudget,
+    ) {
         let t = self.ticks(now);
         if outcome.is_failure() {
             self.count_outlier_failure(now, t, budget);
-            self.breaker_failure(t);
         } else {
             reset(&self.outlier_failures);
-            self.breaker_success(t);
+        }
+        if outcome.is_gateway_error() {
+            self.breaker_failure(t, admission);
+        } else {
+            self.breaker_success(t, admission);
         }
     }
 
@@ -358,7 +411,12 @@ impl BackendHealth {
             .base_ejection
             .saturating_mul(n)
             .min(self.outlier.max_ejection);
-        if !budget.try_take(now, now + length, self.outlier.max_ejected_percent) {
+        if !budget.try_take(
+            self.serial,
+            now,
+            now + length,
+            self.outlier.max_ejected_percent,
+        ) {
             return;
         }
         self.ejections.store(n, Ordering::Release);
@@ -375,52 +433,37 @@ impl BackendHealth {
         }
     }
 
-    fn breaker_failure(&self, t: u64) {
+    fn breaker_failure(&self, t: u64, admission: Admission) {
         let threshold = self.breaker.failure_threshold;
-        match self.breaker_state(t) {
-            CircuitState::Closed if threshold > 0 => {
-                let failures = self.breaker_failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if failures >= threshold {
-                    self.open(t);
-                }
-            }
-            // The probe failed: open again for another period.
-            CircuitState::HalfOpen if self.probe_started.load(Ordering::Acquire) != 0 => {
+        if admission == Admission::Probe {
+            // The probe failed: open again for another period (frees the probe slot).
+            self.open(t);
+            return;
+        }
+        // Open or half-open: late results of requests sent before; only the probe decides.
+        if self.breaker_state(t) == CircuitState::Closed && threshold > 0 {
+            let failures = self.breaker_failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if failures >= threshold {
                 self.open(t);
             }
-            // Open, or half-open before the probe: late results of requests sent earlier.
-            _ => {}
         }
     }
 
-    fn breaker_success(&self, t: u64) {
-        match self.breaker_state(t) {
-            CircuitState::Closed => reset(&self.breaker_failures),
-            CircuitState::HalfOpen if self.probe_started.load(Ordering::Acquire) != 0 => {
-                self.breaker_failures.store(0, Ordering::Release);
-                self.open_until.store(0, Ordering::Release);
-                self.probe_started.store(0, Ordering::Release);
-            }
-            _ => {}
+    fn breaker_success(&self, t: u64, admission: Admission) {
+        if admission == Admission::Probe {
+            self.breaker_failures.store(0, Ordering::Release);
+            self.open_until.store(0, Ordering::Release);
+            self.probe_taken.store(false, Ordering::Release);
+        } else if self.breaker_state(t) == CircuitState::Closed {
+            reset(&self.breaker_failures);
         }
     }
 
     fn open(&self, t: u64) {
         self.breaker_failures.store(0, Ordering::Release);
-        self.probe_started.store(0, Ordering::Release);
         let until = t.saturating_add(nanos(self.breaker.open_for)).max(t + 1);
         self.open_until.store(until, Ordering::Release);
-    }
-
-    fn probe_slot_free(&self, t: u64) -> bool {
-        self.probe_expired(self.probe_started.load(Ordering::Acquire), t)
-    }
-
-    /// Free, or taken so long ago (more than `open_for`) that the probe's result was lost
-    /// (its task cancelled); without this a lost probe would hold the circuit half-open
-    /// forever.
-    fn probe_expired(&self, started: u64, t: u64) -> bool {
-        started == 0 || t.saturating_sub(started) > nanos(self.breaker.open_for)
+        self.probe_taken.store(false, Ordering::Release);
     }
 }
 
@@ -557,9 +600,10 @@ mod tests {
         budget
     }
 
+    /// Failures that count for both outlier detection and the breaker.
     fn fail(h: &BackendHealth, times: u32, now: Instant, budget: &EjectionBudget) {
         for _ in 0..times {
-            h.on_result(Outcome::ServerError, now, budget);
+            h.on_result(Outcome::Broken, Admission::Normal, now, budget);
         }
     }
 
@@ -590,7 +634,7 @@ mod tests {
         fail(&h, 4, t0, &b);
         assert!(h.selectable(t0));
         assert_eq!(h.health(t0), Health::Unknown);
-        h.on_result(Outcome::Timeout, t0, &b);
+        h.on_result(Outcome::Timeout, Admission::Normal, t0, &b);
         assert!(!h.selectable(t0));
         assert_eq!(h.health(t0), Health::Ejected);
         assert_eq!(h.ejections(), 1);
@@ -612,13 +656,13 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..10 {
             fail(&h, 4, t0, &b);
-            h.on_result(Outcome::Success, t0, &b);
+            h.on_result(Outcome::Success, Admission::Normal, t0, &b);
         }
         assert!(h.selectable(t0));
         assert_eq!(h.ejections(), 0);
         // Every failure kind counts.
-        h.on_result(Outcome::ConnectFailure, t0, &b);
-        h.on_result(Outcome::Timeout, t0, &b);
+        h.on_result(Outcome::ConnectFailure, Admission::Normal, t0, &b);
+        h.on_result(Outcome::Timeout, Admission::Normal, t0, &b);
         fail(&h, 3, t0, &b);
         assert_eq!(h.health(t0), Health::Ejected);
     }
@@ -689,7 +733,7 @@ mod tests {
     }
 
     fn h_fail_once(h: &BackendHealth, now: Instant, b: &EjectionBudget) {
-        h.on_result(Outcome::ConnectFailure, now, b);
+        h.on_result(Outcome::ConnectFailure, Admission::Normal, now, b);
     }
 
     #[test]
@@ -737,34 +781,35 @@ mod tests {
         let t0 = Instant::now();
         fail(&h, 2, t0, &b);
         assert_eq!(h.circuit(t0), CircuitState::Closed);
-        assert!(h.begin(t0));
+        assert!(h.begin(t0).is_some());
         fail(&h, 1, t0, &b);
         assert_eq!(h.circuit(t0), CircuitState::Open);
         assert!(!h.selectable(t0));
-        assert!(!h.begin(t0));
+        assert!(h.begin(t0).is_none());
         let t1 = t0 + 9 * SEC;
         assert_eq!(h.circuit(t1), CircuitState::Open);
         // Late answers of earlier requests change nothing while open.
-        h.on_result(Outcome::Success, t1, &b);
+        h.on_result(Outcome::Success, Admission::Normal, t1, &b);
         assert_eq!(h.circuit(t1), CircuitState::Open);
 
         let t2 = t0 + 10 * SEC;
         assert_eq!(h.circuit(t2), CircuitState::HalfOpen);
         assert!(h.selectable(t2));
-        assert!(h.begin(t2), "the probe");
+        assert_eq!(h.begin(t2), Some(Admission::Probe), "the probe");
         assert!(!h.selectable(t2), "probe slot taken");
-        assert!(!h.begin(t2), "exactly one probe");
+        assert!(h.begin(t2).is_none(), "exactly one probe");
         // The probe fails: open again for a full period.
-        h.on_result(Outcome::ServerError, t2 + SEC, &b);
+        h.on_result(Outcome::Timeout, Admission::Probe, t2 + SEC, &b);
         assert_eq!(h.circuit(t2 + SEC), CircuitState::Open);
         assert_eq!(h.circuit(t2 + 10 * SEC), CircuitState::Open);
         let t3 = t2 + 11 * SEC;
         assert_eq!(h.circuit(t3), CircuitState::HalfOpen);
-        assert!(h.begin(t3));
+        assert_eq!(h.begin(t3), Some(Admission::Probe));
         // The probe succeeds: closed, with a fresh failure count.
-        h.on_result(Outcome::Success, t3, &b);
+        h.on_result(Outcome::Success, Admission::Probe, t3, &b);
         assert_eq!(h.circuit(t3), CircuitState::Closed);
-        assert!(h.begin(t3) && h.begin(t3));
+        assert_eq!(h.begin(t3), Some(Admission::Normal));
+        assert_eq!(h.begin(t3), Some(Admission::Normal));
         fail(&h, 2, t3, &b);
         assert_eq!(h.circuit(t3), CircuitState::Closed);
     }
@@ -776,23 +821,80 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..5 {
             fail(&h, 2, t0, &b);
-            h.on_result(Outcome::Success, t0, &b);
+            h.on_result(Outcome::Success, Admission::Normal, t0, &b);
         }
         assert_eq!(h.circuit(t0), CircuitState::Closed);
     }
 
     #[test]
-    fn a_lost_probe_frees_its_slot_after_a_period() {
+    fn a_cancelled_probe_gives_its_slot_back_at_once() {
         let h = breaker(1);
         let b = budget(10);
         let t0 = Instant::now();
         fail(&h, 1, t0, &b);
         let half_open = t0 + 10 * SEC;
-        assert!(h.begin(half_open));
-        // Its result never comes (the task was cancelled).
-        assert!(!h.begin(half_open + 10 * SEC));
-        assert!(h.selectable(half_open + 11 * SEC));
-        assert!(h.begin(half_open + 11 * SEC));
+        assert_eq!(h.begin(half_open), Some(Admission::Probe));
+        // No time limit: a slow probe is not joined by a second one, however long it takes.
+        assert!(h.begin(half_open + 100 * SEC).is_none());
+        // Its request was cancelled: the next request is the probe.
+        h.end_probe();
+        assert!(h.selectable(half_open));
+        assert_eq!(h.begin(half_open), Some(Admission::Probe));
+    }
+
+    #[test]
+    fn only_the_probes_own_result_decides_a_half_open_circuit() {
+        let h = breaker(1);
+        let b = budget(10);
+        let t0 = Instant::now();
+        fail(&h, 1, t0, &b);
+        let half_open = t0 + 10 * SEC;
+        assert_eq!(h.begin(half_open), Some(Admission::Probe));
+        // A late answer of a request sent before the circuit opened: no verdict.
+        h.on_result(Outcome::Success, Admission::Normal, half_open, &b);
+        assert_eq!(h.circuit(half_open), CircuitState::HalfOpen);
+        h.on_result(Outcome::Timeout, Admission::Normal, half_open, &b);
+        assert_eq!(h.circuit(half_open), CircuitState::HalfOpen);
+        assert!(h.begin(half_open).is_none(), "the probe is still under way");
+        // A 5xx is an answer: the probe reached a working backend.
+        h.on_result(Outcome::ServerError, Admission::Probe, half_open, &b);
+        assert_eq!(h.circuit(half_open), CircuitState::Closed);
+    }
+
+    #[test]
+    fn answers_with_5xx_eject_but_never_open_the_circuit() {
+        let h = BackendHealth::new(OutlierConfig::default(), BreakerConfig::default(), 2, 3);
+        let b = budget(10);
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            h.on_result(Outcome::ServerError, Admission::Normal, t0, &b);
+        }
+        assert_eq!(h.health(t0), Health::Ejected);
+        assert_eq!(h.circuit(t0), CircuitState::Closed);
+        // Gateway errors open it.
+        let h = breaker(3);
+        for outcome in [Outcome::ConnectFailure, Outcome::Timeout, Outcome::Broken] {
+            h.on_result(outcome, Admission::Normal, t0, &b);
+        }
+        assert_eq!(h.circuit(t0), CircuitState::Open);
+    }
+
+    #[test]
+    fn removing_an_ejected_backend_frees_its_budget_slot() {
+        let b = budget(3);
+        let (first, second) = (backend(), backend());
+        let t0 = Instant::now();
+        fail(&first, 5, t0, &b);
+        assert_eq!(first.health(t0), Health::Ejected);
+        fail(&second, 5, t0, &b);
+        assert_eq!(second.health(t0), Health::Unknown, "budget full");
+        b.release(first.serial());
+        assert_eq!(b.ejected(t0), 0);
+        second.on_result(Outcome::Broken, Admission::Normal, t0, &b);
+        assert_eq!(second.health(t0), Health::Ejected);
+        // Releasing a backend that holds no slot changes nothing.
+        b.release(first.serial());
+        assert_eq!(b.ejected(t0), 1);
     }
 
     #[test]
@@ -811,7 +913,7 @@ mod tests {
                     let barrier = Arc::clone(&barrier);
                     std::thread::spawn(move || {
                         barrier.wait();
-                        h.selectable(half_open) && h.begin(half_open)
+                        h.selectable(half_open) && h.begin(half_open).is_some()
                     })
                 })
                 .collect();
@@ -837,8 +939,9 @@ mod tests {
         assert!(!h.selectable(t0 + 10 * SEC));
         // After 30 s the probe may go.
         let back = t0 + 30 * SEC;
-        assert!(h.selectable(back) && h.begin(back));
-        h.on_result(Outcome::Success, back, &b);
+        assert!(h.selectable(back));
+        assert_eq!(h.begin(back), Some(Admission::Probe));
+        h.on_result(Outcome::Success, Admission::Probe, back, &b);
         assert_eq!(
             (h.health(back), h.circuit(back)),
             (Health::Unknown, CircuitState::Closed)

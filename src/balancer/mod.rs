@@ -24,7 +24,7 @@ pub use snapshot::{
 };
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -143,14 +143,20 @@ impl Balancer {
             last_tick: Mutex::new((Instant::now(), 0)),
         });
         for backend in &config.backends {
-            balancer.add_backend(BackendSpec {
+            let added = balancer.add_backend(BackendSpec {
                 host: backend.host.clone(),
                 port: backend.port,
                 weight: backend.weight,
                 max_connections: backend.max_connections,
                 pool: backend.pool.clone(),
                 source: BackendSource::Config,
-            })?;
+            });
+            // One bad backend (a host name that does not resolve yet, a duplicate) must not
+            // keep the proxy and the others from serving; it can be added later by the API.
+            if let Err(err) = added {
+                tracing::warn!(target: "sutazai_top::balancer", host = %backend.host,
+                    port = backend.port, %err, "backend skipped");
+            }
         }
         let runtime = runtime_for(config.worker_threads).map_err(BalancerError::Runtime)?;
         let health = health_config(config);
@@ -191,13 +197,13 @@ impl Balancer {
             return Err(BalancerError::Invalid(problem));
         }
         let pool = self.pool(&spec.pool)?;
-        let addr = resolve(&spec.host, spec.port)?;
+        let addrs = resolve(&spec.host, spec.port)?;
         let id = backend_id(&spec.host, spec.port);
         let backend = Arc::new(Backend::new(BackendParts {
             id: id.clone(),
             host: spec.host,
             port: spec.port,
-            addr,
+            addrs,
             weight: spec.weight,
             max_connections: spec.max_connections,
             source: spec.source,
@@ -225,19 +231,34 @@ impl Balancer {
     }
 
     /// Take a backend out of a pool; false when it was not there. Requests under way
-    /// finish; its idle connections close.
+    /// finish; its idle connections close; its ejection, if any, stops counting against
+    /// the pool's budget.
     pub fn remove_backend(&self, pool: &str, host: &str, port: u16) -> Result<bool, BalancerError> {
         let pool = self.pool(pool)?;
         let id = backend_id(host, port);
-        Ok(pool.update(|backends| {
+        let removed = pool.update(|backends| {
             let Some(at) = backends.iter().position(|b| b.id == id) else {
                 return false;
             };
             let gone = backends.remove(at);
             gone.removed.store(true, Ordering::Relaxed);
             gone.drop_idle();
+            pool.ejections.release(gone.health.serial());
             true
-        }))
+        });
+        // Queued requests look again: with that backend gone there may be none up, and
+        // they should hear so now rather than at their queue timeout.
+        pool.waiters.notify.notify_waiters();
+        Ok(removed)
+    }
+
+    /// Backend choices made in panic mode since start (every backend ejected or with an
+    /// open circuit, so those were ignored), over all pools.
+    pub fn panic_choices_total(&self) -> u64 {
+        self.shared
+            .pools()
+            .map(|pool| pool.panics.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn pool(&self, name: &str) -> Result<&Arc<Pool>, BalancerError> {
@@ -368,17 +389,21 @@ fn backend_id(host: &str, port: u16) -> String {
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, BalancerError> {
+/// Every address of `host`, in the resolver's order (connections try them in turn).
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, BalancerError> {
     let unresolved = |reason: String| BalancerError::Resolve {
         host: host.to_string(),
         reason,
     };
-    let mut addrs = (host, port)
+    let mut addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|err| unresolved(err.to_string()))?;
-    addrs
-        .next()
-        .ok_or_else(|| unresolved("no address".to_string()))
+        .map_err(|err| unresolved(err.to_string()))?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(unresolved("no address".to_string()));
+    }
+    Ok(addrs)
 }
 
 fn algorithm(name: &str, fallback: &str) -> Result<Algorithm, BalancerError> {
@@ -429,6 +454,9 @@ fn shared_for(config: &BalancerConfig) -> Result<Shared, BalancerError> {
             ))
         })?;
     let queue_timeout = Duration::from_millis(config.queue_timeout_ms);
+    // A 503 comes when the queue is full or its wait ran out: by one queue timeout from now
+    // the requests ahead have been served or given up, so that is when trying again can
+    // succeed (whole seconds, at least one, as Retry-After counts).
     let retry_after = HeaderValue::from(queue_timeout.as_secs().max(1));
     Ok(Shared {
         ruled,
@@ -446,6 +474,7 @@ fn shared_for(config: &BalancerConfig) -> Result<Shared, BalancerError> {
         },
         counters: Counters::default(),
         budget: RetryBudget::new(config.retry_budget_percent),
+        buffered_bytes: AtomicU64::new(0),
     })
 }
 
@@ -507,6 +536,7 @@ async fn run(
         tokio::spawn(check_pool(pool.clone(), health.clone(), shutdown.clone()));
     }
     tokio::spawn(roll_retry_budget(shared.clone(), shutdown.clone()));
+    tokio::spawn(tick_coarse_clock(shutdown.clone()));
     proxy::serve(listener, shared, shutdown).await;
 }
 
@@ -528,7 +558,14 @@ async fn check_pool(
         let checks = members.backends.iter().map(|backend| {
             let config = &config;
             async move {
-                let ok = health::check_once(backend.addr, &backend.id, config).await;
+                // Up if any of its addresses answers, as requests try them all.
+                let mut ok = false;
+                for &addr in &backend.addrs {
+                    if health::check_once(addr, &backend.id, config).await {
+                        ok = true;
+                        break;
+                    }
+                }
                 backend.health.on_check(ok);
             }
         });
@@ -544,6 +581,17 @@ async fn roll_retry_budget(shared: Arc<Shared>, mut shutdown: watch::Receiver<bo
     loop {
         tokio::select! {
             _ = ticker.tick() => shared.budget.roll(&shared.counters),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Keeps the backends' coarse clock (idle connection ages) within 50 ms of the time.
+async fn tick_coarse_clock(mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => backend::tick_coarse_clock(),
             _ = shutdown.changed() => return,
         }
     }
