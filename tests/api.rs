@@ -38,7 +38,12 @@ impl Served {
             std::fs::Permissions::from_mode(0o700),
         )
         .unwrap();
-        let engine = RunningEngine::start(config.clone());
+        // An engine that serves the balancer is one that runs for the host, as `serve` does.
+        let engine = if config.balancer.enabled {
+            RunningEngine::start_managing(config.clone())
+        } else {
+            RunningEngine::start(config.clone())
+        };
         let (tx, stops) = mpsc::channel(1);
         let server = engine
             .runtime

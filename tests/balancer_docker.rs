@@ -66,7 +66,7 @@ impl Engine {
         config.balancer.enabled = true;
         config.balancer.listen = "127.0.0.1:0".to_string();
         config.balancer.health.interval_ms = 500;
-        let mut engine = RunningEngine::start(config);
+        let mut engine = RunningEngine::start_managing(config);
         engine.wait_for(WAIT, "a first tick", |s| s.seq >= 1);
         Engine(engine)
     }
@@ -301,5 +301,27 @@ fn a_bad_label_is_reported_once_and_ignored() {
         !backends(&snap).iter().any(|b| b.port == port),
         "{:?}",
         backends(&snap)
+    );
+}
+
+/// `report`, `snapshot` and `bench` start engines that only observe: with the balancer
+/// enabled in the config they must not bind its port (a running service already has it).
+#[test]
+fn an_engine_that_only_observes_serves_no_balancer() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut config = test_config(300);
+    config.docker.enabled = false;
+    config.balancer.enabled = true;
+    config.balancer.listen = format!("127.0.0.1:{port}");
+    let mut engine = RunningEngine::start(config);
+    engine.wait_for(WAIT, "two ticks", |s| s.seq >= 2);
+    assert!(engine.handle.balancer.is_none());
+    assert!(engine.latest().balancer.is_none());
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens on the balancer's port"
     );
 }

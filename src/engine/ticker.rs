@@ -63,8 +63,9 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
 
 /// Start the engine for a face that owns the host's changes (the dashboard, the daemon): at
 /// start it handles batches an earlier run left half applied (`on_unclean_exit`), and on quit
-/// it rolls back what is active when `rollback_on_exit` says so. `spawn` never changes the
-/// host; it only observes.
+/// it rolls back what is active when `rollback_on_exit` says so; and it runs the load
+/// balancer when `[balancer] enabled`. `spawn` never changes the host and serves nothing; it
+/// only observes.
 pub fn spawn_managing(config: Config) -> (EngineHandle, JoinHandle<()>) {
     start(config, true)
 }
@@ -175,8 +176,14 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     };
 
     let cache = crate::cache::open_for(&config);
-    // On its own runtime and thread: sampling rounds never stall a proxied request.
-    let balancer = crate::balancer::start_for(&config);
+    // On its own runtime and thread: sampling rounds never stall a proxied request. Only an
+    // engine that runs for the host serves it: `report`, `snapshot` and `bench` start
+    // engines that only observe, and must not bind the proxy's port.
+    let balancer = if manages_host {
+        crate::balancer::start_for(&config)
+    } else {
+        None
+    };
     if let Some(balancer) = &balancer
         && config.docker.enabled
     {
