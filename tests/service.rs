@@ -499,3 +499,39 @@ fn a_service_is_refused_beside_a_dashboard_with_its_own_engine() {
         text(&out)
     );
 }
+
+/// `report` while a service runs reports the service's engine (its balancer runs in it),
+/// not a fresh read-only engine of its own that would see none of it, and binds nothing.
+#[test]
+fn a_report_while_a_service_runs_is_of_the_service() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let setup = Setup::with(&format!(
+        "[docker]\nenabled = false\n[balancer]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    // Without a service: an engine of its own, which serves no balancer.
+    let alone = setup.run(&["report", "--format", "json", "-o", "-"]);
+    assert!(alone.status.success(), "{}", text(&alone));
+    let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
+    assert_eq!(alone["balancer"]["status"], "off", "{}", alone["balancer"]);
+
+    let mut service = setup.serve(&[]);
+    setup.wait_until_serving(&mut service);
+    let out = setup.run(&["report", "--format", "json", "-o", "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["balancer"]["status"], "running",
+        "{}",
+        report["balancer"]
+    );
+    assert_eq!(
+        report["balancer"]["stats"]["listen"],
+        format!("127.0.0.1:{port}")
+    );
+    let status = setup.run(&["stop"]);
+    assert!(status.status.success(), "{}", text(&status));
+    service.wait_exit(Duration::from_secs(20));
+}

@@ -1,5 +1,8 @@
-//! `sutazai-top report`: sample the host for a while with a read-only engine, then write a
-//! JSON or HTML report of what it saw (the original design's profiling run).
+//! `sutazai-top report`: sample the host for a while, then write a JSON or HTML report of
+//! what was seen (the original design's profiling run). When a service runs, the report is
+//! of the service's engine, over its API: its fixes, cache and balancer are the host's, and
+//! an engine of our own would see none of them. Otherwise a read-only engine of our own
+//! samples the host.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use sutazai_top::engine::{self, Command};
 use sutazai_top::report::{self, Format};
 
 use super::faces::wait_for_tick;
+use super::service::{PidLock, client};
 
 /// Ticks sampled when no --duration is given: enough for rates and a short history.
 const DEFAULT_TICKS: u64 = 3;
@@ -64,9 +68,10 @@ pub async fn report(
         );
     }
     let report_dir = config.report_dir.clone();
-    let (mut handle, engine) = engine::spawn(config);
+    let (mut handle, engine) = sampler(config).await?;
     let sampled = sample(&mut handle, duration_secs).await;
     let snap = handle.snapshots.borrow().clone();
+    // Our own engine stops; from a service we only detach.
     let _ = handle.commands.send(Command::Quit).await;
     let _ = engine.await;
     sampled?;
@@ -84,6 +89,33 @@ pub async fn report(
         Destination::ReportDir => print_path(&report::write_in_dir(&snap, &report_dir, format)?),
     }
     Ok(())
+}
+
+/// The engine to report on: the running service's, else a read-only one of our own. The
+/// returned task ends after `Command::Quit`.
+async fn sampler(
+    config: Config,
+) -> anyhow::Result<(engine::EngineHandle, tokio::task::JoinHandle<()>)> {
+    // No usable runtime dir (not root): no service can be running that we could reach.
+    let service_runs = matches!(PidLock::share(&config.service.runtime_dir), Ok(None));
+    if !service_runs {
+        let (handle, engine) = engine::spawn(config);
+        return Ok((handle, engine));
+    }
+    let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
+    let (handle, remote) = sutazai_top::api::remote::attach(client(&config), config.report_dir)
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
+                config.api.socket.display()
+            )
+        })?;
+    tracing::info!(pid, "reporting on the running service");
+    let detached = tokio::spawn(async move {
+        let _ = remote.await;
+    });
+    Ok((handle, detached))
 }
 
 fn print_path(path: &Path) {

@@ -181,7 +181,7 @@ fn read_pid(file: &mut File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
-fn client(config: &Config) -> Client {
+pub(crate) fn client(config: &Config) -> Client {
     Client::unix(&config.api.socket)
 }
 
