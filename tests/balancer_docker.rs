@@ -325,3 +325,25 @@ fn an_engine_that_only_observes_serves_no_balancer() {
         "nothing listens on the balancer's port"
     );
 }
+
+/// Enabled but unable to start (its port is taken): the header says so, with the reason,
+/// instead of a pane that reads as if the balancer were merely off.
+#[test]
+fn a_balancer_that_cannot_start_says_why_in_the_header() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let mut config = test_config(300);
+    config.docker.enabled = false;
+    config.balancer.enabled = true;
+    config.balancer.listen = taken.local_addr().expect("its address").to_string();
+    let mut engine = RunningEngine::start_managing(config);
+    let snap = engine.wait_for(WAIT, "a first tick", |s| s.seq >= 1);
+    assert!(engine.handle.balancer.is_none());
+    let notice = snap.notice.as_ref().expect("a notice");
+    assert!(notice.is_error, "{notice:?}");
+    assert!(
+        notice.text.contains("load balancer not started")
+            && notice.text.contains("cannot listen on"),
+        "{}",
+        notice.text
+    );
+}

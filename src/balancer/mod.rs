@@ -95,21 +95,22 @@ pub struct Balancer {
     last_tick: Mutex<(Instant, u64)>,
 }
 
-/// The balancer as configured (`None` when `[balancer] enabled = false`, or when it cannot
-/// start, which is logged).
-pub fn start_for(config: &crate::config::Config) -> Option<Arc<Balancer>> {
+/// The balancer as configured: `Ok(None)` when `[balancer] enabled = false`; the reason,
+/// also logged, when it is enabled but cannot start (the engine shows it in the header, so
+/// an operator is not left reading an "off" pane).
+pub fn start_for(config: &crate::config::Config) -> Result<Option<Arc<Balancer>>, String> {
     if !config.balancer.enabled {
-        return None;
+        return Ok(None);
     }
     match Balancer::start(&config.balancer) {
         Ok(balancer) => {
             tracing::info!(target: "sutazai_top::balancer", listen = %balancer.local_addr(),
                 "load balancer listening");
-            Some(balancer)
+            Ok(Some(balancer))
         }
         Err(err) => {
             tracing::error!(target: "sutazai_top::balancer", %err, "load balancer not started");
-            None
+            Err(format!("load balancer not started: {err}"))
         }
     }
 }

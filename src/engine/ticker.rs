@@ -179,10 +179,12 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     // On its own runtime and thread: sampling rounds never stall a proxied request. Only an
     // engine that runs for the host serves it: `report`, `snapshot` and `bench` start
     // engines that only observe, and must not bind the proxy's port.
-    let balancer = if manages_host {
-        crate::balancer::start_for(&config)
-    } else {
-        None
+    let (balancer, balancer_failed) = match manages_host {
+        true => match crate::balancer::start_for(&config) {
+            Ok(balancer) => (balancer, None),
+            Err(reason) => (None, Some(reason)),
+        },
+        false => (None, None),
     };
     if let Some(balancer) = &balancer
         && config.docker.enabled
@@ -232,6 +234,9 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         cache: cache.clone(),
         balancer: balancer.clone(),
     };
+    if let Some(reason) = balancer_failed {
+        ticker.set_notice(reason, true);
+    }
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let balancer_at_exit = balancer.clone();
