@@ -88,7 +88,12 @@ pub struct BackendHealth {
 
     /// Consecutive failures counted for outlier detection.
     outlier_failures: AtomicU32,
+    /// Times ejected since the backend was added (what the pane shows).
     ejections: AtomicU32,
+    /// The `n` of the last ejection's `base × n`: it falls by one for every `base` the
+    /// backend then stays in (as Envoy's multiplier does), so a backend that fails once a
+    /// day is not out for the cap a week later. Only touched under `ejecting`.
+    multiplier: AtomicU32,
     /// When the current (or last) ejection ends; 0 when never ejected.
     ejected_until: AtomicU64,
     /// Serializes ejection decisions so two failing requests cannot eject twice.
@@ -120,6 +125,7 @@ impl BackendHealth {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             outlier_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            multiplier: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejecting: Mutex::new(()),
             breaker_failures: AtomicU32::new(0),

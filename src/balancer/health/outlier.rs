@@ -32,7 +32,7 @@ impl BackendHealth {
         {
             return;
         }
-        let n = self.ejections.load(Ordering::Acquire).saturating_add(1);
+        let n = self.decayed_multiplier(t).saturating_add(1);
         let length = self
             .outlier
             .base_ejection
@@ -46,10 +46,23 @@ impl BackendHealth {
         ) {
             return;
         }
-        self.ejections.store(n, Ordering::Release);
+        self.ejections.fetch_add(1, Ordering::AcqRel);
+        self.multiplier.store(n, Ordering::Release);
         self.ejected_until
             .store(t.saturating_add(nanos(length)), Ordering::Release);
         self.outlier_failures.store(0, Ordering::Release);
+    }
+}
+
+impl BackendHealth {
+    /// The last ejection's multiplier less one for every `base_ejection` since it ended.
+    fn decayed_multiplier(&self, t: u64) -> u32 {
+        let last = self.multiplier.load(Ordering::Acquire);
+        let ended = self.ejected_until.load(Ordering::Acquire);
+        let base = nanos(self.outlier.base_ejection).max(1);
+        let quiet_periods = t.saturating_sub(ended) / base;
+        let quiet_periods = u32::try_from(quiet_periods).unwrap_or(u32::MAX);
+        last.saturating_sub(quiet_periods)
     }
 }
 
@@ -118,6 +131,27 @@ mod tests {
             [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
         );
         assert_eq!(h.ejections(), 12);
+    }
+
+    #[test]
+    fn the_multiplier_falls_by_one_for_every_base_period_in() {
+        let h = backend();
+        let b = budget(10);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            fail(&h, 5, now, &b);
+            now += h.ejected_for(now).expect("ejected");
+        }
+        // Out for 30, 60, 90 s; then 65 s in (two whole base periods): 3 - 2 + 1 = 2.
+        now += 65 * SEC;
+        fail(&h, 5, now, &b);
+        assert_eq!(h.ejected_for(now), Some(60 * SEC));
+        now += 60 * SEC;
+        // A long quiet spell takes it back to the first length.
+        now += 3600 * SEC;
+        fail(&h, 5, now, &b);
+        assert_eq!(h.ejected_for(now), Some(30 * SEC));
+        assert_eq!(h.ejections(), 5, "the count since start never falls");
     }
 
     #[test]
