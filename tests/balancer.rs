@@ -322,6 +322,66 @@ async fn least_connections_avoids_the_slow_backend() {
     assert!(f > 5 * s, "slow {s}, fast {f}");
 }
 
+/// `clients` clients in a loop for 1.5 s against `algorithm` over two backends, each
+/// `(answer delay ms, weight)`; the hits each backend got.
+async fn hits_of_two(
+    algorithm: &str,
+    clients: usize,
+    a: (u64, u32),
+    b: (u64, u32),
+) -> (usize, usize) {
+    let first = TestBackend::start("a").await;
+    first.delay_ms.store(a.0, Ordering::SeqCst);
+    let second = TestBackend::start("b").await;
+    second.delay_ms.store(b.0, Ordering::SeqCst);
+    let proxy = start(&config(
+        algorithm,
+        vec![first.config(a.1, ""), second.config(b.1, "")],
+    ));
+    let addr = proxy.0.local_addr();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let clients: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    assert_eq!(get(addr, "/", &[]).await.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    (first.hits(), second.hits())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_learns_which_backend_is_slow() {
+    // Both start at the default 30 ms estimate; the slow one's 100 ms answers raise its
+    // estimate at once (peak), so two-choice picks leave it nearly alone.
+    let (slow, fast) = hits_of_two("peak-ewma", 4, (100, 1), (0, 1)).await;
+    assert!(fast > 10 * slow.max(1), "slow {slow}, fast {fast}");
+    assert!(slow >= 1, "the slow backend was tried at least once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_least_connections_keeps_in_flight_in_proportion_to_weight() {
+    // Equally slow backends, weights 3:1, eight clients always waiting: the in-flight
+    // counts settle at 6 and 2, so the hits go about 3:1 (plain least-connections: 1:1).
+    let (heavy, light) = hits_of_two("weighted-least-connections", 8, (40, 3), (40, 1)).await;
+    let ratio = heavy as f64 / light.max(1) as f64;
+    assert!(
+        (2.4..3.6).contains(&ratio),
+        "{heavy} vs {light}: {ratio:.2}"
+    );
+    let (one, other) = hits_of_two("least-connections", 8, (40, 3), (40, 1)).await;
+    let ratio = one as f64 / other.max(1) as f64;
+    assert!(
+        (0.75..1.33).contains(&ratio),
+        "unweighted: {one} vs {other}: {ratio:.2}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stick_by_header_and_by_cookie() {
     let backends = [
