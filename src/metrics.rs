@@ -948,6 +948,14 @@ fn balancer_families(snap: &Snapshot, f: &mut Families) {
         "Requests waiting for a backend with room right now.",
     )
     .push(Labels::none(), b.queued);
+    let panics = f.counter(
+        "balancer_pool_panic_choices",
+        None,
+        "Backends chosen although ejected or with an open circuit, because every backend of the pool was (panic mode).",
+    );
+    for pool in unique_by(&b.pools, |pool| &pool.name) {
+        panics.push(labels([("pool", &pool.name)]), pool.panic_choices_total);
+    }
     balancer_backend_families(b, f);
 }
 

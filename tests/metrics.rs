@@ -407,6 +407,18 @@ fn a_balancer_exports_proxy_and_per_backend_figures() {
         );
     }
     assert_eq!(parsed.value("sutazai_balancer_queued", "gauge", &[]), 3.0);
+    for pool in &b.pools {
+        assert_eq!(
+            parsed.value(
+                "sutazai_balancer_pool_panic_choices",
+                "counter",
+                &[("pool", pool.name.as_str())]
+            ),
+            pool.panic_choices_total as f64,
+            "{}",
+            pool.name
+        );
+    }
 
     // One series per backend per family, labelled with its pool and id.
     assert_eq!(

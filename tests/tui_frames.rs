@@ -351,8 +351,8 @@ fn the_balancer_pane_shows_each_pool_and_backend() {
         "Listen 127.0.0.1:8080 · 1286 req/s · 1.2M requests",
         "Queued 3 · 503s 17 · retries 40 (2 over budget) · bad requests 5",
         "Pool default · peak-ewma · 2/3 up · rule: default",
-        // Too long for 78 cells: the rule, last, is cut.
-        "Pool compute · least-connections · 2/2 up · rule: header x-request-type: comp…",
+        // Too long for 78 cells: the rule, last, is cut; panic-mode choices are shown.
+        "Pool compute · least-connections · 2/2 up · panic mode 3 · rule: header x-req…",
         "127.0.0.1:18081 up      closed       3/100    420  1.2ms  8.5ms      2      0",
         "10.0.0.7:8000   ejected open         0/100      0      –      –     57  2/45s",
         "127.0.0.1:19001 up      closed       12/16   35.2  120ms  850ms      1      0",

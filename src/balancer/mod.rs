@@ -306,6 +306,7 @@ impl Balancer {
                     name: pool.name.clone(),
                     algorithm: pool.algorithm.name().to_string(),
                     rule: pool.rule.describe(),
+                    panic_choices_total: pool.panics.load(Ordering::Relaxed),
                     backends: pool
                         .members()
                         .backends

@@ -33,6 +33,10 @@ pub struct PoolSnapshot {
     /// `default`).
     pub rule: String,
     pub backends: Vec<BackendSnapshot>,
+    /// Backends chosen in panic mode since start: every backend was ejected or had an open
+    /// circuit, so those were ignored rather than answering 503 (as Envoy does).
+    #[serde(default)]
+    pub panic_choices_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

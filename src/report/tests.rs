@@ -89,6 +89,7 @@ fn balancer_snapshot() -> crate::balancer::BalancerSnapshot {
             algorithm: "round-robin".into(),
             rule: "default".into(),
             backends: vec![up, ejected],
+            panic_choices_total: 0,
         }],
         ..BalancerSnapshot::default()
     }

@@ -707,12 +707,14 @@ pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
                 algorithm: "peak-ewma".into(),
                 rule: "default".into(),
                 backends: vec![a, b, ejected],
+                panic_choices_total: 0,
             },
             PoolSnapshot {
                 name: "compute".into(),
                 algorithm: "least-connections".into(),
                 rule: "header x-request-type: compute".into(),
                 backends: vec![busy, probing],
+                panic_choices_total: 3,
             },
         ],
     }

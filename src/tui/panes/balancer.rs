@@ -218,15 +218,21 @@ fn pool_line(pool: &PoolSnapshot, width: usize) -> Line<'static> {
         .iter()
         .filter(|x| x.health == Health::Up)
         .count();
-    cut_to_width(
-        Line::from(vec![
-            Span::styled(format!("Pool {}", pool.name), theme::label()),
-            Span::raw(format!(" · {} · ", pool.algorithm)),
-            Span::styled(format!("{up}/{total} up"), health_share_style(up, total)),
-            Span::raw(format!(" · rule: {}", pool.rule)),
-        ]),
-        width,
-    )
+    let mut spans = vec![
+        Span::styled(format!("Pool {}", pool.name), theme::label()),
+        Span::raw(format!(" · {} · ", pool.algorithm)),
+        Span::styled(format!("{up}/{total} up"), health_share_style(up, total)),
+    ];
+    if pool.panic_choices_total > 0 {
+        // Every backend was out at some point and traffic went to them anyway: worth red.
+        spans.push(Span::raw(" · "));
+        spans.push(Span::styled(
+            format!("panic mode {}", fmt_count(pool.panic_choices_total as f64)),
+            theme::error(),
+        ));
+    }
+    spans.push(Span::raw(format!(" · rule: {}", pool.rule)));
+    cut_to_width(Line::from(spans), width)
 }
 
 /// `line` cut to `width` cells, ending in "…" when something was cut.
