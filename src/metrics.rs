@@ -948,6 +948,12 @@ fn balancer_families(snap: &Snapshot, f: &mut Families) {
         "Requests waiting for a backend with room right now.",
     )
     .push(Labels::none(), b.queued);
+    f.gauge(
+        "balancer_docker_skipped",
+        None,
+        "Containers labelled sutazai.backend.port that are not backends (the pane and GET /api/balancer say why).",
+    )
+    .push(Labels::none(), b.docker_skipped.len() as u64);
     let panics = f.counter(
         "balancer_pool_panic_choices",
         None,

@@ -302,6 +302,16 @@ fn a_bad_label_is_reported_once_and_ignored() {
         "{:?}",
         backends(&snap)
     );
+    // The operator sees why in the snapshot (the pane, GET /api/balancer), not only the log.
+    let skipped = &snap
+        .balancer
+        .as_ref()
+        .expect("the balancer runs")
+        .docker_skipped;
+    assert!(
+        skipped.iter().any(|reason| reason.contains(&needle)),
+        "{skipped:?}"
+    );
 }
 
 /// `report`, `snapshot` and `bench` start engines that only observe: with the balancer

@@ -407,6 +407,10 @@ fn a_balancer_exports_proxy_and_per_backend_figures() {
         );
     }
     assert_eq!(parsed.value("sutazai_balancer_queued", "gauge", &[]), 3.0);
+    assert_eq!(
+        parsed.value("sutazai_balancer_docker_skipped", "gauge", &[]),
+        b.docker_skipped.len() as f64
+    );
     for pool in &b.pools {
         assert_eq!(
             parsed.value(

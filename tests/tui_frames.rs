@@ -412,6 +412,7 @@ fn a_balancer_cell_is_coloured_by_its_state() {
 fn a_balancer_with_more_backends_than_rows_says_how_many_are_hidden() {
     let mut snap = common::with_balancer(common::numa64());
     let balancer = snap.balancer.as_mut().unwrap();
+    balancer.docker_skipped.clear();
     let template = balancer.pools[0].backends[0].clone();
     balancer.pools[0].backends = (0..30)
         .map(|i| sutazai_top::balancer::BackendSnapshot {

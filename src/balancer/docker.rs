@@ -261,6 +261,13 @@ impl Reported {
         }
     }
 
+    /// Every reason held for the containers present, sorted (for the snapshot).
+    fn reasons(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.0.values().flatten().cloned().collect();
+        all.sort();
+        all
+    }
+
     /// Forget containers that are gone, so one that comes back is reported again.
     fn keep_only(&mut self, present: &HashSet<&str>) {
         self.0.retain(|id, _| present.contains(id.as_str()));
@@ -310,6 +317,7 @@ fn apply(balancer: &Balancer, plan: Plan, containers: &[Candidate], reported: &m
     }
     let present: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     reported.keep_only(&present);
+    balancer.set_docker_skipped(reported.reasons());
 }
 
 /// The running containers carrying the port label.

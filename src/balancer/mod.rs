@@ -93,6 +93,8 @@ pub struct Balancer {
     shutdown: watch::Sender<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     last_tick: Mutex<(Instant, u64)>,
+    /// Why labelled containers are not backends (set by Docker discovery each sync).
+    docker_skipped: Mutex<Vec<String>>,
 }
 
 /// The balancer as configured: `Ok(None)` when `[balancer] enabled = false`; the reason,
@@ -142,6 +144,7 @@ impl Balancer {
             shutdown,
             thread: Mutex::new(None),
             last_tick: Mutex::new((Instant::now(), 0)),
+            docker_skipped: Mutex::new(Vec::new()),
         });
         for backend in &config.backends {
             let added = balancer.add_backend(BackendSpec {
@@ -253,6 +256,13 @@ impl Balancer {
         Ok(removed)
     }
 
+    /// Record why labelled containers are not backends (Docker discovery, each sync).
+    pub(crate) fn set_docker_skipped(&self, reasons: Vec<String>) {
+        if let Ok(mut held) = self.docker_skipped.lock() {
+            *held = reasons;
+        }
+    }
+
     /// Backend choices made in panic mode since start (every backend ejected or with an
     /// open circuit, so those were ignored), over all pools.
     pub fn panic_choices_total(&self) -> u64 {
@@ -299,6 +309,11 @@ impl Balancer {
             retries_total: counters.retries.load(Ordering::Relaxed),
             retries_over_budget_total: counters.retries_over_budget.load(Ordering::Relaxed),
             bad_requests_total: counters.bad_requests.load(Ordering::Relaxed),
+            docker_skipped: self
+                .docker_skipped
+                .lock()
+                .map(|reasons| reasons.clone())
+                .unwrap_or_default(),
             pools: self
                 .shared
                 .pools()

@@ -21,6 +21,10 @@ pub struct BalancerSnapshot {
     /// Requests answered 400 / 431 / 408 before reaching a backend.
     pub bad_requests_total: u64,
     pub pools: Vec<PoolSnapshot>,
+    /// Containers labelled `sutazai.backend.port` that are not backends, each with the
+    /// reason (a bad label, reachable only on a bridge address, an address taken...).
+    #[serde(default)]
+    pub docker_skipped: Vec<String>,
 }
 
 /// A pool of backends for one request type, and how it picks among them.

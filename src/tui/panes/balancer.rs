@@ -119,6 +119,17 @@ fn health_share_style(up: usize, total: usize) -> Style {
 
 fn full_lines(b: &BalancerSnapshot, width: usize) -> Vec<Row> {
     let mut rows: Vec<Row> = header_lines(b, width).into_iter().map(Row::other).collect();
+    if let Some(first) = b.docker_skipped.first() {
+        // A labelled container that is not a backend is an operator's mistake to fix.
+        let more = match b.docker_skipped.len() {
+            1 => String::new(),
+            n => format!(" (+{} more)", n - 1),
+        };
+        rows.push(Row::other(cut_to_width(
+            Line::styled(format!("Docker: {first}{more}"), theme::warning()),
+            width,
+        )));
+    }
     if b.pools.is_empty() {
         rows.push(Row::other(Line::styled(
             "No pools: add [[balancer.backends]] to the config.",
