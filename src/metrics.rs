@@ -977,7 +977,7 @@ fn balancer_backend_families(b: &BalancerSnapshot, f: &mut Families) {
         .collect();
     let all: Vec<&(Labels, &BackendSnapshot)> = unique_by(&labelled, |(labels, _)| labels);
     type Pick = fn(&BackendSnapshot) -> Option<Value>;
-    let figures: [(&'static str, Option<Unit>, bool, &'static str, Pick); 10] = [
+    let figures: [(&'static str, Option<Unit>, bool, &'static str, Pick); 11] = [
         (
             "balancer_backend_requests",
             None,
@@ -1047,6 +1047,13 @@ fn balancer_backend_families(b: &BalancerSnapshot, f: &mut Families) {
             false,
             "Seconds until an ejected backend comes back (absent while it is in).",
             |x| x.ejected_for_secs.map(Value::from),
+        ),
+        (
+            "balancer_backend_draining",
+            None,
+            false,
+            "1 while the backend drains (set through the API): no new requests.",
+            |x| Some(u64::from(x.draining).into()),
         ),
     ];
     for (name, unit, counter, help, pick) in figures {

@@ -758,6 +758,45 @@ fn balancer_backends_are_added_and_removed_through_the_api() {
         assert_error(&r, 400, field);
     }
 
+    // Drain it: no new requests (the only backend, so 503), then back in with weight 5.
+    let patch = |body: serde_json::Value| {
+        served.call(
+            &served.client,
+            "PATCH",
+            &format!("/api/balancer/backends/{id}"),
+            body.to_string().as_bytes(),
+        )
+    };
+    let drained = patch(json!({"drain": true}));
+    assert_eq!(drained.status, 200, "{}", drained.text());
+    assert_eq!(
+        json_of(&drained),
+        json!({"backend": id.clone(), "pools": ["default"]})
+    );
+    assert_eq!(get_through(proxy, "/anything").0, 503);
+    let back = patch(json!({"drain": false, "weight": 5}));
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!(
+        get_through(proxy, "/anything"),
+        (200, "from-the-tiny-backend".to_string())
+    );
+    for (body, needle) in [
+        (json!({}), "nothing to change"),
+        (json!({"weight": 0}), "weight"),
+        (json!({"drain": "yes"}), "drain"),
+        (json!({"weight": 2, "colour": 1}), "colour"),
+        (json!({"drain": true, "pool": "nope"}), "pool"),
+    ] {
+        assert_error(&patch(body), 400, needle);
+    }
+    let unknown = served.call(
+        &served.client,
+        "PATCH",
+        "/api/balancer/backends/127.0.0.1:9",
+        br#"{"drain": true}"#,
+    );
+    assert_error(&unknown, 404, "127.0.0.1:9");
+
     let removed = served.call(
         &served.client,
         "DELETE",
@@ -798,4 +837,11 @@ fn with_the_balancer_off_its_routes_say_so() {
         b"",
     );
     assert_error(&remove, 409, "balancer");
+    let change = served.call(
+        &served.client,
+        "PATCH",
+        "/api/balancer/backends/127.0.0.1:80",
+        br#"{"drain": true}"#,
+    );
+    assert_error(&change, 409, "balancer");
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use sutazai_top::balancer::{BackendSpec, Balancer, BalancerSnapshot, CircuitState};
+use sutazai_top::balancer::{BackendSpec, BackendUpdate, Balancer, BalancerSnapshot, CircuitState};
 use sutazai_top::config::{BalancerBackendConfig, BalancerConfig, BalancerPoolConfig};
 
 /// A backend: answers its name, counts the requests (health checks apart), can be slowed,
@@ -646,6 +646,79 @@ async fn h2c_with_prior_knowledge_is_proxied() {
         assert_eq!(&body[..], b"only");
     }
     assert_eq!(only.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_backend_finishes_its_requests_and_takes_no_new_ones() {
+    let slow = TestBackend::start("slow").await;
+    slow.delay_ms.store(400, Ordering::SeqCst);
+    let other = TestBackend::start("other").await;
+    let proxy = start(&config(
+        "weighted-round-robin",
+        vec![slow.config(1, ""), other.config(1, "")],
+    ));
+    let addr = proxy.0.local_addr();
+    let port = slow.addr.port();
+    // A request under way on the slow backend when the drain starts.
+    let under_way = tokio::spawn(async move {
+        loop {
+            let answer = get(addr, "/", &[]).await;
+            if answer.body == "slow" {
+                return answer.status;
+            }
+        }
+    });
+    wait_for(
+        "a request in flight on the slow backend",
+        Duration::from_secs(5),
+        || in_flight(&proxy, port) == 1,
+    )
+    .await;
+    let drain = BackendUpdate {
+        drain: Some(true),
+        ..BackendUpdate::default()
+    };
+    assert!(
+        proxy
+            .0
+            .change_backend("", "127.0.0.1", port, drain)
+            .unwrap()
+    );
+    let hits_before = slow.hits();
+    for _ in 0..10 {
+        assert_eq!(get(addr, "/", &[]).await.body, "other");
+    }
+    assert_eq!(
+        under_way.await.unwrap(),
+        StatusCode::OK,
+        "the one under way finished"
+    );
+    assert_eq!(slow.hits(), hits_before, "no new request reached it");
+    let shown = backend_of(&proxy.0.snapshot(), port).clone();
+    assert!(shown.draining, "{shown:?}");
+
+    // Back in, with weight 3: the rotation follows the new weights at once.
+    slow.delay_ms.store(0, Ordering::SeqCst);
+    let back = BackendUpdate {
+        weight: Some(3),
+        drain: Some(false),
+    };
+    assert!(proxy.0.change_backend("", "127.0.0.1", port, back).unwrap());
+    let (slow_before, other_before) = (slow.hits(), other.hits());
+    for _ in 0..40 {
+        assert_eq!(get(addr, "/", &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        (slow.hits() - slow_before, other.hits() - other_before),
+        (30, 10)
+    );
+    let bad = BackendUpdate {
+        weight: Some(0),
+        drain: None,
+    };
+    let refused = proxy.0.change_backend("", "127.0.0.1", port, bad);
+    assert!(refused.unwrap_err().to_string().contains("weight"));
+    assert!(!proxy.0.change_backend("", "127.0.0.1", 9, back).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

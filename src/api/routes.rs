@@ -41,6 +41,7 @@ pub enum Action {
     BalancerStats,
     BalancerAdd,
     BalancerRemove,
+    BalancerChange,
 }
 
 /// A method and a path pattern; `{name}` matches one path segment.
@@ -88,6 +89,11 @@ pub const ROUTES: &[Route] = &[
         "DELETE",
         "/api/balancer/backends/{backend}",
         Action::BalancerRemove,
+    ),
+    route(
+        "PATCH",
+        "/api/balancer/backends/{backend}",
+        Action::BalancerChange,
     ),
 ];
 
@@ -311,6 +317,10 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
         Action::BalancerRemove => {
             let backend = params.first().map(String::as_str).unwrap_or_default();
             Reply::from_result(balancer_remove(state, backend, body))
+        }
+        Action::BalancerChange => {
+            let backend = params.first().map(String::as_str).unwrap_or_default();
+            Reply::from_result(balancer_change(state, backend, body))
         }
         // Served by `api::cache` (they need the request's headers); never routed here.
         Action::CacheGet | Action::CachePut | Action::CacheDelete => Reply::error(
@@ -612,15 +622,7 @@ fn balancer_remove(state: &State, backend: &str, body: &[u8]) -> OpResult<Backen
     }
     let balancer = running_balancer(state)?;
     let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
-    let Some((host, port)) = backend.rsplit_once(':') else {
-        return Err(bad(format!("backend {backend:?}: expected host:port")));
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| bad(format!("backend {backend:?}: the port is not 1 to 65535")))?;
+    let (host, port) = backend_address(backend)?;
     let wanted: Wanted = if body.iter().all(u8::is_ascii_whitespace) {
         Wanted::default()
     } else {
@@ -650,6 +652,71 @@ fn balancer_remove(state: &State, backend: &str, body: &[u8]) -> OpResult<Backen
     Ok(BackendChange {
         backend: backend.to_string(),
         pools: removed,
+    })
+}
+
+/// `host:port` (brackets around an IPv6 host) from a route's path.
+fn backend_address(backend: &str) -> Result<(&str, u16), Failure> {
+    let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
+    let Some((host, port)) = backend.rsplit_once(':') else {
+        return Err(bad(format!("backend {backend:?}: expected host:port")));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| bad(format!("backend {backend:?}: the port is not 1 to 65535")))?;
+    Ok((host, port))
+}
+
+/// `PATCH /api/balancer/backends/{host:port}` with `{"weight": n, "drain": bool, "pool":
+/// "name"}` (weight and/or drain; pool optional): in the named pool, else in every pool
+/// holding it. Counters and health stay: it is the same backend.
+fn balancer_change(state: &State, backend: &str, body: &[u8]) -> OpResult<BackendChange> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wanted {
+        weight: Option<u32>,
+        drain: Option<bool>,
+        pool: Option<String>,
+    }
+    let balancer = running_balancer(state)?;
+    let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
+    let (host, port) = backend_address(backend)?;
+    let usage = "PATCH /api/balancer/backends/{host:port} expects {\"weight\": 1..1000, \"drain\": true|false, \"pool\": \"name\"}";
+    let wanted: Wanted = parse_json(body, usage)?;
+    if wanted.weight.is_none() && wanted.drain.is_none() {
+        return Err(bad(format!("nothing to change: {usage}")));
+    }
+    let update = crate::balancer::BackendUpdate {
+        weight: wanted.weight,
+        drain: wanted.drain,
+    };
+    let pools = match wanted.pool {
+        Some(pool) => vec![pool],
+        None => balancer.pool_names(),
+    };
+    let mut changed = Vec::new();
+    for pool in pools {
+        match balancer.change_backend(&pool, host, port, update) {
+            Ok(true) => changed.push(pool),
+            Ok(false) => {}
+            Err(crate::balancer::BalancerError::UnknownPool(name)) => {
+                return Err(bad(format!("field \"pool\": no pool named {name:?}")));
+            }
+            Err(err) => return Err(bad(format!("field \"weight\": {err}"))),
+        }
+    }
+    if changed.is_empty() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("backend {backend} is in no pool"),
+        ));
+    }
+    Ok(BackendChange {
+        backend: backend.to_string(),
+        pools: changed,
     })
 }
 

@@ -69,9 +69,14 @@ pub(crate) struct Backend {
     /// Every address the host resolved to, tried in order (`localhost` may give `::1`
     /// first while the backend listens on 127.0.0.1 only).
     pub addrs: Vec<SocketAddr>,
-    pub weight: u32,
+    /// Changed at run time through the API (`Balancer::change_backend`), which also bumps
+    /// the pool's generation so pickers rebuild their tables.
+    weight: AtomicU32,
     pub max_connections: u32,
     pub source: BackendSource,
+    /// Draining: no new requests (in-flight ones finish, checks go on), so an operator can
+    /// take it out for maintenance without cutting anyone off, as HAProxy's `drain`.
+    pub draining: AtomicBool,
     /// `Host` for requests that came without one (h2 without :authority, health checks).
     pub host_header: HeaderValue,
     pub in_flight: AtomicU32,
@@ -167,9 +172,10 @@ impl Backend {
             host: parts.host,
             port: parts.port,
             addrs: parts.addrs,
-            weight: parts.weight,
+            weight: AtomicU32::new(parts.weight),
             max_connections: parts.max_connections,
             source: parts.source,
+            draining: AtomicBool::new(false),
             host_header,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -183,6 +189,18 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             last_tick: Mutex::new(LastTick::default()),
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A slot for one request, admitted by the circuit breaker at `now`; `None` when

@@ -234,7 +234,7 @@ impl Balancer {
                 all.push(BackendSpec {
                     host: b.host.clone(),
                     port: b.port,
-                    weight: b.weight,
+                    weight: b.weight(),
                     max_connections: b.max_connections,
                     pool: pool.name.clone(),
                     source: b.source.clone(),

@@ -32,11 +32,20 @@ use std::time::{Duration, Instant};
 use hyper::header::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 
-use crate::config::{BalancerBackendConfig, BalancerConfig, DEFAULT_MAX_CONNECTIONS};
+use crate::config::{
+    BalancerBackendConfig, BalancerConfig, DEFAULT_MAX_CONNECTIONS, MAX_BACKEND_WEIGHT,
+};
 use backend::{Backend, BackendParts};
 use pick::Algorithm;
 use pool::{Pool, Rule};
 use proxy::{Counters, RetryBudget, Settings, Shared};
+
+/// What `Balancer::change_backend` changes; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendUpdate {
+    pub weight: Option<u32>,
+    pub drain: Option<bool>,
+}
 
 /// A backend to add: where it is, how much it takes, which pool it serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,6 +265,43 @@ impl Balancer {
         Ok(removed)
     }
 
+    /// Change a backend at run time in `pool`: its weight (1 to 1000) and whether it drains
+    /// (takes no new requests while its in-flight ones finish). `Ok(false)` when the pool
+    /// has no such backend. Counters and health stay: it is the same backend.
+    pub fn change_backend(
+        &self,
+        pool: &str,
+        host: &str,
+        port: u16,
+        change: BackendUpdate,
+    ) -> Result<bool, BalancerError> {
+        if let Some(weight) = change.weight
+            && !(1..=MAX_BACKEND_WEIGHT).contains(&weight)
+        {
+            return Err(BalancerError::Invalid(format!(
+                "weight = {weight}: expected 1 to {MAX_BACKEND_WEIGHT}"
+            )));
+        }
+        let pool = self.pool(pool)?;
+        let id = backend_id(host, port);
+        // Through `update`, so the generation moves and weighted pickers rebuild.
+        let found = pool.update(|backends| {
+            let Some(backend) = backends.iter().find(|b| b.id == id) else {
+                return false;
+            };
+            if let Some(weight) = change.weight {
+                backend.set_weight(weight);
+            }
+            if let Some(drain) = change.drain {
+                backend.draining.store(drain, Ordering::Relaxed);
+            }
+            true
+        });
+        // Requests queued for this pool look again (a backend may have come back).
+        pool.waiters.notify.notify_waiters();
+        Ok(found)
+    }
+
     /// Record why labelled containers are not backends (Docker discovery, each sync).
     pub(crate) fn set_docker_skipped(&self, reasons: Vec<String>) {
         if let Ok(mut held) = self.docker_skipped.lock() {
@@ -380,7 +426,7 @@ fn backend_snapshot(backend: &Backend, elapsed: f64) -> BackendSnapshot {
         id: backend.id.clone(),
         host: backend.host.clone(),
         port: backend.port,
-        weight: backend.weight,
+        weight: backend.weight(),
         max_connections: backend.max_connections,
         source: backend.source.clone(),
         health: backend.health.health(now),
@@ -394,6 +440,7 @@ fn backend_snapshot(backend: &Backend, elapsed: f64) -> BackendSnapshot {
         ewma_ms: backend.ewma.estimate().as_secs_f64() * 1e3,
         ejections: backend.health.ejections(),
         ejected_for_secs: backend.health.ejected_for(now).map(|d| d.as_secs()),
+        draining: backend.is_draining(),
     }
 }
 

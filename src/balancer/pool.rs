@@ -266,7 +266,7 @@ fn candidate<'a>(
 ) -> Candidate<'a> {
     Candidate {
         id: &b.id,
-        weight: b.weight,
+        weight: b.weight(),
         in_flight: b.in_flight.load(Ordering::Relaxed),
         // A session ignores fullness: it waits for its home (see `Pool::choose`).
         max_connections: if sticky { 0 } else { b.max_connections },
@@ -276,7 +276,12 @@ fn candidate<'a>(
 }
 
 /// May `backend` be picked: normally by its whole health, in panic mode unless checked down.
+/// A draining backend takes nothing new, panic mode included: draining is the operator's
+/// decision, not a symptom.
 fn usable(backend: &Backend, now: Instant, panic: bool) -> bool {
+    if backend.is_draining() {
+        return false;
+    }
     if panic {
         backend.health.not_down()
     } else {

@@ -67,6 +67,9 @@ pub struct BackendSnapshot {
     /// Times ejected as an outlier since start; `ejected_for_secs` while out.
     pub ejections: u32,
     pub ejected_for_secs: Option<u64>,
+    /// Draining: no new requests (set through the API), in-flight ones finish.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Where a backend came from.

@@ -348,6 +348,8 @@ impl Column {
         match self {
             Column::Id => TextCell::left(b.id.clone(), theme::label()),
             Column::Source => TextCell::left(source_text(&b.source), theme::dim()),
+            // Draining is the operator's doing and says more than the check's verdict.
+            Column::Health if b.draining => TextCell::left("drain".to_string(), theme::warning()),
             Column::Health => TextCell::left(b.health.name().to_string(), health_style(b.health)),
             Column::Circuit => {
                 TextCell::left(b.circuit.name().to_string(), circuit_style(b.circuit))
