@@ -49,6 +49,14 @@ const MAX_STREAMS: usize = 1024;
 /// Predictions remembered per stream so that a chain, which moves one key per access, does
 /// not hand out the same keys again (at least the largest configurable depth, 16).
 const ISSUED_MEMORY: usize = 32;
+/// Accesses (learned ones) per judgement of whether the workload has anything to predict.
+const QUIET_WINDOW: u64 = 1 << 16;
+/// Below this share of learned accesses that the model had predicted confidently, the
+/// workload is judged unpredictable (a uniformly random one is, at about 0).
+const QUIET_SHARE: f64 = 0.001;
+/// While unpredictable, one key in this many teaches the model and is predicted from.
+const QUIET_SAMPLE: u64 = 8;
+
 /// The stream of [`Prefetcher::on_access`] and [`Prefetcher::predict`].
 pub const DEFAULT_STREAM: u64 = 0;
 
@@ -132,6 +140,35 @@ pub struct Prefetcher {
     /// matches `outstanding` were settled already.
     expiry: VecDeque<(KeyHash, u64)>,
     stats: PrefetchStats,
+    quiet: Quiet,
+}
+
+/// Backing off on a workload with nothing to predict. Learning costs every access a row
+/// of the successor tables (a cache miss, and table churn), which on random lookups buys
+/// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys teaches the model
+/// (and is predicted from), until that slice shows transitions worth predicting again.
+#[derive(Debug, Default)]
+struct Quiet {
+    sampling: bool,
+    learned: u64,
+    predictable: u64,
+}
+
+impl Quiet {
+    fn teaches(&self, key: KeyHash) -> bool {
+        !self.sampling
+            || key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - QUIET_SAMPLE.trailing_zeros()) == 0
+    }
+
+    fn record(&mut self, predictable: bool) {
+        self.learned += 1;
+        self.predictable += u64::from(predictable);
+        if self.learned >= QUIET_WINDOW {
+            self.sampling = (self.predictable as f64) < QUIET_SHARE * self.learned as f64;
+            self.learned = 0;
+            self.predictable = 0;
+        }
+    }
 }
 
 impl Prefetcher {
@@ -151,6 +188,7 @@ impl Prefetcher {
             outstanding: FastMap::default(),
             expiry: VecDeque::new(),
             stats: PrefetchStats::default(),
+            quiet: Quiet::default(),
         }
     }
 
@@ -196,9 +234,11 @@ impl Prefetcher {
         let Some(&Context {
             last: Some(last),
             before_last,
+            taught: true,
             ..
         }) = self.streams.get(&stream)
         else {
+            // No access yet, or the last one did not teach (backing off): nothing to say.
             return predictions;
         };
         let (mut older, mut newer) = (before_last, last);
@@ -262,6 +302,12 @@ impl Prefetcher {
         self.outstanding.contains_key(&key)
     }
 
+    /// Whether the model learns from a sample only, the workload having shown nothing to
+    /// predict (see `Quiet`).
+    pub fn backing_off(&self) -> bool {
+        self.quiet.sampling
+    }
+
     pub fn stats(&self) -> PrefetchStats {
         PrefetchStats {
             contexts: (self.order1.rows.len() + self.order2.rows.len()) as u64,
@@ -276,6 +322,7 @@ impl Prefetcher {
         }
         self.expire_outstanding();
         let (clock, decay) = (self.clock, self.config.decay);
+        let teaches = self.quiet.teaches(key);
         let context = self.context_mut(stream);
         let Context {
             last, before_last, ..
@@ -285,10 +332,20 @@ impl Prefetcher {
             last: Some(key),
             before_last: last,
             active: clock,
+            taught: teaches,
             ..*context
         };
+        if !teaches {
+            return;
+        }
+        let min_confidence = self.config.min_confidence;
+        let mut predictable = false;
         if let Some(last) = last {
-            self.order1.row_mut(last, clock).observe(key, decay);
+            let row = self.order1.row_mut(last, clock);
+            predictable = row
+                .best()
+                .is_some_and(|(next, confidence)| next == key && confidence >= min_confidence);
+            row.observe(key, decay);
             // An order-2 row only for a pair seen before: most pairs of a random workload
             // never recur, and a row for each would cost a cache miss and table churn.
             if let Some(before_last) = before_last
@@ -305,6 +362,7 @@ impl Prefetcher {
                 row.name = Some(Arc::from(name));
             }
         }
+        self.quiet.record(predictable);
     }
 
     fn context_mut(&mut self, stream: u64) -> &mut Context {
@@ -361,6 +419,9 @@ struct Context {
     before_last: Option<KeyHash>,
     /// Clock of the stream's last access.
     active: u64,
+    /// Whether the last access taught the model (always, unless backing off); predictions
+    /// are made only after those.
+    taught: bool,
     /// Keys recently handed out for prefetch and not accessed since (slot i is valid when
     /// bit i of `issued_valid` is set).
     issued: [KeyHash; ISSUED_MEMORY],
@@ -851,5 +912,51 @@ mod tests {
         assert_eq!(keys(&predictions), vec![2, 3]);
         assert_eq!(predictions[0].name.as_deref(), Some(&b"two"[..]));
         assert_eq!(predictions[1].name, None);
+    }
+
+    #[test]
+    fn backs_off_on_random_lookups_and_comes_back_for_a_pattern() {
+        let mut prefetcher = Prefetcher::with_depth(3);
+        // Uniformly random keys: nothing is ever predictable, so after a window the model
+        // learns from a one-in-eight sample only (and predicts only after those).
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % 100_000
+        };
+        for _ in 0..(QUIET_WINDOW + 10) {
+            prefetcher.on_access(random());
+        }
+        assert!(prefetcher.backing_off());
+        let contexts = prefetcher.stats().contexts;
+        for _ in 0..QUIET_WINDOW {
+            prefetcher.on_access(random());
+        }
+        let grown = prefetcher.stats().contexts - contexts;
+        assert!(
+            grown < QUIET_WINDOW / 3,
+            "backing off, {grown} rows were made in {QUIET_WINDOW} accesses"
+        );
+        // A loop of 64 keys: the sampled keys' transitions are predictable, so the model
+        // learns from every key again, and predicts the loop.
+        let mut key = 0;
+        let mut accesses = 0;
+        while prefetcher.backing_off() {
+            prefetcher.on_access(1_000_000 + key);
+            key = (key + 1) % 64;
+            accesses += 1;
+            assert!(
+                accesses < 10 * QUIET_WINDOW * QUIET_SAMPLE,
+                "never came back"
+            );
+        }
+        for _ in 0..256 {
+            prefetcher.on_access(1_000_000 + key);
+            key = (key + 1) % 64;
+        }
+        let next = 1_000_000 + key;
+        assert_eq!(keys(&prefetcher.predict(3))[0], next);
     }
 }
