@@ -531,6 +531,14 @@ fn a_report_while_a_service_runs_is_of_the_service() {
         report["balancer"]["stats"]["listen"],
         format!("127.0.0.1:{port}")
     );
+    let status = setup.run(&["status"]);
+    let said = text(&status);
+    assert!(
+        said.contains(&format!(
+            "balancer: 127.0.0.1:{port} · 0 backends (0 up) in 1 pools"
+        )),
+        "{said}"
+    );
     let status = setup.run(&["stop"]);
     assert!(status.status.success(), "{}", text(&status));
     service.wait_exit(Duration::from_secs(20));

@@ -362,6 +362,34 @@ fn not_running(config: &Config, err: &ClientError) -> anyhow::Error {
     }
 }
 
+/// The balancer in one line: where it listens, its backends and load; "off" when disabled.
+async fn balancer_line(config: &Config) -> String {
+    let response = match client(config).get("/api/balancer").await {
+        Ok(response) => response,
+        // An older service or a failing call: say so rather than guess.
+        Err(err) => return format!("balancer: unknown ({err})"),
+    };
+    if response.status == 404 {
+        return "balancer: off".to_string();
+    }
+    let b = match response.json::<sutazai_top::balancer::BalancerSnapshot>() {
+        Ok(b) => b,
+        Err(err) => return format!("balancer: unknown ({err})"),
+    };
+    let backends: Vec<_> = b.pools.iter().flat_map(|p| &p.backends).collect();
+    let up = backends
+        .iter()
+        .filter(|x| x.health == sutazai_top::balancer::Health::Up)
+        .count();
+    format!(
+        "balancer: {} · {} backends ({up} up) in {} pools · {:.1} req/s",
+        b.listen,
+        backends.len(),
+        b.pools.len(),
+        b.requests_per_sec
+    )
+}
+
 pub async fn status(config: &Config) -> anyhow::Result<()> {
     let status: Status = match client(config).get("/api/status").await {
         Ok(response) => response.json()?,
@@ -392,6 +420,7 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
         "applied fixes: {} (active change batches: {})",
         status.applied_fixes, status.active_batches
     );
+    println!("{}", balancer_line(config).await);
     Ok(())
 }
 
