@@ -17,7 +17,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{ContainerSummary, PortSummaryTypeEnum};
 use bollard::query_parameters::ListContainersOptions;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::{BackendSource, BackendSpec, Balancer, BalancerError};
@@ -35,8 +35,6 @@ pub const MAX_CONNECTIONS_LABEL: &str = "sutazai.backend.max_connections";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// Most events taken in one burst before listing.
-const MAX_EVENT_BATCH: usize = 1024;
 const TARGET: &str = "sutazai_top::balancer";
 
 /// What discovery needs to know of one running container.
@@ -414,25 +412,10 @@ async fn follow(
         tokio::select! {
             _ = ticker.tick() => {}
             event = events.next() => {
-                // A burst (many containers starting) is one list, not one per event.
-                let mut batch = vec![event];
-                while batch.len() < MAX_EVENT_BATCH
-                    && matches!(batch.last(), Some(Some(Ok(_))))
-                    && let Some(more) = events.next().now_or_never()
-                {
-                    batch.push(more);
-                }
-                let mut changed = false;
-                for event in batch {
-                    match event {
-                        Some(Ok(message)) => {
-                            let action = message.action.unwrap_or_default();
-                            changed |= docker_api::event_changes_membership(&action);
-                        }
-                        Some(Err(err)) => return Some(format!("event stream failed: {err}")),
-                        None => return Some("event stream ended".to_string()),
-                    }
-                }
+                let changed = match docker_api::take_event_burst(event, &mut events) {
+                    Ok(changed) => changed,
+                    Err(why) => return Some(why),
+                };
                 if !changed {
                     continue;
                 }

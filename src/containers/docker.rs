@@ -112,6 +112,42 @@ pub fn container_events(
     }))
 }
 
+/// Most events taken in one burst (a failed stream may keep yielding).
+const MAX_EVENT_BATCH: usize = 1024;
+
+/// `first` and every event already waiting behind it: a burst (131 containers starting)
+/// arrives as hundreds of events, and is one re-list, not one per event. Whether any of them
+/// may have changed the membership; `Err` says why the stream cannot go on.
+pub fn take_event_burst<S>(
+    first: Option<Result<EventMessage, bollard::errors::Error>>,
+    events: &mut S,
+) -> Result<bool, String>
+where
+    S: Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin,
+{
+    use futures_util::FutureExt;
+    let mut batch = vec![first];
+    while batch.len() < MAX_EVENT_BATCH
+        && matches!(batch.last(), Some(Some(Ok(_))))
+        && let Some(more) = events.next().now_or_never()
+    {
+        batch.push(more);
+    }
+    let mut changed = false;
+    for event in batch {
+        match event {
+            Some(Ok(message)) => {
+                let action = message.action.unwrap_or_default();
+                tracing::debug!(%action, "container event");
+                changed |= event_changes_membership(&action);
+            }
+            Some(Err(err)) => return Err(format!("event stream failed: {err}")),
+            None => return Err("event stream ended".to_string()),
+        }
+    }
+    Ok(changed)
+}
+
 /// Events after which the list of containers or their processes may have changed.
 pub fn event_changes_membership(action: &str) -> bool {
     // Docker appends details to some actions ("exec_start: sh", "health_status: healthy").

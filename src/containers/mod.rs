@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::config::DockerConfig;
@@ -34,8 +34,6 @@ use usage::UsageTracker;
 const RELIST_EVERY: u64 = 10;
 /// Longest wait between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// Most events taken in one burst before re-listing (a failed stream may keep yielding).
-const MAX_EVENT_BATCH: usize = 1024;
 /// Stats API calls in flight at once when cgroups cannot be read.
 const FALLBACK_CONCURRENCY: usize = 8;
 /// Ticks before a container whose stats fallback failed is asked again.
@@ -170,27 +168,10 @@ impl ContainerSampler {
                     self.health.ok(SAMPLER_NAME, started.elapsed(), cpu, self.interval);
                 }
                 event = events.next() => {
-                    // A burst (131 containers starting) arrives as hundreds of events: take
-                    // every one already waiting, then re-list once.
-                    let mut batch = vec![event];
-                    while batch.len() < MAX_EVENT_BATCH
-                        && matches!(batch.last(), Some(Some(Ok(_))))
-                        && let Some(more) = events.next().now_or_never()
-                    {
-                        batch.push(more);
-                    }
-                    let mut changed = false;
-                    for event in batch {
-                        match event {
-                            Some(Ok(message)) => {
-                                let action = message.action.unwrap_or_default();
-                                tracing::debug!(%action, "container event");
-                                changed |= docker::event_changes_membership(&action);
-                            }
-                            Some(Err(err)) => return Some(format!("event stream failed: {err}")),
-                            None => return Some("event stream ended".to_string()),
-                        }
-                    }
+                    let changed = match docker::take_event_burst(event, &mut events) {
+                        Ok(changed) => changed,
+                        Err(why) => return Some(why),
+                    };
                     if !changed {
                         continue;
                     }
