@@ -236,13 +236,18 @@ fn backend_of(snap: &BalancerSnapshot, port: u16) -> &sutazai_top::balancer::Bac
         .expect("backend in the snapshot")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_robin_is_an_exact_rotation_and_forwards_the_client() {
-    let backends = [
+/// Backends "a", "b" and "c", answering at once.
+async fn three_backends() -> [TestBackend; 3] {
+    [
         TestBackend::start("a").await,
         TestBackend::start("b").await,
         TestBackend::start("c").await,
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_is_an_exact_rotation_and_forwards_the_client() {
+    let backends = three_backends().await;
     let proxy = start(&config(
         "round-robin",
         backends.iter().map(|b| b.config(1, "")).collect(),
@@ -296,30 +301,9 @@ async fn weights_share_the_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_avoids_the_slow_backend() {
-    let slow = TestBackend::start("slow").await;
-    slow.delay_ms.store(150, Ordering::SeqCst);
-    let fast = TestBackend::start("fast").await;
-    let proxy = start(&config(
-        "least-connections",
-        vec![slow.config(1, ""), fast.config(1, "")],
-    ));
-    let addr = proxy.0.local_addr();
-    // Four clients in a loop for a while: the slow one holds its requests longer.
-    let deadline = Instant::now() + Duration::from_millis(1200);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    assert_eq!(get(addr, "/", &[]).await.status, StatusCode::OK);
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let (s, f) = (slow.hits(), fast.hits());
-    assert!(f > 5 * s, "slow {s}, fast {f}");
+    // Four clients in a loop: the slow one holds its requests longer.
+    let (slow, fast) = hits_of_two("least-connections", 4, (150, 1), (0, 1)).await;
+    assert!(fast > 5 * slow, "slow {slow}, fast {fast}");
 }
 
 /// `clients` clients in a loop for 1.5 s against `algorithm` over two backends, each
@@ -384,11 +368,7 @@ async fn weighted_least_connections_keeps_in_flight_in_proportion_to_weight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stick_by_header_and_by_cookie() {
-    let backends = [
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    ];
+    let backends = three_backends().await;
     let proxy = start(&config(
         "consistent-hash",
         backends.iter().map(|b| b.config(1, "")).collect(),
@@ -416,11 +396,7 @@ async fn sessions_stick_by_header_and_by_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_costs_no_get_and_comes_back() {
-    let backends = [
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    ];
+    let backends = three_backends().await;
     let mut cfg = config(
         "round-robin",
         backends.iter().map(|b| b.config(1, "")).collect(),
@@ -995,11 +971,7 @@ async fn a_body_that_drips_gets_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_backends_cost_one_request_timeout_not_one_per_attempt() {
-    let backends = [
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    ];
+    let backends = three_backends().await;
     for backend in &backends {
         backend.delay_ms.store(5_000, Ordering::SeqCst);
     }
@@ -1127,11 +1099,7 @@ async fn hop_by_hop_headers_stop_at_the_proxy_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gets_survive_a_backend_killed_mid_load() {
-    let backends = [
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    ];
+    let backends = three_backends().await;
     for backend in &backends {
         backend.delay_ms.store(10, Ordering::SeqCst);
     }
