@@ -438,6 +438,19 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
     assert!(shown.contains("No bottleneck held"), "{shown}");
     assert!(shown.contains("nothing proposed"), "{shown}");
 
+    // A bottleneck with no fix (a busy host, no agent to act on) is named, not denied.
+    let mut snap = common::with_proposal(
+        common::numa64(),
+        sutazai_top::eliminator::strategy::Risk::Low,
+    );
+    snap.proposals.clear();
+    let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
+    assert!(!shown.contains("No bottleneck held"), "{shown}");
+    assert!(
+        shown.contains("1 bottleneck held (noisy_neighbour on agent-001), no fix for it"),
+        "{shown}"
+    );
+
     let snap = common::with_active_changes(common::numa64());
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
     assert!(shown.contains("2 active"), "{shown}");

@@ -47,6 +47,15 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// Short, for people: "host", the container's name, "comm (pid)".
+    pub fn label(&self) -> String {
+        match self {
+            Subject::Host => "host".to_string(),
+            Subject::Container { name, .. } => name.clone(),
+            Subject::Process { id, comm } => format!("{comm} ({})", id.pid),
+        }
+    }
+
     /// Identity for hysteresis: names may change, ids do not.
     fn key(&self) -> String {
         match self {

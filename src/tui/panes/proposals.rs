@@ -40,13 +40,28 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focused
             lines.push(Line::from(Span::styled(problem.clone(), theme::error())));
         }
         if rows.is_empty() {
+            let journal = if snap.changes.journal_found {
+                String::new()
+            } else {
+                format!(" (no journal yet in {})", snap.changes.state_dir)
+            };
+            // A bottleneck can hold with no fix for it (a busy host with no agent to act
+            // on, or one above the mode): say which, rather than that none held.
+            let held = match snap.bottlenecks.len() {
+                0 => "No bottleneck held for the configured ticks".to_string(),
+                n => format!(
+                    "{n} bottleneck{} held ({}), no fix for {} in this mode",
+                    if n == 1 { "" } else { "s" },
+                    snap.bottlenecks
+                        .iter()
+                        .map(|b| format!("{} on {}", b.kind.name(), b.subject.label()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if n == 1 { "it" } else { "them" },
+                ),
+            };
             lines.push(Line::from(format!(
-                "No bottleneck held for the configured ticks; nothing proposed; no change of ours is active{}.",
-                if snap.changes.journal_found {
-                    String::new()
-                } else {
-                    format!(" (no journal yet in {})", snap.changes.state_dir)
-                }
+                "{held}; nothing proposed; no change of ours is active{journal}."
             )));
         } else {
             // One row per entry, plus the selected proposal's details underneath.
