@@ -9,7 +9,8 @@
 #   sutazai  127.0.0.1:18092  (`sutazai-top serve --no-docker`, [balancer] worker_threads = 1)
 # In alternating rounds (every target once per round, so drift hits all alike), with wrk:
 #   - requests/s at 50 connections (wrk -t1 -c50), and each proxy's CPU time per request
-#     (its processes' utime+stime over the run; ours includes the engine's own sampling,
+#     (its processes' utime+stime over the run, and the user/system split; ours includes the
+#     engine's own sampling,
 #     every 5 s here);
 #   - latency p50/p99 at 1 connection (wrk -t1 -c1 --latency), and the p50 each proxy adds
 #     over hitting a backend directly.
@@ -187,12 +188,13 @@ for target in "${TARGETS[@]}"; do
 done
 echo "all targets answer; $ROUNDS rounds of ${SECONDS_PER_RUN} s per target and load" >&2
 
-# utime+stime in clock ticks of a process and its children (nginx's master and worker).
+# utime+stime in clock ticks of a process and its children (nginx's master and worker);
+# with $2 = user or system, only that part.
 cpu_ticks() {
   local total=0 pid stat
   for pid in "$1" $(pgrep -P "$1" || true); do
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    total=$((total + $(stat_ticks "$stat")))
+    total=$((total + $(stat_ticks "$stat" "${2:-both}")))
   done
   echo "$total"
 }
@@ -211,11 +213,17 @@ thread_ticks() {
   echo "$total"
 }
 
-# utime + stime: fields 14 and 15 of a stat line, counted after the ")" ending the name.
+# utime + stime: fields 14 and 15 of a stat line, counted after the ")" ending the name;
+# $2 = user or system for one of them.
 stat_ticks() {
+  local part=${2:-both}
   # shellcheck disable=SC2086
   set -- ${1##*) }
-  echo $((${12} + ${13}))
+  case $part in
+    user) echo "${12}" ;;
+    system) echo "${13}" ;;
+    *) echo $((${12} + ${13})) ;;
+  esac
 }
 
 results="$work/results.tsv"
@@ -223,17 +231,20 @@ results="$work/results.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     url="http://127.0.0.1:${PORT[$target]}/"
-    before=0 after=0 proxy_before=0 proxy_after=0
+    before=0 after=0 proxy_before=0 proxy_after=0 user_before=0 user_after=0
     [ -n "${PID[$target]:-}" ] && before=$(cpu_ticks "${PID[$target]}")
+    [ -n "${PID[$target]:-}" ] && user_before=$(cpu_ticks "${PID[$target]}" user)
     [ "$target" = sutazai ] && proxy_before=$(thread_ticks "${PID[$target]}" sutazai-balanc)
     wrk -t1 -c50 -d"${SECONDS_PER_RUN}s" "$url" >"$work/wrk50.txt"
     [ -n "${PID[$target]:-}" ] && after=$(cpu_ticks "${PID[$target]}")
+    [ -n "${PID[$target]:-}" ] && user_after=$(cpu_ticks "${PID[$target]}" user)
     [ "$target" = sutazai ] && proxy_after=$(thread_ticks "${PID[$target]}" sutazai-balanc)
     wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$url" >"$work/wrk1.txt"
     "$PY" - "$target" "$round" "$((after - before))" "$((proxy_after - proxy_before))" \
-      "$(getconf CLK_TCK)" "$work/wrk50.txt" "$work/wrk1.txt" >>"$results" <<'EOF'
+      "$(getconf CLK_TCK)" "$work/wrk50.txt" "$work/wrk1.txt" "$((user_after - user_before))" \
+      >>"$results" <<'EOF'
 import re, sys
-target, round_, ticks, proxy_ticks, hz, many, one = sys.argv[1:]
+target, round_, ticks, proxy_ticks, hz, many, one, user_ticks = sys.argv[1:]
 def read(path):
     text = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -253,7 +264,7 @@ p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 def per_request(ticks):
     return int(ticks) * 1e6 / int(hz) / count if int(ticks) > 0 else float("nan")
 print(f"{target}\t{round_}\t{rps:.1f}\t{p50:.1f}\t{p99:.1f}\t{per_request(ticks):.2f}"
-      f"\t{per_request(proxy_ticks):.2f}\t{errors50 + errors1}")
+      f"\t{per_request(proxy_ticks):.2f}\t{errors50 + errors1}\t{per_request(user_ticks):.2f}")
 EOF
     tail -n1 "$results" | awk -F'\t' '{printf "round %s %-8s %10s req/s  p50 %8s us  p99 %8s us  cpu %s us/req  errors %s\n", $2, $1, $3, $4, $5, $6, $8}' >&2
   done
@@ -265,9 +276,11 @@ printf '\n== Load balancer vs nginx and haproxy: %s rounds x %s s, loopback, 1 w
 import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 by = {}
-for target, _, rps, p50, p99, cpu, proxy_cpu, errors in rows:
+for target, _, rps, p50, p99, cpu, proxy_cpu, errors, user_cpu in rows:
     entry = by.setdefault(target, {"rps": [], "p50": [], "p99": [], "cpu": [], "proxy_cpu": [],
-                                   "errors": 0})
+                                   "user_cpu": [], "errors": 0})
+    if user_cpu != "nan":
+        entry["user_cpu"].append(float(user_cpu))
     if proxy_cpu != "nan":
         entry["proxy_cpu"].append(float(proxy_cpu))
     entry["rps"].append(float(rps))
@@ -307,6 +320,10 @@ if ours:
           f" added p50 <= nginx's ({added_nginx:.1f} us): {'met' if p50_ok else 'MISSED'}"
           f" ({ours['p50'] - direct:.1f} us)")
 print("CPU/req: the proxy's processes' utime+stime during the 50-connection runs, per request")
+for target in ["nginx", "haproxy", "sutazai"]:
+    m = med.get(target)
+    if m and isinstance(m["cpu"], float) and isinstance(m["user_cpu"], float):
+        print(f"  {target}: user {m['user_cpu']:.2f} us + system {m['cpu'] - m['user_cpu']:.2f} us")
 if ours and isinstance(ours["proxy_cpu"], float):
     print(f"  sutazai: of its {ours['cpu']:.2f} us, {ours['proxy_cpu']:.2f} us on the proxy's own"
           " threads (sutazai-balancer); the rest is the engine (sampling every 5 s) and the"
