@@ -10,8 +10,7 @@
 # In alternating rounds (every target once per round, so drift hits all alike), with wrk:
 #   - requests/s at 50 connections (wrk -t1 -c50), and each proxy's CPU time per request
 #     (its processes' utime+stime over the run, and the user/system split; ours includes the
-#     engine's own sampling,
-#     every 5 s here);
+#     engine's own sampling, every 5 s here);
 #   - latency p50/p99 at 1 connection (wrk -t1 -c1 --latency), and the p50 each proxy adds
 #     over hitting a backend directly.
 # Prints the medians of the rounds and the ratios to nginx. Targets (issue 6): at least 1.0x
