@@ -159,6 +159,20 @@ impl Adaptive {
         }
     }
 
+    /// Once sampling, the full-size policy hears of every lookup; whether the shadows
+    /// should hear of this one too.
+    fn lookup_reaches_shadows(&mut self, key: KeyHash, hit: bool) -> bool {
+        let Some(real) = &mut self.real else {
+            return true;
+        };
+        if hit {
+            real.on_hit(key);
+        } else {
+            real.on_miss(key);
+        }
+        sampled(key)
+    }
+
     /// Whether the shadows see `key`.
     fn shadows_see(&self, key: KeyHash) -> bool {
         self.real.is_none() || sampled(key)
@@ -311,11 +325,8 @@ impl Policy for Adaptive {
             entry.priority = Priority::Normal;
         }
         let entry = *entry;
-        if let Some(real) = &mut self.real {
-            real.on_hit(key);
-            if !sampled(key) {
-                return;
-            }
+        if !self.lookup_reaches_shadows(key, true) {
+            return;
         }
         for (i, shadow) in self.shadows.iter_mut().enumerate() {
             if shadow.contains(key) {
@@ -330,11 +341,8 @@ impl Policy for Adaptive {
     }
     fn on_miss(&mut self, key: KeyHash) {
         self.stats.misses += 1;
-        if let Some(real) = &mut self.real {
-            real.on_miss(key);
-            if !sampled(key) {
-                return;
-            }
+        if !self.lookup_reaches_shadows(key, false) {
+            return;
         }
         for (i, shadow) in self.shadows.iter_mut().enumerate() {
             if shadow.contains(key) {
