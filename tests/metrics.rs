@@ -399,6 +399,10 @@ fn a_balancer_exports_proxy_and_per_backend_figures() {
             b.retries_over_budget_total,
         ),
         ("sutazai_balancer_bad_requests", b.bad_requests_total),
+        (
+            "sutazai_balancer_general_path_connections",
+            b.general_path_connections_total,
+        ),
     ] {
         assert_eq!(
             parsed.value(family, "counter", &[]),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
@@ -91,8 +92,10 @@ pub(crate) struct Backend {
     pub waiters: Arc<Waiters>,
     /// The pool's outlier ejection budget.
     pub ejections: Arc<EjectionBudget>,
-    /// Kept connections with the coarse time they became idle, most recent last.
-    idle: Mutex<Vec<(Sender, u64)>>,
+    /// Kept hyper connections (h2c clients, and HTTP/1.1 ones the fast path handed over).
+    idle: IdleList<Sender>,
+    /// Kept connections of the HTTP/1.1 fast path.
+    idle_raw: IdleList<RawConnection>,
     /// What the previous snapshot saw (only the snapshot touches it).
     pub last_tick: Mutex<LastTick>,
 }
@@ -163,6 +166,79 @@ pub(crate) struct BackendParts {
     pub ejections: Arc<EjectionBudget>,
 }
 
+/// Kept keep-alive connections with the coarse time each became idle, most recent last.
+pub(crate) struct IdleList<T>(Mutex<Vec<(T, u64)>>);
+
+impl<T> Default for IdleList<T> {
+    fn default() -> Self {
+        IdleList(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> IdleList<T> {
+    /// The most recently used connection that is still open and was idle at most
+    /// `max_idle_ms`. The most recent is last: the ones below it are older still, so one
+    /// past [`IDLE_REUSE_MAX_MS`] means they all go; one past only a tighter bound stays
+    /// for requests that may be retried.
+    fn take(&self, max_idle_ms: u64, open: impl Fn(&T) -> bool) -> Option<T> {
+        let now = coarse_now_ms();
+        let mut idle = self.0.lock().ok()?;
+        while let Some(&(_, since)) = idle.last() {
+            let age = now.saturating_sub(since);
+            if age > IDLE_REUSE_MAX_MS {
+                idle.clear();
+                return None;
+            }
+            if age > max_idle_ms {
+                return None;
+            }
+            if let Some((connection, _)) = idle.pop()
+                && open(&connection)
+            {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn put(&self, connection: T) {
+        if let Ok(mut idle) = self.0.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push((connection, coarse_now_ms()));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut idle) = self.0.lock() {
+            idle.clear();
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.lock().map_or(true, |idle| idle.is_empty())
+    }
+}
+
+/// A backend connection the HTTP/1.1 fast path speaks on itself, with its read buffer
+/// (kept with it: bytes a backend sent ahead would belong to no request, so it is empty
+/// whenever the connection is idle).
+pub(crate) struct RawConnection {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl RawConnection {
+    /// False once the backend closed it (or sent something unasked) while it was idle.
+    /// Usually costs no system call: tokio knows the socket has nothing to read unless
+    /// the reactor saw it become readable since the last read.
+    fn still_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
 impl Backend {
     pub fn new(parts: BackendParts) -> Backend {
         let host_header = HeaderValue::from_str(&parts.id)
@@ -186,7 +262,8 @@ impl Backend {
             removed: AtomicBool::new(false),
             waiters: parts.waiters,
             ejections: parts.ejections,
-            idle: Mutex::new(Vec::new()),
+            idle: IdleList::default(),
+            idle_raw: IdleList::default(),
             last_tick: Mutex::new(LastTick::default()),
         }
     }
@@ -253,48 +330,36 @@ impl Backend {
         }
     }
 
-    /// The most recently used idle connection that is still open and was idle at most
-    /// `max_idle_ms`. The most recent is last: the ones below it are older still, so one
-    /// past [`IDLE_REUSE_MAX_MS`] means they all go; one past only a tighter bound stays
-    /// for requests that may be retried.
+    /// The most recently used idle hyper connection that is still open and was idle at
+    /// most `max_idle_ms`.
     pub fn take_idle(&self, max_idle_ms: u64) -> Option<Sender> {
-        let now = coarse_now_ms();
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(&(_, since)) = idle.last() {
-            let age = now.saturating_sub(since);
-            if age > IDLE_REUSE_MAX_MS {
-                idle.clear();
-                return None;
-            }
-            if age > max_idle_ms {
-                return None;
-            }
-            if let Some((sender, _)) = idle.pop()
-                && !sender.is_closed()
-            {
-                return Some(sender);
-            }
-        }
-        None
+        self.idle.take(max_idle_ms, |sender| !sender.is_closed())
     }
 
-    /// Keep a connection whose last response was read to the end.
+    /// Keep a hyper connection whose last response was read to the end.
     pub fn put_idle(&self, sender: Sender) {
         if sender.is_closed() || self.removed.load(Ordering::Relaxed) {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
-        {
-            idle.push((sender, coarse_now_ms()));
+        self.idle.put(sender);
+    }
+
+    /// As `take_idle`, for the HTTP/1.1 fast path's own connections.
+    pub fn take_idle_raw(&self, max_idle_ms: u64) -> Option<RawConnection> {
+        self.idle_raw.take(max_idle_ms, RawConnection::still_open)
+    }
+
+    /// As `put_idle`, for the HTTP/1.1 fast path's own connections.
+    pub fn put_idle_raw(&self, connection: RawConnection) {
+        if !self.removed.load(Ordering::Relaxed) {
+            self.idle_raw.put(connection);
         }
     }
 
     /// Close every idle connection (the backend left its pool).
     pub fn drop_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+        self.idle.clear();
+        self.idle_raw.clear();
     }
 
     /// A new keep-alive HTTP/1.1 connection; its driver runs as a task of this runtime.
@@ -318,7 +383,7 @@ impl Backend {
     }
 
     /// The first of the backend's addresses that accepts a connection.
-    async fn connect_any(&self) -> std::io::Result<TcpStream> {
+    pub async fn connect_any(&self) -> std::io::Result<TcpStream> {
         let mut last_error = None;
         for addr in &self.addrs {
             match TcpStream::connect(addr).await {
@@ -406,7 +471,7 @@ mod tests {
         backend.put_idle(sender);
         advance_coarse_clock(IDLE_REUSE_MAX_MS + 500);
         assert!(backend.take_idle(IDLE_REUSE_MAX_MS).is_none());
-        assert!(backend.idle.lock().expect("idle").is_empty(), "closed");
+        assert!(backend.idle.is_empty(), "closed");
         holder.abort();
     }
 }

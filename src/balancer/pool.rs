@@ -20,13 +20,25 @@ pub(crate) struct Rule {
 
 impl Rule {
     pub fn matches<B>(&self, req: &Request<B>) -> bool {
+        self.matches_head(req.uri().path(), |name| {
+            req.headers().get(name).map(HeaderValue::as_bytes)
+        })
+    }
+
+    /// As `matches`, for a request head given as its path and a lookup of a header's
+    /// first value (the HTTP/1.1 fast path has no `Request`).
+    pub fn matches_head<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&HeaderName) -> Option<&'a [u8]>,
+    ) -> bool {
         if let Some((name, value)) = &self.header
-            && req.headers().get(name) != Some(value)
+            && header(name) != Some(value.as_bytes())
         {
             return false;
         }
         if let Some(prefix) = &self.path_prefix
-            && !req.uri().path().starts_with(prefix.as_str())
+            && !path.starts_with(prefix.as_str())
         {
             return false;
         }

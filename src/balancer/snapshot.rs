@@ -20,6 +20,11 @@ pub struct BalancerSnapshot {
     pub retries_over_budget_total: u64,
     /// Requests answered 400 / 431 / 408 before reaching a backend.
     pub bad_requests_total: u64,
+    /// Client connections hyper served from some request on: h2c, and the HTTP/1.x
+    /// requests the fast path leaves to it (HTTP/1.0, upgrades, Expect, chunked or large
+    /// uploads, malformed or split heads). The rest never leave the fast path.
+    #[serde(default)]
+    pub general_path_connections_total: u64,
     pub pools: Vec<PoolSnapshot>,
     /// Containers labelled `sutazai.backend.port` that are not backends, each with the
     /// reason (a bad label, reachable only on a bridge address, an address taken...).

@@ -33,7 +33,7 @@ pub(super) fn balancer_families(snap: &Snapshot, f: &mut Families) {
         return;
     };
     type Total = fn(&BalancerSnapshot) -> u64;
-    let totals: [(&'static str, &'static str, Total); 5] = [
+    let totals: [(&'static str, &'static str, Total); 6] = [
         (
             "balancer_requests",
             "Requests the proxy received since it started.",
@@ -58,6 +58,11 @@ pub(super) fn balancer_families(snap: &Snapshot, f: &mut Families) {
             "balancer_bad_requests",
             "Requests answered 400, 408 or 431 before reaching a backend.",
             |b| b.bad_requests_total,
+        ),
+        (
+            "balancer_general_path_connections",
+            "Client connections served by the general (hyper) path from some request on: h2c, and HTTP/1.x requests the fast path leaves to it.",
+            |b| b.general_path_connections_total,
         ),
     ];
     for (name, help, pick) in totals {

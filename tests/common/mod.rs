@@ -701,6 +701,7 @@ pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
         retries_total: 40,
         retries_over_budget_total: 2,
         bad_requests_total: 5,
+        general_path_connections_total: 2,
         docker_skipped: vec![
             "container agent-9: label sutazai.backend.port = \"abc\" is not a port".into(),
         ],

@@ -1,5 +1,6 @@
-//! One task per client connection (HTTP/1.1 or h2c): the accept loop, the idle and
-//! shutdown watchdog, and the count of requests hyper refused.
+//! One task per client connection: the accept loop, the HTTP/1.1 fast path (`h1`) first,
+//! hyper for what it hands over (h2c and the unusual HTTP/1.x), the idle and shutdown
+//! watchdog, and the count of requests hyper refused.
 
 use std::convert::Infallible;
 use std::io;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -19,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::h1::{self, Ended};
 use super::{ClientContext, MAX_HEADER_BYTES, Shared, handle};
 
 /// How long shutdown waits for client connections to finish their requests.
@@ -91,7 +94,7 @@ async fn client_connection(
     let _ = stream.set_nodelay(true);
     let idle_timeout = shared.settings.idle_timeout;
     let activity = Arc::new(AtomicU64::new(0));
-    let io = Watched {
+    let mut io = Watched {
         inner: stream,
         activity: activity.clone(),
     };
@@ -101,12 +104,6 @@ async fn client_connection(
         shared: shared.clone(),
         forwarded_for,
     });
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let context = context.clone();
-        async move { Ok::<_, Infallible>(handle(&context, req).await) }
-    });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
     // The idle check and shutdown run in a task of their own: polled beside the connection
     // they would be polled (a timer, a lock) on every wake of it, several per request.
     let close = Arc::new(CloseRequest::default());
@@ -116,6 +113,71 @@ async fn client_connection(
         idle_timeout,
         shutdown,
     ));
+    let mut buf = BytesMut::new();
+    let ended = fast_path(&mut io, &mut buf, &context, &close, idle_timeout).await;
+    if let Some(Ended::Handover) = ended {
+        shared
+            .counters
+            .general_path_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let io = Prefixed {
+            prefix: buf,
+            inner: io,
+        };
+        serve_with_hyper(&builder, io, context, &close, idle_timeout, &shared).await;
+    }
+    watchdog.abort();
+}
+
+/// The HTTP/1.1 fast path on this connection, until it ends or hands over to hyper. Asked
+/// to close mid-request (idle too long: a client that stopped reading its answer; or
+/// shutdown), it finishes the request but gives up after one more idle timeout.
+async fn fast_path(
+    io: &mut Watched,
+    buf: &mut BytesMut,
+    context: &ClientContext,
+    close: &CloseRequest,
+    idle_timeout: Duration,
+) -> Option<Ended> {
+    let serving = h1::serve(io, buf, context, || close.requested.load(Ordering::SeqCst));
+    tokio::pin!(serving);
+    let mut registered = false;
+    let mut hard_stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if !registered {
+            // A tokio task always polls with the same waker: handed over once.
+            close.register(cx.waker());
+            registered = true;
+        }
+        if hard_stop.is_none() && close.requested.load(Ordering::SeqCst) {
+            hard_stop = Some(Box::pin(tokio::time::sleep(idle_timeout)));
+        }
+        if let Some(stop) = hard_stop.as_mut()
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        serving.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// hyper serves the rest of the connection (HTTP/1.1 or h2c), from the bytes the fast
+/// path read but did not serve.
+async fn serve_with_hyper(
+    builder: &auto::Builder<TokioExecutor>,
+    io: Prefixed,
+    context: Arc<ClientContext>,
+    close: &CloseRequest,
+    idle_timeout: Duration,
+    shared: &Shared,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(handle(&context, req).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
     let mut closing = false;
     let mut registered = false;
     // Set once closing: a graceful close waits for the requests under way, and a client
@@ -124,7 +186,6 @@ async fn client_connection(
     let mut hard_stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let result = std::future::poll_fn(|cx| {
         if !registered {
-            // A tokio task always polls with the same waker: handed over once.
             close.register(cx.waker());
             registered = true;
         }
@@ -141,9 +202,61 @@ async fn client_connection(
         connection.as_mut().poll(cx).map(Some)
     })
     .await;
-    watchdog.abort();
     if let Some(Err(err)) = result {
-        count_client_error(&shared, err.as_ref());
+        count_client_error(shared, err.as_ref());
+    }
+}
+
+/// A client stream with bytes the fast path read ahead of it, handed to hyper: they are
+/// read first.
+struct Prefixed {
+    prefix: BytesMut,
+    inner: Watched,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

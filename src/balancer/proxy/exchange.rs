@@ -26,25 +26,9 @@ pub(super) async fn exchange(
 ) -> Result<Response<ResBody>, SendFailure> {
     slot.backend.requests.fetch_add(1, Ordering::Relaxed);
     let sent = send(shared, &slot.backend, request, deadline, max_idle_ms).await;
-    let admission = slot.admission();
     match sent {
         Ok((response, sender)) => {
-            let backend = &*slot.backend;
-            // One clock read serves the latency and the health verdict.
-            let finished = Instant::now();
-            let elapsed = finished.saturating_duration_since(started);
-            backend.latency.record(elapsed);
-            backend.ewma.observe(elapsed);
-            let outcome = if response.status().is_server_error() {
-                backend.errors.fetch_add(1, Ordering::Relaxed);
-                Outcome::ServerError
-            } else {
-                Outcome::Success
-            };
-            backend
-                .health
-                .on_result(outcome, admission, finished, &backend.ejections);
-            slot.reported();
+            report_answer(&mut slot, started, response.status().is_server_error());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let lease = Lease {
@@ -53,31 +37,65 @@ pub(super) async fn exchange(
             };
             Ok(Response::from_parts(parts, ResBody::upstream(body, lease)))
         }
-        // The client's body broke off or stalled: nothing learnt about the backend (a probe
-        // is given back unreported when the slot drops).
-        Err(failure @ (SendFailure::Client | SendFailure::ClientTimeout)) => Err(failure),
         Err(failure) => {
-            let backend = &*slot.backend;
-            backend.errors.fetch_add(1, Ordering::Relaxed);
-            // A failure is slow as far as peak-EWMA is concerned: steer away from it.
-            backend
-                .ewma
-                .observe(started.elapsed().max(shared.settings.connect_timeout));
-            let outcome = match failure {
-                SendFailure::Timeout => Outcome::Timeout,
-                SendFailure::Connect => Outcome::ConnectFailure,
-                _ => Outcome::Broken,
-            };
-            // A removed backend's late failures must not take an ejection slot its pool
-            // already gave back.
-            if !backend.removed.load(Ordering::Relaxed) {
-                backend
-                    .health
-                    .on_result(outcome, admission, Instant::now(), &backend.ejections);
-                slot.reported();
-            }
+            report_failure(shared, &mut slot, failure, started);
             Err(failure)
         }
+    }
+}
+
+/// A backend's answer arrived (its head): latency, EWMA and health learn of it.
+pub(super) fn report_answer(slot: &mut Slot, started: Instant, server_error: bool) {
+    let admission = slot.admission();
+    let backend = &*slot.backend;
+    // One clock read serves the latency and the health verdict.
+    let finished = Instant::now();
+    let elapsed = finished.saturating_duration_since(started);
+    backend.latency.record(elapsed);
+    backend.ewma.observe(elapsed);
+    let outcome = if server_error {
+        backend.errors.fetch_add(1, Ordering::Relaxed);
+        Outcome::ServerError
+    } else {
+        Outcome::Success
+    };
+    backend
+        .health
+        .on_result(outcome, admission, finished, &backend.ejections);
+    slot.reported();
+}
+
+/// An attempt failed: the backend's errors, EWMA and health learn of it, unless the client
+/// was at fault (its body broke off or stalled: nothing learnt about the backend, and a
+/// probe is given back unreported when the slot drops).
+pub(super) fn report_failure(
+    shared: &Shared,
+    slot: &mut Slot,
+    failure: SendFailure,
+    started: Instant,
+) {
+    if matches!(failure, SendFailure::Client | SendFailure::ClientTimeout) {
+        return;
+    }
+    let admission = slot.admission();
+    let backend = &*slot.backend;
+    backend.errors.fetch_add(1, Ordering::Relaxed);
+    // A failure is slow as far as peak-EWMA is concerned: steer away from it.
+    backend
+        .ewma
+        .observe(started.elapsed().max(shared.settings.connect_timeout));
+    let outcome = match failure {
+        SendFailure::Timeout => Outcome::Timeout,
+        SendFailure::Connect => Outcome::ConnectFailure,
+        _ => Outcome::Broken,
+    };
+    // A removed backend's late failures must not take an ejection slot its pool already
+    // gave back.
+    if !backend.removed.load(Ordering::Relaxed) {
+        backend
+            .health
+            .on_result(outcome, admission, Instant::now(), &backend.ejections);
+        slot.reported();
     }
 }
 

@@ -119,8 +119,12 @@ pub(super) fn prepare(parts: &mut Parts, forwarded_for: &HeaderValue) -> Upgrade
             vacant.insert(forwarded_for.clone());
         }
         header::Entry::Occupied(mut earlier) => {
-            let mut joined = earlier.get().as_bytes().to_vec();
-            joined.extend_from_slice(b", ");
+            // Every earlier field, in order (a list may come split over several), then us.
+            let mut joined = Vec::new();
+            for value in earlier.iter() {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
             joined.extend_from_slice(forwarded_for.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 earlier.insert(value);
@@ -186,6 +190,7 @@ mod tests {
         let mut parts = parts_of(
             Request::get("http://agent.example:8080/v1/chat?x=1")
                 .header("x-forwarded-for", "192.0.2.1")
+                .header("x-forwarded-for", "192.0.2.2")
                 .body(())
                 .expect("request"),
         );
@@ -193,7 +198,8 @@ mod tests {
         assert_eq!(parts.uri, "/v1/chat?x=1");
         assert_eq!(parts.version, Version::HTTP_11);
         assert_eq!(parts.headers["host"], "agent.example:8080");
-        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.1, 10.0.0.9");
+        let forwarded: Vec<_> = parts.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(forwarded, ["192.0.2.1, 192.0.2.2, 10.0.0.9"]);
         assert_eq!(parts.headers["x-forwarded-proto"], "http");
 
         let mut parts = parts_of(Request::get("/").body(()).expect("request"));

@@ -16,6 +16,7 @@ use super::pool::{Pool, Skip};
 
 mod connection;
 mod exchange;
+mod h1;
 mod headers;
 mod queue;
 mod retry;
@@ -44,6 +45,8 @@ pub(crate) struct Counters {
     pub retries: AtomicU64,
     pub retries_over_budget: AtomicU64,
     pub bad_requests: AtomicU64,
+    /// Connections the HTTP/1.1 fast path handed over to hyper.
+    pub general_path_connections: AtomicU64,
 }
 
 /// Settings of the request path, converted once from config.

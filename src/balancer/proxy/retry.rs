@@ -14,7 +14,7 @@ use crate::balancer::backend::SendFailure;
 use crate::balancer::body::{ReqBody, ResBody};
 
 /// Request bodies up to this size are read whole so the request can be retried.
-const RETRY_BODY_MAX: u64 = 64 * 1024;
+pub(super) const RETRY_BODY_MAX: u64 = 64 * 1024;
 
 /// Retries always allowed per budget window, however few the requests (Envoy's
 /// min_retry_concurrency plays this part).
@@ -94,7 +94,7 @@ pub(super) struct BufferedShare<'a> {
 }
 
 impl<'a> BufferedShare<'a> {
-    fn take(total: &'a AtomicU64, bytes: u64) -> Option<BufferedShare<'a>> {
+    pub(super) fn take(total: &'a AtomicU64, bytes: u64) -> Option<BufferedShare<'a>> {
         let before = total.fetch_add(bytes, Ordering::AcqRel);
         if before.saturating_add(bytes) > BUFFERED_BODIES_MAX {
             total.fetch_sub(bytes, Ordering::AcqRel);

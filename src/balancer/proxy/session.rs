@@ -1,41 +1,53 @@
 //! The sticky-session key of a request, for consistent-hash pools.
 
 use bytes::Bytes;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName};
 
 use super::Settings;
 
-/// The sticky key of a request for consistent hashing: the session header, else the cookie.
-pub(super) enum Session {
-    Header(HeaderValue),
-    Cookie(Bytes),
-}
+/// The sticky key of a request for consistent hashing: the session header's value, else
+/// the session cookie's.
+pub(super) struct Session(Bytes);
 
 impl Session {
     pub(super) fn of(settings: &Settings, headers: &HeaderMap) -> Option<Session> {
+        Session::from_fields(
+            settings,
+            |name| headers.get(name).map(|value| value.as_bytes()),
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|value| value.as_bytes()),
+        )
+    }
+
+    /// From a request head given as a lookup of a header's first value and the values of
+    /// its Cookie fields (the HTTP/1.1 fast path has no `HeaderMap`).
+    pub(super) fn from_fields<'a>(
+        settings: &Settings,
+        header: impl Fn(&HeaderName) -> Option<&'a [u8]>,
+        mut cookies: impl Iterator<Item = &'a [u8]>,
+    ) -> Option<Session> {
         if let Some(name) = &settings.session_header
-            && let Some(value) = headers.get(name)
+            && let Some(value) = header(name)
         {
-            return Some(Session::Header(value.clone()));
+            return Some(Session(Bytes::copy_from_slice(value)));
         }
         if settings.session_cookie.is_empty() {
             return None;
         }
-        headers.get_all(header::COOKIE).iter().find_map(|value| {
-            value.as_bytes().split(|&b| b == b';').find_map(|pair| {
+        cookies.find_map(|value| {
+            value.split(|&b| b == b';').find_map(|pair| {
                 let pair = pair.trim_ascii();
                 let eq = pair.iter().position(|&b| b == b'=')?;
                 (pair[..eq].trim_ascii() == settings.session_cookie.as_slice())
-                    .then(|| Session::Cookie(Bytes::copy_from_slice(pair[eq + 1..].trim_ascii())))
+                    .then(|| Session(Bytes::copy_from_slice(pair[eq + 1..].trim_ascii())))
             })
         })
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
-        match self {
-            Session::Header(value) => value.as_bytes(),
-            Session::Cookie(bytes) => bytes,
-        }
+        &self.0
     }
 }
 
@@ -43,7 +55,7 @@ impl Session {
 mod tests {
     use std::time::Duration;
 
-    use hyper::header::HeaderName;
+    use hyper::header::{HeaderName, HeaderValue};
 
     use super::*;
     use crate::balancer::proxy::test_support::headers;
