@@ -2,6 +2,8 @@
 //! entries under the policy's 64-bit hash and check the full key on every lookup, so a hash
 //! collision can only cost an entry, never return another key's value.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 
 use super::keys::{HashIndex, KeyMatch, is_private};
@@ -76,10 +78,115 @@ pub(crate) struct Inserted {
     pub refused: Option<Stored>,
 }
 
+/// Longest stored key kept inside the level's table itself.
+const INLINE_KEY: usize = 22;
+
+/// A stored key as a memory level keeps it: short keys (the common case) inside the table's
+/// slot, so a lookup's full-key comparison reads the slot it already loaded instead of
+/// following a pointer to another cache line; longer keys on the heap.
+#[derive(Debug, Clone)]
+enum SlotKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl SlotKey {
+    fn new(key: Box<[u8]>) -> Self {
+        if key.len() > INLINE_KEY {
+            return SlotKey::Heap(key);
+        }
+        let mut bytes = [0u8; INLINE_KEY];
+        bytes[..key.len()].copy_from_slice(&key);
+        SlotKey::Inline {
+            len: key.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            SlotKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            SlotKey::Heap(key) => key,
+        }
+    }
+
+    fn into_boxed(self) -> Box<[u8]> {
+        match self {
+            SlotKey::Inline { .. } => self.as_bytes().into(),
+            SlotKey::Heap(key) => key,
+        }
+    }
+}
+
+/// An entry resident in a memory level: a `Stored` with its key in a `SlotKey`.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    key: SlotKey,
+    pub data: Bytes,
+    raw_len: usize,
+    compressed: bool,
+    priority: Priority,
+    /// Brought in by a prefetch and not used yet.
+    pub prefetched: bool,
+}
+
+impl Resident {
+    fn new(entry: Stored) -> Self {
+        Resident {
+            key: SlotKey::new(entry.key),
+            data: entry.data,
+            raw_len: entry.raw_len,
+            compressed: entry.compressed,
+            priority: entry.priority,
+            prefetched: entry.prefetched,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    fn weight(&self) -> u64 {
+        (self.key().len() + self.data.len()) as u64
+    }
+
+    /// A copy as it moves between levels (the value is shared, not copied).
+    pub fn to_stored(&self) -> Stored {
+        Stored {
+            key: self.key().into(),
+            data: self.data.clone(),
+            raw_len: self.raw_len,
+            compressed: self.compressed,
+            priority: self.priority,
+            prefetched: self.prefetched,
+        }
+    }
+
+    fn into_stored(self) -> Stored {
+        Stored {
+            key: self.key.into_boxed(),
+            data: self.data,
+            raw_len: self.raw_len,
+            compressed: self.compressed,
+            priority: self.priority,
+            prefetched: self.prefetched,
+        }
+    }
+}
+
+/// The policy of a level whose shard is held for writing (no locking: `&mut`).
+fn policy_of(policy: &mut Mutex<Box<dyn Policy>>) -> &mut dyn Policy {
+    policy.get_mut().unwrap_or_else(|p| p.into_inner()).as_mut()
+}
+
 /// One memory level of one shard.
 pub(crate) struct MemLevel {
-    policy: Box<dyn Policy>,
-    entries: HashIndex<Stored>,
+    /// In a mutex only so that the level can be shared under the shard's read lock (a
+    /// policy is `Send`, not `Sync`): readers never touch it, and every change happens
+    /// under the shard's write lock through `get_mut`, which costs nothing.
+    policy: Mutex<Box<dyn Policy>>,
+    capacity: u64,
+    entries: HashIndex<Resident>,
     used: u64,
     compressed: bool,
     /// Entries in some agent's private namespace (a get probes that namespace only when
@@ -90,7 +197,8 @@ pub(crate) struct MemLevel {
 impl MemLevel {
     pub fn new(policy: Box<dyn Policy>, compressed: bool) -> MemLevel {
         MemLevel {
-            policy,
+            capacity: policy.capacity(),
+            policy: Mutex::new(policy),
             entries: HashIndex::default(),
             used: 0,
             compressed,
@@ -99,7 +207,7 @@ impl MemLevel {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.policy.capacity()
+        self.capacity
     }
 
     pub fn used(&self) -> u64 {
@@ -110,54 +218,79 @@ impl MemLevel {
         self.entries.len()
     }
 
-    pub fn policy(&self) -> &dyn Policy {
-        self.policy.as_ref()
+    /// The policy's name and, for `adaptive`, the policy it follows.
+    pub fn policy_names(&mut self) -> (&'static str, &'static str) {
+        let policy = policy_of(&mut self.policy);
+        (policy.name(), policy.chosen())
     }
 
     pub fn private_entries(&self) -> usize {
         self.private
     }
 
-    fn removed(&mut self, entry: &Stored) {
+    fn removed(&mut self, entry: &Resident) {
         self.used -= entry.weight();
-        if is_private(&entry.key) {
+        if is_private(entry.key()) {
             self.private -= 1;
         }
     }
 
     /// Whether `key` is here, without counting a lookup.
     pub fn holds<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> bool {
-        self.entries.get(&hash).is_some_and(|e| key.matches(&e.key))
+        self.entries
+            .get(&hash)
+            .is_some_and(|e| key.matches(e.key()))
     }
 
     /// The entry under `key`, without counting a lookup.
-    pub fn peek<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<&Stored> {
-        self.entries.get(&hash).filter(|e| key.matches(&e.key))
+    pub fn peek<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<&Resident> {
+        self.entries.get(&hash).filter(|e| key.matches(e.key()))
     }
 
     /// A counted lookup: the entry on a hit (the policy learns either way).
-    pub fn lookup<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<&mut Stored> {
+    pub fn lookup<K: KeyMatch + ?Sized>(
+        &mut self,
+        hash: KeyHash,
+        key: &K,
+    ) -> Option<&mut Resident> {
         match self.entries.get_mut(&hash) {
-            Some(entry) if key.matches(&entry.key) => {
-                self.policy.on_hit(hash);
+            Some(entry) if key.matches(entry.key()) => {
+                policy_of(&mut self.policy).on_hit(hash);
                 Some(entry)
             }
             _ => {
-                self.policy.on_miss(hash);
+                policy_of(&mut self.policy).on_miss(hash);
                 None
             }
         }
     }
 
-    /// Remove `key` (deleted, overwritten or moved to another level).
-    pub fn take<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<Stored> {
+    /// Replays a hit served under the shard's read lock (see `hits`): the policy learns of
+    /// it, and an entry read with the prefetch mark loses it. True if this hit used the
+    /// prefetch (the first hit on the entry since it was prefetched).
+    pub fn replay_hit(&mut self, hash: KeyHash, prefetched: bool) -> bool {
+        policy_of(&mut self.policy).on_hit(hash);
+        // No write came between the read and now (the log is replayed before any), so the
+        // entry under `hash` is the one that was read.
+        prefetched
+            && self
+                .entries
+                .get_mut(&hash)
+                .is_some_and(|entry| std::mem::take(&mut entry.prefetched))
+    }
+
+    /// Remove `key` and drop it (deleted, overwritten, or moved to another level by a copy);
+    /// true if it was here.
+    pub fn discard<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> bool {
         if !self.holds(hash, key) {
-            return None;
+            return false;
         }
-        let entry = self.entries.remove(&hash)?;
-        self.policy.on_remove(hash);
+        let Some(entry) = self.entries.remove(&hash) else {
+            return false;
+        };
+        policy_of(&mut self.policy).on_remove(hash);
         self.removed(&entry);
-        Some(entry)
+        true
     }
 
     /// Admit `entry` (converted to this level's form) if it fits and the policy takes it.
@@ -186,7 +319,7 @@ impl MemLevel {
         }
         // A colliding hash (another key) leaves first: the slot holds one key.
         let mut evicted: Vec<Stored> = self.take_slot(hash).into_iter().collect();
-        let out = self.policy.on_insert(hash, weight, entry.priority);
+        let out = policy_of(&mut self.policy).on_insert(hash, weight, entry.priority);
         let mut refused = None;
         let mut admitted = true;
         let mut pushed_out = Vec::new();
@@ -195,7 +328,7 @@ impl MemLevel {
                 admitted = false;
             } else if let Some(e) = self.entries.remove(&gone) {
                 self.removed(&e);
-                pushed_out.push((gone, e));
+                pushed_out.push((gone, e.into_stored()));
             }
         }
         let high_pushed_out = pushed_out.iter().any(|(_, e)| e.priority == Priority::High);
@@ -203,7 +336,7 @@ impl MemLevel {
             // A Low entry (a prefetch: a guess) must never cost a High one its place; the
             // policy picked a High victim, so the guess is refused and the High entries
             // go back (the room they left is free, so they fit).
-            self.policy.on_remove(hash);
+            policy_of(&mut self.policy).on_remove(hash);
             admitted = false;
             pushed_out = self.restore_high(pushed_out);
         }
@@ -211,7 +344,7 @@ impl MemLevel {
         if admitted {
             self.used += weight;
             self.private += usize::from(is_private(&entry.key));
-            self.entries.insert(hash, entry);
+            self.entries.insert(hash, Resident::new(entry));
         } else {
             refused = Some(entry);
         }
@@ -227,18 +360,19 @@ impl MemLevel {
                 continue;
             }
             let mut back_in = true;
-            for gone in self.policy.on_insert(hash, entry.weight(), Priority::High) {
+            for gone in policy_of(&mut self.policy).on_insert(hash, entry.weight(), Priority::High)
+            {
                 if gone == hash {
                     back_in = false;
                 } else if let Some(e) = self.entries.remove(&gone) {
                     self.removed(&e);
-                    out.push((gone, e));
+                    out.push((gone, e.into_stored()));
                 }
             }
             if back_in {
                 self.used += entry.weight();
                 self.private += usize::from(is_private(&entry.key));
-                self.entries.insert(hash, entry);
+                self.entries.insert(hash, Resident::new(entry));
             } else {
                 out.push((hash, entry));
             }
@@ -248,9 +382,9 @@ impl MemLevel {
 
     fn take_slot(&mut self, hash: KeyHash) -> Option<Stored> {
         let entry = self.entries.remove(&hash)?;
-        self.policy.on_remove(hash);
+        policy_of(&mut self.policy).on_remove(hash);
         self.removed(&entry);
-        Some(entry)
+        Some(entry.into_stored())
     }
 }
 
@@ -279,7 +413,10 @@ mod tests {
         assert!(done.refused.is_none() && done.evicted.is_empty());
         assert!(level.used() < 1_000, "lz4 shrinks a run: {}", level.used());
         let hit = level.lookup(1, &b"k"[..]).expect("hit");
-        assert_eq!(hit.value().expect("decodes"), Bytes::from(value));
+        assert_eq!(
+            hit.to_stored().value().expect("decodes"),
+            Bytes::from(value)
+        );
         assert!(level.lookup(1, &b"other key, same hash"[..]).is_none());
     }
 

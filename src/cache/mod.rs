@@ -2,7 +2,9 @@
 //! disk), replacement policies behind one trait, learned prefetch, entries shared across
 //! agents (issue 5).
 //!
-//! - [`Cache`] (`store`): put / get / delete, sharded by key, each shard under one lock;
+//! - [`Cache`] (`store`): put / get / delete, sharded by key, each shard under a read-write
+//!   lock: an L1 hit takes the read lock and is logged (`hits`), everything else the write
+//!   lock; `agents`: agent names interned to ids for the per-agent counters;
 //! - `shard`: one shard's three levels, promotion on a hit and demotion on eviction;
 //! - `level`: the memory levels; `disk`: L3, one checksummed file per entry (`l3file`: the
 //!   file format);
@@ -13,7 +15,9 @@
 //! reason per level. A hit in L2 or L3 moves the entry up when a level above admits it; what
 //! a level evicts moves down one level, and what L3 evicts is gone.
 
+mod agents;
 mod disk;
+mod hits;
 mod keys;
 mod l3file;
 mod level;

@@ -315,7 +315,9 @@ impl Prefetcher {
         }
     }
 
-    fn observe(&mut self, stream: u64, key: KeyHash, name: Option<&[u8]>) {
+    /// Learns from one access; true if it taught the model (else, backing off, there is
+    /// nothing to predict from it: `predict_in` would return nothing).
+    fn observe(&mut self, stream: u64, key: KeyHash, name: Option<&[u8]>) -> bool {
         self.clock += 1;
         if self.outstanding.remove(&key).is_some() {
             self.stats.used += 1;
@@ -336,7 +338,7 @@ impl Prefetcher {
             ..*context
         };
         if !teaches {
-            return;
+            return false;
         }
         let min_confidence = self.config.min_confidence;
         let mut predictable = false;
@@ -357,12 +359,25 @@ impl Prefetcher {
             }
         }
         if let Some(name) = name {
-            let row = self.order1.row_mut(key, clock);
-            if row.name.as_deref() != Some(name) {
-                row.name = Some(Arc::from(name));
+            // While backing off, a sampled key's bytes go only into a row that exists
+            // already: on a random workload a row per sampled key, made just to hold its
+            // name, cost a table insert (and its share of a sweep) and an allocation every
+            // eight gets, for predictions that do not come. Once the workload is
+            // predictable again, every taught key is named as before.
+            let row = if self.quiet.sampling {
+                self.order1.rows.get_mut(&key)
+            } else {
+                Some(self.order1.row_mut(key, clock))
+            };
+            if let Some(row) = row {
+                row.last_seen = clock;
+                if row.name.as_deref() != Some(name) {
+                    row.name = Some(Arc::from(name));
+                }
             }
         }
         self.quiet.record(predictable);
+        true
     }
 
     fn context_mut(&mut self, stream: u64) -> &mut Context {
@@ -442,6 +457,10 @@ impl Context {
     }
 
     fn forget_issued(&mut self, key: KeyHash) {
+        // Nothing handed out (always so while backing off): skip the scan.
+        if self.issued_valid == 0 {
+            return;
+        }
         if let Some(slot) = self.slot_of_issued(key) {
             self.issued_valid &= !(1 << slot);
         }
@@ -492,7 +511,11 @@ impl CachePrefetcher {
             Err(TryLockError::WouldBlock) => return None,
         };
         let stream = hash_bytes(agent.as_bytes());
-        model.on_access_in(stream, hash_bytes(key), Some(key));
+        if !model.observe(stream, hash_bytes(key), Some(key)) {
+            // What `predict_fresh_in` would say after an access that did not teach, without
+            // its two lookups of the stream: the path 7 in 8 gets take while backing off.
+            return Some(Vec::new());
+        }
         Some(model.predict_fresh_in(stream, self.depth))
     }
 }

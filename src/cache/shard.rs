@@ -2,9 +2,13 @@
 //! (exclusive caching); every move between levels happens under the shard's lock, so a
 //! concurrent get, put or delete of the same key sees it before or after, never half-moved.
 
+use std::sync::{Mutex, MutexGuard};
+
 use bytes::Bytes;
 
+use super::agents::AgentId;
 use super::disk::{DiskLevel, Read3, Refusal};
+use super::hits::{Hit, HitLog};
 use super::keys::{KeyMatch, entry_hash};
 use super::level::{MemLevel, Stored};
 use super::policy::KeyHash;
@@ -19,31 +23,102 @@ pub(crate) enum Skip {
     Disabled(String),
 }
 
+/// L3 in a mutex only so that the shard can be shared under its read lock (the disk
+/// level's policy is `Send`, not `Sync`). Every change already happens under the shard's
+/// write lock, through `get_mut` (free); the mutex is locked only to look into L3 from a
+/// `&Shard` (a private-entry probe, a snapshot's sizes).
+pub(crate) struct L3(Mutex<DiskLevel>);
+
+impl L3 {
+    pub fn new(level: DiskLevel) -> Self {
+        Self(Mutex::new(level))
+    }
+
+    pub fn get_mut(&mut self) -> &mut DiskLevel {
+        // A panic in L3 leaves at worst an entry that fails its checksum, never a wrong value.
+        self.0.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskLevel> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub(crate) struct Shard {
     pub l1: Option<MemLevel>,
     pub l2: Option<MemLevel>,
-    pub l3: Option<DiskLevel>,
+    pub l3: Option<L3>,
+    /// L3's private entries as of the last write (readers must not lock L3 on every get
+    /// to know whether a private probe is needed); kept by `Writing`.
+    pub l3_private: usize,
     pub counts: ShardCounts,
+    /// L1 hits served under the read lock, not yet told to the policy and the counters.
+    pub hits: HitLog,
 }
 
 impl Shard {
+    /// An L1 hit served under the read lock: the value, the hit recorded for replay. `None`
+    /// on a miss in L1 or when the log is full: then the caller takes the write lock.
+    pub fn read_l1<K: KeyMatch + ?Sized>(
+        &self,
+        hash: KeyHash,
+        key: &K,
+        agent: AgentId,
+    ) -> Option<Bytes> {
+        let entry = self.l1.as_ref()?.peek(hash, key)?;
+        let hit = Hit {
+            hash,
+            agent,
+            prefetched: entry.prefetched,
+        };
+        self.hits.record(hit).then(|| entry.data.clone())
+    }
+
+    /// Replays the hits served under the read lock, in order, as `get` would have counted
+    /// them. Called first by every holder of the write lock.
+    pub fn replay_hits(&mut self) {
+        if self.hits.is_empty() {
+            return;
+        }
+        let Some(l1) = self.l1.as_mut() else {
+            return;
+        };
+        let counts = &mut self.counts;
+        for hit in self.hits.take() {
+            counts.levels[0].hits += 1;
+            counts.prefetch.used += u64::from(l1.replay_hit(hit.hash, hit.prefetched));
+            for c in [&mut counts.total, counts.agents.of(hit.agent)] {
+                c.gets += 1;
+                c.hits += 1;
+            }
+        }
+    }
+
     /// Where `key` is, without counting a lookup or moving anything.
     pub fn locate<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<Level> {
         if self.l1.as_ref().is_some_and(|l| l.holds(hash, key)) {
             Some(Level::L1)
         } else if self.l2.as_ref().is_some_and(|l| l.holds(hash, key)) {
             Some(Level::L2)
-        } else if self.l3.as_ref().is_some_and(|l| l.holds(hash, key)) {
+        } else if self.l3.as_ref().is_some_and(|l| l.lock().holds(hash, key)) {
             Some(Level::L3)
         } else {
             None
         }
     }
 
+    /// Refreshes `l3_private` (at the end of every write).
+    pub fn note_l3_private(&mut self) {
+        self.l3_private = self
+            .l3
+            .as_mut()
+            .map_or(0, |l3| l3.get_mut().private_entries());
+    }
+
     pub fn private_entries(&self) -> usize {
         self.l1.as_ref().map_or(0, MemLevel::private_entries)
             + self.l2.as_ref().map_or(0, MemLevel::private_entries)
-            + self.l3.as_ref().map_or(0, DiskLevel::private_entries)
+            + self.l3_private
     }
 
     /// A counted lookup through the levels; a hit below L1 is promoted if a level above
@@ -83,12 +158,12 @@ impl Shard {
             return None;
         };
         let was_prefetched = std::mem::take(&mut entry.prefetched);
-        let entry = entry.clone();
+        let entry = entry.to_stored();
         let value = match entry.value() {
             Ok(value) => value,
             Err(err) => {
                 tracing::warn!(target: "sutazai_top::cache", %err, "dropping an undecodable L2 entry");
-                l2.take(hash, key);
+                l2.discard(hash, key);
                 self.counts.levels[1].dropped_corrupt += 1;
                 self.counts.levels[1].misses += 1;
                 return None;
@@ -101,7 +176,7 @@ impl Shard {
     }
 
     fn get_l3<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
-        let l3 = self.l3.as_mut()?;
+        let l3 = self.l3.as_mut().map(L3::get_mut)?;
         match l3.lookup(hash, key) {
             Read3::Hit(mut entry) => match entry.value() {
                 Ok(value) => {
@@ -166,10 +241,12 @@ impl Shard {
 
     fn take_from<K: KeyMatch + ?Sized>(&mut self, level: Level, hash: KeyHash, key: &K) -> bool {
         match level {
-            Level::L1 | Level::L2 => self
-                .mem_mut(level)
-                .is_some_and(|l| l.take(hash, key).is_some()),
-            Level::L3 => self.l3.as_mut().is_some_and(|l| l.take(hash, key)),
+            Level::L1 | Level::L2 => self.mem_mut(level).is_some_and(|l| l.discard(hash, key)),
+            Level::L3 => self
+                .l3
+                .as_mut()
+                .map(L3::get_mut)
+                .is_some_and(|l| l.take(hash, key)),
         }
     }
 
@@ -195,7 +272,7 @@ impl Shard {
         let mut skipped = Vec::new();
         for &target in levels {
             if target == Level::L3 {
-                let Some(l3) = self.l3.as_mut() else {
+                let Some(l3) = self.l3.as_mut().map(L3::get_mut) else {
                     skipped.push((target, Skip::Off));
                     continue;
                 };
@@ -261,8 +338,8 @@ impl Shard {
         let from = self.locate(hash, key)?;
         let entry = match from {
             Level::L1 => return Some(Level::L1),
-            Level::L2 => self.l2.as_ref()?.peek(hash, key)?.clone(),
-            Level::L3 => match self.l3.as_mut()?.lookup(hash, key) {
+            Level::L2 => self.l2.as_ref()?.peek(hash, key)?.to_stored(),
+            Level::L3 => match self.l3.as_mut().map(L3::get_mut)?.lookup(hash, key) {
                 Read3::Hit(entry) => entry,
                 Read3::Miss => return None,
                 Read3::Dropped => {
@@ -283,8 +360,23 @@ impl Shard {
         self.locate(hash, key)
     }
 
-    pub fn usage(&self) -> [LevelUsage; 3] {
-        let mem = |l: &Option<MemLevel>| match l {
+    /// Sizes and policies per level (`&mut`: the policies are reached without locking).
+    pub fn usage(&mut self) -> [LevelUsage; 3] {
+        let mem = |l: Option<&mut MemLevel>| match l {
+            Some(l) => {
+                let (policy, chosen) = l.policy_names();
+                LevelUsage {
+                    present: true,
+                    capacity: l.capacity(),
+                    used: l.used(),
+                    entries: l.len() as u64,
+                    policy,
+                    chosen,
+                }
+            }
+            None => LevelUsage::default(),
+        };
+        let disk = match self.l3.as_mut().map(L3::get_mut) {
             Some(l) => LevelUsage {
                 present: true,
                 capacity: l.capacity(),
@@ -295,17 +387,6 @@ impl Shard {
             },
             None => LevelUsage::default(),
         };
-        let disk = match &self.l3 {
-            Some(l) => LevelUsage {
-                present: true,
-                capacity: l.capacity(),
-                used: l.used(),
-                entries: l.len() as u64,
-                policy: l.policy().name(),
-                chosen: l.policy().chosen(),
-            },
-            None => LevelUsage::default(),
-        };
-        [mem(&self.l1), mem(&self.l2), disk]
+        [mem(self.l1.as_mut()), mem(self.l2.as_mut()), disk]
     }
 }

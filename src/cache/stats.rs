@@ -2,8 +2,11 @@
 //! atomics) and the picture the snapshot carries: per level, per agent, in total.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use super::agents::AgentId;
 
 /// One of the three levels.
 #[derive(
@@ -98,43 +101,36 @@ fn ratio(hits: u64, total: u64) -> f64 {
     }
 }
 
-/// Distinct agents tracked per shard; the rest are counted together, so a caller inventing
-/// names cannot grow the map without bound.
+/// Distinct agent names the cache tells apart; the rest are counted together, so a caller
+/// inventing names cannot grow the books without bound.
 pub(crate) const MAX_AGENTS: usize = 1024;
 /// Where agents beyond `MAX_AGENTS` are counted.
 pub const OTHER_AGENTS: &str = "(other agents)";
 
-/// Per-agent counters of one shard.
+/// Per-agent counters of one shard, indexed by the agent's interned id (`agents`), so the
+/// get path counts by index instead of looking a name up.
 #[derive(Debug, Default)]
 pub(crate) struct AgentBook {
-    map: HashMap<Box<str>, Counts, super::keys::FastBuild>,
+    by_id: Vec<Counts>,
 }
 
 impl AgentBook {
-    /// Apply `change` to `agent`'s counters (created on first use).
-    pub fn record(&mut self, agent: &str, change: impl FnOnce(&mut Counts)) {
-        // One lookup on the path every get takes: the agent is known.
-        if let Some(counts) = self.map.get_mut(agent) {
-            change(counts);
-            return;
+    /// The counters of agent `id` (created on first use).
+    pub fn of(&mut self, id: AgentId) -> &mut Counts {
+        let i = id as usize;
+        if i >= self.by_id.len() {
+            self.by_id.resize(i + 1, Counts::default());
         }
-        let name = if self.map.len() < MAX_AGENTS {
-            agent
-        } else {
-            OTHER_AGENTS
-        };
-        if let Some(counts) = self.map.get_mut(name) {
-            change(counts);
-            return;
-        }
-        let mut counts = Counts::default();
-        change(&mut counts);
-        self.map.insert(name.into(), counts);
+        &mut self.by_id[i]
     }
 
-    pub fn merge_into(&self, out: &mut HashMap<String, Counts>) {
-        for (name, counts) in &self.map {
-            out.entry(name.to_string()).or_default().add(counts);
+    /// Adds these counters to `out` under the agents' names (`names[id]`). Ids this shard
+    /// never counted (all zero: every use counts something) are left out.
+    pub fn merge_into(&self, names: &[Arc<str>], out: &mut HashMap<String, Counts>) {
+        for (counts, name) in self.by_id.iter().zip(names) {
+            if *counts != Counts::default() {
+                out.entry(name.to_string()).or_default().add(counts);
+            }
         }
     }
 }
@@ -181,7 +177,8 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    pub fn add_shard(&mut self, counts: &ShardCounts, usage: &[LevelUsage; 3]) {
+    /// Adds one shard's counters and sizes; `names` are the agents' names by id.
+    pub fn add_shard(&mut self, counts: &ShardCounts, usage: &[LevelUsage; 3], names: &[Arc<str>]) {
         for (i, one) in usage.iter().enumerate() {
             self.levels[i].add(&counts.levels[i]);
             let sum = &mut self.usage[i];
@@ -195,7 +192,7 @@ impl Totals {
             }
         }
         self.total.add(&counts.total);
-        counts.agents.merge_into(&mut self.agents);
+        counts.agents.merge_into(names, &mut self.agents);
         self.prefetch.prefetched += counts.prefetch.prefetched;
         self.prefetch.used += counts.prefetch.used;
     }
@@ -383,15 +380,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agents_beyond_the_cap_are_counted_together() {
-        let mut book = AgentBook::default();
-        for i in 0..MAX_AGENTS + 5 {
-            book.record(&format!("a{i}"), |c| c.gets += 1);
-        }
+    fn agent_books_merge_by_name_and_skip_unused_ids() {
+        let names: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b"), Arc::from("c")];
+        let (mut one, mut two) = (AgentBook::default(), AgentBook::default());
+        one.of(0).gets += 2;
+        two.of(0).gets += 1;
+        two.of(2).puts += 1;
         let mut merged = HashMap::new();
-        book.merge_into(&mut merged);
-        assert_eq!(merged.len(), MAX_AGENTS + 1);
-        assert_eq!(merged[OTHER_AGENTS].gets, 5);
+        one.merge_into(&names, &mut merged);
+        two.merge_into(&names, &mut merged);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        assert_eq!(merged["a"].gets, 3);
+        assert_eq!(merged["c"].puts, 1);
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! `Cache`: the three levels behind one thread-safe API, sharded by key.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
+use super::agents::AgentNames;
 use super::disk::{self, DiskLevel, DiskShared};
+use super::hits::HitLog;
 use super::keys::{
     SharedKey, Visible, hash_bytes, namespaced_hash, shard_of, split_stored, stored_key,
 };
 use super::l3file::MAX_KEY_LEN;
 use super::level::{MemLevel, Stored};
 use super::policy::{self, POLICY_NAMES, Priority};
-use super::shard::{Shard, Skip};
+use super::shard::{L3, Shard, Skip};
 use super::stats::{CacheSnapshot, Counts, Extra, History, Level, ShardCounts, Totals};
 use crate::config::CacheConfig;
 
@@ -51,7 +53,9 @@ pub enum CacheError {
 /// The agents' cache: L1 (memory), L2 (lz4 in memory), L3 (disk). Thread-safe; share it in
 /// an `Arc`.
 pub struct Cache {
-    shards: Box<[Mutex<Shard>]>,
+    /// An L1 hit needs only a shard's read lock (see `hits`); everything else its write lock.
+    shards: Box<[RwLock<Shard>]>,
+    agents: AgentNames,
     config: CacheConfig,
     disk: Option<Arc<DiskShared>>,
     history: Mutex<History>,
@@ -103,7 +107,8 @@ impl Cache {
             adopt_disk(disk, &mut built);
         }
         Ok(Cache {
-            shards: built.into_iter().map(Mutex::new).collect(),
+            shards: built.into_iter().map(RwLock::new).collect(),
+            agents: AgentNames::new(),
             config: config.clone(),
             disk,
             history: Mutex::new(History::default()),
@@ -121,12 +126,24 @@ impl Cache {
     }
 
     /// The shard of a key, by the hash of the caller's key.
-    fn lock(&self, key_hash: u64) -> MutexGuard<'_, Shard> {
-        let i = shard_of(key_hash, self.shards.len());
+    fn shard(&self, key_hash: u64) -> &RwLock<Shard> {
+        &self.shards[shard_of(key_hash, self.shards.len())]
+    }
+
+    /// The shard of a key for writing, its logged hits replayed first (so the policy sees
+    /// every hit before the write, in order: see `hits`).
+    fn lock(&self, key_hash: u64) -> Writing<'_> {
+        write_replayed(self.shard(key_hash))
+    }
+
+    /// The shard of a key for an L1 hit or a look that changes nothing.
+    fn read(&self, key_hash: u64) -> RwLockReadGuard<'_, Shard> {
         // A panic while holding a shard cannot leave it inconsistent in a way a reader
         // could see as another key's value (every entry carries its full key), so a
         // poisoned lock is taken over rather than failing every later call.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.shard(key_hash)
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Store `value` under `key`, shared with every agent or private to `agent`. Returns the
@@ -175,8 +192,9 @@ impl Cache {
             c.puts += 1;
             c.refused += u64::from(refused);
         };
+        let agent_id = self.agents.id(agent_label(agent));
         count(&mut shard.counts.total);
-        shard.counts.agents.record(agent_label(agent), count);
+        count(shard.counts.agents.of(agent_id));
         if prefetched && !refused {
             shard.counts.prefetch.prefetched += 1;
         }
@@ -219,6 +237,33 @@ impl Cache {
     /// one) and the level it was found in. A hit below L1 is promoted if the policy allows.
     pub fn get(&self, key: &[u8], agent: &str) -> Option<(Bytes, Level)> {
         let key_hash = hash_bytes(key);
+        let agent_id = self.agents.id(agent_label(agent));
+        let found = match self.read_l1(key, key_hash, agent, agent_id) {
+            Some(value) => Some((value, Level::L1)),
+            None => self.get_locked(key, key_hash, agent, agent_id),
+        };
+        if let Some(observer) = self.observer.get() {
+            observer.on_get(self, key, agent, found.as_ref().map(|(_, level)| *level));
+        }
+        found
+    }
+
+    /// The L1 hit path, under the shard's read lock: the hit is logged for the policy and
+    /// the counters (`hits`). `None` on an L1 miss or a full log.
+    fn read_l1(&self, key: &[u8], key_hash: u64, agent: &str, agent_id: u32) -> Option<Bytes> {
+        let shard = self.read(key_hash);
+        let (stored, hash) = visible_key(&shard, key, key_hash, agent);
+        shard.read_l1(hash, &stored, agent_id)
+    }
+
+    /// Every other get, under the write lock: L1 misses, promotions from L2 and L3.
+    fn get_locked(
+        &self,
+        key: &[u8],
+        key_hash: u64,
+        agent: &str,
+        agent_id: u32,
+    ) -> Option<(Bytes, Level)> {
         let mut shard = self.lock(key_hash);
         let (stored, hash) = visible_key(&shard, key, key_hash, agent);
         let found = shard.get(hash, &stored);
@@ -228,18 +273,14 @@ impl Cache {
             c.misses += u64::from(found.is_none());
         };
         count(&mut shard.counts.total);
-        shard.counts.agents.record(agent_label(agent), count);
-        drop(shard);
-        if let Some(observer) = self.observer.get() {
-            observer.on_get(self, key, agent, found.as_ref().map(|(_, level)| *level));
-        }
+        count(shard.counts.agents.of(agent_id));
         found
     }
 
     /// Where `key` is for `agent`, without counting a lookup or moving anything.
     pub fn contains(&self, key: &[u8], agent: &str) -> Option<Level> {
         let key_hash = hash_bytes(key);
-        let shard = self.lock(key_hash);
+        let shard = self.read(key_hash);
         let (stored, hash) = visible_key(&shard, key, key_hash, agent);
         shard.locate(hash, &stored)
     }
@@ -255,7 +296,8 @@ impl Cache {
         shard
             .counts
             .agents
-            .record(agent_label(agent), |c| c.deletes += 1);
+            .of(self.agents.id(agent_label(agent)))
+            .deletes += 1;
         removed
     }
 
@@ -319,9 +361,12 @@ impl Cache {
 
     fn totals(&self) -> Totals {
         let mut totals = Totals::default();
+        let names = self.agents.names();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            totals.add_shard(&shard.counts, &shard.usage());
+            // The write lock: the counts are exact only once the logged hits are replayed.
+            let mut shard = write_replayed(shard);
+            let usage = shard.usage();
+            totals.add_shard(&shard.counts, &usage, &names);
         }
         totals
     }
@@ -340,6 +385,37 @@ impl Cache {
     /// Why L3 takes no new entries, if it does not.
     pub fn l3_disabled(&self) -> Option<String> {
         self.disk.as_ref().and_then(|d| d.disabled())
+    }
+}
+
+/// A shard's write lock, its logged hits replayed first (see `hits`).
+fn write_replayed(shard: &RwLock<Shard>) -> Writing<'_> {
+    // Poison is taken over, as in `Cache::read`.
+    let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+    shard.replay_hits();
+    Writing(shard)
+}
+
+/// A shard held for writing. On release it notes L3's private entries for readers, which
+/// cannot look into L3 cheaply (`Shard::l3_private`).
+struct Writing<'a>(RwLockWriteGuard<'a, Shard>);
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.0
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.note_l3_private();
     }
 }
 
@@ -401,17 +477,19 @@ fn new_shard(
         )),
     };
     let l3 = match disk {
-        Some(disk) => Some(DiskLevel::new(
+        Some(disk) => Some(L3::new(DiskLevel::new(
             disk.clone(),
             policy(Level::L3, &config.l3_policy, config.l3_bytes)?,
-        )),
+        ))),
         None => None,
     };
     Ok(Shard {
         l1,
         l2,
         l3,
+        l3_private: 0,
         counts: ShardCounts::default(),
+        hits: HitLog::default(),
     })
 }
 
@@ -435,9 +513,12 @@ fn adopt_disk(disk: &DiskShared, shards: &mut [Shard]) {
         };
         let i = shard_of(hash_bytes(key), n);
         if let Some(l3) = shards.get_mut(i).and_then(|s| s.l3.as_mut()) {
-            l3.adopt(item.hash, item.entry);
+            l3.get_mut().adopt(item.hash, item.entry);
             adopted += 1;
         }
+    }
+    for shard in shards.iter_mut() {
+        shard.note_l3_private();
     }
     if adopted > 0 {
         tracing::info!(target: "sutazai_top::cache", entries = adopted,
@@ -490,6 +571,84 @@ mod tests {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    fn l1_only(policy: &str, l1_bytes: u64, dir: &Path) -> Cache {
+        let config = CacheConfig {
+            l1_bytes,
+            l2_bytes: 0,
+            l3_bytes: 0,
+            l1_policy: policy.to_string(),
+            ..CacheConfig::default()
+        };
+        Cache::with_shards(&config, dir, 1).expect("cache")
+    }
+
+    #[test]
+    fn a_logged_hit_reaches_the_policy_before_the_next_write() {
+        // LRU holding two entries: a hit on `a` served under the read lock must make `b` the
+        // one a third put evicts, exactly as when the hit moved `a` at once.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = l1_only("lru", 2 * (1 + 1 + 8), dir.path());
+        for key in [b"a", b"b"] {
+            cache
+                .put(key, vec![0u8; 8], "x", Priority::Normal, true)
+                .expect("put");
+        }
+        assert_eq!(cache.get(b"a", "x").map(|(_, l)| l), Some(Level::L1));
+        cache
+            .put(b"c", vec![0u8; 8], "x", Priority::Normal, true)
+            .expect("put");
+        assert!(
+            cache.contains(b"a", "x").is_some(),
+            "a was used last but one"
+        );
+        assert!(
+            cache.contains(b"b", "x").is_none(),
+            "b was the least recently used"
+        );
+    }
+
+    #[test]
+    fn counts_are_exact_across_full_logs_and_threads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = l1_only("adaptive", 1 << 20, dir.path());
+        for i in 0..64u32 {
+            cache
+                .put(&i.to_le_bytes(), vec![1u8; 16], "w", Priority::Normal, true)
+                .expect("put");
+        }
+        // More gets than a log holds, from two threads and two agents each.
+        let per_thread = 5_000u64;
+        std::thread::scope(|scope| {
+            for t in 0..2u32 {
+                let cache = &cache;
+                scope.spawn(move || {
+                    for n in 0..per_thread as u32 {
+                        let agent = if n % 3 == 0 { "r1" } else { "r2" };
+                        let key = ((n * 7 + t) % 64).to_le_bytes();
+                        let (value, level) = cache.get(&key, agent).expect("resident");
+                        assert_eq!((value.len(), level), (16, Level::L1));
+                    }
+                });
+            }
+        });
+        assert!(cache.get(b"absent", "r1").is_none());
+        let snap = cache.snapshot();
+        assert_eq!(snap.total.gets, 2 * per_thread + 1);
+        assert_eq!(snap.total.hits, 2 * per_thread);
+        let l1 = snap.level(Level::L1).expect("l1");
+        assert_eq!((l1.hits, l1.misses), (2 * per_thread, 1));
+        let gets = |name: &str| {
+            snap.agents
+                .iter()
+                .find(|a| a.agent == name)
+                .map(|a| a.counts.gets)
+        };
+        let r1 = 2 * per_thread.div_ceil(3);
+        assert_eq!(gets("r1"), Some(r1 + 1));
+        assert_eq!(gets("r2"), Some(2 * per_thread - r1));
+        assert_eq!(gets("w"), Some(0), "w only put");
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! A shard's log of L1 hits served under its read lock, replayed under the write lock.
+//!
+//! An L1 hit changes nothing a reader sees (the value, the level): only the policy's
+//! bookkeeping and the counters. So a hit is served under the shard's read lock and only
+//! recorded here (entry hash, agent id, whether the entry carried the prefetch mark); the
+//! next holder of the write lock replays the log in order before doing anything else. Every
+//! write (put, delete, miss, promotion, prefetch, snapshot, tick) takes the write lock, so
+//! the policy sees exactly the calls it saw before, in the same order between writes:
+//! eviction decisions, hit ratios and every count stay what they were. The log is lossless:
+//! a reader that finds it full takes the write lock itself (replaying it first).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::agents::AgentId;
+use super::policy::KeyHash;
+
+/// Hits recorded between two writes. Small enough that the entries a replay touches are
+/// likely still in the CPU's caches; large enough that the write lock is rare on reads.
+const CAPACITY: usize = 128;
+/// The prefetch-mark bit in a slot's second word (the agent id is the low 32 bits).
+const PREFETCHED: u64 = 1 << 32;
+
+/// One recorded hit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hit {
+    pub hash: KeyHash,
+    pub agent: AgentId,
+    /// The entry carried the prefetch mark when it was read.
+    pub prefetched: bool,
+}
+
+pub(crate) struct HitLog {
+    /// Slots claimed so far; may run past `CAPACITY` (those claims failed).
+    next: AtomicUsize,
+    slots: Box<[[AtomicU64; 2]]>,
+}
+
+impl Default for HitLog {
+    fn default() -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+            slots: (0..CAPACITY)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
+        }
+    }
+}
+
+impl HitLog {
+    /// Record a hit (the caller holds the shard's read lock); false when the log is full.
+    /// Relaxed is enough: the replay happens under the write lock, which orders it after
+    /// every reader's stores.
+    pub fn record(&self, hit: Hit) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = self.slots.get(i) else {
+            return false;
+        };
+        let tail = u64::from(hit.agent) | if hit.prefetched { PREFETCHED } else { 0 };
+        slot[0].store(hit.hash, Ordering::Relaxed);
+        slot[1].store(tail, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether there is anything to replay (cheap: no write to the log).
+    pub fn is_empty(&mut self) -> bool {
+        *self.next.get_mut() == 0
+    }
+
+    /// The recorded hits in order, emptying the log (the write lock is held: `&mut`).
+    pub fn take(&mut self) -> impl Iterator<Item = Hit> + '_ {
+        let recorded = std::mem::take(self.next.get_mut()).min(CAPACITY);
+        self.slots[..recorded].iter_mut().map(|slot| {
+            let tail = *slot[1].get_mut();
+            Hit {
+                hash: *slot[0].get_mut(),
+                agent: tail as AgentId,
+                prefetched: tail & PREFETCHED != 0,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_come_back_in_order_and_a_full_log_refuses() {
+        let mut log = HitLog::default();
+        assert!(log.is_empty());
+        let hit = |i: u64| Hit {
+            hash: i * 7,
+            agent: (i % 3) as AgentId,
+            prefetched: i.is_multiple_of(2),
+        };
+        for i in 0..CAPACITY as u64 {
+            assert!(log.record(hit(i)));
+        }
+        assert!(!log.record(hit(999)), "full");
+        let back: Vec<Hit> = log.take().collect();
+        assert_eq!(back, (0..CAPACITY as u64).map(hit).collect::<Vec<_>>());
+        assert!(log.is_empty());
+        assert!(log.record(hit(1)));
+        assert_eq!(log.take().collect::<Vec<_>>(), vec![hit(1)]);
+    }
+}
