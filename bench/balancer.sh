@@ -12,7 +12,9 @@
 #     (its processes' utime+stime over the run, and the user/system split; ours includes the
 #     engine's own sampling, every 5 s here);
 #   - latency p50/p99 at 1 connection (wrk -t1 -c1 --latency), and the p50 each proxy adds
-#     over hitting a backend directly.
+#     over hitting a backend directly;
+#   - how often each proxy went to sleep for want of work (voluntary context switches per
+#     1000 requests at 50 connections; ours: the proxy's threads only).
 # Prints the medians of the rounds and the ratios to nginx. Targets (issue 6): at least 1.0x
 # nginx's requests/s, and no more added p50 than nginx.
 # Run as root: `sudo bench/balancer.sh [ROUNDS] [SECONDS]` (defaults 3 and 10). Installs
@@ -30,6 +32,9 @@ declare -A PORT=([backend]=18081 [nginx]=18090 [haproxy]=18091 [sutazai]=18092)
 TARGETS=(backend nginx haproxy sutazai)
 # WITHOUT_SUTAZAI=1: only the backend, nginx and haproxy (to check the setup without a build).
 [ "${WITHOUT_SUTAZAI:-0}" = 1 ] && TARGETS=(backend nginx haproxy)
+# ONLY="backend nginx sutazai": only those targets (the ratios need backend and nginx), e.g.
+# to profile one proxy under load.
+[ -n "${ONLY:-}" ] && read -r -a TARGETS <<<"$ONLY"
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root (it installs packages and binds ports)" >&2; exit 1; }
 missing=()
@@ -163,6 +168,8 @@ pids+=($!)
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>"$work/nginx.log" &
 pids+=($!)
 declare -A PID=([nginx]=$!)
+# Whose sleeps count: nginx's and haproxy's processes whole, our proxy's threads only.
+declare -A THREADS=([sutazai]=sutazai-balanc)
 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
 pids+=($!)
 PID[haproxy]=$!
@@ -212,6 +219,19 @@ thread_ticks() {
   echo "$total"
 }
 
+# Voluntary context switches (the thread went to sleep: nothing to do) of process $1, its
+# children and their threads; with $2, only threads whose name starts with it.
+sleeps() {
+  local total=0 task comm n
+  for task in /proc/"$1"/task/* $(for c in $(pgrep -P "$1" || true); do echo /proc/"$c"/task/*; done); do
+    comm=$(cat "$task/comm" 2>/dev/null) || continue
+    [ -z "${2:-}" ] || [[ $comm == "$2"* ]] || continue
+    n=$(awk '/^voluntary_ctxt_switches/{print $2}' "$task/status" 2>/dev/null) || continue
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
+}
+
 # utime + stime: fields 14 and 15 of a stat line, counted after the ")" ending the name;
 # $2 = user or system for one of them.
 stat_ticks() {
@@ -231,6 +251,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     url="http://127.0.0.1:${PORT[$target]}/"
     before=0 after=0 proxy_before=0 proxy_after=0 user_before=0 user_after=0
+    sleeps_before=0 sleeps_after=0
+    [ -n "${PID[$target]:-}" ] && sleeps_before=$(sleeps "${PID[$target]}" "${THREADS[$target]:-}")
     [ -n "${PID[$target]:-}" ] && before=$(cpu_ticks "${PID[$target]}")
     [ -n "${PID[$target]:-}" ] && user_before=$(cpu_ticks "${PID[$target]}" user)
     [ "$target" = sutazai ] && proxy_before=$(thread_ticks "${PID[$target]}" sutazai-balanc)
@@ -238,12 +260,13 @@ for round in $(seq 1 "$ROUNDS"); do
     [ -n "${PID[$target]:-}" ] && after=$(cpu_ticks "${PID[$target]}")
     [ -n "${PID[$target]:-}" ] && user_after=$(cpu_ticks "${PID[$target]}" user)
     [ "$target" = sutazai ] && proxy_after=$(thread_ticks "${PID[$target]}" sutazai-balanc)
+    [ -n "${PID[$target]:-}" ] && sleeps_after=$(sleeps "${PID[$target]}" "${THREADS[$target]:-}")
     wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$url" >"$work/wrk1.txt"
     "$PY" - "$target" "$round" "$((after - before))" "$((proxy_after - proxy_before))" \
       "$(getconf CLK_TCK)" "$work/wrk50.txt" "$work/wrk1.txt" "$((user_after - user_before))" \
-      >>"$results" <<'EOF'
+      "$((sleeps_after - sleeps_before))" >>"$results" <<'EOF'
 import re, sys
-target, round_, ticks, proxy_ticks, hz, many, one, user_ticks = sys.argv[1:]
+target, round_, ticks, proxy_ticks, hz, many, one, user_ticks, sleeps = sys.argv[1:]
 def read(path):
     text = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -263,7 +286,8 @@ p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 def per_request(ticks):
     return int(ticks) * 1e6 / int(hz) / count if int(ticks) > 0 else float("nan")
 print(f"{target}\t{round_}\t{rps:.1f}\t{p50:.1f}\t{p99:.1f}\t{per_request(ticks):.2f}"
-      f"\t{per_request(proxy_ticks):.2f}\t{errors50 + errors1}\t{per_request(user_ticks):.2f}")
+      f"\t{per_request(proxy_ticks):.2f}\t{errors50 + errors1}\t{per_request(user_ticks):.2f}"
+      f"\t{int(sleeps) * 1000 / count:.2f}")
 EOF
     tail -n1 "$results" | awk -F'\t' '{printf "round %s %-8s %10s req/s  p50 %8s us  p99 %8s us  cpu %s us/req  errors %s\n", $2, $1, $3, $4, $5, $6, $8}' >&2
   done
@@ -275,9 +299,11 @@ printf '\n== Load balancer vs nginx and haproxy: %s rounds x %s s, loopback, 1 w
 import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 by = {}
-for target, _, rps, p50, p99, cpu, proxy_cpu, errors, user_cpu in rows:
+for target, _, rps, p50, p99, cpu, proxy_cpu, errors, user_cpu, sleeps in rows:
     entry = by.setdefault(target, {"rps": [], "p50": [], "p99": [], "cpu": [], "proxy_cpu": [],
-                                   "user_cpu": [], "errors": 0})
+                                   "user_cpu": [], "sleeps": [], "errors": 0})
+    if target != "backend":
+        entry["sleeps"].append(float(sleeps))
     if user_cpu != "nan":
         entry["user_cpu"].append(float(user_cpu))
     if proxy_cpu != "nan":
@@ -323,6 +349,12 @@ for target in ["nginx", "haproxy", "sutazai"]:
     m = med.get(target)
     if m and isinstance(m["cpu"], float) and isinstance(m["user_cpu"], float):
         print(f"  {target}: user {m['user_cpu']:.2f} us + system {m['cpu'] - m['user_cpu']:.2f} us")
+print("Sleeps (voluntary context switches) per 1000 requests at 50 connections: how often the"
+      " proxy ran out of work and waited")
+for target in ["nginx", "haproxy", "sutazai"]:
+    m = med.get(target)
+    if m and isinstance(m["sleeps"], float):
+        print(f"  {target}: {m['sleeps']:.1f}")
 if ours and isinstance(ours["proxy_cpu"], float):
     print(f"  sutazai: of its {ours['cpu']:.2f} us, {ours['proxy_cpu']:.2f} us on the proxy's own"
           " threads (sutazai-balancer); the rest is the engine (sampling every 5 s) and the"
