@@ -355,7 +355,9 @@ impl Balancer {
             retries_total: counters.retries.load(Ordering::Relaxed),
             retries_over_budget_total: counters.retries_over_budget.load(Ordering::Relaxed),
             bad_requests_total: counters.bad_requests.load(Ordering::Relaxed),
-            general_path_connections_total: counters.general_path_connections.load(Ordering::Relaxed),
+            general_path_connections_total: counters
+                .general_path_connections
+                .load(Ordering::Relaxed),
             docker_skipped: self
                 .docker_skipped
                 .lock()

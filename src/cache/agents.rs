@@ -76,8 +76,17 @@ impl AgentNames {
     }
 
     fn resolve(&self, agent: &str) -> AgentId {
-        if let Some(&id) = self.read().ids.get(agent) {
-            return id;
+        {
+            let interned = self.read();
+            if let Some(&id) = interned.ids.get(agent) {
+                return id;
+            }
+            // Past the cap every new name shares one id: no write lock for each of them.
+            if interned.names.len() > MAX_AGENTS
+                && let Some(&id) = interned.ids.get(OTHER_AGENTS)
+            {
+                return id;
+            }
         }
         let mut interned = self.interned.write().unwrap_or_else(|p| p.into_inner());
         if let Some(&id) = interned.ids.get(agent) {

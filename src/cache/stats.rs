@@ -109,7 +109,7 @@ pub const OTHER_AGENTS: &str = "(other agents)";
 
 /// Per-agent counters of one shard, indexed by the agent's interned id (`agents`), so the
 /// get path counts by index instead of looking a name up.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct AgentBook {
     by_id: Vec<Counts>,
 }
@@ -177,8 +177,8 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    /// Adds one shard's counters and sizes; `names` are the agents' names by id.
-    pub fn add_shard(&mut self, counts: &ShardCounts, usage: &[LevelUsage; 3], names: &[Arc<str>]) {
+    /// Adds one shard's counters and sizes, all but the per-agent ones (`add_agents`).
+    pub fn add_usage(&mut self, counts: &ShardCounts, usage: &[LevelUsage; 3]) {
         for (i, one) in usage.iter().enumerate() {
             self.levels[i].add(&counts.levels[i]);
             let sum = &mut self.usage[i];
@@ -192,9 +192,14 @@ impl Totals {
             }
         }
         self.total.add(&counts.total);
-        counts.agents.merge_into(names, &mut self.agents);
         self.prefetch.prefetched += counts.prefetch.prefetched;
         self.prefetch.used += counts.prefetch.used;
+    }
+
+    /// Adds one shard's per-agent counters; `names` are the agents' names by id, read after
+    /// the shard's counters (a name is interned before anything is counted under its id).
+    pub fn add_agents(&mut self, book: &AgentBook, names: &[Arc<str>]) {
+        book.merge_into(names, &mut self.agents);
     }
 }
 

@@ -361,12 +361,19 @@ impl Cache {
 
     fn totals(&self) -> Totals {
         let mut totals = Totals::default();
-        let names = self.agents.names();
+        let mut books = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
             // The write lock: the counts are exact only once the logged hits are replayed.
             let mut shard = write_replayed(shard);
             let usage = shard.usage();
-            totals.add_shard(&shard.counts, &usage, &names);
+            totals.add_usage(&shard.counts, &usage);
+            books.push(shard.counts.agents.clone());
+        }
+        // Read after every shard: an agent first seen while the shards were being read was
+        // interned before it was counted, so its name is here too.
+        let names = self.agents.names();
+        for book in &books {
+            totals.add_agents(book, &names);
         }
         totals
     }
