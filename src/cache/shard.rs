@@ -107,6 +107,20 @@ impl Shard {
         }
     }
 
+    /// Whether an agent's private `key` is here: only the levels holding private entries
+    /// are looked at, so a shard whose L3 holds none never takes L3's lock for it (a get
+    /// under the read lock would otherwise queue on that lock behind every other reader).
+    pub fn holds_private<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> bool {
+        let in_memory = |level: &Option<MemLevel>| {
+            level
+                .as_ref()
+                .is_some_and(|l| l.private_entries() > 0 && l.holds(hash, key))
+        };
+        in_memory(&self.l1)
+            || in_memory(&self.l2)
+            || (self.l3_private > 0 && self.l3.as_ref().is_some_and(|l| l.lock().holds(hash, key)))
+    }
+
     /// Refreshes `l3_private` (at the end of every write).
     pub fn note_l3_private(&mut self) {
         self.l3_private = self

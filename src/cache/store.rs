@@ -451,7 +451,7 @@ fn visible_key<'a>(shard: &Shard, key: &'a [u8], key_hash: u64, agent: &str) -> 
     if shard.private_entries() > 0 && check_agent(agent).is_ok() {
         let private = stored_key(key, Some(agent));
         let hash = namespaced_hash(key_hash, Some(agent));
-        if shard.locate(hash, private.as_slice()).is_some() {
+        if shard.holds_private(hash, private.as_slice()) {
             return (Visible::Private(private), hash);
         }
     }
