@@ -376,13 +376,21 @@ async fn balancer_line(config: &Config) -> String {
         Ok(b) => b,
         Err(err) => return format!("balancer: unknown ({err})"),
     };
+    describe_balancer(&b)
+}
+
+fn describe_balancer(b: &sutazai_top::balancer::BalancerSnapshot) -> String {
     let backends: Vec<_> = b.pools.iter().flat_map(|p| &p.backends).collect();
-    let up = backends
-        .iter()
-        .filter(|x| x.health == sutazai_top::balancer::Health::Up)
-        .count();
+    let count = |health| backends.iter().filter(|x| x.health == health).count();
+    let up = count(sutazai_top::balancer::Health::Up);
+    // Right after a start no check has finished: those backends take traffic, and "0 up"
+    // alone would read as an outage.
+    let unchecked = match count(sutazai_top::balancer::Health::Unknown) {
+        0 => String::new(),
+        n => format!(", {n} not checked yet"),
+    };
     format!(
-        "balancer: {} · {} backends ({up} up) in {} pools · {:.1} req/s",
+        "balancer: {} · {} backends ({up} up{unchecked}) in {} pools · {:.1} req/s",
         b.listen,
         backends.len(),
         b.pools.len(),
@@ -503,4 +511,37 @@ pub async fn dashboard(config: Config) -> anyhow::Result<()> {
     result
         .context("the dashboard thread failed")?
         .context("terminal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use sutazai_top::balancer::{BackendSnapshot, BalancerSnapshot, Health, PoolSnapshot};
+
+    use super::describe_balancer;
+
+    #[test]
+    fn the_balancer_line_tells_unchecked_backends_from_down_ones() {
+        let backend = |health| BackendSnapshot {
+            health,
+            ..BackendSnapshot::default()
+        };
+        let mut b = BalancerSnapshot {
+            listen: "127.0.0.1:8080".to_string(),
+            requests_per_sec: 12.0,
+            pools: vec![PoolSnapshot {
+                backends: vec![backend(Health::Unknown), backend(Health::Unknown)],
+                ..PoolSnapshot::default()
+            }],
+            ..BalancerSnapshot::default()
+        };
+        assert_eq!(
+            describe_balancer(&b),
+            "balancer: 127.0.0.1:8080 · 2 backends (0 up, 2 not checked yet) in 1 pools · 12.0 req/s"
+        );
+        b.pools[0].backends = vec![backend(Health::Up), backend(Health::Down)];
+        assert_eq!(
+            describe_balancer(&b),
+            "balancer: 127.0.0.1:8080 · 2 backends (1 up) in 1 pools · 12.0 req/s"
+        );
+    }
 }
