@@ -178,19 +178,29 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
         };
         let may_retry =
             failure.may_retry() && retryable && held.is_some() && attempt < MAX_ATTEMPTS;
-        if may_retry && shared.budget.allow(&shared.counters) {
+        if retry_allowed(shared, may_retry) {
             tried.add(serial);
             continue;
-        }
-        if may_retry {
-            shared
-                .counters
-                .retries_over_budget
-                .fetch_add(1, Ordering::Relaxed);
         }
         return failure.response();
     }
     local(StatusCode::BAD_GATEWAY, "the backends failed\n")
+}
+
+/// Whether a failed attempt that `may_retry` is retried: the retry budget decides, and a
+/// retry it refuses is counted.
+fn retry_allowed(shared: &Shared, may_retry: bool) -> bool {
+    if !may_retry {
+        return false;
+    }
+    if shared.budget.allow(&shared.counters) {
+        return true;
+    }
+    shared
+        .counters
+        .retries_over_budget
+        .fetch_add(1, Ordering::Relaxed);
+    false
 }
 
 /// Helpers the submodules' tests share.

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::exchange::{report_answer, report_failure};
 use super::queue::acquire;
 use super::retry::BufferedShare;
-use super::{ClientContext, MAX_ATTEMPTS, local};
+use super::{ClientContext, MAX_ATTEMPTS, local, retry_allowed};
 use crate::balancer::backend::{IDLE_REUSE_MAX_MS, IDLE_REUSE_UNSAFE_MAX_MS, SendFailure, Slot};
 use crate::balancer::body::ResBody;
 use crate::balancer::pool::Skip;
@@ -206,15 +206,9 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
             Err(failure) => failure,
         };
         let may_retry = failure.may_retry() && retryable && attempt < MAX_ATTEMPTS;
-        if may_retry && shared.budget.allow(&shared.counters) {
+        if retry_allowed(shared, may_retry) {
             tried.add(serial);
             continue;
-        }
-        if may_retry {
-            shared
-                .counters
-                .retries_over_budget
-                .fetch_add(1, Ordering::Relaxed);
         }
         return write_local(client, &failure.response(), head, close_client).await;
     }
