@@ -82,15 +82,13 @@ fn all_backends(b: &BalancerSnapshot) -> impl Iterator<Item = &BackendSnapshot> 
 
 /// The one line of the grid's compact row.
 fn summary_line(b: &BalancerSnapshot) -> Line<'static> {
-    let total = all_backends(b).count();
-    let up = all_backends(b).filter(|x| x.health == Health::Up).count();
     let ejected = all_backends(b)
         .filter(|x| x.health == Health::Ejected)
         .count();
     let mut spans = vec![
         Span::raw(format!("{} req/s", fmt_rate(b.requests_per_sec))),
         Span::raw(" · "),
-        Span::styled(format!("{up}/{total} up"), health_share_style(up, total)),
+        health_share(all_backends(b)),
     ];
     if ejected > 0 {
         spans.push(Span::styled(
@@ -107,14 +105,29 @@ fn summary_line(b: &BalancerSnapshot) -> Line<'static> {
     Line::from(spans)
 }
 
-fn health_share_style(up: usize, total: usize) -> Style {
-    if total == 0 || up == 0 {
+/// "2/3 up", coloured by the share; backends no check has finished for yet (right after a
+/// start) are named apart and not held against the share: they take traffic meanwhile.
+fn health_share<'a>(backends: impl Iterator<Item = &'a BackendSnapshot>) -> Span<'static> {
+    let (mut total, mut up, mut unchecked) = (0, 0, 0);
+    for backend in backends {
+        total += 1;
+        up += usize::from(backend.health == Health::Up);
+        unchecked += usize::from(backend.health == Health::Unknown);
+    }
+    let style = if total == 0 || up + unchecked == 0 {
         theme::error()
-    } else if up < total {
+    } else if up + unchecked < total {
         theme::warning()
+    } else if unchecked > 0 {
+        Style::default()
     } else {
         theme::good()
-    }
+    };
+    let text = match unchecked {
+        0 => format!("{up}/{total} up"),
+        n => format!("{up}/{total} up, {n} not checked yet"),
+    };
+    Span::styled(text, style)
 }
 
 fn full_lines(b: &BalancerSnapshot, width: usize) -> Vec<Row> {
@@ -223,16 +236,10 @@ fn warn_if_nonzero(value: u64) -> Style {
 /// "Pool compute · least-connections · 1/2 up · rule: header x-type: compute"; the rule,
 /// last, is what gets cut when the line is too long.
 fn pool_line(pool: &PoolSnapshot, width: usize) -> Line<'static> {
-    let total = pool.backends.len();
-    let up = pool
-        .backends
-        .iter()
-        .filter(|x| x.health == Health::Up)
-        .count();
     let mut spans = vec![
         Span::styled(format!("Pool {}", pool.name), theme::label()),
         Span::raw(format!(" · {} · ", pool.algorithm)),
-        Span::styled(format!("{up}/{total} up"), health_share_style(up, total)),
+        health_share(pool.backends.iter()),
     ];
     if pool.panic_choices_total > 0 {
         // Every backend was out at some point and traffic went to them anyway: worth red.
@@ -555,6 +562,31 @@ mod tests {
         assert_eq!(fmt_rate(950.0), "950");
         assert_eq!(fmt_rate(12_345.0), "12.3k");
         assert_eq!(fmt_rate(f64::INFINITY), "0");
+    }
+
+    #[test]
+    fn backends_not_checked_yet_are_named_and_not_held_against_the_share() {
+        let backend = |health| BackendSnapshot {
+            health,
+            ..BackendSnapshot::default()
+        };
+        let fresh = [backend(Health::Unknown), backend(Health::Unknown)];
+        let share = health_share(fresh.iter());
+        assert_eq!(share.content, "0/2 up, 2 not checked yet");
+        assert_eq!(share.style, Style::default(), "not an outage");
+        let half = [
+            backend(Health::Up),
+            backend(Health::Unknown),
+            backend(Health::Down),
+        ];
+        let share = health_share(half.iter());
+        assert_eq!(share.content, "1/3 up, 1 not checked yet");
+        assert_eq!(share.style, theme::warning());
+        let down = [backend(Health::Down), backend(Health::Down)];
+        assert_eq!(health_share(down.iter()).style, theme::error());
+        let up = [backend(Health::Up)];
+        assert_eq!(health_share(up.iter()).content, "1/1 up");
+        assert_eq!(health_share(up.iter()).style, theme::good());
     }
 
     #[test]
