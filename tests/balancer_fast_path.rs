@@ -85,6 +85,25 @@ async fn backend_connection(mut stream: TcpStream) {
                 let fields: String = (0..90).map(|i| format!("X-F{i}: {i}\r\n")).collect();
                 format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok").into_bytes()
             }
+            "/ws" if header(&head, "upgrade") == Some("websocket") => {
+                let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nhello from the backend;";
+                if stream.write_all(switch).await.is_err() {
+                    return;
+                }
+                // From here on: an echo of everything, upper-cased, until the client goes.
+                let mut pending = buf.split_off(0);
+                loop {
+                    let echoed: Vec<u8> = pending.iter().map(u8::to_ascii_uppercase).collect();
+                    if !echoed.is_empty() && stream.write_all(&echoed).await.is_err() {
+                        return;
+                    }
+                    pending.clear();
+                    if !read_more(&mut stream, &mut pending).await {
+                        return;
+                    }
+                }
+            }
             "/until-close" => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
@@ -243,6 +262,18 @@ impl Client {
         };
         let body = self.buf.drain(..body_end).collect();
         Answer { head, body }
+    }
+
+    /// Read until `text` starts what is unread, and take it.
+    async fn expect(&mut self, text: &[u8]) {
+        while !self.buf.starts_with(text) {
+            assert!(
+                self.more().await,
+                "closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+        self.buf.drain(..text.len());
     }
 
     /// True when the proxy closed the connection (nothing more comes).
@@ -483,4 +514,55 @@ async fn answers_with_as_many_fields_as_hyper_takes_pass() {
     assert!(answer.head.starts_with("HTTP/1.1 200"), "{}", answer.head);
     assert_eq!(header(&answer.head, "x-f89"), Some("89"));
     assert_eq!(answer.body, b"ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_carried_both_ways_until_it_closes() {
+    let backend = raw_backend().await;
+    let proxy = Proxy(proxy_for(&backend));
+    let mut client = Client::connect(proxy.0.local_addr()).await;
+    // The request and the first frame's bytes in one write: those belong to the new
+    // protocol and must reach the backend after the switch.
+    client
+        .send(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly",
+        )
+        .await;
+    let switched = client.answer_to(true).await;
+    assert!(
+        switched.head.starts_with("HTTP/1.1 101 "),
+        "{}",
+        switched.head
+    );
+    assert_eq!(header(&switched.head, "upgrade"), Some("websocket"));
+    assert_eq!(header(&switched.head, "connection"), Some("upgrade"));
+    assert_eq!(header(&switched.head, "sec-websocket-accept"), Some("x"));
+    client.expect(b"hello from the backend;EARLY").await;
+    client.send(b"and more").await;
+    client.expect(b"AND MORE").await;
+    let port = backend.addr.port();
+    let snap = proxy.0.snapshot();
+    let in_flight = |snap: &sutazai_top::balancer::BalancerSnapshot| {
+        snap.pools
+            .iter()
+            .flat_map(|p| &p.backends)
+            .find(|b| b.port == port)
+            .map(|b| b.in_flight)
+    };
+    assert_eq!(
+        in_flight(&snap),
+        Some(1),
+        "the tunnel holds its backend slot"
+    );
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while in_flight(&proxy.0.snapshot()) != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.0.snapshot().general_path_connections_total, 0);
 }

@@ -18,9 +18,10 @@ const MAX_FIELDS: usize = 64;
 const MAX_RESPONSE_FIELDS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 
-/// Meaningful for one connection only (RFC 9110 §7.6.1), never forwarded; Proxy-* are
-/// addressed to this proxy. Transfer-Encoding is handled apart (see [`Framing`]); a
-/// request with Upgrade never gets here (hyper answers it), an answer's is dropped.
+/// Meaningful for one connection only (RFC 9110 §7.6.1), never forwarded as they came;
+/// Proxy-* are addressed to this proxy. Transfer-Encoding is handled apart (see
+/// [`Framing`]); Upgrade and `Connection: upgrade` are written anew for a protocol switch
+/// the proxy carries (a WebSocket), and dropped otherwise.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -55,6 +56,9 @@ pub(super) struct RequestHead<'s> {
     pub is_head: bool,
     /// The client asked to close the connection after this request.
     pub close: bool,
+    /// The client asks to switch protocols (a WebSocket): on a 101 the connection becomes
+    /// a tunnel to the backend.
+    pub upgrade: bool,
     pub pool: &'s Arc<Pool>,
     pub session: Option<Session>,
 }
@@ -114,6 +118,7 @@ pub(super) fn parse_request<'s>(
     let mut close = false;
     let mut has_host = false;
     let mut length: Option<u64> = None;
+    let mut upgrade: Option<&[u8]> = None;
     for field in request.headers.iter() {
         let name = field.name;
         if named(name, "connection") {
@@ -121,10 +126,12 @@ pub(super) fn parse_request<'s>(
                 close |= token.eq_ignore_ascii_case(b"close");
                 listed.push(token);
             }
-        } else if named(name, "upgrade")
-            || named(name, "expect")
-            || named(name, "transfer-encoding")
-        {
+        } else if named(name, "upgrade") {
+            if upgrade.is_some() {
+                return Parsed::Handover;
+            }
+            upgrade = Some(field.value);
+        } else if named(name, "expect") || named(name, "transfer-encoding") {
             return Parsed::Handover;
         } else if named(name, "content-length") {
             match (content_length(field.value), length) {
@@ -138,6 +145,19 @@ pub(super) fn parse_request<'s>(
     if content_length > RETRY_BODY_MAX {
         return Parsed::Handover;
     }
+    // A switch the fast path carries: asked for properly (Connection names upgrade), no body,
+    // and not h2c (which hyper ignores, answering in HTTP/1.1). Anything else goes to hyper.
+    let upgrade = match upgrade {
+        None => None,
+        Some(value)
+            if listed.iter().any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+                && content_length == 0
+                && !tokens(value).any(|p| p.eq_ignore_ascii_case(b"h2c")) =>
+        {
+            Some(value)
+        }
+        Some(_) => return Parsed::Handover,
+    };
     let mut wire = Vec::with_capacity(len + 64);
     for part in [method.as_bytes(), b" ", path.as_bytes(), b" HTTP/1.1\r\n"] {
         wire.extend_from_slice(part);
@@ -159,6 +179,10 @@ pub(super) fn parse_request<'s>(
     }
     if let Some(length) = length {
         wire.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+    }
+    if let Some(protocols) = upgrade {
+        push_field(&mut wire, b"connection", b"upgrade");
+        push_field(&mut wire, b"upgrade", protocols);
     }
     wire.extend_from_slice(b"x-forwarded-for: ");
     for earlier in earlier_forwarded {
@@ -202,6 +226,7 @@ pub(super) fn parse_request<'s>(
         ),
         is_head: method == "HEAD",
         close,
+        upgrade: upgrade.is_some(),
         pool,
         session,
     })
@@ -221,6 +246,8 @@ pub(super) enum Framing {
     Chunked,
     /// Until the backend closes: the client's connection closes after it too.
     UntilClose,
+    /// 101 to a switch the client asked for: no body; both connections become a tunnel.
+    Switched,
 }
 
 /// A backend's response head, rewritten for the client.
@@ -247,13 +274,17 @@ pub(super) enum ResponseParse {
     Invalid,
 }
 
-/// Parse the response head at the start of `buf`; `close_client`: the client's connection
-/// ends after this answer, which the rewritten head then says.
-pub(super) fn parse_response(
-    buf: &[u8],
-    request_was_head: bool,
-    close_client: bool,
-) -> ResponseParse {
+/// What the answer's framing depends on in its request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Asked {
+    pub head: bool,
+    pub upgrade: bool,
+    /// The client's connection ends after this answer, which the rewritten head then says.
+    pub close_client: bool,
+}
+
+/// Parse the response head at the start of `buf`.
+pub(super) fn parse_response(buf: &[u8], asked: Asked) -> ResponseParse {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut fields);
     match response.parse(buf) {
@@ -262,9 +293,9 @@ pub(super) fn parse_response(
             let mut fields = vec![httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
             let mut response = httparse::Response::new(&mut fields);
             let parsed = response.parse(buf);
-            rewrite_response(response, parsed, buf.len(), request_was_head, close_client)
+            rewrite_response(response, parsed, buf.len(), asked)
         }
-        parsed => rewrite_response(response, parsed, buf.len(), request_was_head, close_client),
+        parsed => rewrite_response(response, parsed, buf.len(), asked),
     }
 }
 
@@ -272,8 +303,7 @@ fn rewrite_response(
     response: httparse::Response<'_, '_>,
     parsed: httparse::Result<usize>,
     buffered: usize,
-    request_was_head: bool,
-    close_client: bool,
+    asked: Asked,
 ) -> ResponseParse {
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
@@ -285,10 +315,11 @@ fn rewrite_response(
     let (Some(status), Some(version)) = (response.code, response.version) else {
         return ResponseParse::Invalid;
     };
-    if status == 101 {
+    let switched = status == 101;
+    if switched && !asked.upgrade {
         return ResponseParse::Invalid;
     }
-    if (100..200).contains(&status) {
+    if (100..200).contains(&status) && !switched {
         return ResponseParse::Interim(len);
     }
     let mut listed: Listed = Vec::new();
@@ -317,7 +348,9 @@ fn rewrite_response(
             }
         }
     }
-    let framing = if request_was_head || status == 204 || status == 304 {
+    let framing = if switched {
+        Framing::Switched
+    } else if asked.head || status == 204 || status == 304 {
         Framing::Length(0)
     } else {
         match (chunked, length) {
@@ -336,6 +369,8 @@ fn rewrite_response(
         let keep = if named(name, "transfer-encoding") {
             // Passed through as it is only when the body is (chunked to an HTTP/1.1 client).
             framing == Framing::Chunked
+        } else if named(name, "upgrade") {
+            switched
         } else if named(name, "content-length") {
             chunked.is_none()
         } else {
@@ -345,7 +380,9 @@ fn rewrite_response(
             push_field(&mut wire, name.as_bytes(), field.value);
         }
     }
-    if close_client || framing == Framing::UntilClose {
+    if switched {
+        wire.extend_from_slice(b"connection: upgrade\r\n");
+    } else if asked.close_client || framing == Framing::UntilClose {
         wire.extend_from_slice(b"connection: close\r\n");
     }
     wire.extend_from_slice(b"\r\n");
@@ -353,7 +390,7 @@ fn rewrite_response(
         len,
         status,
         framing,
-        reusable: !backend_close && framing != Framing::UntilClose,
+        reusable: !backend_close && !matches!(framing, Framing::UntilClose | Framing::Switched),
         wire,
     })
 }
@@ -361,6 +398,14 @@ fn rewrite_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn asked(head: bool, close_client: bool) -> Asked {
+        Asked {
+            head,
+            upgrade: false,
+            close_client,
+        }
+    }
 
     fn complete(parsed: ResponseParse) -> ResponseHead {
         match parsed {
@@ -438,13 +483,57 @@ mod tests {
     }
 
     #[test]
+    fn a_websocket_switch_is_asked_of_the_backend_and_its_101_passed_on() {
+        let shared = shared();
+        let head = request(
+            &shared,
+            "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        assert!(head.upgrade);
+        let wire = text(&head.wire);
+        assert!(
+            wire.contains("\r\nconnection: upgrade\r\nupgrade: websocket\r\n"),
+            "{wire}"
+        );
+        assert!(!wire.contains("keep-alive"), "{wire}");
+        assert!(wire.contains("Sec-WebSocket-Version: 13"), "{wire}");
+
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nframe";
+        let asked = Asked {
+            upgrade: true,
+            ..Asked::default()
+        };
+        let head = complete(parse_response(switch, asked));
+        assert_eq!(head.framing, Framing::Switched);
+        assert!(!head.reusable);
+        assert_eq!(head.len, switch.len() - 5);
+        assert_eq!(
+            text(&head.wire),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: x\r\nconnection: upgrade\r\n\r\n"
+        );
+        // A backend declining the switch answers as usual: an ordinary answer.
+        let declined = complete(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            asked,
+        ));
+        assert_eq!(declined.framing, Framing::Length(0));
+        assert!(declined.reusable);
+    }
+
+    #[test]
     fn unusual_requests_are_left_to_hyper() {
         let shared = shared();
         for raw in [
             "GET / HTTP/1.0\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            // An Upgrade no Connection field names, one with a body, and h2c's.
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -470,7 +559,7 @@ mod tests {
     fn response_heads_lose_hop_by_hop_fields_and_keep_their_framing() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
               Keep-Alive: timeout=5\r\nContent-Length: 5\r\nX-Kept: y\r\n\r\nhello";
-        let head = complete(parse_response(raw, false, false));
+        let head = complete(parse_response(raw, asked(false, false)));
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.reusable);
         assert_eq!(head.len, raw.len() - 5, "the body is not part of the head");
@@ -484,8 +573,7 @@ mod tests {
     fn chunked_wins_over_length_and_unknown_codings_end_with_the_connection() {
         let head = complete(parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
-            false,
-            false,
+            asked(false, false),
         ));
         assert_eq!(head.framing, Framing::Chunked);
         assert_eq!(
@@ -494,8 +582,7 @@ mod tests {
         );
         let head = complete(parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-            false,
-            false,
+            asked(false, false),
         ));
         assert_eq!(head.framing, Framing::UntilClose);
         assert!(!head.reusable);
@@ -509,8 +596,7 @@ mod tests {
     fn bodiless_answers_and_backends_that_close() {
         let head = complete(parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
-            true,
-            false,
+            asked(true, false),
         ));
         assert_eq!(
             head.framing,
@@ -519,14 +605,12 @@ mod tests {
         );
         let head = complete(parse_response(
             b"HTTP/1.1 304 Not Modified\r\n\r\n",
-            false,
-            false,
+            asked(false, false),
         ));
         assert_eq!(head.framing, Framing::Length(0));
         let head = complete(parse_response(
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            false,
-            true,
+            asked(false, true),
         ));
         assert!(!head.reusable);
         assert_eq!(
@@ -535,8 +619,7 @@ mod tests {
         );
         let head = complete(parse_response(
             b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
-            false,
-            false,
+            asked(false, false),
         ));
         assert!(!head.reusable, "HTTP/1.0 closes unless asked otherwise");
     }
@@ -544,11 +627,14 @@ mod tests {
     #[test]
     fn interim_partial_and_invalid_responses() {
         assert!(matches!(
-            parse_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false, false),
+            parse_response(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200",
+                asked(false, false)
+            ),
             ResponseParse::Interim(25)
         ));
         assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false, false),
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", asked(false, false)),
             ResponseParse::Partial
         ));
         for bad in [
@@ -558,7 +644,10 @@ mod tests {
             b"SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_response(bad, false, false), ResponseParse::Invalid),
+                matches!(
+                    parse_response(bad, asked(false, false)),
+                    ResponseParse::Invalid
+                ),
                 "{}",
                 text(bad)
             );

@@ -1,14 +1,15 @@
-//! The HTTP/1.1 fast path: the common request (HTTP/1.1, origin-form, no upgrade, no
-//! `Expect`, a body of at most 64 KiB with a Content-Length) is served by a loop of our own
-//! on the client's task: the head parsed with httparse and rewritten in one pass, written
-//! with its body in one system call on a backend connection that task owns for the
-//! exchange, and the answer relayed the same way. No channel, no second task, no per-request
-//! allocation beyond the two rewritten heads.
+//! The HTTP/1.1 fast path: the common request (HTTP/1.1, origin-form, no `Expect`, a body
+//! of at most 64 KiB with a Content-Length) is served by a loop of our own on the client's
+//! task: the head parsed with httparse and rewritten in one pass, written with its body in
+//! one system call on a backend connection that task owns for the exchange, and the answer
+//! relayed the same way. No channel, no second task, no per-request allocation beyond the
+//! two rewritten heads. A protocol switch (a WebSocket) is asked of the backend; on its 101
+//! the two connections are carried both ways until either closes.
 //!
-//! Everything else — h2c, HTTP/1.0, upgrades, `Expect: 100-continue`, chunked or large
+//! Everything else — h2c, HTTP/1.0, other upgrades, `Expect: 100-continue`, chunked or large
 //! uploads, and anything malformed, oversized or arriving in pieces — is handed over to
 //! hyper with the bytes read so far, and hyper serves the connection from there on exactly
-//! as before (it answers 400/431, applies the header timeout, and so on).
+//! as before (it answers 400/431/501, applies the header timeout, and so on).
 //!
 //! Choosing the backend, the queue, retries and what the backend's health learns are the
 //! same functions the hyper path uses.
@@ -24,7 +25,9 @@ use super::exchange::{report_answer, report_failure};
 use super::queue::acquire;
 use super::retry::BufferedShare;
 use super::{ClientContext, MAX_ATTEMPTS, local, retry_allowed};
-use crate::balancer::backend::{IDLE_REUSE_MAX_MS, IDLE_REUSE_UNSAFE_MAX_MS, SendFailure, Slot};
+use crate::balancer::backend::{
+    IDLE_REUSE_MAX_MS, IDLE_REUSE_UNSAFE_MAX_MS, RawConnection, SendFailure, Slot,
+};
 use crate::balancer::body::ResBody;
 use crate::balancer::pool::Skip;
 
@@ -32,7 +35,7 @@ mod chunked;
 mod head;
 mod upstream;
 
-use head::{Framing, Parsed, RequestHead, parse_request};
+use head::{Asked, Framing, Parsed, RequestHead, parse_request};
 use upstream::Relayed;
 
 /// Initial read buffer of a client connection (grows up to the header limit).
@@ -85,14 +88,33 @@ pub(super) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             return Ended::Closed;
         }
         let body_len = body_len as usize;
-        let keep_open = answer(client, context, &head, &buf[..body_len], closing()).await;
+        let next = answer(client, context, &head, &buf[..body_len], closing()).await;
         buf.advance(body_len);
         drop(share);
-        if !keep_open || head.close || closing() {
-            let _ = client.shutdown().await;
-            return Ended::Closed;
+        match next {
+            Next::Request if !head.close && !closing() => {}
+            Next::Tunnel(connection, slot) => {
+                // What the client sent after its request is the new protocol's already.
+                upstream::tunnel(client, buf, connection).await;
+                drop(slot);
+                return Ended::Closed;
+            }
+            _ => {
+                let _ = client.shutdown().await;
+                return Ended::Closed;
+            }
         }
     }
+}
+
+/// What follows an answer on the client's connection.
+enum Next {
+    /// Another request may come.
+    Request,
+    Close,
+    /// The backend switched protocols (a WebSocket): the two connections are carried both
+    /// ways until either closes, the backend's slot taken until then.
+    Tunnel(RawConnection, Slot),
 }
 
 /// Read more of the client's bytes, unless `closing()` says to stop first; `None` when
@@ -154,14 +176,13 @@ async fn read_body<C: AsyncRead + Unpin>(
 }
 
 /// Choose a backend, send, retry on another where that is safe, and write the answer.
-/// Returns whether the client's connection can carry another request.
 async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     context: &ClientContext,
     head: &RequestHead<'_>,
     body: &[u8],
     closing: bool,
-) -> bool {
+) -> Next {
     let shared = &*context.shared;
     let pool = &**head.pool;
     let close_client = head.close || closing;
@@ -195,14 +216,17 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
         let serial = slot.backend.health.serial();
         let exchange = Exchange {
             request: &request,
-            is_head: head.is_head,
-            close_client,
+            asked: Asked {
+                head: head.is_head,
+                upgrade: head.upgrade,
+                close_client,
+            },
             started,
             deadline,
             max_idle_ms,
         };
         let failure = match exchange.run(client, context, slot).await {
-            Ok(keep_open) => return keep_open,
+            Ok(next) => return next,
             Err(failure) => failure,
         };
         let may_retry = failure.may_retry() && retryable && attempt < MAX_ATTEMPTS;
@@ -219,30 +243,28 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
 /// One attempt on one backend.
 struct Exchange<'a> {
     request: &'a [u8],
-    is_head: bool,
-    close_client: bool,
+    asked: Asked,
     started: Instant,
     deadline: Instant,
     max_idle_ms: u64,
 }
 
 impl Exchange<'_> {
-    /// Send, report the outcome to the backend's health, relay the answer; `Ok`: whether
-    /// the client's connection can go on. The slot goes back when the answer was relayed
-    /// (or the attempt failed, or the future was dropped).
+    /// Send, report the outcome to the backend's health, relay the answer. The slot goes
+    /// back when the answer was relayed (or the attempt failed, or the future was
+    /// dropped), or with the tunnel a switch opened.
     async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         &self,
         client: &mut C,
         context: &ClientContext,
         mut slot: Slot,
-    ) -> Result<bool, SendFailure> {
+    ) -> Result<Next, SendFailure> {
         let shared = &*context.shared;
         slot.backend.requests.fetch_add(1, Ordering::Relaxed);
         let sent = upstream::send(
             &slot.backend,
             self.request,
-            self.is_head,
-            self.close_client,
+            self.asked,
             shared.settings.connect_timeout,
             self.deadline,
             self.max_idle_ms,
@@ -258,24 +280,37 @@ impl Exchange<'_> {
         report_answer(&mut slot, self.started, head.status >= 500);
         // An answer that ends with the backend's close ends the client's connection too
         // (its head said so): nothing else could tell the client where it ended.
-        let client_closes = self.close_client || head.framing == Framing::UntilClose;
-        let relayed = upstream::relay(client, &mut connection, head).await;
-        if relayed == Relayed::Reusable {
-            slot.backend.put_idle_raw(connection);
-        }
-        Ok(relayed != Relayed::Broken && !client_closes)
+        let client_closes = self.asked.close_client || head.framing == Framing::UntilClose;
+        Ok(match upstream::relay(client, &mut connection, head).await {
+            Relayed::Switched => Next::Tunnel(connection, slot),
+            Relayed::Broken => Next::Close,
+            Relayed::Reusable => {
+                slot.backend.put_idle_raw(connection);
+                if client_closes {
+                    Next::Close
+                } else {
+                    Next::Request
+                }
+            }
+            Relayed::Whole if client_closes => Next::Close,
+            Relayed::Whole => Next::Request,
+        })
     }
 }
 
-/// Write a local answer to the request; returns whether the connection can go on.
+/// Write a local answer to the request.
 async fn write_local<C: AsyncWrite + Unpin>(
     client: &mut C,
     response: &Response<ResBody>,
     request: &RequestHead<'_>,
     close: bool,
-) -> bool {
+) -> Next {
     let wire = local_wire(response, request.is_head, close);
-    client.write_all(&wire).await.is_ok() && !close
+    if client.write_all(&wire).await.is_ok() && !close {
+        Next::Request
+    } else {
+        Next::Close
+    }
 }
 
 /// A local answer (its body is ours, never a backend's) as HTTP/1.1 bytes; the answer to a

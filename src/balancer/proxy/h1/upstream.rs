@@ -7,7 +7,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::ChunkedEnd;
-use super::head::{Framing, ResponseHead, ResponseParse, parse_response};
+use super::head::{Asked, Framing, ResponseHead, ResponseParse, parse_response};
 use crate::balancer::backend::{Backend, RawConnection, SendFailure};
 
 /// Read buffer of a backend connection (grows for a larger head).
@@ -20,8 +20,7 @@ const READ_BUFFER: usize = 16 * 1024;
 pub(super) async fn send(
     backend: &Backend,
     request: &[u8],
-    is_head: bool,
-    close_client: bool,
+    asked: Asked,
     connect_timeout: Duration,
     deadline: Instant,
     max_idle_ms: u64,
@@ -42,7 +41,7 @@ pub(super) async fn send(
             if connection.stream.write_all(request).await.is_err() {
                 return Err(Unsent);
             }
-            Ok(read_head(&mut connection, is_head, close_client).await)
+            Ok(read_head(&mut connection, asked).await)
         };
         return match tokio::time::timeout_at(deadline.into(), exchange).await {
             Err(_) => Err(SendFailure::Timeout),
@@ -76,12 +75,11 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<RawConnection, 
 /// from the connection's buffer, what follows is the body's start.
 async fn read_head(
     connection: &mut RawConnection,
-    is_head: bool,
-    close_client: bool,
+    asked: Asked,
 ) -> Result<ResponseHead, SendFailure> {
     loop {
         if !connection.buf.is_empty() {
-            match parse_response(&connection.buf, is_head, close_client) {
+            match parse_response(&connection.buf, asked) {
                 ResponseParse::Complete(head) => {
                     connection.buf.advance(head.len);
                     return Ok(head);
@@ -112,6 +110,8 @@ pub(super) enum Relayed {
     /// The backend broke off or sent a malformed body, or the client went away: the
     /// client's connection must close (its answer is cut short).
     Broken,
+    /// The 101 went out: the two connections are a tunnel from here on.
+    Switched,
 }
 
 /// Where the body of an answer ends, as its bytes come.
@@ -126,7 +126,8 @@ impl BodyEnd {
         match framing {
             Framing::Length(n) => BodyEnd::Length(n),
             Framing::Chunked => BodyEnd::Chunked(ChunkedEnd::new()),
-            Framing::UntilClose => BodyEnd::Close,
+            // What follows a 101 is the new protocol's, all of it: sent on with the head.
+            Framing::UntilClose | Framing::Switched => BodyEnd::Close,
         }
     }
 
@@ -169,6 +170,9 @@ pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     if client.write_all(&out).await.is_err() {
         return Relayed::Broken;
     }
+    if head.framing == Framing::Switched {
+        return Relayed::Switched;
+    }
     while !end.done() {
         connection.buf.clear();
         connection.buf.reserve(READ_BUFFER);
@@ -191,4 +195,18 @@ pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     } else {
         Relayed::Whole
     }
+}
+
+/// Carry a switched connection (a WebSocket) both ways until either side closes: first
+/// the bytes the client sent after its request (already read), then whatever comes. The
+/// backend connection is never kept after it.
+pub(super) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    early: &[u8],
+    mut connection: RawConnection,
+) {
+    if !early.is_empty() && connection.stream.write_all(early).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(client, &mut connection.stream).await;
 }
