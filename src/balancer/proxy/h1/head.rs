@@ -56,9 +56,9 @@ pub(super) struct RequestHead<'s> {
     pub is_head: bool,
     /// The client asked to close the connection after this request.
     pub close: bool,
-    /// The client asks to switch protocols (a WebSocket): on a 101 the connection becomes
-    /// a tunnel to the backend.
-    pub upgrade: bool,
+    /// The protocols the client asks to switch to (a WebSocket), its Upgrade field: on a
+    /// 101 naming only those the connection becomes a tunnel to the backend.
+    pub upgrade: Option<Vec<u8>>,
     pub pool: &'s Arc<Pool>,
     pub session: Option<Session>,
 }
@@ -226,10 +226,26 @@ pub(super) fn parse_request<'s>(
         ),
         is_head: method == "HEAD",
         close,
-        upgrade: upgrade.is_some(),
+        upgrade: upgrade.map(<[u8]>::to_vec),
         pool,
         session,
     })
+}
+
+/// A 101 is taken only to a switch the client asked for, naming in its Upgrade field only
+/// protocols the client offered (RFC 9110 §7.8): a backend answering a bare 101 and going on
+/// in HTTP/1.1 would otherwise give the client a raw pipe past the proxy's rules.
+fn switch_offered(fields: &[httparse::Header<'_>], offered: Option<&[u8]>) -> bool {
+    let Some(offered) = offered else {
+        return false;
+    };
+    let mut chosen = fields
+        .iter()
+        .filter(|field| named(field.name, "upgrade"))
+        .flat_map(|field| tokens(field.value))
+        .peekable();
+    chosen.peek().is_some()
+        && chosen.all(|protocol| tokens(offered).any(|offer| offer.eq_ignore_ascii_case(protocol)))
 }
 
 fn push_field(wire: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -276,15 +292,16 @@ pub(super) enum ResponseParse {
 
 /// What the answer's framing depends on in its request.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Asked {
+pub(super) struct Asked<'a> {
     pub head: bool,
-    pub upgrade: bool,
+    /// The protocols a switch was asked for (the request's Upgrade field).
+    pub upgrade: Option<&'a [u8]>,
     /// The client's connection ends after this answer, which the rewritten head then says.
     pub close_client: bool,
 }
 
 /// Parse the response head at the start of `buf`.
-pub(super) fn parse_response(buf: &[u8], asked: Asked) -> ResponseParse {
+pub(super) fn parse_response(buf: &[u8], asked: Asked<'_>) -> ResponseParse {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut fields);
     match response.parse(buf) {
@@ -303,7 +320,7 @@ fn rewrite_response(
     response: httparse::Response<'_, '_>,
     parsed: httparse::Result<usize>,
     buffered: usize,
-    asked: Asked,
+    asked: Asked<'_>,
 ) -> ResponseParse {
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
@@ -316,7 +333,7 @@ fn rewrite_response(
         return ResponseParse::Invalid;
     };
     let switched = status == 101;
-    if switched && !asked.upgrade {
+    if switched && !switch_offered(response.headers, asked.upgrade) {
         return ResponseParse::Invalid;
     }
     if (100..200).contains(&status) && !switched {
@@ -372,7 +389,8 @@ fn rewrite_response(
         } else if named(name, "upgrade") {
             switched
         } else if named(name, "content-length") {
-            chunked.is_none()
+            // Never on a 1xx (RFC 9110 §8.6): a client could frame a body on the 101.
+            chunked.is_none() && !switched
         } else {
             !hop_by_hop(name, &listed)
         };
@@ -399,10 +417,10 @@ fn rewrite_response(
 mod tests {
     use super::*;
 
-    fn asked(head: bool, close_client: bool) -> Asked {
+    fn asked(head: bool, close_client: bool) -> Asked<'static> {
         Asked {
             head,
-            upgrade: false,
+            upgrade: None,
             close_client,
         }
     }
@@ -490,7 +508,7 @@ mod tests {
             "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
         );
-        assert!(head.upgrade);
+        assert_eq!(head.upgrade.as_deref(), Some(&b"websocket"[..]));
         let wire = text(&head.wire);
         assert!(
             wire.contains("\r\nconnection: upgrade\r\nupgrade: websocket\r\n"),
@@ -502,7 +520,7 @@ mod tests {
         let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                        Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nframe";
         let asked = Asked {
-            upgrade: true,
+            upgrade: Some(b"websocket"),
             ..Asked::default()
         };
         let head = complete(parse_response(switch, asked));
@@ -521,6 +539,22 @@ mod tests {
         ));
         assert_eq!(declined.framing, Framing::Length(0));
         assert!(declined.reusable);
+        // A 101 not naming what was offered, or naming nothing, is not taken.
+        for bad in [
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_response(bad, asked), ResponseParse::Invalid),
+                "{}",
+                text(bad)
+            );
+        }
+        let with_length = complete(parse_response(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nContent-Length: 5\r\n\r\n",
+            asked,
+        ));
+        assert!(!text(&with_length.wire).contains("Content-Length"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! the two connections are carried both ways until either closes.
 //!
 //! Everything else — h2c, HTTP/1.0, other upgrades, `Expect: 100-continue`, chunked or large
-//! uploads, and anything malformed, oversized or arriving in pieces — is handed over to
+//! uploads, and anything malformed or oversized — is handed over to
 //! hyper with the bytes read so far, and hyper serves the connection from there on exactly
 //! as before (it answers 400/431/501, applies the header timeout, and so on).
 //!
@@ -67,9 +67,20 @@ pub(super) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 _ => return Ended::Closed,
             }
         }
-        let head = match parse_request(buf, shared, context.forwarded_for.as_bytes()) {
-            Parsed::Request(head) => head,
-            Parsed::Partial | Parsed::Handover => return Ended::Handover,
+        // Set when a head is found incomplete: the whole of it must come by then.
+        let mut head_deadline = None;
+        let head = loop {
+            match parse_request(buf, shared, context.forwarded_for.as_bytes()) {
+                Parsed::Request(head) => break head,
+                Parsed::Handover => return Ended::Handover,
+                Parsed::Partial => {
+                    let deadline = *head_deadline
+                        .get_or_insert_with(|| Instant::now() + shared.settings.header_timeout);
+                    if !read_rest_of_head(client, buf, context, deadline, &closing).await {
+                        return Ended::Closed;
+                    }
+                }
+            }
         };
         let body_len = head.content_length;
         // Bounds the bodies held across all clients, as the hyper path does; each is held
@@ -133,6 +144,36 @@ async fn read_unless<C: AsyncRead + Unpin>(
         read.as_mut().poll(cx).map(|result| result.ok().or(Some(0)))
     })
     .await
+}
+
+/// A head split across reads: read more of it, by `deadline` (the header timeout from
+/// when the head was found incomplete; `parse_request` hands a head past the size limit to
+/// hyper, which answers 431). False when the connection ends: the client went, the proxy
+/// is closing, or the rest did not come in time (answered 408 and counted as a bad
+/// request, as hyper does with its header timeout).
+async fn read_rest_of_head<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    context: &ClientContext,
+    deadline: Instant,
+    closing: &impl Fn() -> bool,
+) -> bool {
+    let shared = &*context.shared;
+    buf.reserve(READ_BUFFER);
+    let read = read_unless(client, buf, closing);
+    match tokio::time::timeout_at(deadline.into(), read).await {
+        Ok(Some(n)) => n > 0,
+        Ok(None) => false,
+        Err(_) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let timeout = local(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request head did not arrive in time\n",
+            );
+            let _ = client.write_all(&local_wire(&timeout, false, true)).await;
+            false
+        }
+    }
 }
 
 /// Have `len` body bytes in `buf`, reading the rest within the request timeout: a client
@@ -218,7 +259,7 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
             request: &request,
             asked: Asked {
                 head: head.is_head,
-                upgrade: head.upgrade,
+                upgrade: head.upgrade.as_deref(),
                 close_client,
             },
             started,
@@ -243,7 +284,7 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
 /// One attempt on one backend.
 struct Exchange<'a> {
     request: &'a [u8],
-    asked: Asked,
+    asked: Asked<'a>,
     started: Instant,
     deadline: Instant,
     max_idle_ms: u64,

@@ -20,7 +20,7 @@ const READ_BUFFER: usize = 16 * 1024;
 pub(super) async fn send(
     backend: &Backend,
     request: &[u8],
-    asked: Asked,
+    asked: Asked<'_>,
     connect_timeout: Duration,
     deadline: Instant,
     max_idle_ms: u64,
@@ -75,7 +75,7 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<RawConnection, 
 /// from the connection's buffer, what follows is the body's start.
 async fn read_head(
     connection: &mut RawConnection,
-    asked: Asked,
+    asked: Asked<'_>,
 ) -> Result<ResponseHead, SendFailure> {
     loop {
         if !connection.buf.is_empty() {
@@ -208,5 +208,29 @@ pub(super) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     if !early.is_empty() && connection.stream.write_all(early).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(client, &mut connection.stream).await;
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_backend, mut to_backend) = connection.stream.split();
+    let upstream = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_backend).await;
+        let _ = to_backend.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut from_backend, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(upstream, downstream);
+    // Once one side has closed, the other gets a moment to finish (the answer to a close
+    // frame), then both go: a peer that never closes its half cannot hold the backend's
+    // slot (copy_bidirectional would wait for both).
+    tokio::select! {
+        () = &mut upstream => {
+            let _ = tokio::time::timeout(TUNNEL_GRACE, &mut downstream).await;
+        }
+        () = &mut downstream => {
+            let _ = tokio::time::timeout(TUNNEL_GRACE, &mut upstream).await;
+        }
+    }
 }
+
+/// How long a tunnel's other direction may go on once one side closed.
+const TUNNEL_GRACE: Duration = Duration::from_secs(1);
