@@ -97,6 +97,7 @@ async fn client_connection(
     let mut io = Watched {
         inner: stream,
         activity: activity.clone(),
+        read_ahead: BytesMut::new(),
     };
     let forwarded_for = HeaderValue::try_from(peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -120,10 +121,7 @@ async fn client_connection(
             .counters
             .general_path_connections
             .fetch_add(1, Ordering::Relaxed);
-        let io = Prefixed {
-            prefix: buf,
-            inner: io,
-        };
+        io.read_ahead = buf;
         serve_with_hyper(&builder, io, context, &close, idle_timeout, &shared).await;
     }
     watchdog.abort();
@@ -166,7 +164,7 @@ async fn fast_path(
 /// path read but did not serve.
 async fn serve_with_hyper(
     builder: &auto::Builder<TokioExecutor>,
-    io: Prefixed,
+    io: Watched,
     context: Arc<ClientContext>,
     close: &CloseRequest,
     idle_timeout: Duration,
@@ -204,59 +202,6 @@ async fn serve_with_hyper(
     .await;
     if let Some(Err(err)) = result {
         count_client_error(shared, err.as_ref());
-    }
-}
-
-/// A client stream with bytes the fast path read ahead of it, handed to hyper: they are
-/// read first.
-struct Prefixed {
-    prefix: BytesMut,
-    inner: Watched,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -335,6 +280,9 @@ fn count_client_error(shared: &Shared, err: &(dyn std::error::Error + 'static)) 
 struct Watched {
     inner: TcpStream,
     activity: Arc<AtomicU64>,
+    /// Bytes the fast path read but left to hyper (handed over with the connection): read
+    /// before the socket. Empty while the fast path serves.
+    read_ahead: BytesMut,
 }
 
 impl Watched {
@@ -352,6 +300,12 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read_ahead.is_empty() {
+            let n = self.read_ahead.len().min(buf.remaining());
+            buf.put_slice(&self.read_ahead[..n]);
+            self.read_ahead.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if polled.is_ready() {
             self.touch();
