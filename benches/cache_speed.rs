@@ -4,10 +4,12 @@
 //! The key space fits in every contender (no evictions after the warm-up), keys are 8-byte
 //! strings picked uniformly at random (precomputed per round, so the generator is not measured),
 //! values 64 bytes (`bytes::Bytes`, so a get clones a handle, never the data). Workloads:
-//! gets only, puts only, and the mix of 90% gets. Each figure is the best of three rounds in
-//! which the contenders take turns (other load on the machine falls on all of them).
+//! gets only, puts only, and the mix of 90% gets. The contenders take turns in each round
+//! (other load on the machine falls on all of them); a figure is the median over the
+//! rounds, and a ratio the median of the ratios between figures of the same round.
 //! Target (issue 5): at least 0.8x quick_cache on gets.
-//! `cargo bench --bench cache_speed [-- NAME...]` (NAME: keep only the contenders so named).
+//! `cargo bench --bench cache_speed [-- NAME...]` (NAME: keep only the contenders so named;
+//! `WORKLOADS=get,put,mixed` picks workloads, `ROUNDS=n` the rounds per figure).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +22,7 @@ use sutazai_top::config::CacheConfig;
 const KEYS: usize = 100_000;
 const CAPACITY: usize = 2 * KEYS;
 const OPS_PER_THREAD: usize = 1_000_000;
+/// Rounds per figure unless `ROUNDS` says otherwise (more on a noisy machine).
 const RUNS: usize = 3;
 const AGENT: &str = "bench";
 const VALUE_BYTES: usize = 64;
@@ -187,8 +190,18 @@ fn measure_once(
     (threads * OPS_PER_THREAD) as f64 / seconds
 }
 
-/// Best ops/s of each contender over `RUNS` rounds; the contenders take turns within a
-/// round so that load from other processes on the machine falls on all of them alike.
+/// Rounds per figure: `ROUNDS` from the environment, else `RUNS`.
+fn rounds() -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUNS)
+}
+
+/// Ops/s of each contender in each of `rounds()` rounds (`[contender][round]`); the
+/// contenders take turns within a round so that load from other processes on the machine
+/// falls on all of them alike, and a ratio is taken between figures of the same round.
 /// Every round draws new key streams (the same for every contender): a stream replayed
 /// again and again would be a pattern the prefetcher learns, not a random workload.
 fn measure_all(
@@ -197,17 +210,17 @@ fn measure_all(
     threads: usize,
     seed: &mut u64,
     value: &Bytes,
-) -> Vec<f64> {
-    let mut best = vec![0.0f64; contenders.len()];
-    for _ in 0..RUNS {
+) -> Vec<Vec<f64>> {
+    let mut rates = vec![Vec::new(); contenders.len()];
+    for _ in 0..rounds() {
         let streams: Vec<Vec<u32>> = (0..threads)
             .map(|_| {
                 *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
                 key_stream(*seed, OPS_PER_THREAD)
             })
             .collect();
-        for (slot, cache) in best.iter_mut().zip(contenders) {
-            *slot = slot.max(measure_once(
+        for (round_rates, cache) in rates.iter_mut().zip(contenders) {
+            round_rates.push(measure_once(
                 cache.as_ref(),
                 workload,
                 threads,
@@ -216,7 +229,35 @@ fn measure_all(
             ));
         }
     }
-    best
+    rates
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A contender's figures against quick_cache's of the same rounds: median ops/s, and the
+/// median, lowest and highest of the per-round ratios.
+struct Figure {
+    rate: f64,
+    ratio: f64,
+    lowest: f64,
+    highest: f64,
+}
+
+fn figure(rates: &[f64], quick: &[f64]) -> Figure {
+    let ratios: Vec<f64> = rates.iter().zip(quick).map(|(r, q)| r / q).collect();
+    Figure {
+        rate: median(rates.to_vec()),
+        ratio: median(ratios.clone()),
+        lowest: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        highest: ratios.iter().copied().fold(0.0, f64::max),
+    }
 }
 
 fn warm(cache: &dyn Contender, value: &Bytes) {
@@ -267,6 +308,21 @@ fn contenders() -> Vec<Box<dyn Contender>> {
     all
 }
 
+/// The workloads measured: all, or those named in `WORKLOADS` (`get`, `put`, `mixed`,
+/// comma-separated), e.g. to profile the get path alone.
+fn workloads() -> Vec<Workload> {
+    let wanted = std::env::var("WORKLOADS").unwrap_or_default();
+    [
+        (Workload::Gets, "get"),
+        (Workload::Puts, "put"),
+        (Workload::Mixed, "mixed"),
+    ]
+    .into_iter()
+    .filter(|(_, name)| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == *name))
+    .map(|(workload, _)| workload)
+    .collect()
+}
+
 /// `cargo test --all-targets` runs benches too, without `--bench`: then only a smoke run
 /// that proves the bench works, so the test suite stays short.
 fn smoke_run() -> bool {
@@ -287,33 +343,38 @@ fn main() {
         return;
     }
     println!(
-        "L1 speed: {KEYS} keys (fit), {VALUE_BYTES}-byte values, {OPS_PER_THREAD} ops per thread, best of {RUNS}\n"
+        "L1 speed: {KEYS} keys (fit), {VALUE_BYTES}-byte values, {OPS_PER_THREAD} ops per thread, {} rounds;\n\
+         medians, and the ratio to quick_cache in the same round (median, lowest-highest)\n",
+        rounds()
     );
     println!(
-        "{:<22} {:<8} {:>7} {:>14} {:>12}",
-        "cache", "ops", "threads", "ops/s", "x quick_cache"
+        "{:<22} {:<8} {:>7} {:>14} {:>13} {:>12}",
+        "cache", "ops", "threads", "ops/s", "x quick_cache", "range"
     );
     let mut engine_get_ratios = Vec::new();
-    for workload in [Workload::Gets, Workload::Puts, Workload::Mixed] {
+    for workload in workloads() {
         for threads in [1, 2] {
             let rates = measure_all(&contenders, workload, threads, &mut seed, &value);
             let quick_index = contenders
                 .iter()
                 .position(|c| c.name() == "quick_cache")
                 .unwrap_or(0);
-            let quick = rates[quick_index];
-            for (cache, rate) in contenders.iter().zip(&rates) {
+            let quick = &rates[quick_index];
+            let figures: Vec<Figure> = rates.iter().map(|r| figure(r, quick)).collect();
+            for (cache, f) in contenders.iter().zip(&figures) {
                 println!(
-                    "{:<22} {:<8} {:>7} {:>14.0} {:>11.2}x",
+                    "{:<22} {:<8} {:>7} {:>14.0} {:>12.2}x {:>5.2}-{:.2}x",
                     cache.name(),
                     workload.label(),
                     threads,
-                    rate,
-                    rate / quick
+                    f.rate,
+                    f.ratio,
+                    f.lowest,
+                    f.highest
                 );
             }
             if workload == Workload::Gets {
-                engine_get_ratios.push((threads, rates[0] / quick));
+                engine_get_ratios.push((threads, figures[0].ratio));
             }
         }
     }
@@ -321,7 +382,7 @@ fn main() {
     for (threads, ratio) in engine_get_ratios {
         let verdict = if ratio >= 0.8 { "met" } else { "MISSED" };
         println!(
-            "target: {} gets at >= 0.8x quick_cache, {threads} thread(s): {ratio:.2}x {verdict}",
+            "target: {} gets at >= 0.8x quick_cache, {threads} thread(s): {ratio:.2}x (median) {verdict}",
             contenders[0].name()
         );
     }

@@ -8,11 +8,14 @@
 //! the policy sees exactly the calls it saw before, in the same order between writes:
 //! eviction decisions, hit ratios and every count stay what they were. The log is lossless:
 //! a reader that finds it full takes the write lock itself (replaying it first).
+//!
+//! Every hit is counted, but past a point not every hit is logged: see `HitSample`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::agents::AgentId;
 use super::policy::KeyHash;
+use super::tally::SAMPLE_STRIDE;
 
 /// Hits recorded between two writes. Small enough that the entries a replay touches are
 /// likely still in the CPU's caches; large enough that the write lock is rare on reads.
@@ -80,9 +83,68 @@ impl HitLog {
     }
 }
 
+/// Hits since the last insert that a level shows its policy one by one.
+const EXACT_HITS: u64 = 1024;
+
+/// Whether a level's policy is shown every hit or a sample. A policy uses what it learns
+/// from hits only when it chooses a victim, at an insert; showing it every hit costs a
+/// read-mostly level the policy's bookkeeping on each get (for the adaptive policy, a
+/// W-TinyLFU sketch and list update plus the sampled shadows: several cache misses, most of
+/// a get's time), and the log entry that carries the hit to it. So once `EXACT_HITS` hits
+/// came without an insert, a reader logs a hit only with a chance of one in
+/// `tally::SAMPLE_STRIDE` and counts the others in its thread's tally: the policy sees a
+/// uniform sample, in which
+/// an entry hit often is still shown often, so its place in the policy's order stays near
+/// what every hit would give it. Below `EXACT_HITS` hits per insert (a hit ratio under
+/// 99.9%: every trace in ../shared/traces) the policy sees every hit, as when it is
+/// replayed on its own. So sampling can cost at most about 0.1 point of hit ratio: were
+/// the policy to evict what is still wanted, the misses' inserts would bring the level back
+/// below `EXACT_HITS` hits per insert, where it sees every hit. Every hit is counted either
+/// way; only the policy's view is sampled. An entry carrying the prefetch mark is always logged (its first hit settles
+/// the prefetch).
+#[derive(Debug, Default)]
+pub(crate) struct HitSample {
+    /// Hits since the last insert (while sampling, each logged one stands for the stride).
+    since_insert: u64,
+}
+
+impl HitSample {
+    /// Whether readers log only a sample of the hits (read under the shard's read lock;
+    /// changed only under its write lock).
+    pub fn sampling(&self) -> bool {
+        self.since_insert >= EXACT_HITS
+    }
+
+    /// A hit shown to the policy.
+    pub fn shown(&mut self) {
+        self.since_insert += if self.sampling() {
+            u64::from(SAMPLE_STRIDE)
+        } else {
+            1
+        };
+    }
+
+    /// An entry was offered to the level: the policy has just used what it knew.
+    pub fn inserted(&mut self) {
+        self.since_insert = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_starts_after_the_exact_hits_and_ends_at_an_insert() {
+        let mut sample = HitSample::default();
+        for _ in 0..EXACT_HITS {
+            assert!(!sample.sampling());
+            sample.shown();
+        }
+        assert!(sample.sampling());
+        sample.inserted();
+        assert!(!sample.sampling());
+    }
 
     #[test]
     fn hits_come_back_in_order_and_a_full_log_refuses() {

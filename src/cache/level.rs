@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::hits::HitSample;
 use super::keys::{HashIndex, KeyMatch, is_private};
 use super::policy::{KeyHash, Policy, Priority};
 
@@ -192,6 +193,8 @@ pub(crate) struct MemLevel {
     /// Entries in some agent's private namespace (a get probes that namespace only when
     /// the shard holds any).
     private: usize,
+    /// Which hits served under the read lock the policy is shown.
+    sample: HitSample,
 }
 
 impl MemLevel {
@@ -203,6 +206,7 @@ impl MemLevel {
             used: 0,
             compressed,
             private: 0,
+            sample: HitSample::default(),
         }
     }
 
@@ -255,6 +259,7 @@ impl MemLevel {
     ) -> Option<&mut Resident> {
         match self.entries.get_mut(&hash) {
             Some(entry) if key.matches(entry.key()) => {
+                self.sample.shown();
                 policy_of(&mut self.policy).on_hit(hash);
                 Some(entry)
             }
@@ -265,10 +270,16 @@ impl MemLevel {
         }
     }
 
+    /// Whether readers log only a sample of this level's hits (see `hits::HitSample`).
+    pub fn sampling_hits(&self) -> bool {
+        self.sample.sampling()
+    }
+
     /// Replays a hit served under the shard's read lock (see `hits`): the policy learns of
     /// it, and an entry read with the prefetch mark loses it. True if this hit used the
     /// prefetch (the first hit on the entry since it was prefetched).
     pub fn replay_hit(&mut self, hash: KeyHash, prefetched: bool) -> bool {
+        self.sample.shown();
         policy_of(&mut self.policy).on_hit(hash);
         // No write came between the read and now (the log is replayed before any), so the
         // entry under `hash` is the one that was read.
@@ -319,6 +330,7 @@ impl MemLevel {
         }
         // A colliding hash (another key) leaves first: the slot holds one key.
         let mut evicted: Vec<Stored> = self.take_slot(hash).into_iter().collect();
+        self.sample.inserted();
         let out = policy_of(&mut self.policy).on_insert(hash, weight, entry.priority);
         let mut refused = None;
         let mut admitted = true;

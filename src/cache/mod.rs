@@ -3,7 +3,8 @@
 //! agents (issue 5).
 //!
 //! - [`Cache`] (`store`): put / get / delete, sharded by key, each shard under a read-write
-//!   lock: an L1 hit takes the read lock and is logged (`hits`), everything else the write
+//!   lock: an L1 hit takes the read lock and is logged (`hits`) or, once the policy sees
+//!   only a sample, counted in the thread's tally (`tally`); everything else the write
 //!   lock; `agents`: agent names interned to ids for the per-agent counters;
 //! - `shard`: one shard's three levels, promotion on a hit and demotion on eviction;
 //! - `level`: the memory levels; `disk`: L3, one checksummed file per entry (`l3file`: the
@@ -26,6 +27,7 @@ pub mod prefetch;
 mod shard;
 pub mod stats;
 mod store;
+mod tally;
 pub mod trace;
 
 pub use policy::Priority;

@@ -30,6 +30,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
 use super::keys::hash_bytes;
@@ -49,13 +50,15 @@ const MAX_STREAMS: usize = 1024;
 /// Predictions remembered per stream so that a chain, which moves one key per access, does
 /// not hand out the same keys again (at least the largest configurable depth, 16).
 const ISSUED_MEMORY: usize = 32;
-/// Accesses (learned ones) per judgement of whether the workload has anything to predict.
+/// Accesses (learned ones) per judgement of whether the workload has anything to predict;
+/// while backing off, one in `QUIET_SAMPLE` of that (the sample is that much sparser, and
+/// a pattern that comes back should be noticed after as many accesses as it was lost in).
 const QUIET_WINDOW: u64 = 1 << 16;
 /// Below this share of learned accesses that the model had predicted confidently, the
 /// workload is judged unpredictable (a uniformly random one is, at about 0).
 const QUIET_SHARE: f64 = 0.001;
-/// While unpredictable, one key in this many teaches the model and is predicted from.
-const QUIET_SAMPLE: u64 = 8;
+/// While unpredictable, one key in this many is seen by the model (see `Quiet`).
+const QUIET_SAMPLE: u64 = 64;
 
 /// The stream of [`Prefetcher::on_access`] and [`Prefetcher::predict`].
 pub const DEFAULT_STREAM: u64 = 0;
@@ -145,8 +148,13 @@ pub struct Prefetcher {
 
 /// Backing off on a workload with nothing to predict. Learning costs every access a row
 /// of the successor tables (a cache miss, and table churn), which on random lookups buys
-/// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys teaches the model
-/// (and is predicted from), until that slice shows transitions worth predicting again.
+/// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys is seen at all (the
+/// others do not even move the stream's context, so a get outside the slice costs the
+/// cache's observer only a hash: see `CachePrefetcher`). The model learns the transitions
+/// between consecutive keys of the slice, which recur whenever the workload's paths do,
+/// until they show something worth predicting again. A path must be long enough for the
+/// slice to hold some of its keys (a loop over a few dozen keys may hold none; it also fits
+/// in any L1 and needs no prefetch).
 #[derive(Debug, Default)]
 struct Quiet {
     sampling: bool,
@@ -154,16 +162,25 @@ struct Quiet {
     predictable: u64,
 }
 
+/// Whether `key` is in the slice the model sees while it backs off.
+fn in_quiet_sample(key: KeyHash) -> bool {
+    key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - QUIET_SAMPLE.trailing_zeros()) == 0
+}
+
 impl Quiet {
-    fn teaches(&self, key: KeyHash) -> bool {
-        !self.sampling
-            || key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - QUIET_SAMPLE.trailing_zeros()) == 0
+    fn sees(&self, key: KeyHash) -> bool {
+        !self.sampling || in_quiet_sample(key)
     }
 
     fn record(&mut self, predictable: bool) {
         self.learned += 1;
         self.predictable += u64::from(predictable);
-        if self.learned >= QUIET_WINDOW {
+        let window = if self.sampling {
+            QUIET_WINDOW / QUIET_SAMPLE
+        } else {
+            QUIET_WINDOW
+        };
+        if self.learned >= window {
             self.sampling = (self.predictable as f64) < QUIET_SHARE * self.learned as f64;
             self.learned = 0;
             self.predictable = 0;
@@ -234,11 +251,9 @@ impl Prefetcher {
         let Some(&Context {
             last: Some(last),
             before_last,
-            taught: true,
             ..
         }) = self.streams.get(&stream)
         else {
-            // No access yet, or the last one did not teach (backing off): nothing to say.
             return predictions;
         };
         let (mut older, mut newer) = (before_last, last);
@@ -315,16 +330,19 @@ impl Prefetcher {
         }
     }
 
-    /// Learns from one access; true if it taught the model (else, backing off, there is
-    /// nothing to predict from it: `predict_in` would return nothing).
+    /// Learns from one access; false if the model, backing off, did not see it (see
+    /// `Quiet`: then there is nothing to predict from it).
     fn observe(&mut self, stream: u64, key: KeyHash, name: Option<&[u8]>) -> bool {
+        if !self.quiet.sees(key) {
+            // Backing off, and outside the slice: as if the access had not happened.
+            return false;
+        }
         self.clock += 1;
         if self.outstanding.remove(&key).is_some() {
             self.stats.used += 1;
         }
         self.expire_outstanding();
         let (clock, decay) = (self.clock, self.config.decay);
-        let teaches = self.quiet.teaches(key);
         let context = self.context_mut(stream);
         let Context {
             last, before_last, ..
@@ -334,12 +352,8 @@ impl Prefetcher {
             last: Some(key),
             before_last: last,
             active: clock,
-            taught: teaches,
             ..*context
         };
-        if !teaches {
-            return false;
-        }
         let min_confidence = self.config.min_confidence;
         let mut predictable = false;
         if let Some(last) = last {
@@ -361,9 +375,9 @@ impl Prefetcher {
         if let Some(name) = name {
             // While backing off, a sampled key's bytes go only into a row that exists
             // already: on a random workload a row per sampled key, made just to hold its
-            // name, cost a table insert (and its share of a sweep) and an allocation every
-            // eight gets, for predictions that do not come. Once the workload is
-            // predictable again, every taught key is named as before.
+            // name, cost a table insert (and its share of a sweep) and an allocation for
+            // predictions that do not come. Once the workload is predictable again, every
+            // key is named as before.
             let row = if self.quiet.sampling {
                 self.order1.rows.get_mut(&key)
             } else {
@@ -434,9 +448,6 @@ struct Context {
     before_last: Option<KeyHash>,
     /// Clock of the stream's last access.
     active: u64,
-    /// Whether the last access taught the model (always, unless backing off); predictions
-    /// are made only after those.
-    taught: bool,
     /// Keys recently handed out for prefetch and not accessed since (slot i is valid when
     /// bit i of `issued_valid` is set).
     issued: [KeyHash; ISSUED_MEMORY],
@@ -472,10 +483,16 @@ impl Context {
 /// which promotes the key from L2/L3 or loads it through the registered loader at Low
 /// priority (with no loader it only promotes). The cache counts prefetched and used
 /// entries itself (they carry a mark), so its snapshot holds the accuracy.
+///
+/// While the model backs off (see `Quiet`), a get outside its slice is told apart here,
+/// without the model's lock: on a random workload 63 gets in 64 cost the observer a hash
+/// and a flag (they cost the lock and the stream's context each).
 #[derive(Debug)]
 pub struct CachePrefetcher {
     model: Mutex<Prefetcher>,
     depth: usize,
+    /// `model.backing_off()` as of the last get it saw, readable without its lock.
+    backing_off: AtomicBool,
 }
 
 impl CachePrefetcher {
@@ -483,6 +500,7 @@ impl CachePrefetcher {
         Self {
             depth: config.depth,
             model: Mutex::new(Prefetcher::new(config)),
+            backing_off: AtomicBool::new(false),
         }
     }
 
@@ -503,17 +521,24 @@ impl CachePrefetcher {
     }
 
     /// Learns from the get and returns what to prefetch; `None` when another thread holds
-    /// the model: prefetch is advice, and a get must not queue behind it.
+    /// the model (prefetch is advice, and a get must not queue behind it) or when the model,
+    /// backing off, would not learn from this key.
     fn learn_and_predict(&self, key: &[u8], agent: &str) -> Option<Vec<Prediction>> {
+        let key_hash = hash_bytes(key);
+        if self.backing_off.load(Ordering::Relaxed) && !in_quiet_sample(key_hash) {
+            return None;
+        }
         let mut model = match self.model.try_lock() {
             Ok(model) => model,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
         let stream = hash_bytes(agent.as_bytes());
-        if !model.observe(stream, hash_bytes(key), Some(key)) {
-            // What `predict_fresh_in` would say after an access that did not teach, without
-            // its two lookups of the stream: the path 7 in 8 gets take while backing off.
+        let taught = model.observe(stream, key_hash, Some(key));
+        self.backing_off
+            .store(model.backing_off(), Ordering::Relaxed);
+        if !taught {
+            // The model began to back off since the flag above was read.
             return Some(Vec::new());
         }
         Some(model.predict_fresh_in(stream, self.depth))
@@ -941,7 +966,7 @@ mod tests {
     fn backs_off_on_random_lookups_and_comes_back_for_a_pattern() {
         let mut prefetcher = Prefetcher::with_depth(3);
         // Uniformly random keys: nothing is ever predictable, so after a window the model
-        // learns from a one-in-eight sample only (and predicts only after those).
+        // sees a one-in-64 slice only (and predicts only after those).
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut random = || {
             state ^= state << 13;
@@ -962,22 +987,24 @@ mod tests {
             grown < QUIET_WINDOW / 3,
             "backing off, {grown} rows were made in {QUIET_WINDOW} accesses"
         );
-        // A loop of 64 keys: the sampled keys' transitions are predictable, so the model
-        // learns from every key again, and predicts the loop.
+        // A loop of 4096 keys: the transitions between its keys in the slice are
+        // predictable, so the model sees every key again, and predicts the loop.
         let mut key = 0;
         let mut accesses = 0;
         while prefetcher.backing_off() {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 64;
+            key = (key + 1) % 4096;
             accesses += 1;
             assert!(
                 accesses < 10 * QUIET_WINDOW * QUIET_SAMPLE,
                 "never came back"
             );
         }
-        for _ in 0..256 {
+        // The rows of the keys in the slice also hold the jumps to the next key in the
+        // slice, learned while backing off; a few passes outvote them (decay 0.85).
+        for _ in 0..8 * 4096 {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 64;
+            key = (key + 1) % 4096;
         }
         let next = 1_000_000 + key;
         assert_eq!(keys(&prefetcher.predict(3))[0], next);

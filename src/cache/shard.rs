@@ -13,6 +13,7 @@ use super::keys::{KeyMatch, entry_hash};
 use super::level::{MemLevel, Stored};
 use super::policy::KeyHash;
 use super::stats::{Level, LevelUsage, ShardCounts};
+use super::tally::Tallies;
 
 /// Why a level did not take a put's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,8 +65,13 @@ impl Shard {
         hash: KeyHash,
         key: &K,
         agent: AgentId,
+        tallies: &Tallies,
     ) -> Option<Bytes> {
-        let entry = self.l1.as_ref()?.peek(hash, key)?;
+        let l1 = self.l1.as_ref()?;
+        let entry = l1.peek(hash, key)?;
+        if l1.sampling_hits() && !entry.prefetched && tallies.count_unlogged(agent) {
+            return Some(entry.data.clone());
+        }
         let hit = Hit {
             hash,
             agent,

@@ -201,6 +201,21 @@ impl Totals {
     pub fn add_agents(&mut self, book: &AgentBook, names: &[Arc<str>]) {
         book.merge_into(names, &mut self.agents);
     }
+
+    /// Adds the L1 hits counted in the threads' tallies instead of a shard (`tally`), by
+    /// agent id; `names` as for `add_agents`.
+    pub fn add_unlogged_hits(&mut self, by_agent: &[u64], names: &[Arc<str>]) {
+        let mut book = AgentBook::default();
+        for (id, &hits) in by_agent.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let counts = book.of(id as AgentId);
+            counts.gets += hits;
+            counts.hits += hits;
+            self.total.gets += hits;
+            self.total.hits += hits;
+            self.levels[0].hits += hits;
+        }
+        self.add_agents(&book, names);
+    }
 }
 
 /// One level as the snapshot shows it.

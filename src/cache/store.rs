@@ -16,6 +16,7 @@ use super::level::{MemLevel, Stored};
 use super::policy::{self, POLICY_NAMES, Priority};
 use super::shard::{L3, Shard, Skip};
 use super::stats::{CacheSnapshot, Counts, Extra, History, Level, ShardCounts, Totals};
+use super::tally::Tallies;
 use crate::config::CacheConfig;
 
 /// Longest agent name; a private entry's key carries it.
@@ -56,6 +57,8 @@ pub struct Cache {
     /// An L1 hit needs only a shard's read lock (see `hits`); everything else its write lock.
     shards: Box<[RwLock<Shard>]>,
     agents: AgentNames,
+    /// L1 hits counted per thread instead of logged (see `tally`).
+    tallies: Tallies,
     config: CacheConfig,
     disk: Option<Arc<DiskShared>>,
     history: Mutex<History>,
@@ -109,6 +112,7 @@ impl Cache {
         Ok(Cache {
             shards: built.into_iter().map(RwLock::new).collect(),
             agents: AgentNames::new(),
+            tallies: Tallies::new(),
             config: config.clone(),
             disk,
             history: Mutex::new(History::default()),
@@ -253,7 +257,7 @@ impl Cache {
     fn read_l1(&self, key: &[u8], key_hash: u64, agent: &str, agent_id: u32) -> Option<Bytes> {
         let shard = self.read(key_hash);
         let (stored, hash) = visible_key(&shard, key, key_hash, agent);
-        shard.read_l1(hash, &stored, agent_id)
+        shard.read_l1(hash, &stored, agent_id, &self.tallies)
     }
 
     /// Every other get, under the write lock: L1 misses, promotions from L2 and L3.
@@ -369,12 +373,14 @@ impl Cache {
             totals.add_usage(&shard.counts, &usage);
             books.push(shard.counts.agents.clone());
         }
-        // Read after every shard: an agent first seen while the shards were being read was
-        // interned before it was counted, so its name is here too.
+        let unlogged = self.tallies.hits_by_agent();
+        // Read after every shard and tally: an agent first seen while they were being read
+        // was interned before it was counted, so its name is here too.
         let names = self.agents.names();
         for book in &books {
             totals.add_agents(book, &names);
         }
+        totals.add_unlogged_hits(&unlogged, &names);
         totals
     }
 
@@ -640,6 +646,10 @@ mod tests {
                 });
             }
         });
+        assert!(
+            cache.tallies.hits_by_agent().iter().sum::<u64>() > 0,
+            "the gets went past the exact hits, so most were counted in the tallies"
+        );
         assert!(cache.get(b"absent", "r1").is_none());
         let snap = cache.snapshot();
         assert_eq!(snap.total.gets, 2 * per_thread + 1);
@@ -656,6 +666,42 @@ mod tests {
         assert_eq!(gets("r1"), Some(r1 + 1));
         assert_eq!(gets("r2"), Some(2 * per_thread - r1));
         assert_eq!(gets("w"), Some(0), "w only put");
+    }
+
+    #[test]
+    fn a_policy_shown_a_sample_of_the_hits_still_keeps_the_hot_keys() {
+        // LRU holding 200 entries. Keys 100..200 are hit first, within the hits shown one
+        // by one; then keys 0..100, 2000 times each, long after the level began to show its
+        // policy only a sample. 100 new keys must push out 100..200, the least recently
+        // used: were the sampled hits lost, 0..100 would be the LRU end and go instead.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weight = (1 + 4 + 16) as u64;
+        let cache = l1_only("lru", 200 * weight, dir.path());
+        let put = |i: u32| {
+            cache
+                .put(&i.to_le_bytes(), vec![0u8; 16], "x", Priority::Normal, true)
+                .expect("put");
+        };
+        (0..200).for_each(put);
+        for _ in 0..11 {
+            for i in 100..200u32 {
+                assert!(cache.get(&i.to_le_bytes(), "x").is_some());
+            }
+        }
+        for _ in 0..2000 {
+            for i in 0..100u32 {
+                assert!(cache.get(&i.to_le_bytes(), "x").is_some());
+            }
+        }
+        (1000..1100).for_each(put);
+        let kept = |range: std::ops::Range<u32>| {
+            range
+                .filter(|i| cache.contains(&i.to_le_bytes(), "x").is_some())
+                .count()
+        };
+        assert_eq!(kept(0..100), 100, "the keys hit while sampling stayed");
+        assert_eq!(kept(100..200), 0, "the keys hit before went");
+        assert_eq!(cache.snapshot().total.hits, 11 * 100 + 2000 * 100);
     }
 
     #[test]
