@@ -665,7 +665,7 @@ struct Recorder {
 }
 
 impl sutazai_top::cache::GetObserver for Recorder {
-    fn on_get(&self, cache: &Cache, key: &[u8], _agent: &str, found: Option<Level>) {
+    fn on_get(&self, cache: &Cache, key: &[u8], _: u64, _agent: &str, found: Option<Level>) {
         self.seen.lock().expect("lock").push((key.to_vec(), found));
         if !key.starts_with(b"next:") {
             let mut next = b"next:".to_vec();

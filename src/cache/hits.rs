@@ -5,11 +5,13 @@
 //! recorded here (entry hash, agent id, whether the entry carried the prefetch mark); the
 //! next holder of the write lock replays the log in order before doing anything else. Every
 //! write (put, delete, miss, promotion, prefetch, snapshot, tick) takes the write lock, so
-//! the policy sees exactly the calls it saw before, in the same order between writes:
-//! eviction decisions, hit ratios and every count stay what they were. The log is lossless:
-//! a reader that finds it full takes the write lock itself (replaying it first).
+//! the policy sees the logged hits in order before any write: eviction decisions and hit
+//! ratios are those of the policy replayed on its own, as long as every hit is logged. The
+//! log is lossless: a reader that finds it full takes the write lock itself (replaying it
+//! first).
 //!
-//! Every hit is counted, but past a point not every hit is logged: see `HitSample`.
+//! Every hit is counted, but past `EXACT_HITS` hits without an insert only a sample is
+//! logged; the rest are counted in the thread's tally: see `HitSample` and `tally`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -92,16 +94,16 @@ const EXACT_HITS: u64 = 1024;
 /// W-TinyLFU sketch and list update plus the sampled shadows: several cache misses, most of
 /// a get's time), and the log entry that carries the hit to it. So once `EXACT_HITS` hits
 /// came without an insert, a reader logs a hit only with a chance of one in
-/// `tally::SAMPLE_STRIDE` and counts the others in its thread's tally: the policy sees a
-/// uniform sample, in which
-/// an entry hit often is still shown often, so its place in the policy's order stays near
-/// what every hit would give it. Below `EXACT_HITS` hits per insert (a hit ratio under
-/// 99.9%: every trace in ../shared/traces) the policy sees every hit, as when it is
-/// replayed on its own. So sampling can cost at most about 0.1 point of hit ratio: were
-/// the policy to evict what is still wanted, the misses' inserts would bring the level back
-/// below `EXACT_HITS` hits per insert, where it sees every hit. Every hit is counted either
-/// way; only the policy's view is sampled. An entry carrying the prefetch mark is always logged (its first hit settles
-/// the prefetch).
+/// `tally::SAMPLE_STRIDE` and counts the others in its thread's tally. The policy then sees
+/// a uniform sample, in which an entry hit often is still shown often, so its place in the
+/// policy's order stays near what every hit would give it; an entry hit rarely may keep an
+/// older place, and the adaptive policy's shadows weigh misses more than hits while it
+/// lasts. That is a heuristic, not a bound: it is meant for the read-mostly stretches where
+/// victims are chosen rarely. Below `EXACT_HITS` hits per insert (a hit ratio under 99.9%
+/// when every miss is put back: every trace in ../shared/traces) the policy sees every hit,
+/// as when it is replayed on its own, and more inserts bring a level back there. Every hit
+/// is counted either way. A hit on an entry with the prefetch mark, or with a priority
+/// other than Normal, is always logged (`Resident::hit_must_be_shown`).
 #[derive(Debug, Default)]
 pub(crate) struct HitSample {
     /// Hits since the last insert (while sampling, each logged one stands for the stride).

@@ -41,7 +41,29 @@ pub(crate) trait KeyMatch {
 
 impl KeyMatch for [u8] {
     fn matches(&self, stored: &[u8]) -> bool {
-        self == stored
+        same_bytes(self, stored)
+    }
+}
+
+/// `a == b`, without a call into libc's `memcmp` for the short keys most lookups compare
+/// (two word loads each up to 16 bytes; the call and its setup cost more than the compare).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(w)
+    };
+    match a.len() {
+        0..=8 => word(a) == word(b),
+        9..=16 => {
+            let (a0, a1) = a.split_at(8);
+            let (b0, b1) = b.split_at(8);
+            word(a0) == word(b0) && word(a1) == word(b1)
+        }
+        _ => a == b,
     }
 }
 
@@ -52,7 +74,7 @@ impl KeyMatch for SharedKey<'_> {
     fn matches(&self, stored: &[u8]) -> bool {
         stored
             .split_first()
-            .is_some_and(|(&tag, key)| tag == SHARED && key == self.0)
+            .is_some_and(|(&tag, key)| tag == SHARED && same_bytes(key, self.0))
     }
 }
 
@@ -215,6 +237,20 @@ mod tests {
             per_shard.iter().all(|n| (312..=1250).contains(n)),
             "{per_shard:?}"
         );
+    }
+
+    #[test]
+    fn short_and_long_keys_compare_byte_for_byte() {
+        for len in 0..40usize {
+            let a: Vec<u8> = (0..len as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!same_bytes(&a, &b), "{len} bytes, byte {i} differs");
+            }
+            assert!(!same_bytes(&a, &[a.as_slice(), &[0]].concat()), "{len}");
+        }
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! The memory levels: L1 holds values as they are, L2 holds them lz4-compressed. Both keep
-//! entries under the policy's 64-bit hash and check the full key on every lookup, so a hash
-//! collision can only cost an entry, never return another key's value.
+//! The memory levels: L1 holds values as they are, L2 holds them lz4-compressed. Both find
+//! entries by the policy's 64-bit hash of the stored key (`keys::entry_hash`) and check the
+//! full key on every lookup, so a hash collision can only cost an entry, never return
+//! another key's value. An entry takes exactly one cache line of the table (see
+//! `Resident`): a get's lookup costs one memory access where the entry's key, value handle
+//! and flags all are.
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use hashbrown::HashTable;
+
 use super::hits::HitSample;
-use super::keys::{HashIndex, KeyMatch, is_private};
+use super::keys::{KeyMatch, entry_hash, is_private};
 use super::policy::{KeyHash, Policy, Priority};
 
 /// An entry as it moves between levels.
@@ -119,24 +124,32 @@ impl SlotKey {
     }
 }
 
-/// An entry resident in a memory level: a `Stored` with its key in a `SlotKey`.
+/// An entry resident in a memory level: a `Stored` with its key in a `SlotKey`, in 64 bytes
+/// aligned to a cache line (the hash is not kept: it is recomputed from the key when the
+/// table grows, and when the policy names a victim by its hash).
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Resident {
     key: SlotKey,
     pub data: Bytes,
-    raw_len: usize,
+    /// The value's length once decompressed (a level refuses values of 4 GiB or more).
+    raw_len: u32,
     compressed: bool,
     priority: Priority,
     /// Brought in by a prefetch and not used yet.
     pub prefetched: bool,
 }
 
+// One cache line: more would put a get's key and value handle on two.
+const _: () = assert!(std::mem::size_of::<Resident>() == 64);
+
 impl Resident {
+    /// The caller checked that the value is below 4 GiB (`fits_raw_len`).
     fn new(entry: Stored) -> Self {
         Resident {
+            raw_len: entry.raw_len as u32,
             key: SlotKey::new(entry.key),
             data: entry.data,
-            raw_len: entry.raw_len,
             compressed: entry.compressed,
             priority: entry.priority,
             prefetched: entry.prefetched,
@@ -145,6 +158,13 @@ impl Resident {
 
     fn key(&self) -> &[u8] {
         self.key.as_bytes()
+    }
+
+    /// Whether a hit on this entry must reach the policy even when it sees only a sample
+    /// (`hits::HitSample`): the first hit on a prefetched entry settles the prefetch, a hit
+    /// makes a Low entry Normal and gives a High one back its second chance.
+    pub fn hit_must_be_shown(&self) -> bool {
+        self.prefetched || self.priority != Priority::Normal
     }
 
     fn weight(&self) -> u64 {
@@ -156,7 +176,7 @@ impl Resident {
         Stored {
             key: self.key().into(),
             data: self.data.clone(),
-            raw_len: self.raw_len,
+            raw_len: self.raw_len as usize,
             compressed: self.compressed,
             priority: self.priority,
             prefetched: self.prefetched,
@@ -167,7 +187,7 @@ impl Resident {
         Stored {
             key: self.key.into_boxed(),
             data: self.data,
-            raw_len: self.raw_len,
+            raw_len: self.raw_len as usize,
             compressed: self.compressed,
             priority: self.priority,
             prefetched: self.prefetched,
@@ -187,7 +207,7 @@ pub(crate) struct MemLevel {
     /// under the shard's write lock through `get_mut`, which costs nothing.
     policy: Mutex<Box<dyn Policy>>,
     capacity: u64,
-    entries: HashIndex<Resident>,
+    entries: HashTable<Resident>,
     used: u64,
     compressed: bool,
     /// Entries in some agent's private namespace (a get probes that namespace only when
@@ -202,7 +222,7 @@ impl MemLevel {
         MemLevel {
             capacity: policy.capacity(),
             policy: Mutex::new(policy),
-            entries: HashIndex::default(),
+            entries: HashTable::new(),
             used: 0,
             compressed,
             private: 0,
@@ -241,14 +261,33 @@ impl MemLevel {
 
     /// Whether `key` is here, without counting a lookup.
     pub fn holds<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> bool {
-        self.entries
-            .get(&hash)
-            .is_some_and(|e| key.matches(e.key()))
+        self.peek(hash, key).is_some()
     }
 
     /// The entry under `key`, without counting a lookup.
     pub fn peek<K: KeyMatch + ?Sized>(&self, hash: KeyHash, key: &K) -> Option<&Resident> {
-        self.entries.get(&hash).filter(|e| key.matches(e.key()))
+        self.entries.find(hash, |e| key.matches(e.key()))
+    }
+
+    /// The entry under `hash`, whatever its key: the policies name entries by hash, and a
+    /// level holds one entry per hash (`take_slot`).
+    fn by_hash(&mut self, hash: KeyHash) -> Option<&mut Resident> {
+        self.entries.find_mut(hash, |e| entry_hash(e.key()) == hash)
+    }
+
+    /// Takes the entry under `hash` out of the table (the caller settles the policy).
+    fn remove_hash(&mut self, hash: KeyHash) -> Option<Resident> {
+        let found = self
+            .entries
+            .find_entry(hash, |e| entry_hash(e.key()) == hash);
+        found.ok().map(|entry| entry.remove().0)
+    }
+
+    fn put_resident(&mut self, hash: KeyHash, entry: Stored) {
+        self.used += entry.weight();
+        self.private += usize::from(is_private(&entry.key));
+        self.entries
+            .insert_unique(hash, Resident::new(entry), |e| entry_hash(e.key()));
     }
 
     /// A counted lookup: the entry on a hit (the policy learns either way).
@@ -257,13 +296,13 @@ impl MemLevel {
         hash: KeyHash,
         key: &K,
     ) -> Option<&mut Resident> {
-        match self.entries.get_mut(&hash) {
-            Some(entry) if key.matches(entry.key()) => {
+        match self.entries.find_mut(hash, |e| key.matches(e.key())) {
+            Some(entry) => {
                 self.sample.shown();
                 policy_of(&mut self.policy).on_hit(hash);
                 Some(entry)
             }
-            _ => {
+            None => {
                 policy_of(&mut self.policy).on_miss(hash);
                 None
             }
@@ -285,27 +324,26 @@ impl MemLevel {
         // entry under `hash` is the one that was read.
         prefetched
             && self
-                .entries
-                .get_mut(&hash)
+                .by_hash(hash)
                 .is_some_and(|entry| std::mem::take(&mut entry.prefetched))
     }
 
     /// Remove `key` and drop it (deleted, overwritten, or moved to another level by a copy);
     /// true if it was here.
     pub fn discard<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> bool {
-        if !self.holds(hash, key) {
-            return false;
-        }
-        let Some(entry) = self.entries.remove(&hash) else {
+        let Ok(found) = self.entries.find_entry(hash, |e| key.matches(e.key())) else {
             return false;
         };
+        let entry = found.remove().0;
         policy_of(&mut self.policy).on_remove(hash);
         self.removed(&entry);
         true
     }
 
     /// Admit `entry` (converted to this level's form) if it fits and the policy takes it.
+    /// `hash` is the entry's `keys::entry_hash`, as everywhere in the cache.
     pub fn insert(&mut self, hash: KeyHash, entry: Stored) -> Inserted {
+        debug_assert_eq!(hash, entry_hash(&entry.key), "an entry's hash is its key's");
         let entry = if self.compressed {
             entry.into_compressed()
         } else {
@@ -322,7 +360,7 @@ impl MemLevel {
             }
         };
         let weight = entry.weight();
-        if weight > self.capacity() {
+        if weight > self.capacity() || u32::try_from(entry.raw_len).is_err() {
             return Inserted {
                 evicted: Vec::new(),
                 refused: Some(entry),
@@ -338,7 +376,7 @@ impl MemLevel {
         for gone in out {
             if gone == hash {
                 admitted = false;
-            } else if let Some(e) = self.entries.remove(&gone) {
+            } else if let Some(e) = self.remove_hash(gone) {
                 self.removed(&e);
                 pushed_out.push((gone, e.into_stored()));
             }
@@ -354,9 +392,7 @@ impl MemLevel {
         }
         evicted.extend(pushed_out.into_iter().map(|(_, e)| e));
         if admitted {
-            self.used += weight;
-            self.private += usize::from(is_private(&entry.key));
-            self.entries.insert(hash, Resident::new(entry));
+            self.put_resident(hash, entry);
         } else {
             refused = Some(entry);
         }
@@ -376,15 +412,13 @@ impl MemLevel {
             {
                 if gone == hash {
                     back_in = false;
-                } else if let Some(e) = self.entries.remove(&gone) {
+                } else if let Some(e) = self.remove_hash(gone) {
                     self.removed(&e);
                     out.push((gone, e.into_stored()));
                 }
             }
             if back_in {
-                self.used += entry.weight();
-                self.private += usize::from(is_private(&entry.key));
-                self.entries.insert(hash, Resident::new(entry));
+                self.put_resident(hash, entry);
             } else {
                 out.push((hash, entry));
             }
@@ -393,7 +427,7 @@ impl MemLevel {
     }
 
     fn take_slot(&mut self, hash: KeyHash) -> Option<Stored> {
-        let entry = self.entries.remove(&hash)?;
+        let entry = self.remove_hash(hash)?;
         policy_of(&mut self.policy).on_remove(hash);
         self.removed(&entry);
         Some(entry.into_stored())
@@ -403,17 +437,28 @@ impl MemLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::keys::stored_key;
     use crate::cache::policy::by_name;
 
-    fn stored(key: &[u8], value: &[u8]) -> Stored {
-        Stored {
-            key: key.into(),
-            data: Bytes::copy_from_slice(value),
-            raw_len: value.len(),
-            compressed: false,
-            priority: Priority::Normal,
-            prefetched: false,
-        }
+    /// A shared entry and its hash.
+    fn stored(key: &[u8], value: &[u8]) -> (KeyHash, Stored) {
+        let key = stored_key(key, None);
+        (
+            entry_hash(&key),
+            Stored {
+                key: key.into(),
+                data: Bytes::copy_from_slice(value),
+                raw_len: value.len(),
+                compressed: false,
+                priority: Priority::Normal,
+                prefetched: false,
+            },
+        )
+    }
+
+    fn insert(level: &mut MemLevel, key: &[u8], value: &[u8]) -> Inserted {
+        let (hash, entry) = stored(key, value);
+        level.insert(hash, entry)
     }
 
     #[test]
@@ -421,27 +466,54 @@ mod tests {
         let policy = by_name("lru", 1 << 20).expect("lru");
         let mut level = MemLevel::new(policy, true);
         let value = vec![7u8; 10_000];
-        let done = level.insert(1, stored(b"k", &value));
+        let done = insert(&mut level, b"k", &value);
         assert!(done.refused.is_none() && done.evicted.is_empty());
         assert!(level.used() < 1_000, "lz4 shrinks a run: {}", level.used());
-        let hit = level.lookup(1, &b"k"[..]).expect("hit");
+        let (hash, _) = stored(b"k", &[]);
+        let hit = level
+            .lookup(hash, &stored_key(b"k", None)[..])
+            .expect("hit");
         assert_eq!(
             hit.to_stored().value().expect("decodes"),
             Bytes::from(value)
         );
-        assert!(level.lookup(1, &b"other key, same hash"[..]).is_none());
+        assert!(level.lookup(hash, &b"other key, same hash"[..]).is_none());
+    }
+
+    #[test]
+    fn entries_are_found_by_key_and_evicted_by_hash_as_the_table_grows() {
+        let policy = by_name("lru", 1000 * 12).expect("lru");
+        let mut level = MemLevel::new(policy, false);
+        for i in 0..2000u32 {
+            let done = insert(&mut level, &i.to_le_bytes(), &[1; 7]);
+            assert!(done.refused.is_none());
+            if i >= 1000 {
+                let gone: Vec<&[u8]> = done.evicted.iter().map(|e| &e.key[1..]).collect();
+                assert_eq!(gone, vec![&(i - 1000).to_le_bytes()[..]], "LRU order");
+            }
+        }
+        assert_eq!((level.len(), level.used()), (1000, 1000 * 12));
+        for i in 1000..2000u32 {
+            let (hash, _) = stored(&i.to_le_bytes(), &[]);
+            let key = stored_key(&i.to_le_bytes(), None);
+            assert_eq!(level.peek(hash, &key[..]).map(|e| e.data.len()), Some(7));
+            assert!(level.discard(hash, &key[..]));
+            assert!(!level.holds(hash, &key[..]));
+        }
+        assert_eq!((level.len(), level.used()), (0, 0));
     }
 
     #[test]
     fn too_large_is_refused_and_eviction_returns_the_entries() {
-        let policy = by_name("lru", 10).expect("lru");
+        // Weights: the stored key (namespace byte and key) plus the value.
+        let policy = by_name("lru", 12).expect("lru");
         let mut level = MemLevel::new(policy, false);
-        assert!(level.insert(1, stored(b"k", &[0; 10])).refused.is_some());
-        assert!(level.insert(1, stored(b"a", &[1; 4])).refused.is_none());
-        assert!(level.insert(2, stored(b"b", &[2; 4])).refused.is_none());
-        let done = level.insert(3, stored(b"c", &[3; 4]));
+        assert!(insert(&mut level, b"k", &[0; 11]).refused.is_some());
+        assert!(insert(&mut level, b"a", &[1; 4]).refused.is_none());
+        assert!(insert(&mut level, b"b", &[2; 4]).refused.is_none());
+        let done = insert(&mut level, b"c", &[3; 4]);
         assert_eq!(done.evicted.len(), 1);
-        assert_eq!(&*done.evicted[0].key, b"a");
-        assert_eq!(level.used(), 10);
+        assert_eq!(&*done.evicted[0].key, &stored_key(b"a", None)[..]);
+        assert_eq!(level.used(), 12);
     }
 }

@@ -24,6 +24,7 @@ mod l3file;
 mod level;
 pub mod policy;
 pub mod prefetch;
+mod recent;
 mod shard;
 pub mod stats;
 mod store;

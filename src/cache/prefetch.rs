@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use super::keys::hash_bytes;
 use super::policy::KeyHash;
+use super::recent::RecentKeys;
 use super::{Cache, GetObserver, Level};
 
 /// Successors remembered per context: enough for a branch or two, small enough that a row
@@ -52,12 +53,13 @@ const MAX_STREAMS: usize = 1024;
 const ISSUED_MEMORY: usize = 32;
 /// Accesses (learned ones) per judgement of whether the workload has anything to predict;
 /// while backing off, one in `QUIET_SAMPLE` of that (the sample is that much sparser, and
-/// a pattern that comes back should be noticed after as many accesses as it was lost in).
+/// a pattern that comes back should be noticed after about as many accesses as before).
 const QUIET_WINDOW: u64 = 1 << 16;
 /// Below this share of learned accesses that the model had predicted confidently, the
 /// workload is judged unpredictable (a uniformly random one is, at about 0).
 const QUIET_SHARE: f64 = 0.001;
-/// While unpredictable, one key in this many is seen by the model (see `Quiet`).
+/// While unpredictable, one key in this many teaches the model and is predicted from (one
+/// get in 64 then takes the cache's observer through the model's lock: `CachePrefetcher`).
 const QUIET_SAMPLE: u64 = 64;
 
 /// The stream of [`Prefetcher::on_access`] and [`Prefetcher::predict`].
@@ -148,13 +150,8 @@ pub struct Prefetcher {
 
 /// Backing off on a workload with nothing to predict. Learning costs every access a row
 /// of the successor tables (a cache miss, and table churn), which on random lookups buys
-/// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys is seen at all (the
-/// others do not even move the stream's context, so a get outside the slice costs the
-/// cache's observer only a hash: see `CachePrefetcher`). The model learns the transitions
-/// between consecutive keys of the slice, which recur whenever the workload's paths do,
-/// until they show something worth predicting again. A path must be long enough for the
-/// slice to hold some of its keys (a loop over a few dozen keys may hold none; it also fits
-/// in any L1 and needs no prefetch).
+/// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys teaches the model
+/// (and is predicted from), until that slice shows transitions worth predicting again.
 #[derive(Debug, Default)]
 struct Quiet {
     sampling: bool,
@@ -162,13 +159,13 @@ struct Quiet {
     predictable: u64,
 }
 
-/// Whether `key` is in the slice the model sees while it backs off.
+/// Whether `key` is in the slice that teaches the model while it backs off.
 fn in_quiet_sample(key: KeyHash) -> bool {
     key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - QUIET_SAMPLE.trailing_zeros()) == 0
 }
 
 impl Quiet {
-    fn sees(&self, key: KeyHash) -> bool {
+    fn teaches(&self, key: KeyHash) -> bool {
         !self.sampling || in_quiet_sample(key)
     }
 
@@ -251,9 +248,11 @@ impl Prefetcher {
         let Some(&Context {
             last: Some(last),
             before_last,
+            taught: true,
             ..
         }) = self.streams.get(&stream)
         else {
+            // No access yet, or the last one did not teach (backing off): nothing to say.
             return predictions;
         };
         let (mut older, mut newer) = (before_last, last);
@@ -330,19 +329,31 @@ impl Prefetcher {
         }
     }
 
-    /// Learns from one access; false if the model, backing off, did not see it (see
-    /// `Quiet`: then there is nothing to predict from it).
+    /// As `observe`, the stream's two previous keys given by the caller (the cache's
+    /// observer keeps them per thread while it shows the model only the keys that teach).
+    fn observe_after(
+        &mut self,
+        stream: u64,
+        (before_last, last): (Option<KeyHash>, Option<KeyHash>),
+        key: KeyHash,
+        name: Option<&[u8]>,
+    ) -> bool {
+        let context = self.context_mut(stream);
+        context.before_last = before_last;
+        context.last = last;
+        self.observe(stream, key, name)
+    }
+
+    /// Learns from one access; true if it taught the model (else, backing off, there is
+    /// nothing to predict from it: `predict_in` would return nothing).
     fn observe(&mut self, stream: u64, key: KeyHash, name: Option<&[u8]>) -> bool {
-        if !self.quiet.sees(key) {
-            // Backing off, and outside the slice: as if the access had not happened.
-            return false;
-        }
         self.clock += 1;
         if self.outstanding.remove(&key).is_some() {
             self.stats.used += 1;
         }
         self.expire_outstanding();
         let (clock, decay) = (self.clock, self.config.decay);
+        let teaches = self.quiet.teaches(key);
         let context = self.context_mut(stream);
         let Context {
             last, before_last, ..
@@ -352,16 +363,26 @@ impl Prefetcher {
             last: Some(key),
             before_last: last,
             active: clock,
+            taught: teaches,
             ..*context
         };
+        if !teaches {
+            return false;
+        }
         let min_confidence = self.config.min_confidence;
         let mut predictable = false;
         if let Some(last) = last {
-            let row = self.order1.row_mut(last, clock);
-            predictable = row
-                .best()
-                .is_some_and(|(next, confidence)| next == key && confidence >= min_confidence);
-            row.observe(key, decay);
+            // Backing off, an order-1 row too only for a transition seen before: a row per
+            // taught access of a random workload made the table churn (an insert, and its
+            // share of a sweep) for transitions that never recur. A pattern is still seen
+            // from its second pass on.
+            if !self.quiet.sampling || self.seen_pairs.check_and_mark(last, key) {
+                let row = self.order1.row_mut(last, clock);
+                predictable = row
+                    .best()
+                    .is_some_and(|(next, confidence)| next == key && confidence >= min_confidence);
+                row.observe(key, decay);
+            }
             // An order-2 row only for a pair seen before: most pairs of a random workload
             // never recur, and a row for each would cost a cache miss and table churn.
             if let Some(before_last) = before_last
@@ -375,9 +396,9 @@ impl Prefetcher {
         if let Some(name) = name {
             // While backing off, a sampled key's bytes go only into a row that exists
             // already: on a random workload a row per sampled key, made just to hold its
-            // name, cost a table insert (and its share of a sweep) and an allocation for
-            // predictions that do not come. Once the workload is predictable again, every
-            // key is named as before.
+            // name, cost a table insert (and its share of a sweep) and an allocation every
+            // eight gets, for predictions that do not come. Once the workload is
+            // predictable again, every taught key is named as before.
             let row = if self.quiet.sampling {
                 self.order1.rows.get_mut(&key)
             } else {
@@ -448,6 +469,9 @@ struct Context {
     before_last: Option<KeyHash>,
     /// Clock of the stream's last access.
     active: u64,
+    /// Whether the last access taught the model (always, unless backing off); predictions
+    /// are made only after those.
+    taught: bool,
     /// Keys recently handed out for prefetch and not accessed since (slot i is valid when
     /// bit i of `issued_valid` is set).
     issued: [KeyHash; ISSUED_MEMORY],
@@ -484,15 +508,17 @@ impl Context {
 /// priority (with no loader it only promotes). The cache counts prefetched and used
 /// entries itself (they carry a mark), so its snapshot holds the accuracy.
 ///
-/// While the model backs off (see `Quiet`), a get outside its slice is told apart here,
-/// without the model's lock: on a random workload 63 gets in 64 cost the observer a hash
-/// and a flag (they cost the lock and the stream's context each).
+/// While the model backs off (see `Quiet`), only the gets that would teach it go through
+/// its lock, with the two keys their agent asked for before on this thread (`recent`): a
+/// random workload costs 63 gets in 64 a hash, a flag and a thread-local slot, where each
+/// took the lock and the stream's context in the model.
 #[derive(Debug)]
 pub struct CachePrefetcher {
     model: Mutex<Prefetcher>,
     depth: usize,
     /// `model.backing_off()` as of the last get it saw, readable without its lock.
     backing_off: AtomicBool,
+    recent: RecentKeys,
 }
 
 impl CachePrefetcher {
@@ -501,6 +527,7 @@ impl CachePrefetcher {
             depth: config.depth,
             model: Mutex::new(Prefetcher::new(config)),
             backing_off: AtomicBool::new(false),
+            recent: RecentKeys::new(),
         }
     }
 
@@ -520,12 +547,24 @@ impl CachePrefetcher {
             .stats()
     }
 
-    /// Learns from the get and returns what to prefetch; `None` when another thread holds
-    /// the model (prefetch is advice, and a get must not queue behind it) or when the model,
-    /// backing off, would not learn from this key.
-    fn learn_and_predict(&self, key: &[u8], agent: &str) -> Option<Vec<Prediction>> {
-        let key_hash = hash_bytes(key);
-        if self.backing_off.load(Ordering::Relaxed) && !in_quiet_sample(key_hash) {
+    /// Whether the model learns from a sample only (as of the last get it saw).
+    pub fn backing_off(&self) -> bool {
+        self.backing_off.load(Ordering::Relaxed)
+    }
+
+    /// Learns from the get and returns what to prefetch; `None` when the model, backing
+    /// off, would not learn from this key, or another thread holds it (prefetch is advice,
+    /// and a get must not queue behind it).
+    fn learn_and_predict(
+        &self,
+        key: &[u8],
+        key_hash: KeyHash,
+        agent: &str,
+    ) -> Option<Vec<Prediction>> {
+        let stream = hash_bytes(agent.as_bytes());
+        let before = self.recent.push(stream, key_hash);
+        let backing_off = self.backing_off();
+        if backing_off && !in_quiet_sample(key_hash) {
             return None;
         }
         let mut model = match self.model.try_lock() {
@@ -533,12 +572,15 @@ impl CachePrefetcher {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        let stream = hash_bytes(agent.as_bytes());
-        let taught = model.observe(stream, key_hash, Some(key));
+        let taught = if backing_off {
+            model.observe_after(stream, before, key_hash, Some(key))
+        } else {
+            model.observe(stream, key_hash, Some(key))
+        };
         self.backing_off
             .store(model.backing_off(), Ordering::Relaxed);
         if !taught {
-            // The model began to back off since the flag above was read.
+            // The model began to back off since the flag was read.
             return Some(Vec::new());
         }
         Some(model.predict_fresh_in(stream, self.depth))
@@ -546,11 +588,11 @@ impl CachePrefetcher {
 }
 
 impl GetObserver for CachePrefetcher {
-    fn on_get(&self, cache: &Cache, key: &[u8], agent: &str, _found: Option<Level>) {
+    fn on_get(&self, cache: &Cache, key: &[u8], key_hash: u64, agent: &str, _: Option<Level>) {
         if self.depth == 0 {
             return;
         }
-        let Some(predictions) = self.learn_and_predict(key, agent) else {
+        let Some(predictions) = self.learn_and_predict(key, key_hash, agent) else {
             return;
         };
         for prediction in predictions {
@@ -966,7 +1008,7 @@ mod tests {
     fn backs_off_on_random_lookups_and_comes_back_for_a_pattern() {
         let mut prefetcher = Prefetcher::with_depth(3);
         // Uniformly random keys: nothing is ever predictable, so after a window the model
-        // sees a one-in-64 slice only (and predicts only after those).
+        // learns from a one-in-64 sample only (and predicts only after those).
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut random = || {
             state ^= state << 13;
@@ -987,24 +1029,22 @@ mod tests {
             grown < QUIET_WINDOW / 3,
             "backing off, {grown} rows were made in {QUIET_WINDOW} accesses"
         );
-        // A loop of 4096 keys: the transitions between its keys in the slice are
-        // predictable, so the model sees every key again, and predicts the loop.
+        // A loop of 64 keys: the sampled keys' transitions are predictable, so the model
+        // learns from every key again, and predicts the loop.
         let mut key = 0;
         let mut accesses = 0;
         while prefetcher.backing_off() {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 4096;
+            key = (key + 1) % 64;
             accesses += 1;
             assert!(
                 accesses < 10 * QUIET_WINDOW * QUIET_SAMPLE,
                 "never came back"
             );
         }
-        // The rows of the keys in the slice also hold the jumps to the next key in the
-        // slice, learned while backing off; a few passes outvote them (decay 0.85).
-        for _ in 0..8 * 4096 {
+        for _ in 0..256 {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 4096;
+            key = (key + 1) % 64;
         }
         let next = 1_000_000 + key;
         assert_eq!(keys(&prefetcher.predict(3))[0], next);

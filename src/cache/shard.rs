@@ -69,7 +69,7 @@ impl Shard {
     ) -> Option<Bytes> {
         let l1 = self.l1.as_ref()?;
         let entry = l1.peek(hash, key)?;
-        if l1.sampling_hits() && !entry.prefetched && tallies.count_unlogged(agent) {
+        if l1.sampling_hits() && !entry.hit_must_be_shown() && tallies.count_unlogged(agent) {
             return Some(entry.data.clone());
         }
         let hit = Hit {

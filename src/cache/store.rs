@@ -34,7 +34,9 @@ pub type Loader = Arc<dyn Fn(&[u8]) -> Option<Bytes> + Send + Sync>;
 /// Told of every get after the shard's lock is released (the prefetcher learns from it and
 /// may call `Cache::prefetch` from inside `on_get`).
 pub trait GetObserver: Send + Sync {
-    fn on_get(&self, cache: &Cache, key: &[u8], agent: &str, found: Option<Level>);
+    /// `key_hash` is the cache's hash of `key` (`hash_bytes`), so an observer need not hash
+    /// it again.
+    fn on_get(&self, cache: &Cache, key: &[u8], key_hash: u64, agent: &str, found: Option<Level>);
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -247,13 +249,15 @@ impl Cache {
             None => self.get_locked(key, key_hash, agent, agent_id),
         };
         if let Some(observer) = self.observer.get() {
-            observer.on_get(self, key, agent, found.as_ref().map(|(_, level)| *level));
+            let level = found.as_ref().map(|(_, level)| *level);
+            observer.on_get(self, key, key_hash, agent, level);
         }
         found
     }
 
     /// The L1 hit path, under the shard's read lock: the hit is logged for the policy and
-    /// the counters (`hits`). `None` on an L1 miss or a full log.
+    /// the counters (`hits`), or only counted in this thread's tally once the policy sees a
+    /// sample (`tally`). `None` on an L1 miss or a full log.
     fn read_l1(&self, key: &[u8], key_hash: u64, agent: &str, agent_id: u32) -> Option<Bytes> {
         let shard = self.read(key_hash);
         let (stored, hash) = visible_key(&shard, key, key_hash, agent);
@@ -702,6 +706,37 @@ mod tests {
         assert_eq!(kept(0..100), 100, "the keys hit while sampling stayed");
         assert_eq!(kept(100..200), 0, "the keys hit before went");
         assert_eq!(cache.snapshot().total.hits, 11 * 100 + 2000 * 100);
+    }
+
+    #[test]
+    fn a_hit_on_a_low_entry_reaches_the_policy_while_it_sees_a_sample() {
+        // LRU holding 200 entries, the oldest one Low (a guess: evicted first among the
+        // coldest). Past the exact hits, five hits on it must still reach the policy (which
+        // makes it Normal and the most recent), or the next put evicts it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weight = (1 + 4 + 16) as u64;
+        let cache = l1_only("lru", 200 * weight, dir.path());
+        let put = |i: u32, priority| {
+            cache
+                .put(&i.to_le_bytes(), vec![0u8; 16], "x", priority, true)
+                .expect("put");
+        };
+        put(0, Priority::Low);
+        (1..200).for_each(|i| put(i, Priority::Normal));
+        for _ in 0..11 {
+            for i in 1..200u32 {
+                assert!(cache.get(&i.to_le_bytes(), "x").is_some());
+            }
+        }
+        for _ in 0..5 {
+            assert!(cache.get(&0u32.to_le_bytes(), "x").is_some());
+        }
+        put(1000, Priority::Normal);
+        assert!(cache.contains(&0u32.to_le_bytes(), "x").is_some());
+        let kept = (1..200u32)
+            .filter(|i| cache.contains(&i.to_le_bytes(), "x").is_some())
+            .count();
+        assert_eq!(kept, 198, "a Normal entry made room");
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl Tallies {
             let Some(slot) = tally.hits.get(agent as usize) else {
                 return false;
             };
-            slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            // Release, and Acquire in `hits_by_agent`: a snapshot that sees this count also
+            // sees the agent's name, interned before it (free on x86).
+            slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Release);
             true
         })
         .unwrap_or(false)
@@ -146,7 +148,7 @@ impl Tallies {
         let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
         let mut sum = Vec::new();
         for tally in all.iter() {
-            let counted = tally.hits.iter().map(|n| n.load(Ordering::Relaxed));
+            let counted = tally.hits.iter().map(|n| n.load(Ordering::Acquire));
             for (id, n) in counted.enumerate().filter(|(_, n)| *n > 0) {
                 if id >= sum.len() {
                     sum.resize(id + 1, 0);
