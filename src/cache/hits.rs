@@ -10,8 +10,9 @@
 //! log is lossless: a reader that finds it full takes the write lock itself (replaying it
 //! first).
 //!
-//! Every hit is counted, but past `EXACT_HITS` hits without an insert only a sample is
-//! logged; the rest are counted in the thread's tally: see `HitSample` and `tally`.
+//! Every hit is counted, but past `EXACT_HITS` hits without the policy choosing a victim
+//! only a sample is logged; the rest are counted in the thread's tally: see `HitSample` and
+//! `tally`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -24,6 +25,8 @@ use super::tally::SAMPLE_STRIDE;
 const CAPACITY: usize = 128;
 /// The prefetch-mark bit in a slot's second word (the agent id is the low 32 bits).
 const PREFETCHED: u64 = 1 << 32;
+/// The bit of an entry that was Low when read.
+const LOW: u64 = 1 << 33;
 
 /// One recorded hit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +35,8 @@ pub(crate) struct Hit {
     pub agent: AgentId,
     /// The entry carried the prefetch mark when it was read.
     pub prefetched: bool,
+    /// The entry was Low when it was read (the hit makes it Normal).
+    pub low: bool,
 }
 
 pub(crate) struct HitLog {
@@ -60,7 +65,9 @@ impl HitLog {
         let Some(slot) = self.slots.get(i) else {
             return false;
         };
-        let tail = u64::from(hit.agent) | if hit.prefetched { PREFETCHED } else { 0 };
+        let tail = u64::from(hit.agent)
+            | if hit.prefetched { PREFETCHED } else { 0 }
+            | if hit.low { LOW } else { 0 };
         slot[0].store(hit.hash, Ordering::Relaxed);
         slot[1].store(tail, Ordering::Relaxed);
         true
@@ -80,55 +87,59 @@ impl HitLog {
                 hash: *slot[0].get_mut(),
                 agent: tail as AgentId,
                 prefetched: tail & PREFETCHED != 0,
+                low: tail & LOW != 0,
             }
         })
     }
 }
 
-/// Hits since the last insert that a level shows its policy one by one.
+/// Hits since the policy last chose a victim that a level shows it one by one.
 const EXACT_HITS: u64 = 1024;
 
 /// Whether a level's policy is shown every hit or a sample. A policy uses what it learns
-/// from hits only when it chooses a victim, at an insert; showing it every hit costs a
-/// read-mostly level the policy's bookkeeping on each get (for the adaptive policy, a
-/// W-TinyLFU sketch and list update plus the sampled shadows: several cache misses, most of
-/// a get's time), and the log entry that carries the hit to it. So once `EXACT_HITS` hits
-/// came without an insert, a reader logs a hit only with a chance of one in
-/// `tally::SAMPLE_STRIDE` and counts the others in its thread's tally. The policy then sees
-/// a uniform sample, in which an entry hit often is still shown often, so its place in the
-/// policy's order stays near what every hit would give it; an entry hit rarely may keep an
-/// older place, and the adaptive policy's shadows weigh misses more than hits while it
-/// lasts. That is a heuristic, not a bound: it is meant for the read-mostly stretches where
-/// victims are chosen rarely. Below `EXACT_HITS` hits per insert (a hit ratio under 99.9%
-/// when every miss is put back: every trace in ../shared/traces) the policy sees every hit,
-/// as when it is replayed on its own, and more inserts bring a level back there. Every hit
-/// is counted either way. A hit on an entry with the prefetch mark, or with a priority
-/// other than Normal, is always logged (`Resident::hit_must_be_shown`).
+/// from hits only when it chooses a victim (an entry to evict, or a newcomer to refuse);
+/// showing it every hit costs a read-mostly level the policy's bookkeeping on each get (for
+/// the adaptive policy, a W-TinyLFU sketch and list update plus the sampled shadows:
+/// several cache misses, most of a get's time), and the log entry that carries the hit to
+/// it. So once `EXACT_HITS` hits came without such a choice, a reader logs a hit only with
+/// a chance of one in `tally::SAMPLE_STRIDE` and counts the others in its thread's tally.
+/// The policy then sees a uniform sample, in which an entry hit often is still shown
+/// often, so its place in the policy's order stays near what every hit would give it; an
+/// entry hit rarely may keep an older place, and the adaptive policy's shadows weigh
+/// misses more than hits while it lasts. That is a heuristic, not a bound: it is meant for
+/// read-mostly stretches, and for a level with room to spare, where victims are chosen
+/// rarely. On a full level whose misses are put back, under `EXACT_HITS` hits per
+/// eviction means a hit ratio under 99.9% (every trace in ../shared/traces): there the
+/// policy sees every hit, as when it is replayed on its own, and its next choice brings a
+/// level back there. Every hit is counted either way. A hit on an entry with the prefetch
+/// mark, or with a priority other than Normal, is always logged
+/// (`Resident::hit_must_be_shown`).
 #[derive(Debug, Default)]
 pub(crate) struct HitSample {
-    /// Hits since the last insert (while sampling, each logged one stands for the stride).
-    since_insert: u64,
+    /// Hits since the policy last chose a victim (while sampling, each logged one stands
+    /// for the stride).
+    since_choice: u64,
 }
 
 impl HitSample {
     /// Whether readers log only a sample of the hits (read under the shard's read lock;
     /// changed only under its write lock).
     pub fn sampling(&self) -> bool {
-        self.since_insert >= EXACT_HITS
+        self.since_choice >= EXACT_HITS
     }
 
     /// A hit shown to the policy.
     pub fn shown(&mut self) {
-        self.since_insert += if self.sampling() {
+        self.since_choice += if self.sampling() {
             u64::from(SAMPLE_STRIDE)
         } else {
             1
         };
     }
 
-    /// An entry was offered to the level: the policy has just used what it knew.
-    pub fn inserted(&mut self) {
-        self.since_insert = 0;
+    /// The policy chose a victim: it has just used what it knew.
+    pub fn chose(&mut self) {
+        self.since_choice = 0;
     }
 }
 
@@ -137,14 +148,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sampling_starts_after_the_exact_hits_and_ends_at_an_insert() {
+    fn sampling_starts_after_the_exact_hits_and_ends_at_a_choice() {
         let mut sample = HitSample::default();
         for _ in 0..EXACT_HITS {
             assert!(!sample.sampling());
             sample.shown();
         }
         assert!(sample.sampling());
-        sample.inserted();
+        sample.chose();
         assert!(!sample.sampling());
     }
 
@@ -156,6 +167,7 @@ mod tests {
             hash: i * 7,
             agent: (i % 3) as AgentId,
             prefetched: i.is_multiple_of(2),
+            low: i.is_multiple_of(3),
         };
         for i in 0..CAPACITY as u64 {
             assert!(log.record(hit(i)));

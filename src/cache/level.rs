@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use hashbrown::HashTable;
 
-use super::hits::HitSample;
+use super::hits::{Hit, HitSample};
 use super::keys::{KeyMatch, entry_hash, is_private};
 use super::policy::{KeyHash, Policy, Priority};
 
@@ -167,6 +167,18 @@ impl Resident {
         self.prefetched || self.priority != Priority::Normal
     }
 
+    pub fn is_low(&self) -> bool {
+        self.priority == Priority::Low
+    }
+
+    /// A hit reached the policy, which makes a Low entry Normal (a guess proven); the entry
+    /// says so too, so it keeps that standing when it moves between levels.
+    fn proven(&mut self) {
+        if self.priority == Priority::Low {
+            self.priority = Priority::Normal;
+        }
+    }
+
     fn weight(&self) -> u64 {
         (self.key().len() + self.data.len()) as u64
     }
@@ -300,6 +312,7 @@ impl MemLevel {
             Some(entry) => {
                 self.sample.shown();
                 policy_of(&mut self.policy).on_hit(hash);
+                entry.proven();
                 Some(entry)
             }
             None => {
@@ -315,17 +328,21 @@ impl MemLevel {
     }
 
     /// Replays a hit served under the shard's read lock (see `hits`): the policy learns of
-    /// it, and an entry read with the prefetch mark loses it. True if this hit used the
-    /// prefetch (the first hit on the entry since it was prefetched).
-    pub fn replay_hit(&mut self, hash: KeyHash, prefetched: bool) -> bool {
+    /// it, an entry read with the prefetch mark loses it, a Low one becomes Normal. True if
+    /// this hit used the prefetch (the first hit on the entry since it was prefetched).
+    pub fn replay_hit(&mut self, hit: Hit) -> bool {
         self.sample.shown();
-        policy_of(&mut self.policy).on_hit(hash);
+        policy_of(&mut self.policy).on_hit(hit.hash);
+        if !(hit.prefetched || hit.low) {
+            return false;
+        }
         // No write came between the read and now (the log is replayed before any), so the
         // entry under `hash` is the one that was read.
-        prefetched
-            && self
-                .by_hash(hash)
-                .is_some_and(|entry| std::mem::take(&mut entry.prefetched))
+        let Some(entry) = self.by_hash(hit.hash) else {
+            return false;
+        };
+        entry.proven();
+        hit.prefetched && std::mem::take(&mut entry.prefetched)
     }
 
     /// Remove `key` and drop it (deleted, overwritten, or moved to another level by a copy);
@@ -368,8 +385,7 @@ impl MemLevel {
         }
         // A colliding hash (another key) leaves first: the slot holds one key.
         let mut evicted: Vec<Stored> = self.take_slot(hash).into_iter().collect();
-        self.sample.inserted();
-        let out = policy_of(&mut self.policy).on_insert(hash, weight, entry.priority);
+        let out = self.offer(hash, weight, entry.priority);
         let mut refused = None;
         let mut admitted = true;
         let mut pushed_out = Vec::new();
@@ -408,8 +424,7 @@ impl MemLevel {
                 continue;
             }
             let mut back_in = true;
-            for gone in policy_of(&mut self.policy).on_insert(hash, entry.weight(), Priority::High)
-            {
+            for gone in self.offer(hash, entry.weight(), Priority::High) {
                 if gone == hash {
                     back_in = false;
                 } else if let Some(e) = self.remove_hash(gone) {
@@ -422,6 +437,16 @@ impl MemLevel {
             } else {
                 out.push((hash, entry));
             }
+        }
+        out
+    }
+
+    /// The policy's answer to a newcomer: the keys to evict (the newcomer's own when it is
+    /// refused). Any such choice ends a sampled stretch (`hits::HitSample`).
+    fn offer(&mut self, hash: KeyHash, weight: u64, priority: Priority) -> Vec<KeyHash> {
+        let out = policy_of(&mut self.policy).on_insert(hash, weight, priority);
+        if !out.is_empty() {
+            self.sample.chose();
         }
         out
     }
@@ -478,6 +503,40 @@ mod tests {
             Bytes::from(value)
         );
         assert!(level.lookup(hash, &b"other key, same hash"[..]).is_none());
+    }
+
+    #[test]
+    fn a_hit_proves_a_low_entry_on_either_path() {
+        let policy = by_name("lru", 1000).expect("lru");
+        let mut level = MemLevel::new(policy, false);
+        let mut keys = Vec::new();
+        for name in [&b"a"[..], b"b"] {
+            let (hash, mut entry) = stored(name, &[1; 4]);
+            entry.priority = Priority::Low;
+            assert!(level.insert(hash, entry).refused.is_none());
+            keys.push((hash, stored_key(name, None)));
+        }
+        let low = |level: &MemLevel, (hash, key): &(KeyHash, Vec<u8>)| {
+            level.peek(*hash, &key[..]).expect("held").is_low()
+        };
+        assert!(low(&level, &keys[0]) && low(&level, &keys[1]));
+        // A get under the write lock, and one served under the read lock and replayed.
+        assert!(level.lookup(keys[0].0, &keys[0].1[..]).is_some());
+        let replayed = Hit {
+            hash: keys[1].0,
+            agent: 0,
+            prefetched: false,
+            low: true,
+        };
+        assert!(!level.replay_hit(replayed), "not a prefetch");
+        assert!(!low(&level, &keys[0]) && !low(&level, &keys[1]));
+        assert_eq!(
+            level
+                .peek(keys[1].0, &keys[1].1[..])
+                .map(|e| e.to_stored().priority),
+            Some(Priority::Normal),
+            "and so it moves to another level"
+        );
     }
 
     #[test]

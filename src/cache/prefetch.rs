@@ -151,7 +151,9 @@ pub struct Prefetcher {
 /// Backing off on a workload with nothing to predict. Learning costs every access a row
 /// of the successor tables (a cache miss, and table churn), which on random lookups buys
 /// nothing: then only a fixed one-in-`QUIET_SAMPLE` slice of the keys teaches the model
-/// (and is predicted from), until that slice shows transitions worth predicting again.
+/// (and is predicted from), until that slice shows transitions worth predicting again. A
+/// pattern with no key in the slice (a loop over a few dozen keys may have none) is not
+/// noticed; such a loop fits in any L1 and needs no prefetch.
 #[derive(Debug, Default)]
 struct Quiet {
     sampling: bool,
@@ -330,7 +332,9 @@ impl Prefetcher {
     }
 
     /// As `observe`, the stream's two previous keys given by the caller (the cache's
-    /// observer keeps them per thread while it shows the model only the keys that teach).
+    /// observer keeps them per thread while it shows the model only the keys that teach);
+    /// where the caller has none (another thread served them, or its slots moved on), the
+    /// model's own context stands: the stream's last key it saw.
     fn observe_after(
         &mut self,
         stream: u64,
@@ -338,9 +342,11 @@ impl Prefetcher {
         key: KeyHash,
         name: Option<&[u8]>,
     ) -> bool {
-        let context = self.context_mut(stream);
-        context.before_last = before_last;
-        context.last = last;
+        if last.is_some() {
+            let context = self.context_mut(stream);
+            context.before_last = before_last;
+            context.last = last;
+        }
         self.observe(stream, key, name)
     }
 
@@ -411,7 +417,18 @@ impl Prefetcher {
                 }
             }
         }
+        let was_sampling = self.quiet.sampling;
         self.quiet.record(predictable);
+        if was_sampling && !self.quiet.sampling {
+            // Every key is seen again: the other streams' contexts hold keys of the slice,
+            // not their last ones, and would teach one false transition each.
+            for (&id, context) in self.streams.iter_mut() {
+                if id != stream {
+                    context.last = None;
+                    context.before_last = None;
+                }
+            }
+        }
         true
     }
 

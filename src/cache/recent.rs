@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::policy::KeyHash;
 
-/// Streams remembered per thread (a thread serves a few agents at a time).
-const SLOTS: usize = 8;
+/// Streams remembered per thread (a thread serves a few agents at a time; past that, the
+/// model's own context of the stream stands in: `Prefetcher::observe_after`).
+const SLOTS: usize = 16;
 
 static NEXT_BOOK: AtomicU64 = AtomicU64::new(1);
 

@@ -76,6 +76,7 @@ impl Shard {
             hash,
             agent,
             prefetched: entry.prefetched,
+            low: entry.is_low(),
         };
         self.hits.record(hit).then(|| entry.data.clone())
     }
@@ -92,7 +93,7 @@ impl Shard {
         let counts = &mut self.counts;
         for hit in self.hits.take() {
             counts.levels[0].hits += 1;
-            counts.prefetch.used += u64::from(l1.replay_hit(hit.hash, hit.prefetched));
+            counts.prefetch.used += u64::from(l1.replay_hit(hit));
             for c in [&mut counts.total, counts.agents.of(hit.agent)] {
                 c.gets += 1;
                 c.hits += 1;

@@ -709,6 +709,38 @@ mod tests {
     }
 
     #[test]
+    fn only_a_victim_choice_ends_a_sampled_stretch() {
+        // Nine gets and one put, over and over: where the puts overwrite in a level with
+        // room, the policy chooses nothing and the gets go on sampled (most counted in the
+        // tallies); where every put evicts, every hit is shown (none in the tallies).
+        let weight = (1 + 4 + 16) as u64;
+        let unlogged = |room: u64, new_keys: bool| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cache = l1_only("lru", room * weight, dir.path());
+            let put = |i: u32| {
+                cache
+                    .put(&i.to_le_bytes(), vec![0u8; 16], "x", Priority::Normal, true)
+                    .expect("put");
+            };
+            (0..100).for_each(put);
+            for round in 0..3000u32 {
+                for n in 0..9 {
+                    let i = if new_keys {
+                        round + 100 - 1 - n % 50
+                    } else {
+                        n * 11
+                    };
+                    assert!(cache.get(&i.to_le_bytes(), "x").is_some(), "{round} {i}");
+                }
+                put(if new_keys { round + 100 } else { round % 100 });
+            }
+            cache.tallies.hits_by_agent().iter().sum::<u64>()
+        };
+        assert!(unlogged(1000, false) > 10_000, "overwrites with room");
+        assert_eq!(unlogged(100, true), 0, "an eviction per put");
+    }
+
+    #[test]
     fn a_hit_on_a_low_entry_reaches_the_policy_while_it_sees_a_sample() {
         // LRU holding 200 entries, the oldest one Low (a guess: evicted first among the
         // coldest). Past the exact hits, five hits on it must still reach the policy (which
