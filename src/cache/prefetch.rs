@@ -52,15 +52,18 @@ const MAX_STREAMS: usize = 1024;
 /// not hand out the same keys again (at least the largest configurable depth, 16).
 const ISSUED_MEMORY: usize = 32;
 /// Accesses (learned ones) per judgement of whether the workload has anything to predict;
-/// while backing off, one in `QUIET_SAMPLE` of that (the sample is that much sparser, and
-/// a pattern that comes back should be noticed after about as many accesses as before).
+/// while backing off, `QUIET_SAMPLED_WINDOW`.
 const QUIET_WINDOW: u64 = 1 << 16;
+/// Taught accesses per judgement while backing off: fewer (a pattern that comes back should
+/// be noticed within a few hundred thousand gets), but enough that one chance prediction
+/// does not end the back-off (at 0.1 %, it takes two in 1024).
+const QUIET_SAMPLED_WINDOW: u64 = 1 << 10;
 /// Below this share of learned accesses that the model had predicted confidently, the
 /// workload is judged unpredictable (a uniformly random one is, at about 0).
 const QUIET_SHARE: f64 = 0.001;
 /// While unpredictable, one key in this many teaches the model and is predicted from (one
-/// get in 64 then takes the cache's observer through the model's lock: `CachePrefetcher`).
-const QUIET_SAMPLE: u64 = 64;
+/// get in 256 then takes the cache's observer through the model's lock: `CachePrefetcher`).
+const QUIET_SAMPLE: u64 = 256;
 
 /// The stream of [`Prefetcher::on_access`] and [`Prefetcher::predict`].
 pub const DEFAULT_STREAM: u64 = 0;
@@ -175,7 +178,7 @@ impl Quiet {
         self.learned += 1;
         self.predictable += u64::from(predictable);
         let window = if self.sampling {
-            QUIET_WINDOW / QUIET_SAMPLE
+            QUIET_SAMPLED_WINDOW
         } else {
             QUIET_WINDOW
         };
@@ -1025,7 +1028,7 @@ mod tests {
     fn backs_off_on_random_lookups_and_comes_back_for_a_pattern() {
         let mut prefetcher = Prefetcher::with_depth(3);
         // Uniformly random keys: nothing is ever predictable, so after a window the model
-        // learns from a one-in-64 sample only (and predicts only after those).
+        // learns from a one-in-256 sample only (and predicts only after those).
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut random = || {
             state ^= state << 13;
@@ -1046,22 +1049,23 @@ mod tests {
             grown < QUIET_WINDOW / 3,
             "backing off, {grown} rows were made in {QUIET_WINDOW} accesses"
         );
-        // A loop of 64 keys: the sampled keys' transitions are predictable, so the model
-        // learns from every key again, and predicts the loop.
+        // A loop of 4096 keys (about 16 in the slice): the transitions into the slice's
+        // keys are predictable, so the model learns from every key again, and predicts
+        // the loop.
         let mut key = 0;
         let mut accesses = 0;
         while prefetcher.backing_off() {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 64;
+            key = (key + 1) % 4096;
             accesses += 1;
             assert!(
-                accesses < 10 * QUIET_WINDOW * QUIET_SAMPLE,
+                accesses < 10 * QUIET_SAMPLED_WINDOW * QUIET_SAMPLE,
                 "never came back"
             );
         }
-        for _ in 0..256 {
+        for _ in 0..2 * 4096 {
             prefetcher.on_access(1_000_000 + key);
-            key = (key + 1) % 64;
+            key = (key + 1) % 4096;
         }
         let next = 1_000_000 + key;
         assert_eq!(keys(&prefetcher.predict(3))[0], next);
