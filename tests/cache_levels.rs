@@ -665,8 +665,12 @@ struct Recorder {
 }
 
 impl sutazai_top::cache::GetObserver for Recorder {
-    fn on_get(&self, cache: &Cache, key: &[u8], _: u64, _agent: &str, found: Option<Level>) {
-        self.seen.lock().expect("lock").push((key.to_vec(), found));
+    fn on_get(&self, cache: &Cache, get: &sutazai_top::cache::Get<'_>) {
+        let key = get.key;
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((key.to_vec(), get.found));
         if !key.starts_with(b"next:") {
             let mut next = b"next:".to_vec();
             next.extend_from_slice(key);

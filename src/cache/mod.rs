@@ -33,7 +33,9 @@ pub mod trace;
 
 pub use policy::Priority;
 pub use stats::{AgentSnapshot, CacheSnapshot, Counts, Level, LevelSnapshot, PrefetchSnapshot};
-pub use store::{Cache, CacheError, GetObserver, Loader, MAX_AGENT_LEN, default_shards, open_for};
+pub use store::{
+    Cache, CacheError, Get, GetObserver, Loader, MAX_AGENT_LEN, default_shards, open_for,
+};
 
 /// Longest key the cache takes, in bytes.
 pub const MAX_KEY_LEN: usize = l3file::MAX_KEY_LEN;

@@ -33,10 +33,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
-use super::keys::hash_bytes;
 use super::policy::KeyHash;
 use super::recent::RecentKeys;
-use super::{Cache, GetObserver, Level};
+use super::{Cache, Get, GetObserver};
 
 /// Successors remembered per context: enough for a branch or two, small enough that a row
 /// stays in one or two cache lines.
@@ -575,13 +574,15 @@ impl CachePrefetcher {
     /// Learns from the get and returns what to prefetch; `None` when the model, backing
     /// off, would not learn from this key, or another thread holds it (prefetch is advice,
     /// and a get must not queue behind it).
-    fn learn_and_predict(
-        &self,
-        key: &[u8],
-        key_hash: KeyHash,
-        agent: &str,
-    ) -> Option<Vec<Prediction>> {
-        let stream = hash_bytes(agent.as_bytes());
+    fn learn_and_predict(&self, get: &Get<'_>) -> Option<Vec<Prediction>> {
+        let Get {
+            key,
+            key_hash,
+            agent_id,
+            ..
+        } = *get;
+        // One stream per agent: its id in the cache (the names past the 1024th share one).
+        let stream = u64::from(agent_id);
         let before = self.recent.push(stream, key_hash);
         let backing_off = self.backing_off();
         if backing_off && !in_quiet_sample(key_hash) {
@@ -608,18 +609,18 @@ impl CachePrefetcher {
 }
 
 impl GetObserver for CachePrefetcher {
-    fn on_get(&self, cache: &Cache, key: &[u8], key_hash: u64, agent: &str, _: Option<Level>) {
+    fn on_get(&self, cache: &Cache, get: &Get<'_>) {
         if self.depth == 0 {
             return;
         }
-        let Some(predictions) = self.learn_and_predict(key, key_hash, agent) else {
+        let Some(predictions) = self.learn_and_predict(get) else {
             return;
         };
         for prediction in predictions {
             // A key is known by name only if it was asked for since its row was made; the
             // model's hash alone cannot be loaded.
             if let Some(name) = prediction.name {
-                cache.prefetch(&name, agent);
+                cache.prefetch(&name, get.agent);
             }
         }
     }

@@ -34,9 +34,21 @@ pub type Loader = Arc<dyn Fn(&[u8]) -> Option<Bytes> + Send + Sync>;
 /// Told of every get after the shard's lock is released (the prefetcher learns from it and
 /// may call `Cache::prefetch` from inside `on_get`).
 pub trait GetObserver: Send + Sync {
-    /// `key_hash` is the cache's hash of `key` (`hash_bytes`), so an observer need not hash
-    /// it again.
-    fn on_get(&self, cache: &Cache, key: &[u8], key_hash: u64, agent: &str, found: Option<Level>);
+    fn on_get(&self, cache: &Cache, get: &Get<'_>);
+}
+
+/// One get, as an observer is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Get<'a> {
+    pub key: &'a [u8],
+    /// The cache's hash of `key`, so an observer need not hash it again.
+    pub key_hash: u64,
+    pub agent: &'a str,
+    /// The agent's id in this cache, unique per name up to the 1024th; the names past it
+    /// share one (as they share their counters).
+    pub agent_id: u32,
+    /// Where the key was found.
+    pub found: Option<Level>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -249,8 +261,14 @@ impl Cache {
             None => self.get_locked(key, key_hash, agent, agent_id),
         };
         if let Some(observer) = self.observer.get() {
-            let level = found.as_ref().map(|(_, level)| *level);
-            observer.on_get(self, key, key_hash, agent, level);
+            let get = Get {
+                key,
+                key_hash,
+                agent,
+                agent_id,
+                found: found.as_ref().map(|(_, level)| *level),
+            };
+            observer.on_get(self, &get);
         }
         found
     }
