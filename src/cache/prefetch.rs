@@ -529,8 +529,8 @@ impl Context {
 ///
 /// While the model backs off (see `Quiet`), only the gets that would teach it go through
 /// its lock, with the two keys their agent asked for before on this thread (`recent`): a
-/// random workload costs 63 gets in 64 a hash, a flag and a thread-local slot, where each
-/// took the lock and the stream's context in the model.
+/// random workload costs 255 gets in 256 a flag and a thread-local slot, where each took
+/// the lock and the stream's context in the model.
 #[derive(Debug)]
 pub struct CachePrefetcher {
     model: Mutex<Prefetcher>,
