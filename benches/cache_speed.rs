@@ -22,8 +22,9 @@ use sutazai_top::config::CacheConfig;
 const KEYS: usize = 100_000;
 const CAPACITY: usize = 2 * KEYS;
 const OPS_PER_THREAD: usize = 1_000_000;
-/// Rounds per figure unless `ROUNDS` says otherwise (more on a noisy machine).
-const RUNS: usize = 3;
+/// Rounds per figure unless `ROUNDS` says otherwise: enough that one disturbed round does
+/// not move a median on this noisy machine.
+const RUNS: usize = 7;
 const AGENT: &str = "bench";
 const VALUE_BYTES: usize = 64;
 
