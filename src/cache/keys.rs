@@ -57,23 +57,20 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         0 => true,
         1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
         4..=8 => {
-            let word = |s: &[u8], at: usize| {
-                let mut w = [0u8; 4];
-                w.copy_from_slice(&s[at..at + 4]);
-                u32::from_le_bytes(w)
-            };
-            word(a, 0) == word(b, 0) && word(a, len - 4) == word(b, len - 4)
+            chunk::<4>(a, 0) == chunk::<4>(b, 0) && chunk::<4>(a, len - 4) == chunk::<4>(b, len - 4)
         }
         9..=16 => {
-            let word = |s: &[u8], at: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&s[at..at + 8]);
-                u64::from_le_bytes(w)
-            };
-            word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8)
+            chunk::<8>(a, 0) == chunk::<8>(b, 0) && chunk::<8>(a, len - 8) == chunk::<8>(b, len - 8)
         }
         _ => a == b,
     }
+}
+
+/// `N` bytes of `bytes` from `at` as an array: a fixed-size load, not a `memcpy` call.
+fn chunk<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
 }
 
 /// A caller's key in the shared namespace.
