@@ -217,12 +217,12 @@ fn next_random(state: &mut u64) -> u64 {
 #[test]
 fn backing_off_on_random_gets_still_notices_short_paths_in_random_order() {
     // Random gets: nothing to predict, so the prefetcher backs off and shows its model only
-    // a one-in-64 slice of the keys. Then the agent reads 1000 prompts, each followed by its
+    // a one-in-256 slice of the keys. Then the agent reads 1000 prompts, each followed by its
     // embedding, the prompts in random order: every other step is predictable, though two
     // keys of the slice in a row almost never belong to one pair. The model is handed the
     // key before each key of the slice, so about half of what it learns is predictable
-    // (given only the slice's previous key, just the pairs with both keys in the slice
-    // would be: a few percent here, none for other key names).
+    // (given only the slice's previous key, just the rare pairs with both keys in the
+    // slice would be, and for most key names none).
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = small_cache("lru", 64, &dir);
     let prefetcher = Arc::new(CachePrefetcher::with_depth(3));

@@ -1,7 +1,7 @@
 //! The last two keys each stream (agent) asked for on this thread, kept without a lock.
 //!
 //! While the prefetcher backs off, the cache's observer shows the model only the gets in a
-//! one-in-64 slice of the keys (`prefetch::CachePrefetcher`); the model still needs the two
+//! one-in-256 slice of the keys (`prefetch::CachePrefetcher`); the model still needs the two
 //! keys before each of those, the transition it learns. Keeping every stream's context in
 //! the model would take its lock on every get, and a shared slot per stream would move a
 //! cache line between the cores on every get; so each thread keeps the contexts of the
