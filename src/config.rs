@@ -147,6 +147,10 @@ pub struct BalancerConfig {
     /// Threads of the proxy's own runtime (1..=64); 1 runs a single-threaded runtime.
     #[serde(deserialize_with = "worker_threads")]
     pub worker_threads: usize,
+    /// With one thread: how long it polls for work before it sleeps, in microseconds
+    /// (0..=1000; 0: never), while that pays (see `balancer::proxy::busy_poll`).
+    #[serde(deserialize_with = "busy_poll_us")]
+    pub busy_poll_us: u64,
     /// The default pool's algorithm (one of `balancer::pick::Algorithm::NAMES`).
     #[serde(deserialize_with = "balancer_algorithm")]
     pub algorithm: String,
@@ -191,6 +195,7 @@ impl Default for BalancerConfig {
             enabled: false,
             listen: "127.0.0.1:8080".to_string(),
             worker_threads: 1,
+            busy_poll_us: 50,
             algorithm: "peak-ewma".to_string(),
             session_header: "x-session-id".to_string(),
             session_cookie: "session".to_string(),
@@ -873,6 +878,16 @@ fn worker_threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     if !(1..=64).contains(&v) {
         return Err(serde::de::Error::custom(format!(
             "worker_threads = {v} must be between 1 and 64"
+        )));
+    }
+    Ok(v)
+}
+
+fn busy_poll_us<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v > 1000 {
+        return Err(serde::de::Error::custom(format!(
+            "busy_poll_us = {v} must be between 0 (off) and 1000"
         )));
     }
     Ok(v)

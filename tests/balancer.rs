@@ -821,6 +821,8 @@ fn bad_balancer_config_is_named() {
     for (text, says) in [
         ("[balancer]\nalgorithm = \"random\"\n", "random"),
         ("[balancer]\nlisten = \"nowhere\"\n", "listen"),
+        ("[balancer]\nworker_threads = 0\n", "worker_threads = 0"),
+        ("[balancer]\nbusy_poll_us = 5000\n", "busy_poll_us = 5000"),
         (
             "[balancer]\n[[balancer.backends]]\nhost = \"h\"\nport = 1\npool = \"gpu\"\n",
             "balancer.backends[0].pool",
@@ -841,6 +843,36 @@ fn bad_balancer_config_is_named() {
         let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
         assert!(err.contains(says), "{text}: {err}");
     }
+}
+
+/// Busy polling is on by default with one thread, says its window, and is off when
+/// configured so or when the runtime has several threads (which poll by themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_is_on_with_one_thread_only() {
+    let backends = three_backends().await;
+    let members = || backends.iter().map(|b| b.config(1, "")).collect();
+    let mut cases = Vec::new();
+    for (threads, busy_poll_us) in [(1, None), (1, Some(0)), (1, Some(200)), (2, None)] {
+        let mut config = config("round-robin", members());
+        config.worker_threads = threads;
+        if let Some(us) = busy_poll_us {
+            config.busy_poll_us = us;
+        }
+        let proxy = start(&config);
+        for _ in 0..20 {
+            let answer = get(proxy.0.local_addr(), "/", &[]).await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+        let poll = proxy.0.snapshot().busy_poll;
+        if poll.window_us == 0 {
+            assert_eq!(
+                (poll.paid_total, poll.wasted_total, poll.polling_ns_total),
+                (0, 0, 0)
+            );
+        }
+        cases.push(poll.window_us);
+    }
+    assert_eq!(cases, [50, 0, 200, 0]);
 }
 
 /// In flight on the backend at `port`, as the proxy counts it.

@@ -412,6 +412,27 @@ fn a_balancer_exports_proxy_and_per_backend_figures() {
     }
     assert_eq!(parsed.value("sutazai_balancer_queued", "gauge", &[]), 3.0);
     assert_eq!(
+        parsed.value("sutazai_balancer_busy_poll_window_seconds", "gauge", &[]),
+        b.busy_poll.window_us as f64 / 1e6
+    );
+    for (outcome, count) in [
+        ("paid", b.busy_poll.paid_total),
+        ("wasted", b.busy_poll.wasted_total),
+    ] {
+        assert_eq!(
+            parsed.value(
+                "sutazai_balancer_busy_poll_stretches",
+                "counter",
+                &[("outcome", outcome)]
+            ),
+            count as f64
+        );
+    }
+    assert_eq!(
+        parsed.value("sutazai_balancer_busy_poll_seconds", "counter", &[]),
+        b.busy_poll.polling_ns_total as f64 / 1e9
+    );
+    assert_eq!(
         parsed.value("sutazai_balancer_docker_skipped", "gauge", &[]),
         b.docker_skipped.len() as f64
     );

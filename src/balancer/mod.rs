@@ -20,7 +20,8 @@ mod pool;
 mod proxy;
 
 pub use snapshot::{
-    BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
+    BackendSnapshot, BackendSource, BalancerSnapshot, BusyPollSnapshot, CircuitState, Health,
+    PoolSnapshot,
 };
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -38,7 +39,7 @@ use crate::config::{
 use backend::{Backend, BackendParts};
 use pick::Algorithm;
 use pool::{Pool, Rule};
-use proxy::{Counters, RetryBudget, Settings, Shared};
+use proxy::{BusyPoll, Counters, RetryBudget, Settings, Shared};
 
 /// What `Balancer::change_backend` changes; `None` leaves it as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -358,6 +359,7 @@ impl Balancer {
             general_path_connections_total: counters
                 .general_path_connections
                 .load(Ordering::Relaxed),
+            busy_poll: self.shared.busy_poll.figures(),
             docker_skipped: self
                 .docker_skipped
                 .lock()
@@ -542,6 +544,11 @@ fn shared_for(config: &BalancerConfig) -> Result<Shared, BalancerError> {
         counters: Counters::default(),
         budget: RetryBudget::new(config.retry_budget_percent),
         buffered_bytes: AtomicU64::new(0),
+        // Only a single-threaded runtime runs the poller.
+        busy_poll: BusyPoll::new(match config.worker_threads {
+            1 => Duration::from_micros(config.busy_poll_us),
+            _ => Duration::ZERO,
+        }),
     })
 }
 
@@ -604,6 +611,10 @@ async fn run(
     }
     tokio::spawn(roll_retry_budget(shared.clone(), shutdown.clone()));
     tokio::spawn(tick_coarse_clock(shutdown.clone()));
+    if shared.busy_poll.enabled() {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.busy_poll.run().await });
+    }
     proxy::serve(listener, shared, shutdown).await;
 }
 

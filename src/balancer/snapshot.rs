@@ -26,10 +26,27 @@ pub struct BalancerSnapshot {
     #[serde(default)]
     pub general_path_connections_total: u64,
     pub pools: Vec<PoolSnapshot>,
+    /// How the proxy's thread polled for work before sleeping.
+    #[serde(default)]
+    pub busy_poll: BusyPollSnapshot,
     /// Containers labelled `sutazai.backend.port` that are not backends, each with the
     /// reason (a bad label, reachable only on a bridge address, an address taken...).
     #[serde(default)]
     pub docker_skipped: Vec<String>,
+}
+
+/// Busy polling (`[balancer] busy_poll_us`): stretches of polling for work before sleeping.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct BusyPollSnapshot {
+    /// The longest stretch, in microseconds; 0: off (configured so, or more than one
+    /// worker thread).
+    pub window_us: u64,
+    /// Stretches that ended with work.
+    pub paid_total: u64,
+    /// Stretches that ran out of time (the thread then slept).
+    pub wasted_total: u64,
+    /// Time spent polling with nothing to do yet, in nanoseconds.
+    pub polling_ns_total: u64,
 }
 
 /// A pool of backends for one request type, and how it picks among them.

@@ -80,6 +80,7 @@ pub(super) fn balancer_families(snap: &Snapshot, f: &mut Families) {
         "Containers labelled sutazai.backend.port that are not backends (the pane and GET /api/balancer say why).",
     )
     .push(Labels::none(), b.docker_skipped.len() as u64);
+    busy_poll_families(b, f);
     let panics = f.counter(
         "balancer_pool_panic_choices",
         None,
@@ -89,6 +90,36 @@ pub(super) fn balancer_families(snap: &Snapshot, f: &mut Families) {
         panics.push(labels([("pool", &pool.name)]), pool.panic_choices_total);
     }
     balancer_backend_families(b, f);
+}
+
+/// What busy polling did and cost (nothing while it is off).
+fn busy_poll_families(b: &BalancerSnapshot, f: &mut Families) {
+    let poll = &b.busy_poll;
+    f.gauge(
+        "balancer_busy_poll_window",
+        seconds(),
+        "The longest stretch the proxy's thread polls for work before sleeping (0: off).",
+    )
+    .push(
+        Labels::none(),
+        Value::Float(poll.window_us as f64 / 1_000_000.0),
+    );
+    let stretches = f.counter(
+        "balancer_busy_poll_stretches",
+        None,
+        "Stretches of polling for work, by how they ended: paid (work came) or wasted (the window ran out, then the thread slept).",
+    );
+    stretches.push(labels([("outcome", "paid")]), poll.paid_total);
+    stretches.push(labels([("outcome", "wasted")]), poll.wasted_total);
+    f.counter(
+        "balancer_busy_poll",
+        seconds(),
+        "CPU time the proxy's thread spent polling with nothing to do yet.",
+    )
+    .push(
+        Labels::none(),
+        Value::Float(poll.polling_ns_total as f64 / 1e9),
+    );
 }
 
 fn balancer_backend_families(b: &BalancerSnapshot, f: &mut Families) {

@@ -702,6 +702,12 @@ pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
         retries_over_budget_total: 2,
         bad_requests_total: 5,
         general_path_connections_total: 2,
+        busy_poll: sutazai_top::balancer::BusyPollSnapshot {
+            window_us: 50,
+            paid_total: 90_000,
+            wasted_total: 1_200,
+            polling_ns_total: 1_500_000_000,
+        },
         docker_skipped: vec![
             "container agent-9: label sutazai.backend.port = \"abc\" is not a port".into(),
         ],

@@ -14,6 +14,7 @@ use super::body::ResBody;
 use super::pick::Algorithm;
 use super::pool::{Pool, Skip};
 
+mod busy_poll;
 mod connection;
 mod exchange;
 mod h1;
@@ -22,6 +23,7 @@ mod queue;
 mod retry;
 mod session;
 
+pub(crate) use busy_poll::BusyPoll;
 pub(crate) use connection::serve;
 pub(crate) use retry::RetryBudget;
 
@@ -72,6 +74,7 @@ pub(crate) struct Shared {
     pub budget: RetryBudget,
     /// Request body bytes held for retries right now (see [`retry::BUFFERED_BODIES_MAX`]).
     pub buffered_bytes: AtomicU64,
+    pub busy_poll: BusyPoll,
 }
 
 impl Shared {

@@ -93,6 +93,7 @@ pub(super) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             },
         };
         buf.advance(head.len);
+        shared.busy_poll.progress();
         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(response) = read_body(client, buf, body_len, context).await {
             let _ = client.write_all(&local_wire(&response, false, true)).await;
@@ -100,6 +101,7 @@ pub(super) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         }
         let body_len = body_len as usize;
         let next = answer(client, context, &head, &buf[..body_len], closing()).await;
+        shared.busy_poll.progress();
         buf.advance(body_len);
         drop(share);
         match next {
