@@ -18,7 +18,7 @@
 #     engine's own sampling, every 5 s here);
 #   - latency p50/p99 at 1 connection (wrk -t1 -c1 --latency), and the p50 each proxy adds
 #     over hitting a backend directly, and the proxy's CPU meanwhile (percent of one CPU: what
-#     polling costs where a sleeping proxy would idle);
+#     polling costs where a sleeping proxy would idle; ours: the proxy's threads only);
 #   - how often each proxy went to sleep for want of work (voluntary context switches per
 #     1000 requests at 50 connections; ours: the proxy's threads only).
 # Prints the medians of the rounds and the ratios to nginx. Targets (issue 6): at least 1.0x
@@ -64,6 +64,8 @@ chmod 700 "$work"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do
+    # A stopped process (see POLLS_WHEN_IDLE) must run to act on the TERM.
+    kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do
@@ -216,6 +218,12 @@ for target in "${TARGETS[@]}"; do
   fi
 done
 echo "all targets answer; $ROUNDS rounds of ${SECONDS_PER_RUN} s per target and load" >&2
+# HAProxy with busy-polling polls even when idle, a whole CPU of this machine: it is
+# stopped (SIGSTOP) except while it is measured, so it never weighs on the other targets.
+POLLS_WHEN_IDLE=(haproxy-busy)
+for target in "${POLLS_WHEN_IDLE[@]}"; do
+  [ -n "${PID[$target]:-}" ] && kill -STOP "${PID[$target]}"
+done
 
 # utime+stime in clock ticks of a process and its children (nginx's master and worker);
 # with $2 = user or system, only that part.
@@ -268,11 +276,16 @@ stat_ticks() {
   esac
 }
 
+polls_when_idle() {
+  [ -n "${PID[$1]:-}" ] && [[ " ${POLLS_WHEN_IDLE[*]} " == *" $1 "* ]]
+}
+
 results="$work/results.tsv"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     url="http://127.0.0.1:${PORT[$target]}/"
+    polls_when_idle "$target" && kill -CONT "${PID[$target]}"
     before=0 after=0 proxy_before=0 proxy_after=0 user_before=0 user_after=0
     sleeps_before=0 sleeps_after=0 one_before=0 one_after=0
     [ -n "${PID[$target]:-}" ] && sleeps_before=$(sleeps "${PID[$target]}" "${THREADS[$target]:-}")
@@ -284,9 +297,19 @@ for round in $(seq 1 "$ROUNDS"); do
     [ -n "${PID[$target]:-}" ] && user_after=$(cpu_ticks "${PID[$target]}" user)
     [[ $target == sutazai* ]] && proxy_after=$(thread_ticks "${PID[$target]}" sutazai-balanc)
     [ -n "${PID[$target]:-}" ] && sleeps_after=$(sleeps "${PID[$target]}" "${THREADS[$target]:-}")
-    [ -n "${PID[$target]:-}" ] && one_before=$(cpu_ticks "${PID[$target]}")
+    # Our proxies: their own threads, without the engine's sampling.
+    if [[ $target == sutazai* ]]; then
+      one_before=$(thread_ticks "${PID[$target]}" sutazai-balanc)
+    elif [ -n "${PID[$target]:-}" ]; then
+      one_before=$(cpu_ticks "${PID[$target]}")
+    fi
     wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$url" >"$work/wrk1.txt"
-    [ -n "${PID[$target]:-}" ] && one_after=$(cpu_ticks "${PID[$target]}")
+    if [[ $target == sutazai* ]]; then
+      one_after=$(thread_ticks "${PID[$target]}" sutazai-balanc)
+    elif [ -n "${PID[$target]:-}" ]; then
+      one_after=$(cpu_ticks "${PID[$target]}")
+    fi
+    polls_when_idle "$target" && kill -STOP "${PID[$target]}"
     "$PY" - "$target" "$round" "$((after - before))" "$((proxy_after - proxy_before))" \
       "$(getconf CLK_TCK)" "$work/wrk50.txt" "$work/wrk1.txt" "$((user_after - user_before))" \
       "$((sleeps_after - sleeps_before))" "$((one_after - one_before))" "$SECONDS_PER_RUN" \

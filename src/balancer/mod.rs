@@ -546,7 +546,7 @@ fn shared_for(config: &BalancerConfig) -> Result<Shared, BalancerError> {
         buffered_bytes: AtomicU64::new(0),
         // Only a single-threaded runtime runs the poller.
         busy_poll: BusyPoll::new(match config.worker_threads {
-            1 => Duration::from_micros(config.busy_poll_us),
+            0 | 1 => Duration::from_micros(config.busy_poll_us),
             _ => Duration::ZERO,
         }),
     })

@@ -45,7 +45,8 @@ pub struct BusyPollSnapshot {
     pub paid_total: u64,
     /// Stretches that ran out of time (the thread then slept).
     pub wasted_total: u64,
-    /// Time spent polling with nothing to do yet, in nanoseconds.
+    /// Time from the start of each stretch to its end (work came, or the window ran out),
+    /// in nanoseconds; wall clock, so other tasks' turns meanwhile are in it.
     pub polling_ns_total: u64,
 }
 

@@ -114,7 +114,7 @@ fn busy_poll_families(b: &BalancerSnapshot, f: &mut Families) {
     f.counter(
         "balancer_busy_poll",
         seconds(),
-        "CPU time the proxy's thread spent polling with nothing to do yet.",
+        "Time the proxy's thread spent polling before work came or the window ran out (wall clock, other tasks' turns included).",
     )
     .push(
         Labels::none(),

@@ -8,17 +8,18 @@
 //! CPU while another one idles. Against a backend that answers within a few tens of
 //! microseconds, polling through the wait is both faster and cheaper than sleeping.
 //!
-//! It is adaptive, so it costs nothing where it cannot help. A stretch of polling that
-//! ends with work is a success; one that ends because the window ran out is wasted. Polling
-//! goes on only while at least about two stretches in three succeed. A proxy in front of
-//! slow backends (an LLM answering in seconds), or serving a trickle of requests, sleeps at
-//! once, as it did before. A sleep that turns out shorter than the window counts as a
-//! success missed, and brings polling back.
+//! It is adaptive, so it costs nothing where it cannot help. It learns how often the gaps
+//! between two steps of the request path (a request read, an answer sent) are shorter than
+//! the window, whether it polled through them or slept, and polls only while at least two
+//! gaps in three are. A proxy in front of slow backends (an LLM answering in seconds), or
+//! serving a trickle of requests (a short wait for the backend, then a long one for the next
+//! request: one gap in two), sleeps at once, as it did before.
 //!
 //! Runs as one task on the proxy's single-threaded runtime. Each turn yields to the
 //! scheduler, which then polls the kernel for events without blocking and runs whatever
-//! became ready. A multi-threaded runtime (`worker_threads` > 1) does not use it: its
-//! workers look for work themselves before they park.
+//! became ready. Only the fast path's steps count: the hyper path (h2c and the rest) and
+//! WebSocket tunnels neither start nor extend polling. A multi-threaded runtime
+//! (`worker_threads` > 1) does not use it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +28,10 @@ use tokio::sync::Notify;
 
 use crate::balancer::snapshot::BusyPollSnapshot;
 
-/// A success adds one, a waste takes two; polling goes on while the score is positive.
-const SCORE_MAX: i32 = 8;
-const SCORE_WASTE: i32 = 2;
+/// Poll while at least this share of the recent gaps was shorter than the window.
+const POLL_WHEN_SHORT: f32 = 2.0 / 3.0;
+/// The weight of each new gap in that share (a moving average over about eight gaps).
+const GAP_WEIGHT: f32 = 1.0 / 8.0;
 
 /// Shared between the poller and the request path, which tells it of its progress.
 #[derive(Debug)]
@@ -66,6 +68,9 @@ impl BusyPoll {
     /// The request path moved on. Costs an add and a load while the poller is awake.
     #[inline]
     pub fn progress(&self) {
+        if !self.enabled() {
+            return;
+        }
         self.progress.fetch_add(1, Ordering::Relaxed);
         if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
@@ -86,9 +91,11 @@ impl BusyPoll {
         if !self.enabled() {
             return;
         }
-        let mut score = 0;
+        // The recent share of gaps shorter than the window; none seen yet: do not poll.
+        let mut short_share = 0.0;
         let mut seen = self.progress.load(Ordering::Relaxed);
-        // When the current stretch of polling began (None: work was seen last turn).
+        // When the current gap began: the first turn that found no progress (None: the
+        // last turn found some).
         let mut idle_since: Option<Instant> = None;
         loop {
             // One turn of the scheduler: events polled without blocking, ready tasks run.
@@ -97,25 +104,24 @@ impl BusyPoll {
             if now != seen {
                 seen = now;
                 if let Some(since) = idle_since.take() {
+                    // Polled through a gap shorter than the window.
                     self.count(&self.paid, since);
-                    score = (score + 1).min(SCORE_MAX);
+                    learn(&mut short_share, true);
                 }
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if score > 0 && since.elapsed() < self.window {
+            let polling = short_share >= POLL_WHEN_SHORT;
+            if polling && since.elapsed() < self.window {
                 continue;
             }
-            if score > 0 {
+            if polling {
                 self.count(&self.wasted, since);
-                score -= SCORE_WASTE;
             }
             idle_since = None;
-            let slept = Instant::now();
             self.sleep_until_progress(seen).await;
-            if slept.elapsed() < self.window {
-                score = (score + 1).min(SCORE_MAX);
-            }
+            // The whole gap, polled and slept: after a wasted stretch it is a long one.
+            learn(&mut short_share, since.elapsed() < self.window);
             seen = self.progress.load(Ordering::Relaxed);
         }
     }
@@ -136,6 +142,12 @@ impl BusyPoll {
         }
         self.asleep.store(false, Ordering::Release);
     }
+}
+
+/// One more gap into the moving share of short ones.
+fn learn(short_share: &mut f32, short: bool) {
+    let gap = if short { 1.0 } else { 0.0 };
+    *short_share += (gap - *short_share) * GAP_WEIGHT;
 }
 
 #[cfg(test)]
@@ -179,7 +191,7 @@ mod tests {
     fn polls_through_short_gaps() {
         let figures = figures_for(Duration::from_micros(10), 2000);
         assert_eq!(figures.window_us, 50);
-        // The first gaps are slept through (the score starts at zero); from then on the
+        // The first gaps are slept through (nothing is learnt yet); from then on the
         // stretches end with work. A preempted producer may waste a few.
         assert!(figures.paid_total >= 1000, "{figures:?}");
         assert!(
@@ -192,8 +204,8 @@ mod tests {
     #[test]
     fn sleeps_through_long_gaps() {
         let figures = figures_for(Duration::from_millis(2), 100);
-        // No stretch of polling ever pays, and none is even tried: the score starts at
-        // zero and only a sleep shorter than the window raises it.
+        // No stretch of polling ever pays, and none is even tried: every gap slept through
+        // was longer than the window.
         assert_eq!(figures.paid_total, 0, "{figures:?}");
         assert_eq!(figures.wasted_total, 0, "{figures:?}");
         assert_eq!(figures.polling_ns_total, 0, "{figures:?}");
@@ -223,12 +235,45 @@ mod tests {
             (short, poll.figures())
         });
         assert!(short.paid_total >= 1000, "{short:?}");
-        // A waste takes two from a score of at most eight: four wasted stretches at most
-        // before it sleeps at once, each at most the window (plus a scheduling turn).
+        // From a share of short gaps of at most one, each long gap takes an eighth of what
+        // is left: four long gaps bring it below two thirds. Four wasted stretches at
+        // most, each about the window (a generous bound: the thread may be preempted).
         let wasted = long.wasted_total - short.wasted_total;
         assert!(wasted <= 4, "{short:?} then {long:?}");
         let polled = Duration::from_nanos(long.polling_ns_total - short.polling_ns_total);
-        assert!(polled < Duration::from_millis(2), "{short:?} then {long:?}");
+        assert!(
+            polled < Duration::from_millis(20),
+            "{short:?} then {long:?}"
+        );
+    }
+
+    #[test]
+    fn a_trickle_of_requests_to_a_fast_backend_is_not_polled_for() {
+        let poll = Arc::new(BusyPoll::new(Duration::from_micros(50)));
+        let figures = runtime().block_on(async {
+            let poller = tokio::spawn({
+                let poll = poll.clone();
+                async move { poll.run().await }
+            });
+            // A request read, its answer 10 µs later, the next request 2 ms later: one gap
+            // in two is short, and polling would waste a window for each request.
+            for _ in 0..200 {
+                poll.progress();
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(10) {
+                    tokio::task::yield_now().await;
+                }
+                poll.progress();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            poller.abort();
+            poll.figures()
+        });
+        assert_eq!(
+            (figures.paid_total, figures.wasted_total),
+            (0, 0),
+            "{figures:?}"
+        );
     }
 
     #[test]
