@@ -120,8 +120,11 @@ impl BusyPoll {
             }
             idle_since = None;
             self.sleep_until_progress(seen).await;
-            // The whole gap, polled and slept: after a wasted stretch it is a long one.
-            learn(&mut short_share, since.elapsed() < self.window);
+            // The whole gap, polled and slept. After a wasted stretch it is a long one.
+            // Slept through, it includes the wake-up, which polling would not have paid:
+            // up to twice the window counts as short.
+            let short = !polling && since.elapsed() < 2 * self.window;
+            learn(&mut short_share, short);
             seen = self.progress.load(Ordering::Relaxed);
         }
     }
