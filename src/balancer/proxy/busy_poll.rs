@@ -9,9 +9,10 @@
 //! microseconds, polling through the wait is both faster and cheaper than sleeping.
 //!
 //! It is adaptive, so it costs nothing where it cannot help. It learns how often the gaps
-//! between two steps of the request path (a request read, an answer sent) are shorter than
-//! the window, whether it polled through them or slept, and polls only while at least two
-//! gaps in three are. A proxy in front of slow backends (an LLM answering in seconds), or
+//! between two steps of the request path (a request read, an answer sent) are short —
+//! polled through within the window, or slept through within twice the window (the sleep
+//! includes a wake-up that polling would not pay) — and polls only while at least two gaps
+//! in three are. A proxy in front of slow backends (an LLM answering in seconds), or
 //! serving a trickle of requests (a short wait for the backend, then a long one for the next
 //! request: one gap in two), sleeps at once, as it did before.
 //!
