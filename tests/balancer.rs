@@ -845,8 +845,8 @@ fn bad_balancer_config_is_named() {
     }
 }
 
-/// Busy polling is on by default with one thread, says its window, and is off when
-/// configured so or when the runtime has several threads (which poll by themselves).
+/// Busy polling is on by default with one thread, says its window, polls, and is off when
+/// configured so or when the runtime has several threads (the poller needs one thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_is_on_with_one_thread_only() {
     let backends = three_backends().await;

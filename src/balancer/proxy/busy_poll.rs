@@ -209,7 +209,7 @@ mod tests {
     fn sleeps_through_long_gaps() {
         let figures = figures_for(Duration::from_millis(2), 100);
         // No stretch of polling ever pays, and none is even tried: every gap slept through
-        // was longer than the window.
+        // was longer than twice the window.
         assert_eq!(figures.paid_total, 0, "{figures:?}");
         assert_eq!(figures.wasted_total, 0, "{figures:?}");
         assert_eq!(figures.polling_ns_total, 0, "{figures:?}");
