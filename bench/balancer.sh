@@ -3,9 +3,9 @@
 #
 # Two backends: one nginx instance (1 worker, keep-alive) on 127.0.0.1:18081 and :18082
 # answering a tiny "ok\n". Three proxies, each with one worker / one thread, keep-alive to
-# both backends, round-robin, each also run a second way, with and without polling for work
-# before sleeping (our default polls while it pays; HAProxy's `busy-polling` always polls;
-# nginx has no such setting):
+# both backends, round-robin. HAProxy and ours also run a second way, the other way about
+# polling for work before sleeping (our default polls while it pays; HAProxy's
+# `busy-polling` always polls; nginx has no such setting):
 #   nginx           127.0.0.1:18090  (upstream keepalive 64, proxy_http_version 1.1, Connection "")
 #   haproxy         127.0.0.1:18091  (nbthread 1, mode http, http-reuse always)
 #   haproxy-busy    127.0.0.1:18094  (the same plus `busy-polling`)
