@@ -6,8 +6,6 @@
 
 pub mod alerts;
 pub mod api;
-pub mod balancer;
-pub mod cache;
 pub mod config;
 pub mod containers;
 pub mod eliminator;
@@ -16,5 +14,5 @@ pub mod host;
 pub mod metrics;
 pub mod optimizer;
 pub mod report;
-pub mod snapshot;
+pub mod model;
 pub mod tui;

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use cli::bench::bench_observe;
 use cli::changes::{SetKnob, SetTarget, parse_set_knob, rollback, set_knob, show_journal};
 use cli::faces::snapshot;
-use sutazai_top::config::{Config, MIN_INTERVAL_MS, Mode};
+use sutazai_top::config::{Config, MIN_INTERVAL_MS};
+use sutazai_top::model::Mode;
 
 /// Exit status for a bad config or bad flag value (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;

@@ -12,7 +12,8 @@ use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
 use sutazai_top::optimizer::actuators::{
     Actuator, HostActuators, HostFileActuator, ThreadActuator, plan_process,
 };
-use sutazai_top::optimizer::change::{ActuatorError, Change, Knob, Target};
+use sutazai_top::optimizer::change::ActuatorError;
+use sutazai_top::model::{Change, Knob, Target};
 
 const THREADS: usize = 4;
 const SCHED_BATCH: u32 = 3;

@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sutazai_top::alerts::{counts, rfc3339, spawn_alerts};
 use sutazai_top::config::AlertsConfig;
-use sutazai_top::eliminator::strategy::Risk;
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::model::Risk;
+use sutazai_top::model::Snapshot;
 use tokio::sync::watch;
 
 /// One request as the receiver saw it.

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use support::{Container, RunningEngine, docker_ok, test_config, unique};
 use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopChannel, StopRequest};
 use sutazai_top::config::Config;
-use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::model::{Proposal, ProposalStatus};
+use sutazai_top::model::Snapshot;
 use tokio::sync::mpsc;
 
 /// The engine and its API in a temp dir; everything is stopped and removed when dropped.
@@ -337,7 +337,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_never_taken() {
 #[test]
 fn tcp_needs_the_bearer_token_from_the_file_the_engine_creates() {
     let mut config = quiet_config();
-    config.api.listen = "127.0.0.1:0".to_string();
+    config.api.listen = Some("127.0.0.1:0".parse().unwrap());
     let served = Served::start(config, tempfile::tempdir().unwrap());
     let addr = served
         .server
@@ -505,7 +505,7 @@ fn snapshots_roundtrip_through_json() {
         common::with_active_changes(common::small_host()),
         common::with_proposal(
             common::small_host(),
-            sutazai_top::eliminator::strategy::Risk::Medium,
+            sutazai_top::model::Risk::Medium,
         ),
         common::with_sampler_error(common::small_host()),
         common::with_notice(common::small_host(), "hello", true),
@@ -553,9 +553,9 @@ fn a_remote_handle_mirrors_the_engine_and_turns_commands_into_calls() {
 
     let commands = remote.commands.clone();
     let send = |c: Command| rt.block_on(commands.send(c)).unwrap();
-    send(Command::SetMode(sutazai_top::config::Mode::Aggressive));
+    send(Command::SetMode(sutazai_top::model::Mode::Aggressive));
     wait(&mut remote, "the service's mode", &|s| {
-        s.mode == sutazai_top::config::Mode::Aggressive
+        s.mode == sutazai_top::model::Mode::Aggressive
     });
     assert_eq!(json_of(&served.get("/api/mode"))["mode"], "aggressive");
 
@@ -675,7 +675,7 @@ fn get_through(proxy: std::net::SocketAddr, path: &str) -> (u16, String) {
 fn balancer_backends_are_added_and_removed_through_the_api() {
     let mut config = quiet_config();
     config.balancer.enabled = true;
-    config.balancer.listen = "127.0.0.1:0".to_string();
+    config.balancer.listen = "127.0.0.1:0".parse().unwrap();
     let served = Served::start(config, tempfile::tempdir().unwrap());
     let proxy = served
         .engine

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use support::{Container, RunningEngine, docker_ok, ensure_test_image, test_config, unique};
-use sutazai_top::balancer::{BackendSnapshot, BackendSource, BackendSpec};
-use sutazai_top::snapshot::Snapshot;
+use sutazai_balancer::{BackendSnapshot, BackendSource, BackendSpec};
+use sutazai_top::model::Snapshot;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -64,7 +64,7 @@ impl Engine {
     fn start() -> Engine {
         let mut config = test_config(300);
         config.balancer.enabled = true;
-        config.balancer.listen = "127.0.0.1:0".to_string();
+        config.balancer.listen = "127.0.0.1:0".parse().unwrap();
         config.balancer.health.interval_ms = 500;
         let mut engine = RunningEngine::start_managing(config);
         engine.wait_for(WAIT, "a first tick", |s| s.seq >= 1);
@@ -325,7 +325,7 @@ fn an_engine_that_only_observes_serves_no_balancer() {
     let mut config = test_config(300);
     config.docker.enabled = false;
     config.balancer.enabled = true;
-    config.balancer.listen = format!("127.0.0.1:{port}");
+    config.balancer.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut engine = RunningEngine::start(config);
     engine.wait_for(WAIT, "two ticks", |s| s.seq >= 2);
     assert!(engine.handle.balancer.is_none());
@@ -344,7 +344,7 @@ fn a_balancer_that_cannot_start_says_why_in_the_header() {
     let mut config = test_config(300);
     config.docker.enabled = false;
     config.balancer.enabled = true;
-    config.balancer.listen = taken.local_addr().expect("its address").to_string();
+    config.balancer.listen = taken.local_addr().expect("its address");
     let mut engine = RunningEngine::start_managing(config);
     let snap = engine.wait_for(WAIT, "a first tick", |s| s.seq >= 1);
     assert!(engine.handle.balancer.is_none());

@@ -166,7 +166,7 @@ fn cache_config() -> Config {
         &mut config.cache.l2_policy,
         &mut config.cache.l3_policy,
     ] {
-        *policy = "lru".to_string();
+        *policy = sutazai_cache::PolicyName::Lru;
     }
     config
 }

@@ -15,7 +15,8 @@ use sutazai_top::host::cgroups::CgroupMounts;
 use sutazai_top::optimizer::actuators::{
     Actuator, CgroupFileActuator, HostActuators, plan_cgroup, process_cgroup,
 };
-use sutazai_top::optimizer::change::{ActuatorError, Change, Knob, Target};
+use sutazai_top::optimizer::change::ActuatorError;
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::master::{ApplyError, Optimizer};
 
 /// Fresh cgroups named `name` under some v1 hierarchies, with an optional busy child in

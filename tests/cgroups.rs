@@ -13,7 +13,7 @@ use sutazai_top::host::HostRoots;
 use sutazai_top::host::cgroups::{
     CgroupCounters, CgroupMounts, ProcCgroups, parse_proc_cgroup, read_proc_cgroups,
 };
-use sutazai_top::snapshot::{CgroupLayout, Pressure, PsiLine, PsiResource, UsageSource};
+use sutazai_top::model::{CgroupLayout, Pressure, PsiLine, PsiResource, UsageSource};
 
 use host_support::favour;
 

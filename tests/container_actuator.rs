@@ -10,7 +10,8 @@ use std::time::Duration;
 use support::{Container, docker_ok, unique};
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
 use sutazai_top::optimizer::actuators::{Actuator, HostActuators, plan_container};
-use sutazai_top::optimizer::change::{ActuatorError, Change, Knob, Target};
+use sutazai_top::optimizer::change::ActuatorError;
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::master::{ApplyError, Optimizer};
 
 const LABEL: &str = "sutazai-test=container-actuator";

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use support::{Container, RunningEngine, test_config, unique};
 use sutazai_top::config::DetectConfig;
 use sutazai_top::eliminator::detect::cpu_saturation;
-use sutazai_top::eliminator::{Bottleneck, BottleneckKind, Detector, Subject};
-use sutazai_top::snapshot::{DockerStatus, Snapshot, UsageSource};
+use sutazai_top::eliminator::Detector;
+use sutazai_top::model::{Bottleneck, BottleneckKind, Subject};
+use sutazai_top::model::{DockerStatus, Snapshot, UsageSource};
 
 const INTERVAL_MS: u64 = 300;
 const MIB: u64 = 1024 * 1024;
@@ -349,7 +350,7 @@ fn a_latency_agents_run_queue_wait_is_measured_from_schedstat() {
         snap.containers
             .agents
             .iter()
-            .filter(|c| c.class == Some(sutazai_top::snapshot::AgentClass::Batch))
+            .filter(|c| c.class == Some(sutazai_top::model::AgentClass::Batch))
             .all(|c| c.run_delay.is_none())
     );
 }

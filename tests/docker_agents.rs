@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{Container, RunningEngine, docker_ok, test_config, unique};
-use sutazai_top::snapshot::{AgentClass, ContainerStat, DockerStatus, Snapshot, UsageSource};
+use sutazai_top::model::{AgentClass, ContainerStat, DockerStatus, Snapshot, UsageSource};
 
 const TICK_MS: u64 = 500;
 

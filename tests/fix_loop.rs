@@ -9,9 +9,9 @@ mod support;
 use std::time::Duration;
 
 use support::{Container, RunningEngine, docker_ok, test_config, unique};
-use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
+use sutazai_top::model::{Proposal, ProposalStatus};
 use sutazai_top::engine::Command;
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::model::Snapshot;
 
 fn proposal<'a>(snap: &'a Snapshot, strategy: &str) -> Option<&'a Proposal> {
     snap.proposals
@@ -206,7 +206,7 @@ fn auto_fix_applies_and_a_fix_that_does_not_help_rolls_back_on_its_own() {
         judged.validation.verdict, judged.status, snap.notice
     );
     match judged.validation.verdict.clone().unwrap() {
-        sutazai_top::eliminator::proposals::Verdict::DidNotHelp { .. } => {
+        sutazai_top::model::Verdict::DidNotHelp { .. } => {
             let snap = engine.wait_for(Duration::from_secs(10), "rolled back on its own", |s| {
                 s.proposals.iter().any(|p| {
                     p.id == applied.id && matches!(p.status, ProposalStatus::RolledBack { .. })

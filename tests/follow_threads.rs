@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sutazai_top::host::processes::parse_stat;
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
 use sutazai_top::optimizer::actuators::{HostActuators, plan_process};
-use sutazai_top::optimizer::change::{Change, Knob};
+use sutazai_top::model::{Change, Knob};
 use sutazai_top::optimizer::follow::follow_new_threads;
 use sutazai_top::optimizer::master::Optimizer;
 
@@ -219,7 +219,7 @@ fn the_running_engine_brings_new_threads_under_an_active_batch() {
         .enable_all()
         .build()
         .expect("runtime");
-    let _engine = runtime.block_on(async { sutazai_top::engine::spawn_managing(config).0 });
+    let _engine = runtime.block_on(async { sutazai_top::engine::spawn_managing(config.engine()).0 });
 
     child.cue("go", 4);
     // The thread that pins itself to CPU 1 is brought back to CPU 0. The journal view

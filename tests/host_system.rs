@@ -14,7 +14,7 @@ use sutazai_top::host::net::NetSampler;
 use sutazai_top::host::psi::read_system_pressure;
 use sutazai_top::host::topology::read_topology;
 use sutazai_top::host::{HostRoots, parse_cpu_list};
-use sutazai_top::snapshot::{CacheInfo, NumaNode};
+use sutazai_top::model::{CacheInfo, NumaNode};
 
 use host_support::copy_tree;
 

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sutazai_top::optimizer::change::{Change, Knob, Target};
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::{
     ChangeState, JOURNAL_FILE, Journal, JournalError, Recovery, Rejection,
 };

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{Container, RunningEngine, test_config, unique};
-use sutazai_top::eliminator::strategy::Risk;
-use sutazai_top::snapshot::{DockerStatus, Snapshot};
+use sutazai_top::model::Risk;
+use sutazai_top::model::{DockerStatus, Snapshot};
 
 /// Parses stdin with the OpenMetrics parser; prints {family: {type, unit, samples}} as JSON,
 /// and every (name, labels) that occurs twice.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::processes::{ProcessSampler, read_process_id};
-use sutazai_top::snapshot::{ProcessId, ProcessStat};
+use sutazai_top::model::{ProcessId, ProcessStat};
 
 use host_support::{copy_tree, favour};
 

@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Container, RunningEngine, test_config, unique};
-use sutazai_top::eliminator::proposals::{ProposalStatus, Verdict};
-use sutazai_top::eliminator::strategy::{Measure, Risk};
-use sutazai_top::eliminator::validation::Guard;
-use sutazai_top::snapshot::{DockerStatus, Snapshot};
+use sutazai_top::model::{ProposalStatus, Verdict};
+use sutazai_top::model::{Measure, Risk};
+use sutazai_top::model::Guard;
+use sutazai_top::model::{DockerStatus, Snapshot};
 
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/report.schema.json");
 const HOSTILE: &str = "<script>alert(1)</script>";

@@ -372,7 +372,7 @@ fn policies(c: &support::Container) -> Vec<i64> {
 
 /// Approve the newest open proposal of `strategy` through the service's API; its batch.
 fn approve(rt: &tokio::runtime::Runtime, client: &sutazai_top::api::Client, strategy: &str) -> u64 {
-    use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
+    use sutazai_top::model::{Proposal, ProposalStatus};
     let deadline = Instant::now() + Duration::from_secs(40);
     let proposal =
         loop {

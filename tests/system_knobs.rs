@@ -14,19 +14,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host_support::copy_tree;
-use sutazai_top::config::Mode;
+use sutazai_top::model::Mode;
 use sutazai_top::eliminator::plan::plan;
-use sutazai_top::eliminator::strategy::{Context, Fix, built_in, propose_all};
+use sutazai_top::eliminator::strategy::{Context, built_in, propose_all};
+use sutazai_top::model::Fix;
 use sutazai_top::eliminator::system_knobs::{
     DIRTY_BACKGROUND_RATIO, DIRTY_RATIO, SWAPPINESS, THP_DEFRAG, THP_ENABLED, governor_path,
 };
-use sutazai_top::eliminator::{Bottleneck, BottleneckKind, Evidence, Subject};
+use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::memory::MemorySampler;
 use sutazai_top::optimizer::actuators::{Actuator, HostActuators};
-use sutazai_top::optimizer::change::{Change, Target};
+use sutazai_top::model::{Change, Target};
 use sutazai_top::optimizer::master::Optimizer;
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::model::Snapshot;
 
 const SYSTEM_KNOB_STRATEGIES: [&str; 4] = [
     "transparent-hugepages",
@@ -180,7 +181,7 @@ fn planned(changes: &[Change]) -> Vec<Planned> {
     changes
         .iter()
         .map(|c| {
-            let sutazai_top::optimizer::change::Knob::HostFile { path } = &c.knob else {
+            let sutazai_top::model::Knob::HostFile { path } = &c.knob else {
                 panic!("host file change expected: {c:?}");
             };
             assert_eq!(c.target, Target::Host);

@@ -8,9 +8,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
-use sutazai_top::config::Mode;
+use sutazai_top::model::Mode;
 use sutazai_top::engine::Command;
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::model::Snapshot;
 use sutazai_top::tui::keymap::BINDINGS;
 use sutazai_top::tui::{self, App, Pane, SortKey, theme};
 
@@ -415,7 +415,7 @@ fn a_balancer_with_more_backends_than_rows_says_how_many_are_hidden() {
     balancer.docker_skipped.clear();
     let template = balancer.pools[0].backends[0].clone();
     balancer.pools[0].backends = (0..30)
-        .map(|i| sutazai_top::balancer::BackendSnapshot {
+        .map(|i| sutazai_balancer::BackendSnapshot {
             id: format!("127.0.0.1:{}", 20_000 + i),
             ..template.clone()
         })
@@ -441,7 +441,7 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
     // A bottleneck with no fix (a busy host, no agent to act on) is named, not denied.
     let mut snap = common::with_proposal(
         common::numa64(),
-        sutazai_top::eliminator::strategy::Risk::Low,
+        sutazai_top::model::Risk::Low,
     );
     snap.proposals.clear();
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
@@ -469,7 +469,7 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
 
 #[test]
 fn a_proposal_shows_risk_evidence_and_exact_changes_and_a_applies_it() {
-    use sutazai_top::eliminator::strategy::Risk;
+    use sutazai_top::model::Risk;
     let snap = common::with_proposal(common::with_containers(131), Risk::Low);
     let mut app = focused(Pane::Proposals);
     let shown = text(&render(&snap, &app, SMALL));
@@ -514,7 +514,7 @@ fn the_header_says_when_auto_fix_is_on() {
 
 #[test]
 fn a_high_risk_proposal_needs_a_second_a() {
-    use sutazai_top::eliminator::strategy::Risk;
+    use sutazai_top::model::Risk;
     let snap = common::with_proposal(common::numa64(), Risk::High);
     let mut app = focused(Pane::Proposals);
     assert_eq!(app.handle_key(press(KeyCode::Char('a')), &snap), None);
@@ -935,7 +935,7 @@ fn the_grid_shows_every_pane_at_once() {
 
 #[test]
 fn the_selection_follows_its_row_when_a_new_proposal_arrives_above() {
-    use sutazai_top::eliminator::strategy::Risk;
+    use sutazai_top::model::Risk;
     let before = common::with_active_changes(common::numa64());
     let mut app = focused(Pane::Proposals);
     app.handle_key(press(KeyCode::Char('j')), &before);
@@ -958,17 +958,17 @@ fn the_selection_follows_its_row_when_a_new_proposal_arrives_above() {
 
 #[test]
 fn an_applied_fix_above_the_mode_offers_its_rollback() {
-    use sutazai_top::eliminator::proposals::ProposalStatus;
-    use sutazai_top::eliminator::strategy::Risk;
+    use sutazai_top::model::ProposalStatus;
+    use sutazai_top::model::Risk;
     let mut snap = common::with_proposal(common::numa64(), Risk::Medium);
     snap.proposals[0].status = ProposalStatus::Applied { batch: 5 };
-    snap.mode = sutazai_top::config::Mode::Balanced;
+    snap.mode = sutazai_top::model::Mode::Balanced;
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
     assert!(
         shown.contains("applied #5") && !shown.contains("ABOVE MODE"),
         "{shown}"
     );
-    snap.mode = sutazai_top::config::Mode::Conservative;
+    snap.mode = sutazai_top::model::Mode::Conservative;
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
     assert!(shown.contains("ABOVE MODE, r rolls back"), "{shown}");
     let mut app = focused(Pane::Proposals);
@@ -1005,9 +1005,9 @@ fn the_cores_pane_shows_which_agents_are_pinned_where() {
 
 #[test]
 fn validation_verdicts_show_in_the_list_and_the_details() {
-    use sutazai_top::eliminator::proposals::{ProposalStatus, Verdict};
-    use sutazai_top::eliminator::strategy::{Measure, Risk};
-    use sutazai_top::eliminator::validation::Guard;
+    use sutazai_top::model::{ProposalStatus, Verdict};
+    use sutazai_top::model::{Measure, Risk};
+    use sutazai_top::model::Guard;
     let mut snap = common::with_proposal(common::numa64(), Risk::Low);
     let p = &mut snap.proposals[0];
     p.status = ProposalStatus::Applied { batch: 5 };

@@ -18,8 +18,8 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::routes::{Action, Reply, State};
-use crate::cache::{Cache, CacheError, Level, MAX_AGENT_LEN, Priority};
-use crate::config::CacheConfig;
+use sutazai_cache::{Cache, CacheError, Level, MAX_AGENT_LEN, Priority};
+use sutazai_cache::CacheConfig;
 
 /// The most a PUT body may be, whatever L1's size.
 pub const MAX_VALUE_BODY: usize = 64 << 20;

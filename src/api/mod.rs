@@ -13,6 +13,8 @@
 //! - [`remote`]: an `EngineHandle` backed by the API, so the TUI runs unchanged on it.
 
 pub mod cache;
+pub mod config;
+pub use config::ApiConfig;
 pub mod client;
 pub mod ops;
 pub mod remote;
@@ -38,8 +40,6 @@ pub enum ApiError {
     SocketInUse(String),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(String),
-    #[error("[api] listen = {0:?} is not an address and port")]
-    BadListen(String),
     #[error("token file {0} is empty or not a token")]
     BadToken(String),
 }

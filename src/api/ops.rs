@@ -12,10 +12,10 @@ use hyper::StatusCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::Mode;
-use crate::eliminator::proposals::{Proposal, ProposalStatus};
+use crate::model::Mode;
+use crate::model::{Proposal, ProposalStatus};
 use crate::engine::{Command, EngineHandle};
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 
 /// How long approving waits for the proposal to be applied (or to fail).
 pub const APPLY_WAIT: Duration = Duration::from_secs(30);

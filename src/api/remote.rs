@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{Client, ClientError};
 use crate::engine::{Command, EngineHandle};
-use crate::snapshot::{Notice, Snapshot};
+use crate::model::{Notice, Snapshot};
 
 /// Polling failures in a row after which the service counts as gone.
 const GIVE_UP_AFTER: u32 = 5;

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ops::{self, Failure, OpResult};
 use super::server::{StopChannel, StopRequest};
-use crate::config::Mode;
-use crate::eliminator::Bottleneck;
-use crate::eliminator::proposals::{Proposal, ProposalStatus};
+use crate::model::Mode;
+use crate::model::Bottleneck;
+use crate::model::{Proposal, ProposalStatus};
 use crate::engine::EngineHandle;
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 use balancer::{balancer_add, balancer_change, balancer_remove};
 
 pub use balancer::BackendChange;
@@ -579,7 +579,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_the_json_names() {
-        use crate::eliminator::BottleneckKind as K;
+        use crate::model::BottleneckKind as K;
         for kind in [
             K::CpuSaturation,
             K::MemoryPressure,

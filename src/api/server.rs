@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::ApiError;
 use super::routes::{self, Matched, Reply, State};
-use crate::config::ApiConfig;
+use super::config::ApiConfig;
 use crate::engine::EngineHandle;
 
 /// Largest request body accepted.
@@ -71,18 +71,15 @@ impl ApiServer {
         let unix = bind_unix(&config.socket).await?;
         let mut tasks = vec![tokio::spawn(accept_unix(unix, state.clone()))];
         let mut tcp = None;
-        if !config.listen.is_empty() {
-            let addr: SocketAddr = config
-                .listen
-                .parse()
-                .map_err(|_| ApiError::BadListen(config.listen.clone()))?;
+        if let Some(addr) = config.listen {
+            let bind_error = |e| ApiError::io(Path::new(&addr.to_string()), "bind", e);
             let token = Arc::new(read_or_create_token(&config.token_file)?);
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|e| ApiError::io(Path::new(&config.listen), "bind", e))?;
+                .map_err(bind_error)?;
             let local = listener
                 .local_addr()
-                .map_err(|e| ApiError::io(Path::new(&config.listen), "bind", e))?;
+                .map_err(bind_error)?;
             tracing::info!(target: "sutazai_top::api", addr = %local, "API on TCP (bearer token required)");
             if !local.ip().is_loopback() {
                 tracing::warn!(target: "sutazai_top::api", addr = %local,

@@ -35,7 +35,7 @@ fn own_status_kb(field: &str) -> u64 {
 
 pub async fn bench_observe(config: Config, seconds: u64) -> anyhow::Result<()> {
     let interval_ms = config.interval_ms;
-    let (mut handle, engine) = engine::spawn(config);
+    let (mut handle, engine) = engine::spawn(config.engine());
     wait_for_tick(&mut handle, 3).await?;
     let seq0 = handle.snapshots.borrow().seq;
     let cpu0 = own_cpu_time();

@@ -12,7 +12,7 @@ use sutazai_top::optimizer::actuators::{
     ContainerActuator, HostActuators, cgroup_file_names, plan_cgroup, plan_container_with,
     plan_process,
 };
-use sutazai_top::optimizer::change::{Change, Knob, Target};
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::{ChangeState, Recovery};
 use sutazai_top::optimizer::master::Optimizer;
 

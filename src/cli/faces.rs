@@ -8,7 +8,7 @@ use sutazai_top::config::Config;
 use sutazai_top::engine::{self, Command};
 
 pub async fn dashboard(config: Config) -> anyhow::Result<()> {
-    let (handle, engine) = engine::spawn_managing(config.clone());
+    let (handle, engine) = engine::spawn_managing(config.engine());
     let _alerts = sutazai_top::alerts::spawn_alerts(&config.alerts, handle.snapshots.clone());
     quit_on_signals(handle.commands.clone());
     let face = handle.clone();
@@ -60,7 +60,7 @@ pub async fn wait_for_tick(handle: &mut engine::EngineHandle, seq: u64) -> anyho
 }
 
 pub async fn snapshot(config: Config, ticks: u64) -> anyhow::Result<()> {
-    let (mut handle, engine) = engine::spawn(config);
+    let (mut handle, engine) = engine::spawn(config.engine());
     wait_for_tick(&mut handle, ticks.max(1)).await?;
     let snap = handle.snapshots.borrow().clone();
     println!("{}", sutazai_top::report::to_json(&snap)?);

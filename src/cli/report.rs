@@ -99,7 +99,7 @@ async fn sampler(
     // No usable runtime dir (not root): no service can be running that we could reach.
     let service_runs = matches!(PidLock::share(&config.service.runtime_dir), Ok(None));
     if !service_runs {
-        let (handle, engine) = engine::spawn(config);
+        let (handle, engine) = engine::spawn(config.engine());
         return Ok((handle, engine));
     }
     let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);

@@ -234,7 +234,7 @@ async fn run_service(config: Config) -> anyhow::Result<()> {
     // engine must not roll back on its own when it quits.
     let mut engine_config = config.clone();
     engine_config.optimizer.rollback_on_exit = false;
-    let (handle, engine) = engine::spawn_managing(engine_config);
+    let (handle, engine) = engine::spawn_managing(engine_config.engine());
     let _alerts = sutazai_top::alerts::spawn_alerts(&config.alerts, handle.snapshots.clone());
     let (stop_tx, mut stop_rx) = mpsc::channel(1);
     let stop = StopChannel {
@@ -372,20 +372,20 @@ async fn balancer_line(config: &Config) -> String {
     if response.status == 404 {
         return "balancer: off".to_string();
     }
-    let b = match response.json::<sutazai_top::balancer::BalancerSnapshot>() {
+    let b = match response.json::<sutazai_balancer::BalancerSnapshot>() {
         Ok(b) => b,
         Err(err) => return format!("balancer: unknown ({err})"),
     };
     describe_balancer(&b)
 }
 
-fn describe_balancer(b: &sutazai_top::balancer::BalancerSnapshot) -> String {
+fn describe_balancer(b: &sutazai_balancer::BalancerSnapshot) -> String {
     let backends: Vec<_> = b.pools.iter().flat_map(|p| &p.backends).collect();
     let count = |health| backends.iter().filter(|x| x.health == health).count();
-    let up = count(sutazai_top::balancer::Health::Up);
+    let up = count(sutazai_balancer::Health::Up);
     // Right after a start no check has finished: those backends take traffic, and "0 up"
     // alone would read as an outage.
-    let unchecked = match count(sutazai_top::balancer::Health::Unknown) {
+    let unchecked = match count(sutazai_balancer::Health::Unknown) {
         0 => String::new(),
         n => format!(", {n} not checked yet"),
     };
@@ -515,7 +515,7 @@ pub async fn dashboard(config: Config) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use sutazai_top::balancer::{BackendSnapshot, BalancerSnapshot, Health, PoolSnapshot};
+    use sutazai_balancer::{BackendSnapshot, BalancerSnapshot, Health, PoolSnapshot};
 
     use super::describe_balancer;
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::snapshot::AgentClass;
+use crate::model::AgentClass;
 
 /// Label read for the latency/batch class.
 pub const CLASS_LABEL: &str = "sutazai.class";

@@ -13,7 +13,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions, StatsOptio
 use futures_util::{Stream, StreamExt};
 
 use crate::host::cgroups::CgroupCounters;
-use crate::snapshot::UsageSource;
+use crate::model::UsageSource;
 
 /// How long one API call may take before the daemon counts as unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

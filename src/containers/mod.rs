@@ -7,6 +7,8 @@
 //! A dead daemon is a status on the snapshot and a reconnect with backoff, never a crash.
 
 pub mod agent;
+pub mod backends;
+pub mod config;
 pub mod docker;
 pub mod usage;
 
@@ -18,13 +20,14 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::config::DockerConfig;
-use crate::engine::health::{HealthBoard, thread_cpu_time};
+pub use config::DockerConfig;
+use crate::host::health::{HealthBoard, thread_cpu_time};
 use crate::host::cgroup_files::CgroupReader;
 use crate::host::cgroups::{self, CgroupCounters, CgroupMounts};
-use crate::host::schedstat::{self, RunDelay, RunDelayTracker, TaskTimes};
+use crate::host::schedstat::{self, RunDelayTracker, TaskTimes};
+use crate::model::RunDelay;
 use crate::host::{HostError, HostRoots};
-use crate::snapshot::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
+use crate::model::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
 
 use agent::AgentRule;
 use docker::Listed;

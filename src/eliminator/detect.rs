@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::holt::{HoltParams, holt_linear, slope_t_statistic};
-use super::{BottleneckKind, Evidence, Subject};
-use crate::config::DetectConfig;
-use crate::snapshot::{AgentClass, ContainerStat, PsiResource, Snapshot};
+use crate::model::{BottleneckKind, Evidence, Subject};
+use super::config::DetectConfig;
+use crate::model::{AgentClass, ContainerStat, PsiResource, Snapshot};
 
 /// A condition seen on one tick, before hysteresis.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,11 +14,12 @@
 //! memory moves), and the main process's pages migrated there.
 
 use super::detect::{Condition, Thresholds, evidence};
-use super::strategy::{Context, EliminationStrategy, Fix, Intent, IntentTarget, Measure, Risk};
-use super::{Bottleneck, BottleneckKind, Evidence, Subject};
+use super::strategy::{Context, EliminationStrategy};
+use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
+use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use crate::host::{format_cpu_list, parse_cpu_list};
-use crate::optimizer::change::Knob;
-use crate::snapshot::{ContainerStat, Snapshot, Topology};
+use crate::model::Knob;
+use crate::model::{ContainerStat, Snapshot, Topology};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -315,9 +316,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::Mode;
+    use crate::model::Mode;
     use crate::eliminator::strategy::{built_in, propose_all};
-    use crate::snapshot::{LogicalCpu, NumaNode};
+    use crate::model::{LogicalCpu, NumaNode};
 
     const MIB_BYTES: u64 = 1 << 20;
 

@@ -5,67 +5,11 @@
 //! (lowering the mode never leaves a proposal that could not be applied). Applied ones stay
 //! until rolled back; their batch in the journal is the truth of what is on the host.
 
-use serde::{Deserialize, Serialize};
 
-use super::strategy::{Context, EliminationStrategy, Fix, propose_all};
+use super::strategy::{Context, EliminationStrategy, propose_all};
 use super::validation::RecentSnapshots;
-pub use super::validation::{Validation, Verdict};
-use super::{Bottleneck, Subject};
-use crate::snapshot::Snapshot;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum ProposalStatus {
-    Proposed,
-    /// Approved; the changes are being planned and applied.
-    Applying,
-    Applied {
-        batch: u64,
-    },
-    RolledBack {
-        batch: u64,
-    },
-    /// No longer applicable (bottleneck cleared, mode lowered, target gone).
-    Stale {
-        why: String,
-    },
-    /// Applying failed. The batch was undone; if undoing failed too, the batch stays open
-    /// and is listed among the active batches, to be rolled back.
-    Failed {
-        why: String,
-    },
-    Dismissed,
-}
-
-impl ProposalStatus {
-    pub fn label(&self) -> &'static str {
-        match self {
-            ProposalStatus::Proposed => "proposed",
-            ProposalStatus::Applying => "applying",
-            ProposalStatus::Applied { .. } => "applied",
-            ProposalStatus::RolledBack { .. } => "rolled back",
-            ProposalStatus::Stale { .. } => "stale",
-            ProposalStatus::Failed { .. } => "failed",
-            ProposalStatus::Dismissed => "dismissed",
-        }
-    }
-
-    /// Still waiting for the operator.
-    pub fn is_open(&self) -> bool {
-        matches!(self, ProposalStatus::Proposed)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Proposal {
-    pub id: u64,
-    pub bottleneck: Bottleneck,
-    pub fix: Fix,
-    pub status: ProposalStatus,
-    /// Snapshot seq when it was proposed.
-    pub proposed_seq: u64,
-    pub validation: Validation,
-}
+use crate::model::{Bottleneck, Proposal, ProposalStatus, Snapshot, Subject, Validation};
+use crate::model::{Risk, Verdict};
 
 /// Closed proposals kept for the pane and the report (older ones are dropped).
 const KEEP_CLOSED: usize = 50;
@@ -331,19 +275,16 @@ impl ProposalBook {
 
 fn risk_name(p: &Proposal) -> &'static str {
     match p.fix.risk {
-        super::strategy::Risk::Low => "low",
-        super::strategy::Risk::Medium => "medium",
-        super::strategy::Risk::High => "high",
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "high",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
-    use crate::eliminator::BottleneckKind;
-    use crate::eliminator::strategy::{Intent, IntentTarget, Risk};
-    use crate::optimizer::change::Knob;
+    use crate::model::{BottleneckKind, Fix, Intent, IntentTarget, Knob, Mode, Risk};
 
     /// A strategy that proposes one fix of its own name and risk for any bottleneck.
     struct Named(&'static str, Risk);
@@ -361,7 +302,7 @@ mod tests {
                 summary: "do it".into(),
                 risk: self.1,
                 metric: "m".into(),
-                measure: crate::eliminator::strategy::Measure::HostPsiCpuSome,
+                measure: crate::model::Measure::HostPsiCpuSome,
                 intents: vec![Intent {
                     target: IntentTarget::HostFile {
                         path: "sys/x".into(),
@@ -435,8 +376,8 @@ mod tests {
         let mut book = ProposalBook::default();
         let ctx = Context::default();
         let mut snap = Snapshot::default();
-        snap.pressure.cpu = Some(crate::snapshot::PsiResource {
-            some: crate::snapshot::PsiLine {
+        snap.pressure.cpu = Some(crate::model::PsiResource {
+            some: crate::model::PsiLine {
                 avg10: 50.0,
                 ..Default::default()
             },

@@ -6,102 +6,12 @@
 //! when the operator approves (see `plan`), so proposing never touches the host and a value
 //! that moved since is journaled as it really was.
 
-use serde::{Deserialize, Serialize};
 
-use super::{Bottleneck, BottleneckKind, Subject};
-use crate::config::Mode;
-use crate::optimizer::change::Knob;
-use crate::snapshot::{AgentClass, ContainerStat, Pressure, PsiLine, Snapshot};
-
-/// How much could go wrong; the mode decides which risks may be proposed.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-impl Risk {
-    /// Conservative: low only. Balanced: up to medium. Aggressive: everything.
-    pub fn allowed_in(self, mode: Mode) -> bool {
-        match mode {
-            Mode::Conservative => self == Risk::Low,
-            Mode::Balanced => self <= Risk::Medium,
-            Mode::Aggressive => true,
-        }
-    }
-}
-
-/// What one change of a fix acts on, before its `before` is read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum IntentTarget {
-    /// Every thread of the container's main process (pid as Docker reports it).
-    ContainerProcess {
-        container: String,
-        name: String,
-        pid: i32,
-    },
-    Container {
-        id: String,
-        name: String,
-    },
-    /// A host file, relative to the roots ("sys/kernel/mm/ksm/run").
-    HostFile {
-        path: String,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Intent {
-    pub target: IntentTarget,
-    pub knob: Knob,
-    /// The value the snapshot shows now (for display; the journal records the real one).
-    pub expected_before: String,
-    pub after: String,
-}
-
-/// One proposed fix.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Fix {
-    pub strategy: String,
-    pub summary: String,
-    pub risk: Risk,
-    /// The figure that should improve, e.g. "host PSI cpu some avg10".
-    pub metric: String,
-    /// How to read that figure from a snapshot (lower is better), for validation.
-    pub measure: Measure,
-    pub intents: Vec<Intent>,
-}
-
-/// A figure read from each snapshot to judge whether a fix helped; lower is better for all.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "figure", rename_all = "snake_case")]
-pub enum Measure {
-    HostPsiCpuSome,
-    HostPsiMemorySome,
-    HostPsiIoFull,
-    HostMemoryUsedPct,
-    /// Mean cgroup PSI cpu some avg10 of the latency-class agents.
-    LatencyAgentsPsiCpuSome,
-    /// Mean run-queue wait of the latency-class agents' tasks, as a percent of their run
-    /// time (schedstat; where cgroup PSI is missing).
-    LatencyAgentsWaitPctOfRun,
-    ContainerCpuPct {
-        id: String,
-    },
-    ContainerThrottledPeriods {
-        id: String,
-    },
-    ContainerMemoryOfLimitPct {
-        id: String,
-    },
-    /// Percent of the container's memory on NUMA nodes its CPUs are not on.
-    ContainerRemoteMemoryPct {
-        id: String,
-    },
-}
+use crate::model::{Bottleneck, BottleneckKind, Subject};
+use crate::model::Mode;
+use crate::model::Knob;
+use crate::model::{AgentClass, ContainerStat, Pressure, PsiLine, Snapshot};
+use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
 
 /// Stall percent between two readings of one PSI line, from the kernel's cumulative
 /// `total` (µs): exact over the interval, where avg10 lags a change by tens of seconds.
@@ -756,8 +666,8 @@ impl EliminationStrategy for RaiseMemoryLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eliminator::Evidence;
-    use crate::snapshot::{LogicalCpu, Topology};
+    use crate::model::Evidence;
+    use crate::model::{LogicalCpu, Topology};
     use std::sync::Arc;
 
     fn agent(id: &str, class: AgentClass, weight: u64) -> ContainerStat {

@@ -6,10 +6,11 @@
 //! value is already where it would set it, so a host that is already tuned gets no noise.
 //! The changes go through the host-file actuator like any other: journaled, undoable.
 
-use super::strategy::{Context, EliminationStrategy, Fix, Intent, IntentTarget, Measure, Risk};
-use super::{Bottleneck, BottleneckKind};
-use crate::optimizer::change::Knob;
-use crate::snapshot::{CpuGovernor, Snapshot};
+use super::strategy::{Context, EliminationStrategy};
+use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
+use crate::model::{Bottleneck, BottleneckKind};
+use crate::model::Knob;
+use crate::model::{CpuGovernor, Snapshot};
 
 pub const THP_ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
 pub const THP_DEFRAG: &str = "sys/kernel/mm/transparent_hugepage/defrag";
@@ -271,9 +272,9 @@ impl EliminationStrategy for PerformanceGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use crate::model::Mode;
     use crate::eliminator::strategy::{built_in, propose_all};
-    use crate::eliminator::{Evidence, Subject};
+    use crate::model::{Evidence, Subject};
 
     const GIB_KB: u64 = 1024 * 1024;
 

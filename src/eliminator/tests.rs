@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::detect::{Series, Thresholds, exhaustion_eta_secs};
 use super::*;
-use crate::snapshot::{
+use crate::model::{
     AgentClass, ContainerStat, CpuTimes, DiskStat, LogicalCpu, PsiLine, PsiResource, Topology,
 };
 
@@ -633,7 +633,7 @@ fn a_container_that_leaves_loses_its_series() {
 
 #[test]
 fn without_cgroup_psi_a_latency_agents_run_delay_says_it_is_starved() {
-    use crate::host::schedstat::RunDelay;
+    use crate::model::RunDelay;
     let host = |wait_per_run: f64, wait_ms_per_sec: f64| {
         move |seq| {
             let mut s = noisy_host(80.0, None, 30.0)(seq);

@@ -11,10 +11,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 
-use super::strategy::Measure;
-use crate::snapshot::Snapshot;
+use crate::model::Measure;
+use crate::model::Snapshot;
+use crate::model::{Guard, Validation, Verdict};
 
 /// Snapshots kept for baselines (the last this many ticks).
 pub const BASELINE_POINTS: usize = 10;
@@ -33,78 +33,6 @@ pub const REGRESSION_POINTS: f64 = 10.0;
 /// ...and to at least this multiple of its baseline. Both, so neither a small figure's
 /// jitter (0.5 → 1.5 is 3x) nor a large figure's noise (60 → 71) counts.
 pub const REGRESSION_FACTOR: f64 = 1.5;
-
-/// Readings of the fix's measure before approval and over the window after it, and the
-/// verdict: kept if it helped, rolled back on its own if it did not or if a guard regressed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Validation {
-    /// Readings over the ticks before it was approved (the baseline).
-    pub before: Vec<f64>,
-    /// Readings since it was applied.
-    pub after: Vec<f64>,
-    /// Host-wide figures watched beside the fix's own.
-    pub guards: Vec<Guard>,
-    pub applied_at_ms: Option<u64>,
-    pub verdict: Option<Verdict>,
-}
-
-/// One guard figure, before and after.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Guard {
-    pub figure: String,
-    pub measure: Measure,
-    pub before: Vec<f64>,
-    pub after: Vec<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    Helped {
-        before: f64,
-        after: f64,
-        improvement_pct: f64,
-    },
-    DidNotHelp {
-        before: f64,
-        after: f64,
-    },
-    /// Its own figure improved (or could not be judged) but a guard figure got much worse.
-    Regressed {
-        figure: String,
-        before: f64,
-        after: f64,
-    },
-    /// The figure could not be read, or was already near zero: kept, but not proven.
-    Unmeasurable,
-}
-
-impl Verdict {
-    /// Whether the fix is rolled back for it.
-    pub fn rolls_back(&self) -> bool {
-        matches!(self, Verdict::DidNotHelp { .. } | Verdict::Regressed { .. })
-    }
-
-    /// Operator words: "helped 42 % (30.1 -> 17.5)".
-    pub fn describe(&self) -> String {
-        match self {
-            Verdict::Helped {
-                before,
-                after,
-                improvement_pct,
-            } => format!("helped {improvement_pct:.0}% ({before:.1} -> {after:.1})"),
-            Verdict::DidNotHelp { before, after } => {
-                format!("did not help ({before:.1} -> {after:.1})")
-            }
-            Verdict::Regressed {
-                figure,
-                before,
-                after,
-            } => format!("made {figure} worse ({before:.1} -> {after:.1})"),
-            Verdict::Unmeasurable => "kept, not measurable".to_string(),
-        }
-    }
-}
 
 fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
@@ -270,7 +198,7 @@ impl RecentSnapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{PsiLine, PsiResource};
+    use crate::model::{PsiLine, PsiResource};
 
     fn psi(avg10: f32) -> Option<PsiResource> {
         Some(PsiResource {

@@ -8,17 +8,18 @@
 //! `Command`s; their results come back in the next snapshot. Only the optimizer's actuators,
 //! called from here on a plain thread, change the host.
 
-pub mod health;
+pub mod config;
 pub mod sampler;
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Mode;
-use crate::snapshot::Snapshot;
+use crate::model::Mode;
+use crate::model::Snapshot;
 
 mod ticker;
+pub use config::{EngineConfig, ReportWriter};
 pub use ticker::{spawn, spawn_managing};
 
 /// What a face may ask of the engine. Results come back in a later snapshot.
@@ -46,8 +47,8 @@ pub struct EngineHandle {
     pub commands: mpsc::Sender<Command>,
     /// The agents' cache the engine owns (`None` when disabled, or for a face attached to
     /// a service through the API, which reaches the cache over HTTP).
-    pub cache: Option<Arc<crate::cache::Cache>>,
+    pub cache: Option<Arc<sutazai_cache::Cache>>,
     /// The load balancer the engine runs (`None` when disabled, or for a face attached to a
     /// service through the API).
-    pub balancer: Option<Arc<crate::balancer::Balancer>>,
+    pub balancer: Option<Arc<sutazai_balancer::Balancer>>,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::health::{HealthBoard, thread_cpu_time};
+use crate::host::health::{HealthBoard, thread_cpu_time};
 
 /// Longest pause a failing sampler backs off to.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

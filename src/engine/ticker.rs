@@ -7,12 +7,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::health::HealthBoard;
 use super::{Command, EngineHandle, sampler};
-use crate::config::{Config, Mode, OptimizerConfig};
+use super::config::{EngineConfig, ReportWriter};
+use crate::host::health::HealthBoard;
+use crate::optimizer::OptimizerConfig;
+use crate::model::Mode;
 use crate::containers::ContainerSampler;
 use crate::eliminator::Detector;
-use crate::eliminator::proposals::{ProposalBook, ProposalStatus};
+use crate::eliminator::proposals::ProposalBook;
+use crate::model::ProposalStatus;
 use crate::eliminator::strategy::{self, Context as StrategyContext, EliminationStrategy};
 use crate::host::cgroups::CgroupMounts;
 use crate::host::cpu::CpuSampler;
@@ -21,7 +24,7 @@ use crate::host::memory::MemorySampler;
 use crate::host::net::NetSampler;
 use crate::host::processes::ProcessSampler;
 use crate::host::{self, HostError, HostRoots};
-use crate::snapshot::{
+use crate::model::{
     ChangesSnapshot, ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory,
     HostInfo, MemorySnapshot, NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
 };
@@ -57,7 +60,7 @@ fn latest<T: Clone + Default>(rx: &watch::Receiver<Option<T>>) -> T {
 
 /// Start the engine on the current tokio runtime. The returned task ends after
 /// `Command::Quit` (or when every handle is dropped), once the samplers have stopped.
-pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
+pub fn spawn(config: EngineConfig) -> (EngineHandle, JoinHandle<()>) {
     start(config, false)
 }
 
@@ -66,11 +69,11 @@ pub fn spawn(config: Config) -> (EngineHandle, JoinHandle<()>) {
 /// it rolls back what is active when `rollback_on_exit` says so; and it runs the load
 /// balancer when `[balancer] enabled`. `spawn` never changes the host and serves nothing; it
 /// only observes.
-pub fn spawn_managing(config: Config) -> (EngineHandle, JoinHandle<()>) {
+pub fn spawn_managing(config: EngineConfig) -> (EngineHandle, JoinHandle<()>) {
     start(config, true)
 }
 
-fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
+fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
     let roots = HostRoots {
         proc: config.host.proc_root.clone(),
         sys: config.host.sys_root.clone(),
@@ -175,12 +178,12 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         },
     };
 
-    let cache = crate::cache::open_for(&config);
+    let cache = sutazai_cache::open_for(&config.cache, &config.optimizer.state_dir.join("cache"));
     // On its own runtime and thread: sampling rounds never stall a proxied request. Only an
     // engine that runs for the host serves it: `report`, `snapshot` and `bench` start
     // engines that only observe, and must not bind the proxy's port.
     let (balancer, balancer_failed) = match manages_host {
-        true => match crate::balancer::start_for(&config) {
+        true => match sutazai_balancer::start_for(&config.balancer) {
             Ok(balancer) => (balancer, None),
             Err(reason) => (None, Some(reason)),
         },
@@ -190,10 +193,10 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         && config.docker.enabled
     {
         // Containers labelled sutazai.backend.port become backends, and stop being ones.
-        tasks.push(tokio::spawn(crate::balancer::docker::run(
+        let docker = crate::containers::backends::DockerBackends::new(&config.docker.endpoint, interval);
+        tasks.push(tokio::spawn(sutazai_balancer::discovery::run(
             balancer.clone(),
-            config.docker.endpoint.clone(),
-            interval,
+            docker,
             shutdown_rx.clone(),
         )));
     }
@@ -203,9 +206,10 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         interval,
         mode: config.mode,
         report_dir: config.report_dir.clone(),
+        report_writer: config.report_writer.clone(),
         host_info,
         topology: Arc::new(topology),
-        history: HostHistory::with_capacity(config.history_points()),
+        history: HostHistory::with_capacity(config.history_points),
         health,
         readings,
         roots: roots.clone(),
@@ -216,7 +220,7 @@ fn start(config: Config, manages_host: bool) -> (EngineHandle, JoinHandle<()>) {
         detector: Detector::new(config.detect.clone()),
         strategies: strategy::built_in(),
         strategy_context: StrategyContext {
-            batch_policy: config.optimizer.scheduler_policy.clone(),
+            batch_policy: config.optimizer.scheduler_policy.name().to_string(),
             thp_allowed: config.optimizer.enable_transparent_hugepages,
             ksm_available: config.host.sys_root.join("kernel/mm/ksm/run").is_file(),
             numa_allowed: config.optimizer.enable_numa,
@@ -267,6 +271,7 @@ struct Ticker {
     interval: Duration,
     mode: Mode,
     report_dir: PathBuf,
+    report_writer: Option<ReportWriter>,
     host_info: HostInfo,
     topology: Arc<Topology>,
     history: HostHistory,
@@ -296,9 +301,9 @@ struct Ticker {
     notice: Option<Notice>,
     notice_seq: u64,
     /// The agents' cache; its statistics go into every snapshot.
-    cache: Option<Arc<crate::cache::Cache>>,
+    cache: Option<Arc<sutazai_cache::Cache>>,
     /// The load balancer; its counters go into every snapshot.
-    balancer: Option<Arc<crate::balancer::Balancer>>,
+    balancer: Option<Arc<sutazai_balancer::Balancer>>,
 }
 
 impl Ticker {
@@ -417,18 +422,16 @@ impl Ticker {
             Command::ExportReport => {
                 let current = snapshots.borrow().clone();
                 let dir = self.report_dir.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || crate::report::write_both(&current, &dir))
-                        .await;
+                let written = match self.report_writer.clone() {
+                    Some(write) => tokio::task::spawn_blocking(move || write(&current, &dir)).await,
+                    None => Ok(Err("this engine writes no reports".to_string())),
+                };
                 match written {
-                    Ok(Ok((json, html))) => {
-                        tracing::info!(json = %json.display(), html = %html.display(), "report written");
-                        let text = format!(
-                            "report written to {} and {}",
-                            json.display(),
-                            html.display()
-                        );
-                        self.set_notice(text, false);
+                    Ok(Ok(files)) => {
+                        let names: Vec<String> =
+                            files.iter().map(|f| f.display().to_string()).collect();
+                        tracing::info!(files = %names.join(", "), "report written");
+                        self.set_notice(format!("report written to {}", names.join(" and ")), false);
                     }
                     Ok(Err(err)) => {
                         tracing::error!(%err, "report failed");
@@ -536,8 +539,8 @@ impl Ticker {
         };
         h.swap_used_pct.push(swap_used as f32);
         let p = &snap.pressure;
-        let some = |r: Option<crate::snapshot::PsiResource>| r.map(|r| r.some.avg10).unwrap_or(0.0);
-        let full = |r: Option<crate::snapshot::PsiResource>| {
+        let some = |r: Option<crate::model::PsiResource>| r.map(|r| r.some.avg10).unwrap_or(0.0);
+        let full = |r: Option<crate::model::PsiResource>| {
             r.and_then(|r| r.full).map(|f| f.avg10).unwrap_or(0.0)
         };
         h.psi_cpu_some.push(some(p.cpu));

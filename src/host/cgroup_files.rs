@@ -17,7 +17,7 @@ use super::cgroups::{
 };
 use super::files::KeptFile;
 use super::psi::{PSI_UPDATE_PERIOD, parse_psi};
-use crate::snapshot::{Pressure, UsageSource};
+use crate::model::{Pressure, UsageSource};
 
 /// How stale a limit or placement reading (quota, shares, memory limit, cpuset) may be: they
 /// change only when someone updates the container.

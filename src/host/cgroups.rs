@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::host::cgroup_files::{CgroupReader, V1Dirs};
 use crate::host::{HostError, HostRoots, read_to_string};
-use crate::snapshot::{CgroupLayout, Pressure, UsageSource};
+use crate::model::{CgroupLayout, Pressure, UsageSource};
 
 /// v1 memory limits at or above this mean "no limit" (the kernel reports a page-rounded
 /// i64::MAX, which differs between page sizes).

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::host::{HostError, HostRoots, counter_rate, read_optional, read_to_string};
-use crate::snapshot::{CpuSnapshot, CpuTimes};
+use crate::model::{CpuSnapshot, CpuTimes};
 
 /// One `cpu` line of /proc/stat, in clock ticks since boot. guest and guest_nice are left
 /// out on purpose: the kernel already counts them inside user and nice.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::host::counter_rate;
 use crate::host::{HostError, HostRoots, NamedReading, rates_by_name, read_to_string};
-use crate::snapshot::DiskStat;
+use crate::model::DiskStat;
 
 /// Bytes per sector in /proc/diskstats, whatever the device's real sector size.
 const SECTOR_BYTES: f64 = 512.0;

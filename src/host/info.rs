@@ -1,7 +1,7 @@
 //! Who the host is: name, kernel, uptime, and whether we may change anything (root).
 
 use crate::host::{HostRoots, read_optional};
-use crate::snapshot::HostInfo;
+use crate::model::HostInfo;
 
 /// Read the host's identity. Missing files give empty strings or 0 (logged at debug) so a
 /// partial fixture or a locked-down procfs never stops the engine from starting.
@@ -72,6 +72,6 @@ mod tests {
         assert_eq!(info.kernel, "");
         assert_eq!(info.uptime_secs, 99);
         assert_eq!(info.is_root, nix::unistd::geteuid().is_root());
-        assert_eq!(info.cgroup_layout, crate::snapshot::CgroupLayout::None);
+        assert_eq!(info.cgroup_layout, crate::model::CgroupLayout::None);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::host::{
     HostError, HostRoots, counter_rate, numbered_dirs, read_optional, read_to_string,
 };
-use crate::snapshot::{CpuGovernor, KsmStats, MemorySnapshot, NodeMemory, Tunables};
+use crate::model::{CpuGovernor, KsmStats, MemorySnapshot, NodeMemory, Tunables};
 
 /// Parse "Key:   value [kB]" lines (proc/meminfo) into key -> value. Node meminfo lines
 /// ("Node 0 MemTotal:  N kB") give the same keys: the key is the last word before the colon.

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 pub mod cgroup_files;
 pub mod cgroups;
+pub mod config;
+pub use config::HostConfig;
 pub mod cpu;
 pub mod disks;
 pub mod files;
+pub mod health;
 pub mod info;
 pub mod memory;
 pub mod net;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::host::counter_rate;
 use crate::host::{HostError, HostRoots, NamedReading, rates_by_name, read_to_string};
-use crate::snapshot::NetStat;
+use crate::model::NetStat;
 
 /// The /proc/net/dev counters we use for one interface, since it came up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::host::cgroups::read_proc_cgroups;
 use crate::host::files::{FileCache, KeptFile};
 use crate::host::{HostError, HostRoots};
-use crate::snapshot::{ProcessId, ProcessStat};
+use crate::model::{ProcessId, ProcessStat};
 
 /// Characters of the command line kept for display.
 const CMDLINE_DISPLAY_CHARS: usize = 120;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::host::{HostRoots, read_optional};
-use crate::snapshot::{Pressure, PsiLine, PsiResource};
+use crate::model::{Pressure, PsiLine, PsiResource};
 
 /// Parse one PSI file: a "some ..." line and an optional "full ..." line. `None` when there is
 /// no usable "some" line (empty file, garbage); a malformed "full" line only drops `full`.

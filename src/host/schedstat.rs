@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 
 use super::HostRoots;
+use crate::model::RunDelay;
 
 /// Nanoseconds on a CPU and waiting for one, cumulative since the task started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,16 +58,6 @@ pub fn task_times(roots: &HostRoots, pids: &[i32]) -> HashMap<i32, TaskTimes> {
         }
     }
     tasks
-}
-
-/// Run delay over one interval.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct RunDelay {
-    /// Milliseconds waited on a run queue per second of wall time (all tasks summed).
-    pub wait_ms_per_sec: f64,
-    /// Seconds waited per second run: 0.25 means a quarter second of waiting for every
-    /// second on a CPU.
-    pub wait_per_run: f64,
 }
 
 /// Turns successive task readings into run delays. Tasks seen both times count their

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::host::memory::parse_kb_fields;
 use crate::host::numbered_dirs;
 use crate::host::{HostError, HostRoots, parse_cpu_list, read_optional};
-use crate::snapshot::{CacheInfo, LogicalCpu, NumaNode, Topology};
+use crate::model::{CacheInfo, LogicalCpu, NumaNode, Topology};
 
 /// Read the topology. Files the kernel may lack (caches, nodes, isolated, offline CPUs'
 /// topology) are skipped or defaulted; the only error is finding no CPU at all.

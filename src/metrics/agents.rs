@@ -3,7 +3,7 @@
 use prometheus_client::registry::Unit;
 
 use super::{Families, Labels, Value, bytes, bytes_per_second, labels, ratio, unique_by};
-use crate::snapshot::{AgentClass, ContainerStat, DockerStatus, Snapshot};
+use crate::model::{AgentClass, ContainerStat, DockerStatus, Snapshot};
 
 fn agent_labels(agent: &ContainerStat) -> Labels {
     let class = match agent.class {

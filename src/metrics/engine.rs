@@ -4,10 +4,10 @@
 use prometheus_client::registry::Unit;
 
 use super::{Families, Labels, Value, labels, seconds, unique_by};
-use crate::config::Mode;
-use crate::eliminator::BottleneckKind;
-use crate::eliminator::proposals::ProposalStatus;
-use crate::snapshot::Snapshot;
+use crate::model::Mode;
+use crate::model::BottleneckKind;
+use crate::model::ProposalStatus;
+use crate::model::Snapshot;
 
 const BOTTLENECK_KINDS: [BottleneckKind; 8] = [
     BottleneckKind::CpuSaturation,
@@ -19,21 +19,6 @@ const BOTTLENECK_KINDS: [BottleneckKind; 8] = [
     BottleneckKind::PredictedExhaustion,
     BottleneckKind::NumaImbalance,
 ];
-
-/// The kind's name as the JSON API spells it. The match is exhaustive so that a new kind
-/// fails to compile here until it is listed in `BOTTLENECK_KINDS` too.
-pub fn kind_label(kind: BottleneckKind) -> &'static str {
-    match kind {
-        BottleneckKind::CpuSaturation => "cpu_saturation",
-        BottleneckKind::MemoryPressure => "memory_pressure",
-        BottleneckKind::IoSaturation => "io_saturation",
-        BottleneckKind::ThrottledContainer => "throttled_container",
-        BottleneckKind::NoisyNeighbour => "noisy_neighbour",
-        BottleneckKind::RunawayAgent => "runaway_agent",
-        BottleneckKind::PredictedExhaustion => "predicted_exhaustion",
-        BottleneckKind::NumaImbalance => "numa_imbalance",
-    }
-}
 
 const PROPOSAL_STATUSES: [&str; 7] = [
     "proposed",
@@ -95,7 +80,7 @@ pub(super) fn engine_families(snap: &Snapshot, f: &mut Families) {
     );
     for kind in BOTTLENECK_KINDS {
         let n = snap.bottlenecks.iter().filter(|b| b.kind == kind).count();
-        bottlenecks.push(labels([("kind", kind_label(kind))]), n);
+        bottlenecks.push(labels([("kind", kind.name())]), n);
     }
     let proposals = f.gauge("proposals", None, "Proposals the engine holds, by status.");
     for status in PROPOSAL_STATUSES {
@@ -115,7 +100,7 @@ pub(super) fn engine_families(snap: &Snapshot, f: &mut Families) {
 }
 
 fn samplers(snap: &Snapshot, f: &mut Families) {
-    type Pick = fn(&crate::snapshot::SamplerHealth) -> Value;
+    type Pick = fn(&crate::model::SamplerHealth) -> Value;
     let figures: [(&'static str, Option<Unit>, bool, &'static str, Pick); 5] = [
         (
             "sampler_cpu",

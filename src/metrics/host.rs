@@ -6,7 +6,7 @@ use prometheus_client::registry::Unit;
 use super::{
     Families, KB, Labels, Value, bytes, bytes_per_second, labels, ratio, seconds, unique_by,
 };
-use crate::snapshot::{PsiLine, Snapshot};
+use crate::model::{PsiLine, Snapshot};
 
 pub(super) fn host_families(snap: &Snapshot, f: &mut Families) {
     host_identity(snap, f);
@@ -20,10 +20,10 @@ pub(super) fn host_families(snap: &Snapshot, f: &mut Families) {
 
 fn host_identity(snap: &Snapshot, f: &mut Families) {
     let layout = match snap.host.cgroup_layout {
-        crate::snapshot::CgroupLayout::V1 => "v1",
-        crate::snapshot::CgroupLayout::V2 => "v2",
-        crate::snapshot::CgroupLayout::Hybrid => "hybrid",
-        crate::snapshot::CgroupLayout::None => "none",
+        crate::model::CgroupLayout::V1 => "v1",
+        crate::model::CgroupLayout::V2 => "v2",
+        crate::model::CgroupLayout::Hybrid => "hybrid",
+        crate::model::CgroupLayout::None => "none",
     };
     f.gauge("host", None, "The observed host (value 1); labels name it.")
         .push(
@@ -127,7 +127,7 @@ fn pressure(snap: &Snapshot, f: &mut Families) {
         ("memory", snap.pressure.memory),
         ("io", snap.pressure.io),
     ];
-    let line = |psi: &crate::snapshot::PsiResource, full: bool| -> Option<PsiLine> {
+    let line = |psi: &crate::model::PsiResource, full: bool| -> Option<PsiLine> {
         if full { psi.full } else { Some(psi.some) }
     };
     for (full, avg_name, total_name, avg_help, total_help) in [
@@ -162,7 +162,7 @@ fn pressure(snap: &Snapshot, f: &mut Families) {
 }
 
 fn disks(snap: &Snapshot, f: &mut Families) {
-    type Pick = fn(&crate::snapshot::DiskStat) -> Value;
+    type Pick = fn(&crate::model::DiskStat) -> Value;
     let figures: [(&'static str, Option<Unit>, &'static str, Pick); 6] = [
         (
             "disk_read",
@@ -218,7 +218,7 @@ fn disks(snap: &Snapshot, f: &mut Families) {
 }
 
 fn nets(snap: &Snapshot, f: &mut Families) {
-    type Pick = fn(&crate::snapshot::NetStat) -> f64;
+    type Pick = fn(&crate::model::NetStat) -> f64;
     let figures: [(&'static str, Option<Unit>, &'static str, Pick); 3] = [
         (
             "network_receive",

@@ -35,9 +35,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 
-pub use engine::kind_label;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -307,7 +306,7 @@ const KB: u64 = 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{ContainerStat, CpuTimes, DiskStat, PsiLine, PsiResource, SamplerHealth};
+    use crate::model::{ContainerStat, CpuTimes, DiskStat, PsiLine, PsiResource, SamplerHealth};
 
     fn odd_snapshot() -> Snapshot {
         let mut snap = Snapshot {

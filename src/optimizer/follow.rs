@@ -14,7 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::actuators::{Actuator, HostActuators, plan_process};
-use super::change::{ActuatorError, Change, Knob, Target};
+use super::change::ActuatorError;
+use crate::model::{Change, Knob, Target};
 use super::journal::{BatchState, ChangeState};
 use super::master::{ApplyError, ExtendReport, Optimizer, RollbackError, RollbackReport};
 use crate::host::HostRoots;

@@ -28,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::change::Change;
+use crate::model::Change;
 
 /// The journal's file name inside the state dir.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -569,31 +569,7 @@ fn parse_crc(hex: &[u8]) -> Option<u32> {
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib and `cksum -a crc32b` compute it.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |crc, &b| {
-        CRC_TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8)
-    })
-}
-
-const CRC_TABLE: [u32; 256] = crc_table();
-
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut n = 0;
-    while n < 256 {
-        let mut c = n as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[n] = c;
-        n += 1;
-    }
-    table
+    crc32fast::hash(bytes)
 }
 
 fn now_ms() -> u64 {
@@ -807,7 +783,7 @@ fn lock(file: &File, path: &Path) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimizer::change::{Knob, Target};
+    use crate::model::{Knob, Target};
 
     fn change(after: &str) -> Change {
         Change {

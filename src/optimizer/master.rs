@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::actuators::Actuator;
-use super::change::{ActuatorError, Change};
+use super::change::ActuatorError;
+use crate::model::Change;
 use super::journal::{BatchState, Journal, JournalError, Recovery};
 
 #[derive(Debug, thiserror::Error)]

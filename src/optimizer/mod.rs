@@ -7,6 +7,8 @@
 //! it (issue 3).
 
 pub mod actuators;
+pub mod config;
+pub use config::{BatchPolicy, OptimizerConfig, UncleanExit};
 pub mod change;
 pub mod follow;
 pub mod journal;

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::actuators::HostActuators;
-use super::change::Target;
+use crate::model::Target;
 use super::journal::{BatchState, ChangeState, JOURNAL_FILE, JournalError, Recovery};
 use super::master::{Optimizer, RollbackReport};
-use crate::config::UncleanExit;
+use super::config::UncleanExit;
 use crate::host::HostRoots;
-use crate::snapshot::{ActiveBatch, ChangesSnapshot};
+use crate::model::{ActiveBatch, ChangesSnapshot};
 
 /// How long to wait for another sutazai-top holding the journal: a writer may hold it across
 /// one Docker call (up to 10 s).

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::json::{AgentProfile, Outcome, PartStatus, ProposalEntry, Report};
 use super::svg::{self, Line};
-use crate::snapshot::PsiResource;
+use crate::model::PsiResource;
 
 /// Agents shown in the CPU bar chart.
 const TOP_AGENTS: usize = 15;
@@ -665,12 +665,12 @@ fn balancer(html: &mut String, r: &Report) {
     }
 }
 
-fn balancer_row(html: &mut String, x: &crate::balancer::BackendSnapshot) {
+fn balancer_row(html: &mut String, x: &sutazai_balancer::BackendSnapshot) {
     let ms = |v: Option<f64>| v.map_or("–".to_string(), |ms| format!("{ms:.2}"));
     let source = match &x.source {
-        crate::balancer::BackendSource::Config => "config".to_string(),
-        crate::balancer::BackendSource::Api => "api".to_string(),
-        crate::balancer::BackendSource::Docker { container } => format!("docker {container}"),
+        sutazai_balancer::BackendSource::Config => "config".to_string(),
+        sutazai_balancer::BackendSource::Api => "api".to_string(),
+        sutazai_balancer::BackendSource::Docker { container } => format!("docker {container}"),
     };
     let ejections = match x.ejected_for_secs {
         Some(secs) => format!("{} (out for {secs} s more)", x.ejections),

@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use super::iso8601;
-use crate::config::Mode;
-use crate::eliminator::proposals::{Proposal, ProposalStatus, Verdict};
-use crate::eliminator::strategy::{Intent, IntentTarget, Risk};
-use crate::eliminator::{Bottleneck, BottleneckKind, Evidence, Subject};
-use crate::snapshot::{
+use crate::model::Mode;
+use crate::model::{Proposal, ProposalStatus, Verdict};
+use crate::model::{Intent, IntentTarget, Risk};
+use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
+use crate::model::{
     AgentClass, CgroupLayout, ContainerStat, DockerStatus, HostHistory, Pressure, Ring, Snapshot,
 };
 
@@ -200,7 +200,7 @@ pub struct CacheSection<'a> {
     pub status: &'static str,
     pub note: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<&'a crate::cache::CacheSnapshot>,
+    pub stats: Option<&'a sutazai_cache::CacheSnapshot>,
 }
 
 fn cache_section(snap: &Snapshot) -> CacheSection<'_> {
@@ -225,7 +225,7 @@ pub struct BalancerSection<'a> {
     pub status: &'static str,
     pub note: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<&'a crate::balancer::BalancerSnapshot>,
+    pub stats: Option<&'a sutazai_balancer::BalancerSnapshot>,
 }
 
 fn balancer_section(snap: &Snapshot) -> BalancerSection<'_> {

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 
 pub use json::Report;
 
@@ -103,6 +103,15 @@ pub fn write_in_dir(snap: &Snapshot, dir: &Path, format: Format) -> Result<PathB
 
 /// Write the JSON and the HTML report side by side in `dir`, under one stamp (for `e` in the
 /// dashboard); returns (json path, html path).
+/// The engine's report writer (`e`): both reports of a snapshot, side by side.
+pub fn writer() -> crate::engine::ReportWriter {
+    std::sync::Arc::new(|snap: &Snapshot, dir: &Path| {
+        write_both(snap, dir)
+            .map(|(json, html)| vec![json, html])
+            .map_err(|err| err.to_string())
+    })
+}
+
 pub fn write_both(snap: &Snapshot, dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
     let json = to_json(snap)?;
     let html = to_html(snap);

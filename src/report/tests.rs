@@ -49,8 +49,8 @@ fn reports_are_new_files_that_parse() {
     );
 }
 
-fn balancer_snapshot() -> crate::balancer::BalancerSnapshot {
-    use crate::balancer::{
+fn balancer_snapshot() -> sutazai_balancer::BalancerSnapshot {
+    use sutazai_balancer::{
         BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
     };
     let up = BackendSnapshot {
@@ -172,7 +172,7 @@ fn an_existing_path_is_refused_and_left_alone() {
 #[test]
 fn window_is_derived_from_points_and_interval() {
     let mut snap = snap_at(5);
-    snap.history = crate::snapshot::HostHistory::with_capacity(10);
+    snap.history = crate::model::HostHistory::with_capacity(10);
     for v in [10.0, 20.0, 30.0, 40.0] {
         snap.history.cpu_busy_pct.push(v);
     }

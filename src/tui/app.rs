@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::engine::Command;
-use crate::snapshot::{ContainerStat, ProcessId, ProcessStat, Snapshot};
+use crate::model::{ContainerStat, ProcessId, ProcessStat, Snapshot};
 use crate::tui::keymap::{self, Action};
 
 /// Rows moved by PageUp / PageDown.
@@ -164,7 +164,7 @@ const CLOSED_SHOWN: usize = 10;
 /// ones, active batches no proposal accounts for (changes made with `sutazai-top set`, or
 /// left by an earlier run), then the latest closed proposals.
 pub fn proposal_rows(snap: &Snapshot) -> Vec<ProposalRow> {
-    use crate::eliminator::proposals::ProposalStatus as S;
+    use crate::model::ProposalStatus as S;
     let newest_first = |pred: &dyn Fn(&S) -> bool| -> Vec<ProposalRow> {
         let mut rows: Vec<ProposalRow> = snap
             .proposals
@@ -323,8 +323,8 @@ impl App {
 
     /// `a`, `d` or `r` on the selected row of the Proposals pane.
     fn proposal_action(&mut self, action: Action, snap: &Snapshot) -> Option<Command> {
-        use crate::eliminator::proposals::ProposalStatus as S;
-        use crate::eliminator::strategy::Risk;
+        use crate::model::ProposalStatus as S;
+        use crate::model::Risk;
         let rows = proposal_rows(snap);
         let row = *rows.get(self.selected_proposal_index(snap, &rows))?;
         match (action, row) {
@@ -413,7 +413,7 @@ fn io_rate(c: &ContainerStat) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use crate::model::Mode;
 
     fn press(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)

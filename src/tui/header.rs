@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::snapshot::{CgroupLayout, DockerStatus, Snapshot};
+use crate::model::{CgroupLayout, DockerStatus, Snapshot};
 use crate::tui::panes::fmt_uptime;
 use crate::tui::theme;
 

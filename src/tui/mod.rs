@@ -29,7 +29,7 @@ use ratatui::{Frame, Terminal};
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::engine::{Command, EngineHandle};
-use crate::snapshot::{DockerStatus, Snapshot};
+use crate::model::{DockerStatus, Snapshot};
 pub use app::{App, Pane, SortKey};
 
 /// From this size on, several panes are shown at once.

@@ -2,7 +2,7 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
-use crate::config::Mode;
+use crate::model::Mode;
 
 /// Below this busy percent a bar is calm.
 pub const WARN_AT_PCT: f32 = 60.0;

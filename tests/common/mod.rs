@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use sutazai_top::config::Mode;
-use sutazai_top::eliminator::proposals::{Proposal, ProposalStatus};
-use sutazai_top::eliminator::strategy::{Fix, Intent, IntentTarget, Measure, Risk};
-use sutazai_top::eliminator::{Bottleneck, BottleneckKind, Evidence, Subject};
-use sutazai_top::optimizer::change::Knob;
-use sutazai_top::snapshot::{
+use sutazai_top::model::Mode;
+use sutazai_top::model::{Proposal, ProposalStatus};
+use sutazai_top::model::{Fix, Intent, IntentTarget, Measure, Risk};
+use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
+use sutazai_top::model::Knob;
+use sutazai_top::model::{
     ActiveBatch, AgentClass, CgroupLayout, ChangesSnapshot, ContainerStat, ContainersSnapshot,
     CpuSnapshot, CpuTimes, DiskStat, DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu,
     MemorySnapshot, NetStat, NodeMemory, Notice, NumaNode, Pressure, ProcessId, ProcessStat,
@@ -530,8 +530,8 @@ pub fn with_notice(mut snap: Snapshot, text: &str, is_error: bool) -> Snapshot {
 /// A cache that has worked a while: every level used, L3 disabled by a full disk, two
 /// damaged files dropped, prefetch running, three agents. Numbers derived by hand so the
 /// frames can be checked: L1 hit ratio 600/1000, and so on.
-pub fn cache_snapshot() -> sutazai_top::cache::CacheSnapshot {
-    use sutazai_top::cache::{
+pub fn cache_snapshot() -> sutazai_cache::CacheSnapshot {
+    use sutazai_cache::{
         AgentSnapshot, CacheSnapshot, Counts, Level, LevelSnapshot, PrefetchSnapshot,
     };
     let level = |level: Level, capacity: u64, used: u64, entries: u64, hits: u64, misses: u64| {
@@ -621,7 +621,7 @@ pub fn with_fresh_cache(mut snap: Snapshot) -> Snapshot {
     for level in &mut cache.levels {
         let (level_id, capacity, policy) =
             (level.level, level.capacity_bytes, level.policy.clone());
-        *level = sutazai_top::cache::LevelSnapshot {
+        *level = sutazai_cache::LevelSnapshot {
             level: level_id,
             present: true,
             capacity_bytes: capacity,
@@ -639,8 +639,8 @@ pub fn with_fresh_cache(mut snap: Snapshot) -> Snapshot {
 /// A balancer that has worked a while: two pools, five backends. In `default` one backend
 /// is ejected (circuit open, out for 45 s more, twice so far); in `compute` one is half-open
 /// (its probe in flight) and the other close to its connection limit.
-pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
-    use sutazai_top::balancer::{
+pub fn balancer_snapshot() -> sutazai_balancer::BalancerSnapshot {
+    use sutazai_balancer::{
         BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
     };
     let backend =
@@ -702,7 +702,7 @@ pub fn balancer_snapshot() -> sutazai_top::balancer::BalancerSnapshot {
         retries_over_budget_total: 2,
         bad_requests_total: 5,
         general_path_connections_total: 2,
-        busy_poll: sutazai_top::balancer::BusyPollSnapshot {
+        busy_poll: sutazai_balancer::BusyPollSnapshot {
             window_us: 50,
             paid_total: 90_000,
             wasted_total: 1_200,

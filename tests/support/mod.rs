@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sutazai_top::config::Config;
-use sutazai_top::engine::{self, EngineHandle};
-use sutazai_top::snapshot::Snapshot;
+use sutazai_top::engine::{self, EngineConfig, EngineHandle};
+use sutazai_top::model::Snapshot;
 
 /// The test image: busybox-static imported into Docker (no registry is reachable here).
 pub const TEST_IMAGE: &str = "sutazai-test:busybox";
@@ -123,14 +123,14 @@ impl RunningEngine {
 
     fn start_with(
         config: Config,
-        spawn: fn(Config) -> (EngineHandle, tokio::task::JoinHandle<()>),
+        spawn: fn(EngineConfig) -> (EngineHandle, tokio::task::JoinHandle<()>),
     ) -> RunningEngine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let handle = runtime.block_on(async { spawn(config).0 });
+        let handle = runtime.block_on(async { spawn(config.engine()).0 });
         RunningEngine { runtime, handle }
     }
 

@@ -16,7 +16,7 @@ pub struct BackendChange {
     pub pools: Vec<String>,
 }
 
-fn running_balancer(state: &State) -> OpResult<std::sync::Arc<crate::balancer::Balancer>> {
+fn running_balancer(state: &State) -> OpResult<std::sync::Arc<sutazai_balancer::Balancer>> {
     state.handle.balancer.clone().ok_or_else(|| {
         Failure::new(
             StatusCode::CONFLICT,
@@ -26,7 +26,7 @@ fn running_balancer(state: &State) -> OpResult<std::sync::Arc<crate::balancer::B
 }
 
 /// The backend a `POST /api/balancer/backends` body describes; 400 naming the bad field.
-fn backend_spec(body: &[u8]) -> OpResult<crate::balancer::BackendSpec> {
+fn backend_spec(body: &[u8]) -> OpResult<sutazai_balancer::BackendSpec> {
     const SHAPE: &str = "POST /api/balancer/backends expects {\"host\": \"127.0.0.1\", \"port\": 9001, \
          \"weight\": 1, \"max_connections\": 1024, \"pool\": \"default\"} (weight, max_connections, pool optional)";
     let bad = |message: String| Failure::new(StatusCode::BAD_REQUEST, message);
@@ -57,8 +57,8 @@ fn backend_spec(body: &[u8]) -> OpResult<crate::balancer::BackendSpec> {
     let Some(port) = number("port", 1, 65535)? else {
         return Err(bad("field \"port\" is missing".to_string()));
     };
-    let mut spec = crate::balancer::BackendSpec::new(host, port as u16);
-    if let Some(weight) = number("weight", 1, u64::from(crate::config::MAX_BACKEND_WEIGHT))? {
+    let mut spec = sutazai_balancer::BackendSpec::new(host, port as u16);
+    if let Some(weight) = number("weight", 1, u64::from(sutazai_balancer::MAX_BACKEND_WEIGHT))? {
         spec.weight = weight as u32;
     }
     if let Some(max) = number("max_connections", 1, u64::from(u32::MAX))? {
@@ -73,11 +73,11 @@ fn backend_spec(body: &[u8]) -> OpResult<crate::balancer::BackendSpec> {
 }
 
 pub(super) async fn balancer_add(state: &State, body: &[u8]) -> OpResult<BackendChange> {
-    use crate::balancer::BalancerError;
+    use sutazai_balancer::BalancerError;
     let balancer = running_balancer(state)?;
     let spec = backend_spec(body)?;
     let pool = if spec.pool.is_empty() {
-        crate::config::BalancerConfig::DEFAULT_POOL.to_string()
+        sutazai_balancer::BalancerConfig::DEFAULT_POOL.to_string()
     } else {
         spec.pool.clone()
     };
@@ -191,7 +191,7 @@ pub(super) fn balancer_change(
     if wanted.weight.is_none() && wanted.drain.is_none() {
         return Err(bad(format!("nothing to change: {usage}")));
     }
-    let update = crate::balancer::BackendUpdate {
+    let update = sutazai_balancer::BackendUpdate {
         weight: wanted.weight,
         drain: wanted.drain,
     };
@@ -204,7 +204,7 @@ pub(super) fn balancer_change(
         match balancer.change_backend(&pool, host, port, update) {
             Ok(true) => changed.push(pool),
             Ok(false) => {}
-            Err(crate::balancer::BalancerError::UnknownPool(name)) => {
+            Err(sutazai_balancer::BalancerError::UnknownPool(name)) => {
                 return Err(bad(format!("field \"pool\": no pool named {name:?}")));
             }
             Err(err) => return Err(bad(format!("field \"weight\": {err}"))),

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use super::Ticker;
-use crate::eliminator::proposals::{ProposalStatus, Verdict};
+use crate::model::{ProposalStatus, Verdict};
 use crate::host::HostRoots;
 use crate::optimizer::change::ActuatorError;
 use crate::optimizer::master::ApplyError;
-use crate::snapshot::{ChangesSnapshot, Snapshot};
+use crate::model::{ChangesSnapshot, Snapshot};
 
 /// Run `work` on a plain thread, outside the runtime: actuators that talk to Docker drive their
 /// own small runtime and must not be called from within this one (not even from its blocking
@@ -125,7 +125,7 @@ fn apply_blocking(
     roots: &HostRoots,
     endpoint: &str,
     label: &str,
-    intents: &[crate::eliminator::strategy::Intent],
+    intents: &[crate::model::Intent],
 ) -> ApplyOutcome {
     // Lock the journal first, then read `before`: no other writer can slip a change in
     // between, so a rollback restores what really was there.

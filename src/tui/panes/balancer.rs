@@ -11,10 +11,10 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::fmt_count;
 use super::table::{TextCell, join_cells};
-use crate::balancer::{
+use sutazai_balancer::{
     BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
 };
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 use crate::tui::theme;
 
 /// What the pane says when the engine runs no balancer.

@@ -9,8 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{bar, fmt_count, pane_block, short_bytes, spark_text};
-use crate::cache::{CacheSnapshot, LevelSnapshot};
-use crate::snapshot::Snapshot;
+use sutazai_cache::{CacheSnapshot, LevelSnapshot};
+use crate::model::Snapshot;
 use crate::tui::theme;
 
 /// What the pane says when the engine runs no cache.

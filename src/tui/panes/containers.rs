@@ -9,7 +9,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::table::{COLUMN_SPACING, TextCell, highlighted, join_cells, visible_window};
 use super::{pane_block, short_bytes, spark_text};
-use crate::snapshot::{AgentClass, ContainerStat, DockerStatus, Snapshot};
+use crate::model::{AgentClass, ContainerStat, DockerStatus, Snapshot};
 use crate::tui::app::{App, SortKey, visible_containers};
 use crate::tui::theme;
 

@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 
 use super::{bar, fmt_count, fmt_kb, pane_block};
 use crate::host::format_cpu_list;
-use crate::snapshot::{NumaNode, Snapshot, Topology};
+use crate::model::{NumaNode, Snapshot, Topology};
 use crate::tui::theme;
 
 /// Widest bar per CPU; more width goes to columns instead.

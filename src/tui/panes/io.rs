@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 
 use super::table::{TextCell, join_cells};
 use super::{fmt_count, short_bytes, zero_is_good};
-use crate::snapshot::{DiskStat, NetStat, Snapshot};
+use crate::model::{DiskStat, NetStat, Snapshot};
 use crate::tui::theme;
 
 /// Width of every number column.

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
-use crate::snapshot::{SamplerHealth, Snapshot};
+use crate::model::{SamplerHealth, Snapshot};
 use crate::tui::theme;
 
 pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, focused: bool) {

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{bar, fmt_count, fmt_kb, pane_block, spark_text};
-use crate::snapshot::{MemorySnapshot, PsiResource, Ring, Snapshot};
+use crate::model::{MemorySnapshot, PsiResource, Ring, Snapshot};
 use crate::tui::theme;
 
 /// Width of the text before a PSI trend.

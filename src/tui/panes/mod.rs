@@ -19,7 +19,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 use crate::tui::app::{App, Pane};
 use crate::tui::theme;
 

@@ -11,7 +11,7 @@ use ratatui::widgets::Paragraph;
 
 use super::short_bytes;
 use super::table::{COLUMN_SPACING, TextCell, highlighted, join_cells, visible_window};
-use crate::snapshot::{ContainerStat, ProcessStat, Snapshot};
+use crate::model::{ContainerStat, ProcessStat, Snapshot};
 use crate::tui::app::App;
 use crate::tui::theme;
 

@@ -9,9 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::table::{highlighted, visible_window};
-use crate::eliminator::proposals::{Proposal, ProposalStatus, Verdict};
-use crate::eliminator::strategy::{IntentTarget, Risk};
-use crate::snapshot::{ActiveBatch, Snapshot};
+use crate::model::{Proposal, ProposalStatus, Verdict};
+use crate::model::{IntentTarget, Risk};
+use crate::model::{ActiveBatch, Snapshot};
 use crate::tui::app::{App, Pane, ProposalRow, proposal_rows};
 use crate::tui::theme;
 
@@ -144,7 +144,7 @@ fn status_style(status: &ProposalStatus) -> Style {
     }
 }
 
-fn proposal_line(p: &Proposal, mode: crate::config::Mode) -> Line<'static> {
+fn proposal_line(p: &Proposal, mode: crate::model::Mode) -> Line<'static> {
     let status = match &p.status {
         ProposalStatus::Applied { batch } => format!("applied #{batch}"),
         ProposalStatus::RolledBack { batch } => format!("rolled back #{batch}"),
