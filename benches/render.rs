@@ -1,5 +1,8 @@
 //! Rendering a full frame with 131 agent containers, at the grid size and at 80x24.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -41,4 +41,7 @@ log "docker $(docker version --format '{{.Server.Version}}') answers"
 stale=$(docker ps -aq --filter name=sutazai-test- || true)
 [ -z "$stale" ] || docker rm -f $stale >/dev/null
 
-cargo test --all-targets --no-fail-fast "$@"
+# The conventions the compiler keeps ([workspace.lints]: no unwrap or expect outside tests,
+# every unsafe block documented), and clippy's own, as errors.
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -12,7 +12,7 @@ pub mod eliminator;
 pub mod engine;
 pub mod host;
 pub mod metrics;
+pub mod model;
 pub mod optimizer;
 pub mod report;
-pub mod model;
 pub mod tui;

@@ -1,6 +1,9 @@
 //! Actuators with real effects: a real multi-threaded child process for thread knobs, fixture
 //! trees in a temporary directory for host files. Only what the tests create is changed.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -9,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use sutazai_top::host::processes::parse_stat;
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::actuators::{
     Actuator, HostActuators, HostFileActuator, ThreadActuator, plan_process,
 };
 use sutazai_top::optimizer::change::ActuatorError;
-use sutazai_top::model::{Change, Knob, Target};
 
 const THREADS: usize = 4;
 const SCHED_BATCH: u32 = 3;

@@ -2,6 +2,9 @@
 //! 127.0.0.1: a hyper server that records what it gets and answers scripted statuses, and
 //! a black hole that accepts connections and never answers.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::VecDeque;

@@ -2,6 +2,9 @@
 //! (and on TCP with its token), every route including the refusals, and a real fix applied
 //! through the API to real containers and rolled back through it.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod host_support;
 mod support;
@@ -14,8 +17,8 @@ use serde_json::{Value, json};
 use support::{Container, RunningEngine, docker_ok, test_config, unique};
 use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopChannel, StopRequest};
 use sutazai_top::config::Config;
-use sutazai_top::model::{Proposal, ProposalStatus};
 use sutazai_top::model::Snapshot;
+use sutazai_top::model::{Proposal, ProposalStatus};
 use tokio::sync::mpsc;
 
 /// The engine and its API in a temp dir; everything is stopped and removed when dropped.
@@ -503,10 +506,7 @@ fn snapshots_roundtrip_through_json() {
         common::with_containers(131),
         common::docker_unreachable(),
         common::with_active_changes(common::small_host()),
-        common::with_proposal(
-            common::small_host(),
-            sutazai_top::model::Risk::Medium,
-        ),
+        common::with_proposal(common::small_host(), sutazai_top::model::Risk::Medium),
         common::with_sampler_error(common::small_host()),
         common::with_notice(common::small_host(), "hello", true),
     ];

@@ -2,6 +2,9 @@
 //! busybox httpd on the host network labelled `sutazai.backend.port`, traffic through the
 //! proxy, and the backend gone once the container is.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{Read, Write};

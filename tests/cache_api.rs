@@ -2,6 +2,9 @@
 //! temp dir; binary keys and values, the agent, priority and private headers, the level
 //! header, 404, 413, 400, the statistics route and a disabled cache.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{Read, Write};

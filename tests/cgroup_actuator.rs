@@ -5,6 +5,9 @@
 //! fixture root of regular files, as are the safety rules (symlinks, world-writable paths).
 //! Only cgroups the tests create are touched, and each is removed by a guard.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::cgroups::CgroupMounts;
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::actuators::{
     Actuator, CgroupFileActuator, HostActuators, plan_cgroup, process_cgroup,
 };
 use sutazai_top::optimizer::change::ActuatorError;
-use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::master::{ApplyError, Optimizer};
 
 /// Fresh cgroups named `name` under some v1 hierarchies, with an optional busy child in

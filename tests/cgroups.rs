@@ -1,6 +1,9 @@
 //! Cgroup mounts, membership and counters: fixture v1 and v2 hosts with known values, the
 //! real host (v1, v2 or hybrid: whatever it mounts), and a real cgroup with a busy process in it.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,8 @@
 //! The real binary from the command line: config errors, flags, one-shot snapshot.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn bin() -> Command {

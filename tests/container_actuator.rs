@@ -2,6 +2,9 @@
 //! `docker inspect` and in the container's own cgroup files, after apply and after rollback.
 //! These tests need the daemon and fail without it.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;
@@ -9,9 +12,9 @@ use std::time::Duration;
 
 use support::{Container, docker_ok, unique};
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::actuators::{Actuator, HostActuators, plan_container};
 use sutazai_top::optimizer::change::ActuatorError;
-use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::master::{ApplyError, Optimizer};
 
 const LABEL: &str = "sutazai-test=container-actuator";

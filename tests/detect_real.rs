@@ -4,6 +4,9 @@
 //! ticks) after they are killed. And a real memory grower in a container with a limit:
 //! predicted exhaustion must be raised while the container still has room.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::{Child, Command};
@@ -12,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use support::{Container, RunningEngine, test_config, unique};
 use sutazai_top::config::DetectConfig;
-use sutazai_top::eliminator::detect::cpu_saturation;
 use sutazai_top::eliminator::Detector;
+use sutazai_top::eliminator::detect::cpu_saturation;
 use sutazai_top::model::{Bottleneck, BottleneckKind, Subject};
 use sutazai_top::model::{DockerStatus, Snapshot, UsageSource};
 

@@ -4,6 +4,9 @@
 //! Needs a running dockerd (scripts/test.sh starts one). These tests fail, never skip, when
 //! Docker is missing: a skipped test cannot catch a regression.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;

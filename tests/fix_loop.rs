@@ -3,15 +3,18 @@
 //! (Command::Apply) changes the containers and the processes for real, and `r`
 //! (Command::Rollback) puts every value back.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 mod support;
 
 use std::time::Duration;
 
 use support::{Container, RunningEngine, docker_ok, test_config, unique};
-use sutazai_top::model::{Proposal, ProposalStatus};
 use sutazai_top::engine::Command;
 use sutazai_top::model::Snapshot;
+use sutazai_top::model::{Proposal, ProposalStatus};
 
 fn proposal<'a>(snap: &'a Snapshot, strategy: &str) -> Option<&'a Proposal> {
     snap.proposals

@@ -3,6 +3,9 @@
 //! the journal, and a rollback restores every thread — the ones it started with, the ones
 //! that inherited our values, and the one that had chosen its own CPU.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -10,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use sutazai_top::host::processes::parse_stat;
 use sutazai_top::host::{HostRoots, format_cpu_list, parse_cpu_list};
-use sutazai_top::optimizer::actuators::{HostActuators, plan_process};
 use sutazai_top::model::{Change, Knob};
+use sutazai_top::optimizer::actuators::{HostActuators, plan_process};
 use sutazai_top::optimizer::follow::follow_new_threads;
 use sutazai_top::optimizer::master::Optimizer;
 
@@ -219,7 +222,8 @@ fn the_running_engine_brings_new_threads_under_an_active_batch() {
         .enable_all()
         .build()
         .expect("runtime");
-    let _engine = runtime.block_on(async { sutazai_top::engine::spawn_managing(config.engine()).0 });
+    let _engine =
+        runtime.block_on(async { sutazai_top::engine::spawn_managing(config.engine()).0 });
 
     child.cue("go", 4);
     // The thread that pins itself to CPU 1 is brought back to CPU 0. The journal view

@@ -1,6 +1,9 @@
 //! Host system readers against fixture trees (a 64-CPU two-node host, a tree of malformed
 //! files) and against the real machine.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! The change journal on a real filesystem: reopen after drop and after a real SIGKILL,
 //! corrupt and cut files, unsafe paths, modes, ids and the single-writer lock.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -8,6 +8,9 @@
 //! (scripts/test.sh installs it) and a running dockerd for the real-engine test; both fail,
 //! never skip, when missing.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod support;
 

@@ -3,18 +3,21 @@
 //! through the optimizer and its journal. What several nodes would show is covered by the
 //! unit tests; `plan` is also run against the 2-node fixture's sysfs with this host's /proc.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use sutazai_top::eliminator::plan::plan;
-use sutazai_top::model::{Intent, IntentTarget};
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::cgroups::{CgroupMounts, read_proc_cgroups};
 use sutazai_top::host::processes::read_process_id;
+use sutazai_top::model::{Change, Knob, Target};
+use sutazai_top::model::{Intent, IntentTarget};
 use sutazai_top::optimizer::actuators::{Actuator, HostActuators, parse_numa_maps};
 use sutazai_top::optimizer::change::ActuatorError;
-use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::JOURNAL_FILE;
 use sutazai_top::optimizer::master::{ApplyError, Optimizer};
 

@@ -1,6 +1,9 @@
 //! The journaled change path from the command line, with real processes: `set`, `journal`,
 //! `rollback`, and a kill -9 in the middle of a batch followed by a full restore.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 
 use std::collections::BTreeMap;

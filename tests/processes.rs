@@ -1,6 +1,9 @@
 //! The process sampler: odd comms and broken stat files on a fixture proc root, pid reuse,
 //! and a real busy child on the real host.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 
 use std::path::{Path, PathBuf};

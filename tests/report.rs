@@ -6,6 +6,9 @@
 //! Needs dockerd, python3-jsonschema and chromium (scripts/test.sh installs them). These
 //! tests fail, never skip, when a tool is missing.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod support;
 
@@ -14,10 +17,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Container, RunningEngine, test_config, unique};
-use sutazai_top::model::{ProposalStatus, Verdict};
-use sutazai_top::model::{Measure, Risk};
 use sutazai_top::model::Guard;
 use sutazai_top::model::{DockerStatus, Snapshot};
+use sutazai_top::model::{Measure, Risk};
+use sutazai_top::model::{ProposalStatus, Verdict};
 
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/report.schema.json");
 const HOSTILE: &str = "<script>alert(1)</script>";

@@ -2,6 +2,9 @@
 //! `status`, `stop`, the one-engine lock, and the dashboard attaching to the service in a
 //! real terminal (tmux).
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 mod support;
 mod tmux_support;

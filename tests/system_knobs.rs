@@ -6,6 +6,9 @@
 //! added (cpufreq is absent on this VM). The real-host test does the same against the
 //! kernel's own files for the knobs this host has, restoring them exactly.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 
 use std::collections::BTreeMap;
@@ -14,20 +17,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host_support::copy_tree;
-use sutazai_top::model::Mode;
+use sutazai_top::eliminator::built_in;
 use sutazai_top::eliminator::plan::plan;
-use sutazai_top::eliminator::strategy::{Context, built_in, propose_all};
-use sutazai_top::model::Fix;
+use sutazai_top::eliminator::strategy::{Context, propose_all};
 use sutazai_top::eliminator::system_knobs::{
     DIRTY_BACKGROUND_RATIO, DIRTY_RATIO, SWAPPINESS, THP_DEFRAG, THP_ENABLED, governor_path,
 };
-use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use sutazai_top::host::HostRoots;
 use sutazai_top::host::memory::MemorySampler;
-use sutazai_top::optimizer::actuators::{Actuator, HostActuators};
-use sutazai_top::model::{Change, Target};
-use sutazai_top::optimizer::master::Optimizer;
+use sutazai_top::model::Fix;
+use sutazai_top::model::Mode;
 use sutazai_top::model::Snapshot;
+use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
+use sutazai_top::model::{Change, Target};
+use sutazai_top::optimizer::actuators::{Actuator, HostActuators};
+use sutazai_top::optimizer::master::Optimizer;
 
 const SYSTEM_KNOB_STRATEGIES: [&str; 4] = [
     "transparent-hugepages",

@@ -1,6 +1,9 @@
 //! TUI frames rendered into ratatui's TestBackend: insta snapshots of every pane in every
 //! state at 80x24 and 200x50, cell-level style checks, and the pure key handler.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
@@ -8,8 +11,8 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
-use sutazai_top::model::Mode;
 use sutazai_top::engine::Command;
+use sutazai_top::model::Mode;
 use sutazai_top::model::Snapshot;
 use sutazai_top::tui::keymap::BINDINGS;
 use sutazai_top::tui::{self, App, Pane, SortKey, theme};
@@ -439,10 +442,7 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
     assert!(shown.contains("nothing proposed"), "{shown}");
 
     // A bottleneck with no fix (a busy host, no agent to act on) is named, not denied.
-    let mut snap = common::with_proposal(
-        common::numa64(),
-        sutazai_top::model::Risk::Low,
-    );
+    let mut snap = common::with_proposal(common::numa64(), sutazai_top::model::Risk::Low);
     snap.proposals.clear();
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
     assert!(!shown.contains("No bottleneck held"), "{shown}");
@@ -1005,9 +1005,9 @@ fn the_cores_pane_shows_which_agents_are_pinned_where() {
 
 #[test]
 fn validation_verdicts_show_in_the_list_and_the_details() {
-    use sutazai_top::model::{ProposalStatus, Verdict};
-    use sutazai_top::model::{Measure, Risk};
     use sutazai_top::model::Guard;
+    use sutazai_top::model::{Measure, Risk};
+    use sutazai_top::model::{ProposalStatus, Verdict};
     let mut snap = common::with_proposal(common::numa64(), Risk::Low);
     let p = &mut snap.proposals[0];
     p.status = ProposalStatus::Applied { batch: 5 };

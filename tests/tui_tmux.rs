@@ -1,5 +1,8 @@
 //! The real binary in a real terminal (tmux), driven by keys as a person would.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod host_support;
 mod tmux_support;
 

@@ -21,9 +21,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub mod config;
-pub use config::AlertsConfig;
-use crate::model::{Bottleneck, BottleneckKind, Subject};
 use crate::model::Snapshot;
+use crate::model::{Bottleneck, BottleneckKind, Subject};
+pub use config::AlertsConfig;
 
 const LOG: &str = "sutazai_top::alerts";
 /// One delivery attempt (connect, send, response head) may take this long.

@@ -18,8 +18,8 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::routes::{Action, Reply, State};
-use sutazai_cache::{Cache, CacheError, Level, MAX_AGENT_LEN, Priority};
 use sutazai_cache::CacheConfig;
+use sutazai_cache::{Cache, CacheError, Level, MAX_AGENT_LEN, Priority};
 
 /// The most a PUT body may be, whatever L1's size.
 pub const MAX_VALUE_BODY: usize = 64 << 20;
@@ -34,7 +34,7 @@ const OCTET_STREAM: &str = "application/octet-stream";
 /// The largest PUT body accepted for a cache so configured.
 pub fn body_limit(config: &CacheConfig) -> usize {
     let l1 = usize::try_from(config.l1_bytes).unwrap_or(usize::MAX);
-    l1.clamp(super::server::MAX_BODY, MAX_VALUE_BODY)
+    l1.clamp(super::MAX_BODY, MAX_VALUE_BODY)
 }
 
 /// Whether the server hands this action's request to [`respond`].

@@ -22,10 +22,26 @@ pub mod routes;
 pub mod server;
 
 pub use client::{ApiResponse, Client, ClientError, Endpoint};
-pub use server::{ApiServer, StopChannel, StopRequest};
+pub use server::ApiServer;
 
 /// The OpenAPI 3 document describing every route (served at `/api/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// `POST /api/stop`: the service should stop, rolling its changes back or not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopRequest {
+    pub rollback: bool,
+}
+
+/// How a service is stopped through the API: where the request goes, and what it does
+/// about rollback when the caller does not say (its `rollback_on_exit`).
+#[derive(Debug, Clone)]
+pub struct StopChannel {
+    pub sender: tokio::sync::mpsc::Sender<StopRequest>,
+    pub rollback_on_exit: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -12,10 +12,10 @@ use hyper::StatusCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::model::Mode;
-use crate::model::{Proposal, ProposalStatus};
 use crate::engine::{Command, EngineHandle};
+use crate::model::Mode;
 use crate::model::Snapshot;
+use crate::model::{Proposal, ProposalStatus};
 
 /// How long approving waits for the proposal to be applied (or to fail).
 pub const APPLY_WAIT: Duration = Duration::from_secs(30);

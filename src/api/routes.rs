@@ -10,12 +10,12 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::ops::{self, Failure, OpResult};
-use super::server::{StopChannel, StopRequest};
-use crate::model::Mode;
-use crate::model::Bottleneck;
-use crate::model::{Proposal, ProposalStatus};
+use super::{StopChannel, StopRequest};
 use crate::engine::EngineHandle;
+use crate::model::Bottleneck;
+use crate::model::Mode;
 use crate::model::Snapshot;
+use crate::model::{Proposal, ProposalStatus};
 use balancer::{balancer_add, balancer_change, balancer_remove};
 
 pub use balancer::BackendChange;

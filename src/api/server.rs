@@ -20,33 +20,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
-use super::ApiError;
-use super::routes::{self, Matched, Reply, State};
 use super::config::ApiConfig;
+use super::routes::{self, Matched, Reply, State};
+use super::{ApiError, MAX_BODY, StopChannel};
 use crate::engine::EngineHandle;
 
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
 /// Largest request head (hyper's read buffer; its minimum).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// A request head must arrive within this.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection lives at most this long (an approval waits up to 30 s, a rollback 60 s).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `POST /api/stop`: the service should stop, rolling its changes back or not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StopRequest {
-    pub rollback: bool,
-}
-
-/// How a service is stopped through the API: where the request goes, and what it does
-/// about rollback when the caller does not say (its `rollback_on_exit`).
-#[derive(Debug, Clone)]
-pub struct StopChannel {
-    pub sender: tokio::sync::mpsc::Sender<StopRequest>,
-    pub rollback_on_exit: bool,
-}
 
 /// The running API; `shutdown` stops listening and removes the socket.
 pub struct ApiServer {
@@ -74,12 +58,8 @@ impl ApiServer {
         if let Some(addr) = config.listen {
             let bind_error = |e| ApiError::io(Path::new(&addr.to_string()), "bind", e);
             let token = Arc::new(read_or_create_token(&config.token_file)?);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(bind_error)?;
-            let local = listener
-                .local_addr()
-                .map_err(bind_error)?;
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
             tracing::info!(target: "sutazai_top::api", addr = %local, "API on TCP (bearer token required)");
             if !local.ip().is_loopback() {
                 tracing::warn!(target: "sutazai_top::api", addr = %local,

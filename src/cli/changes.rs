@@ -8,11 +8,11 @@ use anyhow::Context;
 
 use sutazai_top::config::Config;
 use sutazai_top::host::HostRoots;
+use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::actuators::{
     ContainerActuator, HostActuators, cgroup_file_names, plan_cgroup, plan_container_with,
     plan_process,
 };
-use sutazai_top::model::{Change, Knob, Target};
 use sutazai_top::optimizer::journal::{ChangeState, Recovery};
 use sutazai_top::optimizer::master::Optimizer;
 

@@ -18,7 +18,9 @@ use super::docker::{self as docker_api, DockerError};
 /// How long one list call may take before the daemon counts as unresponsive.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Events = Pin<Box<dyn Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Send>>;
+type Events = Pin<
+    Box<dyn Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Send>,
+>;
 
 /// Docker as a source of backends: connected lazily, dropped on the first failure (the
 /// balancer's loop backs off and asks again, which reconnects).

@@ -20,14 +20,14 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-pub use config::DockerConfig;
-use crate::host::health::{HealthBoard, thread_cpu_time};
 use crate::host::cgroup_files::CgroupReader;
 use crate::host::cgroups::{self, CgroupCounters, CgroupMounts};
+use crate::host::health::{HealthBoard, thread_cpu_time};
 use crate::host::schedstat::{self, RunDelayTracker, TaskTimes};
-use crate::model::RunDelay;
 use crate::host::{HostError, HostRoots};
+use crate::model::RunDelay;
 use crate::model::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
+pub use config::DockerConfig;
 
 use agent::AgentRule;
 use docker::Listed;

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::holt::{HoltParams, holt_linear, slope_t_statistic};
-use crate::model::{BottleneckKind, Evidence, Subject};
 use super::config::DetectConfig;
+use super::holt::{HoltParams, holt_linear, slope_t_statistic};
 use crate::model::{AgentClass, ContainerStat, PsiResource, Snapshot};
+use crate::model::{BottleneckKind, Evidence, Subject};
 
 /// A condition seen on one tick, before hysteresis.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +177,8 @@ impl TrendState {
     }
 }
 
-/// Every condition that holds on this tick, in detector order.
+/// Every condition that holds on this tick, in detector order (NUMA imbalance is added by
+/// the `Detector`, since the NUMA module builds on this one).
 pub fn all(snap: &Snapshot, trends: &TrendState, t: &Thresholds) -> Vec<Condition> {
     let mut found = Vec::new();
     found.extend(cpu_saturation(snap, t));
@@ -187,7 +188,6 @@ pub fn all(snap: &Snapshot, trends: &TrendState, t: &Thresholds) -> Vec<Conditio
     found.extend(noisy_neighbours(snap, t));
     found.extend(runaway_agents(snap, t));
     found.extend(predicted_exhaustion(snap, trends, t));
-    found.extend(super::numa::numa_imbalance(snap, t));
     found
 }
 

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod detect;
 pub mod holt;
+mod measure;
 pub mod numa;
 
 #[cfg(test)]
@@ -16,9 +17,8 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
-pub use config::DetectConfig;
 use crate::model::{Bottleneck, BottleneckKind, Evidence, Snapshot, Subject};
+pub use config::DetectConfig;
 
 pub use detect::{Condition, Thresholds};
 
@@ -83,7 +83,8 @@ impl Detector {
         }
         self.last_seq = Some(snap.seq);
         self.trends.record(snap, self.thresholds.trend_window);
-        let conditions = detect::all(snap, &self.trends, &self.thresholds);
+        let mut conditions = detect::all(snap, &self.trends, &self.thresholds);
+        conditions.extend(numa::numa_imbalance(snap, &self.thresholds));
         self.advance(conditions, snap.seq);
         self.last_report = self.raised();
         self.last_report.clone()
@@ -151,3 +152,22 @@ pub mod proposals;
 pub mod strategy;
 pub mod system_knobs;
 pub mod validation;
+
+/// The built-in strategies, one or more per detector.
+pub fn built_in() -> Vec<Box<dyn strategy::EliminationStrategy>> {
+    vec![
+        Box::new(strategy::BatchShares),
+        Box::new(strategy::BatchPolicy),
+        Box::new(strategy::IsolateLatency),
+        Box::new(strategy::CapRunaway),
+        Box::new(strategy::RaiseThrottledQuota),
+        Box::new(strategy::IdleBatchIo),
+        Box::new(strategy::MergeMemory),
+        Box::new(strategy::RaiseMemoryLimit),
+        Box::new(numa::ConfineToNode),
+        Box::new(system_knobs::TransparentHugepages),
+        Box::new(system_knobs::LowerSwappiness),
+        Box::new(system_knobs::LowerDirtyRatios),
+        Box::new(system_knobs::PerformanceGovernor),
+    ]
+}

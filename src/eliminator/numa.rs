@@ -15,11 +15,11 @@
 
 use super::detect::{Condition, Thresholds, evidence};
 use super::strategy::{Context, EliminationStrategy};
-use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
-use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use crate::host::{format_cpu_list, parse_cpu_list};
 use crate::model::Knob;
+use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use crate::model::{ContainerStat, Snapshot, Topology};
+use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -316,8 +316,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::eliminator::built_in;
+    use crate::eliminator::strategy::propose_all;
     use crate::model::Mode;
-    use crate::eliminator::strategy::{built_in, propose_all};
     use crate::model::{LogicalCpu, NumaNode};
 
     const MIB_BYTES: u64 = 1 << 20;

@@ -3,14 +3,14 @@
 //! Blocking, and it may talk to Docker through the container actuator's own runtime: call it
 //! from a plain thread, never from inside the async runtime.
 
-use crate::model::{Intent, IntentTarget};
 use crate::host::HostRoots;
+use crate::model::{Change, Knob, Target};
+use crate::model::{Intent, IntentTarget};
 use crate::optimizer::actuators::{
     Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_memory_nodes,
     plan_process,
 };
 use crate::optimizer::change::ActuatorError;
-use crate::model::{Change, Knob, Target};
 
 /// The changes that carry out `intents`, with `before` read from the host.
 pub fn plan(

@@ -5,7 +5,6 @@
 //! (lowering the mode never leaves a proposal that could not be applied). Applied ones stay
 //! until rolled back; their batch in the journal is the truth of what is on the host.
 
-
 use super::strategy::{Context, EliminationStrategy, propose_all};
 use super::validation::RecentSnapshots;
 use crate::model::{Bottleneck, Proposal, ProposalStatus, Snapshot, Subject, Validation};

@@ -7,10 +7,10 @@
 //! The changes go through the host-file actuator like any other: journaled, undoable.
 
 use super::strategy::{Context, EliminationStrategy};
-use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
-use crate::model::{Bottleneck, BottleneckKind};
 use crate::model::Knob;
+use crate::model::{Bottleneck, BottleneckKind};
 use crate::model::{CpuGovernor, Snapshot};
+use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
 
 pub const THP_ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
 pub const THP_DEFRAG: &str = "sys/kernel/mm/transparent_hugepage/defrag";
@@ -272,8 +272,9 @@ impl EliminationStrategy for PerformanceGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eliminator::built_in;
+    use crate::eliminator::strategy::propose_all;
     use crate::model::Mode;
-    use crate::eliminator::strategy::{built_in, propose_all};
     use crate::model::{Evidence, Subject};
 
     const GIB_KB: u64 = 1024 * 1024;

@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-
 use crate::model::Measure;
 use crate::model::Snapshot;
 use crate::model::{Guard, Validation, Verdict};

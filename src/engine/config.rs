@@ -15,8 +15,7 @@ use crate::model::{Mode, Snapshot};
 use crate::optimizer::OptimizerConfig;
 
 /// Writes the report of a snapshot into a directory; the files written, or why not.
-pub type ReportWriter =
-    Arc<dyn Fn(&Snapshot, &Path) -> Result<Vec<PathBuf>, String> + Send + Sync>;
+pub type ReportWriter = Arc<dyn Fn(&Snapshot, &Path) -> Result<Vec<PathBuf>, String> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct EngineConfig {

@@ -7,27 +7,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Command, EngineHandle, sampler};
 use super::config::{EngineConfig, ReportWriter};
-use crate::host::health::HealthBoard;
-use crate::optimizer::OptimizerConfig;
-use crate::model::Mode;
+use super::{Command, EngineHandle, sampler};
 use crate::containers::ContainerSampler;
 use crate::eliminator::Detector;
 use crate::eliminator::proposals::ProposalBook;
-use crate::model::ProposalStatus;
-use crate::eliminator::strategy::{self, Context as StrategyContext, EliminationStrategy};
+use crate::eliminator::strategy::{Context as StrategyContext, EliminationStrategy};
 use crate::host::cgroups::CgroupMounts;
 use crate::host::cpu::CpuSampler;
 use crate::host::disks::DiskSampler;
+use crate::host::health::HealthBoard;
 use crate::host::memory::MemorySampler;
 use crate::host::net::NetSampler;
 use crate::host::processes::ProcessSampler;
 use crate::host::{self, HostError, HostRoots};
+use crate::model::Mode;
+use crate::model::ProposalStatus;
 use crate::model::{
     ChangesSnapshot, ContainersSnapshot, CpuSnapshot, DiskStat, DockerStatus, HostHistory,
     HostInfo, MemorySnapshot, NetStat, Notice, Pressure, ProcessStat, Snapshot, Topology,
 };
+use crate::optimizer::OptimizerConfig;
 
 mod fixes;
 
@@ -193,7 +193,8 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         && config.docker.enabled
     {
         // Containers labelled sutazai.backend.port become backends, and stop being ones.
-        let docker = crate::containers::backends::DockerBackends::new(&config.docker.endpoint, interval);
+        let docker =
+            crate::containers::backends::DockerBackends::new(&config.docker.endpoint, interval);
         tasks.push(tokio::spawn(sutazai_balancer::discovery::run(
             balancer.clone(),
             docker,
@@ -218,7 +219,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         changes: ChangesSnapshot::default(),
         docker_endpoint: config.docker.endpoint.clone(),
         detector: Detector::new(config.detect.clone()),
-        strategies: strategy::built_in(),
+        strategies: crate::eliminator::built_in(),
         strategy_context: StrategyContext {
             batch_policy: config.optimizer.scheduler_policy.name().to_string(),
             thp_allowed: config.optimizer.enable_transparent_hugepages,
@@ -431,7 +432,10 @@ impl Ticker {
                         let names: Vec<String> =
                             files.iter().map(|f| f.display().to_string()).collect();
                         tracing::info!(files = %names.join(", "), "report written");
-                        self.set_notice(format!("report written to {}", names.join(" and ")), false);
+                        self.set_notice(
+                            format!("report written to {}", names.join(" and ")),
+                            false,
+                        );
                     }
                     Ok(Err(err)) => {
                         tracing::error!(%err, "report failed");

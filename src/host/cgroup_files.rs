@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::HostError;
 use super::cgroups::{
-    CgroupCounters, V1_UNLIMITED, cores, flat_keyed_value, parse_blkio_service_bytes,
-    parse_cpu_max, parse_io_stat, parse_max,
+    CgroupCounters, CgroupMounts, ProcCgroups, V1_UNLIMITED, cores, flat_keyed_value,
+    parse_blkio_service_bytes, parse_cpu_max, parse_io_stat, parse_max, unusable,
 };
 use super::files::KeptFile;
 use super::psi::{PSI_UPDATE_PERIOD, parse_psi};
@@ -445,6 +445,43 @@ fn limit(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<String> {
 
 fn limit_u64(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<u64> {
     limit(file, buffer)?.parse().ok()
+}
+
+// Made here rather than in `cgroups`, so that the parsers there need not know the reader.
+impl CgroupMounts {
+    /// A reader for the cgroup(s) a process is in: v1 when the memory controller is a v1
+    /// hierarchy holding the process, else v2. Resolved once; read every tick.
+    pub fn reader(&self, cg: &ProcCgroups) -> Result<CgroupReader, HostError> {
+        if let (Some(_), Some(path)) = (self.v1.get("memory"), cg.v1.get("memory")) {
+            let memory = self.v1_dir(cg, "memory").ok_or_else(|| unusable(path))?;
+            let dirs = V1Dirs {
+                memory,
+                cpuacct: self.v1_dir(cg, "cpuacct"),
+                cpu: self.v1_dir(cg, "cpu"),
+                blkio: self.v1_dir(cg, "blkio"),
+                pids: self.v1_dir(cg, "pids"),
+                cpuset: self.v1_dir(cg, "cpuset"),
+                unified: self.unified_dir(cg),
+            };
+            return Ok(CgroupReader::v1(path, dirs));
+        }
+        if let (Some(_), Some(path)) = (&self.unified, &cg.unified) {
+            let dir = self.unified_dir(cg).ok_or_else(|| unusable(path))?;
+            return Ok(CgroupReader::v2(path, &dir));
+        }
+        Err(HostError::Parse {
+            path: PathBuf::from("/proc/<pid>/cgroup"),
+            what: "no memory (v1) or unified (v2) cgroup for this process on a mounted hierarchy"
+                .to_string(),
+        })
+    }
+
+    /// Read the usage counters of the cgroup(s) a process is in, once. Missing optional files
+    /// leave their field at its default; a missing cgroup (the container is gone) is an error.
+    /// The tick path keeps a `CgroupReader` instead.
+    pub fn read_counters(&self, cg: &ProcCgroups) -> Result<CgroupCounters, HostError> {
+        self.reader(cg)?.read()
+    }
 }
 
 #[cfg(test)]

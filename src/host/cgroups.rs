@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::host::cgroup_files::{CgroupReader, V1Dirs};
 use crate::host::{HostError, HostRoots, read_to_string};
 use crate::model::{CgroupLayout, Pressure, UsageSource};
 
@@ -201,53 +200,19 @@ impl CgroupMounts {
     }
 
     /// Directory of the process's cgroup for one v1 controller, if both are known.
-    fn v1_dir(&self, cg: &ProcCgroups, controller: &str) -> Option<PathBuf> {
+    pub(super) fn v1_dir(&self, cg: &ProcCgroups, controller: &str) -> Option<PathBuf> {
         let mount = self.v1.get(controller)?;
         let path = cg.v1.get(controller)?;
         self.cgroup_dir(mount, path)
     }
 
     /// Directory of the process's unified cgroup, if both are known.
-    fn unified_dir(&self, cg: &ProcCgroups) -> Option<PathBuf> {
+    pub(super) fn unified_dir(&self, cg: &ProcCgroups) -> Option<PathBuf> {
         self.cgroup_dir(self.unified.as_deref()?, cg.unified.as_deref()?)
-    }
-
-    /// A reader for the cgroup(s) a process is in: v1 when the memory controller is a v1
-    /// hierarchy holding the process, else v2. Resolved once; read every tick.
-    pub fn reader(&self, cg: &ProcCgroups) -> Result<CgroupReader, HostError> {
-        if let (Some(_), Some(path)) = (self.v1.get("memory"), cg.v1.get("memory")) {
-            let memory = self.v1_dir(cg, "memory").ok_or_else(|| unusable(path))?;
-            let dirs = V1Dirs {
-                memory,
-                cpuacct: self.v1_dir(cg, "cpuacct"),
-                cpu: self.v1_dir(cg, "cpu"),
-                blkio: self.v1_dir(cg, "blkio"),
-                pids: self.v1_dir(cg, "pids"),
-                cpuset: self.v1_dir(cg, "cpuset"),
-                unified: self.unified_dir(cg),
-            };
-            return Ok(CgroupReader::v1(path, dirs));
-        }
-        if let (Some(_), Some(path)) = (&self.unified, &cg.unified) {
-            let dir = self.unified_dir(cg).ok_or_else(|| unusable(path))?;
-            return Ok(CgroupReader::v2(path, &dir));
-        }
-        Err(HostError::Parse {
-            path: PathBuf::from("/proc/<pid>/cgroup"),
-            what: "no memory (v1) or unified (v2) cgroup for this process on a mounted hierarchy"
-                .to_string(),
-        })
-    }
-
-    /// Read the usage counters of the cgroup(s) a process is in, once. Missing optional files
-    /// leave their field at its default; a missing cgroup (the container is gone) is an error.
-    /// The tick path keeps a `CgroupReader` instead.
-    pub fn read_counters(&self, cg: &ProcCgroups) -> Result<CgroupCounters, HostError> {
-        self.reader(cg)?.read()
     }
 }
 
-fn unusable(cg_path: &str) -> HostError {
+pub(super) fn unusable(cg_path: &str) -> HostError {
     HostError::Parse {
         path: PathBuf::from(cg_path),
         what: "cgroup path leaves its hierarchy".to_string(),

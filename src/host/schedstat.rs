@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-
 use super::HostRoots;
 use crate::model::RunDelay;
 

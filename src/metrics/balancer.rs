@@ -3,8 +3,8 @@
 use prometheus_client::registry::Unit;
 
 use super::{Families, LabelValue, Labels, Value, labels, seconds, unique_by};
-use sutazai_balancer::{BackendSnapshot, BalancerSnapshot, CircuitState, Health};
 use crate::model::Snapshot;
+use sutazai_balancer::{BackendSnapshot, BalancerSnapshot, CircuitState, Health};
 
 const HEALTH_STATES: [Health; 4] = [Health::Unknown, Health::Up, Health::Down, Health::Ejected];
 const CIRCUIT_STATES: [CircuitState; 3] = [

@@ -4,8 +4,8 @@
 use prometheus_client::registry::Unit;
 
 use super::{Families, Labels, Value, labels, seconds, unique_by};
-use crate::model::Mode;
 use crate::model::BottleneckKind;
+use crate::model::Mode;
 use crate::model::ProposalStatus;
 use crate::model::Snapshot;
 

@@ -37,7 +37,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::Snapshot;
 
-
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

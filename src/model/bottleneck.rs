@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::ProcessId;
+use super::identity::ProcessId;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]

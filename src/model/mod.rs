@@ -8,6 +8,7 @@
 pub mod bottleneck;
 pub mod change;
 pub mod fix;
+pub mod identity;
 pub mod mode;
 pub mod proposal;
 pub mod snapshot;
@@ -15,6 +16,7 @@ pub mod snapshot;
 pub use bottleneck::{Bottleneck, BottleneckKind, Evidence, Subject};
 pub use change::{Change, Knob, Target};
 pub use fix::{Fix, Intent, IntentTarget, Measure, Risk};
+pub use identity::ProcessId;
 pub use mode::Mode;
 pub use proposal::{Guard, Proposal, ProposalStatus, Validation, Verdict};
 pub use snapshot::*;

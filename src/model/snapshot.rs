@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::ProcessId;
 use super::mode::Mode;
 
 /// Everything a face may show, as of one tick.
@@ -331,15 +332,6 @@ pub struct NetStat {
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
-
-/// A process identity that survives pid reuse: (pid, start time in clock ticks since boot).
-#[derive(
-    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
-)]
-pub struct ProcessId {
-    pub pid: i32,
-    pub start_time: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ProcessStat {

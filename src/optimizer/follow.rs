@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::actuators::{Actuator, HostActuators, plan_process};
 use super::change::ActuatorError;
-use crate::model::{Change, Knob, Target};
 use super::journal::{BatchState, ChangeState};
 use super::master::{ApplyError, ExtendReport, Optimizer, RollbackError, RollbackReport};
 use crate::host::HostRoots;
+use crate::model::{Change, Knob, Target};
 
 /// One process and knob a batch acts on: the value set, the value to restore on threads
 /// that inherited it, and the threads the batch already names.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::actuators::Actuator;
 use super::change::ActuatorError;
-use crate::model::Change;
 use super::journal::{BatchState, Journal, JournalError, Recovery};
+use crate::model::Change;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::actuators::HostActuators;
-use crate::model::Target;
+use super::config::UncleanExit;
 use super::journal::{BatchState, ChangeState, JOURNAL_FILE, JournalError, Recovery};
 use super::master::{Optimizer, RollbackReport};
-use super::config::UncleanExit;
 use crate::host::HostRoots;
+use crate::model::Target;
 use crate::model::{ActiveBatch, ChangesSnapshot};
 
 /// How long to wait for another sutazai-top holding the journal: a writer may hold it across

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::escape::esc;
 use super::json::{AgentProfile, Outcome, PartStatus, ProposalEntry, Report};
 use super::svg::{self, Line};
 use crate::model::PsiResource;
@@ -51,22 +52,6 @@ tr:nth-child(even) td{background:#fafafa}
 .notbuilt{color:#6b7280;font-style:italic}
 footer{margin-top:36px;color:#6b7280;font-size:12px}
 "#;
-
-/// Escape text for HTML element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// The whole page.
 pub fn page(r: &Report) -> String {

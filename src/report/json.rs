@@ -5,12 +5,12 @@ use serde::Serialize;
 
 use super::iso8601;
 use crate::model::Mode;
-use crate::model::{Proposal, ProposalStatus, Verdict};
-use crate::model::{Intent, IntentTarget, Risk};
-use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use crate::model::{
     AgentClass, CgroupLayout, ContainerStat, DockerStatus, HostHistory, Pressure, Ring, Snapshot,
 };
+use crate::model::{Bottleneck, BottleneckKind, Evidence, Subject};
+use crate::model::{Intent, IntentTarget, Risk};
+use crate::model::{Proposal, ProposalStatus, Verdict};
 
 /// Bumped when a field changes meaning or goes away (adding fields keeps it).
 pub const REPORT_FORMAT: u32 = 1;

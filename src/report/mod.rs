@@ -7,6 +7,7 @@
 //! JSON also carries the whole snapshot, so nothing the engine knew is lost. Files are
 //! written new (never through an existing path or a planted symlink), 0600, and synced.
 
+mod escape;
 mod html;
 pub mod json;
 mod svg;

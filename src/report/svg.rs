@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::html::esc;
+use super::escape::esc;
 
 /// One series of a line chart, oldest point first.
 pub struct Line<'a> {

@@ -6,17 +6,17 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use sutazai_top::model::Mode;
-use sutazai_top::model::{Proposal, ProposalStatus};
-use sutazai_top::model::{Fix, Intent, IntentTarget, Measure, Risk};
-use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
 use sutazai_top::model::Knob;
+use sutazai_top::model::Mode;
 use sutazai_top::model::{
     ActiveBatch, AgentClass, CgroupLayout, ChangesSnapshot, ContainerStat, ContainersSnapshot,
     CpuSnapshot, CpuTimes, DiskStat, DockerStatus, HostHistory, HostInfo, KsmStats, LogicalCpu,
     MemorySnapshot, NetStat, NodeMemory, Notice, NumaNode, Pressure, ProcessId, ProcessStat,
     PsiLine, PsiResource, SamplerHealth, Snapshot, Topology, UsageSource,
 };
+use sutazai_top::model::{Bottleneck, BottleneckKind, Evidence, Subject};
+use sutazai_top::model::{Fix, Intent, IntentTarget, Measure, Risk};
+use sutazai_top::model::{Proposal, ProposalStatus};
 
 const GIB_KB: u64 = 1024 * 1024;
 const MIB: u64 = 1024 * 1024;

@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 use hyper::header::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 
+use backend::{Backend, BackendParts};
 pub use config::{
     BalancerBackendConfig, BalancerBreakerConfig, BalancerConfig, BalancerHealthConfig,
     BalancerOutlierConfig, BalancerPoolConfig, DEFAULT_MAX_CONNECTIONS, MAX_BACKEND_WEIGHT,
 };
-use backend::{Backend, BackendParts};
 use pool::{Pool, Rule};
 use proxy::{BusyPoll, Counters, RetryBudget, Settings, Shared};
 

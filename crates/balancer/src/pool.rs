@@ -307,9 +307,7 @@ pub(crate) mod tests {
     use crate::BackendSource;
     use crate::backend::BackendParts;
     use crate::ewma::{DEFAULT_DECAY, DEFAULT_RTT, PeakEwma};
-    use crate::health::{
-        Admission, BackendHealth, BreakerConfig, Outcome, OutlierConfig,
-    };
+    use crate::health::{Admission, BackendHealth, BreakerConfig, Outcome, OutlierConfig};
     use std::time::Duration;
 
     /// A pool of `n` backends (nothing listens on their ports: choosing never connects).

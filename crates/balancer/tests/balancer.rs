@@ -1,6 +1,9 @@
 //! The load balancer against real backends: small hyper servers on 127.0.0.1 in this
 //! process, the proxy started with `Balancer::start` on its own runtime.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use sutazai_balancer::{BackendSpec, BackendUpdate, Balancer, BalancerSnapshot, CircuitState};
 use sutazai_balancer::config::{BalancerBackendConfig, BalancerConfig, BalancerPoolConfig};
+use sutazai_balancer::{BackendSpec, BackendUpdate, Balancer, BalancerSnapshot, CircuitState};
 
 /// A backend: answers its name, counts the requests (health checks apart), can be slowed,
 /// killed (listener and connections dropped) and revived on the same port.

@@ -3,6 +3,9 @@
 //! and reports the request head it saw; clients speak raw HTTP/1.1 over TCP, so what is
 //! checked is the bytes on the wire.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,6 +3,9 @@
 //! targets of issue 5 checked. `cargo bench --bench cache_hit_ratio [-- FILTER...]`: a
 //! filter keeps the rows whose trace name contains it.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;

@@ -9,6 +9,9 @@
 //! evicted unused counts against its accuracy.
 //! `cargo bench --bench cache_prefetch`.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -11,13 +11,16 @@
 //! `cargo bench --bench cache_speed [-- NAME...]` (NAME: keep only the contenders so named;
 //! `WORKLOADS=get,put,mixed` picks workloads, `ROUNDS=n` the rounds per figure).
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use sutazai_cache::CacheConfig;
 use sutazai_cache::prefetch::CachePrefetcher;
 use sutazai_cache::{Cache, Priority};
-use sutazai_cache::CacheConfig;
 
 const KEYS: usize = 100_000;
 const CAPACITY: usize = 2 * KEYS;

@@ -59,20 +59,31 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<CacheConfig, String> {
-        toml::from_str::<Root>(text).map(|r| r.cache).map_err(|e| e.to_string())
+        toml::from_str::<Root>(text)
+            .map(|r| r.cache)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn a_bad_policy_is_refused_with_its_line_and_the_names() {
         let err = parse("[cache]\nl1_bytes = 1\nl2_policy = \"fifo\"\n").unwrap_err();
         assert!(err.contains("line 3"), "{err}");
-        assert!(err.contains("fifo") && err.contains("w-tinylfu") && err.contains("s3-fifo"), "{err}");
+        assert!(
+            err.contains("fifo") && err.contains("w-tinylfu") && err.contains("s3-fifo"),
+            "{err}"
+        );
     }
 
     #[test]
     fn prefetch_depth_past_16_is_refused() {
         let err = parse("[cache]\nprefetch_depth = 17\n").unwrap_err();
-        assert!(err.contains("prefetch_depth = 17 must be at most 16"), "{err}");
-        assert_eq!(parse("[cache]\nl3_policy = \"arc\"\n").map(|c| c.l3_policy), Ok(PolicyName::Arc));
+        assert!(
+            err.contains("prefetch_depth = 17 must be at most 16"),
+            "{err}"
+        );
+        assert_eq!(
+            parse("[cache]\nl3_policy = \"arc\"\n").map(|c| c.l3_policy),
+            Ok(PolicyName::Arc)
+        );
     }
 }

@@ -493,25 +493,18 @@ fn new_shard(
     let policy = |name: PolicyName, bytes: u64| name.build(bytes / shards);
     let l1 = match config.l1_bytes {
         0 => None,
-        bytes => Some(MemLevel::new(
-            policy(config.l1_policy, bytes),
-            false,
-        )),
+        bytes => Some(MemLevel::new(policy(config.l1_policy, bytes), false)),
     };
     let l2 = match config.l2_bytes {
         0 => None,
-        bytes => Some(MemLevel::new(
-            policy(config.l2_policy, bytes),
-            true,
-        )),
+        bytes => Some(MemLevel::new(policy(config.l2_policy, bytes), true)),
     };
-    let l3 = match disk {
-        Some(disk) => Some(L3::new(DiskLevel::new(
+    let l3 = disk.map(|disk| {
+        L3::new(DiskLevel::new(
             disk.clone(),
             policy(config.l3_policy, config.l3_bytes),
-        ))),
-        None => None,
-    };
+        ))
+    });
     Ok(Shard {
         l1,
         l2,

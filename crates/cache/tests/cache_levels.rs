@@ -2,12 +2,15 @@
 //! level, private entries, L3 durability (restart, corrupt and truncated files, a full disk)
 //! and many threads at once.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sutazai_cache::{Cache, CacheError, Level, Priority};
 use sutazai_cache::CacheConfig;
+use sutazai_cache::{Cache, CacheError, Level, Priority};
 
 /// Levels of the given sizes, one policy for all, L3 in `dir`.
 fn config(l1: u64, l2: u64, l3: u64, policy: &str) -> CacheConfig {

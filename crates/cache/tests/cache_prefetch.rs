@@ -1,13 +1,16 @@
 //! Prefetch through the real `Cache`: the prefetcher as the cache's get observer, a loader
 //! registered by the caller, prefetched entries admitted at Low priority.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sutazai_cache::CacheConfig;
 use sutazai_cache::policy::POLICY_NAMES;
 use sutazai_cache::prefetch::CachePrefetcher;
 use sutazai_cache::{Cache, Level, Priority};
-use sutazai_cache::CacheConfig;
 
 const VALUE_BYTES: usize = 1000;
 const AGENT: &str = "agent-a";

@@ -2,6 +2,9 @@
 //! reproduce the published hit ratios (README there): LRU exactly, ARC within 0.05 points,
 //! W-TinyLFU where frequency-aware admission is known to win.
 
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use sutazai_cache::policy::{Policy, access, by_name};

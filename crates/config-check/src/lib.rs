@@ -77,14 +77,26 @@ mod tests {
 
     #[test]
     fn each_kind_of_range_says_what_is_allowed() {
-        assert_eq!(range_problem("a", &5u32, &(1..=4)).as_deref(), Some("a = 5 must be at least 1 and at most 4"));
-        assert_eq!(range_problem("b", &0u64, &(1..)).as_deref(), Some("b = 0 must be at least 1"));
-        assert_eq!(range_problem("c", &17u32, &(..=16)).as_deref(), Some("c = 17 must be at most 16"));
+        assert_eq!(
+            range_problem("a", &5u32, &(1..=4)).as_deref(),
+            Some("a = 5 must be at least 1 and at most 4")
+        );
+        assert_eq!(
+            range_problem("b", &0u64, &(1..)).as_deref(),
+            Some("b = 0 must be at least 1")
+        );
+        assert_eq!(
+            range_problem("c", &17u32, &(..=16)).as_deref(),
+            Some("c = 17 must be at most 16")
+        );
         assert_eq!(
             range_problem("d", &0.0f64, &(Bound::Excluded(0.0), Bound::Included(1.0))).as_deref(),
             Some("d = 0 must be above 0 and at most 1")
         );
-        assert_eq!(range_problem("e", &f64::NAN, &(0.0..=1.0)).as_deref(), Some("e = NaN must be at least 0 and at most 1"));
+        assert_eq!(
+            range_problem("e", &f64::NAN, &(0.0..=1.0)).as_deref(),
+            Some("e = NaN must be at least 0 and at most 1")
+        );
         assert_eq!(range_problem("f", &3usize, &(1..=4)), None);
         assert_eq!(range_problem("g", &4usize, &(1..=4)), None);
     }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use super::Ticker;
-use crate::model::{ProposalStatus, Verdict};
 use crate::host::HostRoots;
+use crate::model::{ChangesSnapshot, Snapshot};
+use crate::model::{ProposalStatus, Verdict};
 use crate::optimizer::change::ActuatorError;
 use crate::optimizer::master::ApplyError;
-use crate::model::{ChangesSnapshot, Snapshot};
 
 /// Run `work` on a plain thread, outside the runtime: actuators that talk to Docker drive their
 /// own small runtime and must not be called from within this one (not even from its blocking

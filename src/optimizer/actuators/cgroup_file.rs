@@ -30,8 +30,8 @@ use super::host_file::{Resolved, io_error, write_checked};
 use super::{Actuator, invalid, unsupported};
 use crate::host::cgroups::{CgroupMounts, V1_UNLIMITED, read_proc_cgroups};
 use crate::host::{HostRoots, format_cpu_list};
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Change, Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 /// Why a target path with "." or ".." (or an absolute one) is refused.
 const RELATIVE: &str = "relative to the sys root, with no \".\" or \"..\" components";

@@ -34,8 +34,8 @@ use bollard::models::{ContainerUpdateBody, HostConfig};
 use super::{Actuator, invalid, knob_name, unsupported};
 use crate::containers::docker::{connect, effective_endpoint};
 use crate::host::{HostRoots, format_cpu_list, parse_cpu_list, read_optional};
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Change, Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 /// How long one Docker call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

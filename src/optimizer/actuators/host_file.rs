@@ -18,8 +18,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{Actuator, invalid, unsupported};
 use crate::host::HostRoots;
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 const WORLD_WRITABLE: u32 = 0o002;
 /// statfs f_type of sysfs and procfs (linux/magic.h): their files are not truncated, only

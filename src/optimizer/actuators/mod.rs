@@ -36,8 +36,8 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::host::HostRoots;
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Change, Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 /// Reads and writes knobs on one kind of target.
 pub trait Actuator {

@@ -21,8 +21,8 @@ use nix::errno::Errno;
 use super::thread::process_start_time;
 use super::{Actuator, errno_error, invalid, parse_strict_list, unsupported};
 use crate::host::{HostRoots, format_cpu_list, parse_cpu_list, read_optional};
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Change, Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 /// Node ids above this are refused before any syscall: the kernel's nodemask is never this
 /// large, and the mask we build stays small.

@@ -15,8 +15,8 @@ use nix::unistd::Pid;
 use super::{Actuator, errno_error, invalid, parse_strict_list, unsupported};
 use crate::host::processes::{parse_stat, parse_status, policy_name};
 use crate::host::{HostRoots, format_cpu_list, parse_cpu_list, read_optional};
-use crate::optimizer::change::ActuatorError;
 use crate::model::{Change, Knob, Target};
+use crate::optimizer::change::ActuatorError;
 
 /// ioprio_get/ioprio_set "who" for a single thread (linux/ioprio.h).
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;

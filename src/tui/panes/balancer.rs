@@ -11,11 +11,11 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::fmt_count;
 use super::table::{TextCell, join_cells};
+use crate::model::Snapshot;
+use crate::tui::theme;
 use sutazai_balancer::{
     BackendSnapshot, BackendSource, BalancerSnapshot, CircuitState, Health, PoolSnapshot,
 };
-use crate::model::Snapshot;
-use crate::tui::theme;
 
 /// What the pane says when the engine runs no balancer.
 pub const OFF: &str = "Balancer off: no proxy runs, no numbers to show. To put one in front of \

@@ -9,9 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{bar, fmt_count, pane_block, short_bytes, spark_text};
-use sutazai_cache::{CacheSnapshot, LevelSnapshot};
 use crate::model::Snapshot;
 use crate::tui::theme;
+use sutazai_cache::{CacheSnapshot, LevelSnapshot};
 
 /// What the pane says when the engine runs no cache.
 pub const OFF: &str = "Cache off ([cache] enabled = false): nothing is cached, no numbers to show.";

@@ -9,9 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::table::{highlighted, visible_window};
-use crate::model::{Proposal, ProposalStatus, Verdict};
-use crate::model::{IntentTarget, Risk};
 use crate::model::{ActiveBatch, Snapshot};
+use crate::model::{IntentTarget, Risk};
+use crate::model::{Proposal, ProposalStatus, Verdict};
 use crate::tui::app::{App, Pane, ProposalRow, proposal_rows};
 use crate::tui::theme;
 

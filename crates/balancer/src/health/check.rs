@@ -81,8 +81,14 @@ async fn fetch_status(
     // The connection task must run for the sender to become ready and for the answer to
     // arrive: drive both here rather than spawning a task that could outlive the check.
     let exchange = async {
-        sender.ready().await.map_err(failed("connection not ready"))?;
-        sender.send_request(request).await.map_err(failed("request"))
+        sender
+            .ready()
+            .await
+            .map_err(failed("connection not ready"))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(failed("request"))
     };
     let mut exchange = std::pin::pin!(exchange);
     tokio::select! {
@@ -95,6 +101,11 @@ async fn fetch_status(
             Ok(exchange.await?.status())
         }
     }
+}
+
+/// The error of one step of a check, as the log shows it ("connect: connection refused").
+fn failed<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{step}: {e}")
 }
 
 #[cfg(test)]
@@ -252,9 +263,4 @@ mod tests {
         assert!(elapsed >= timeout && elapsed < 3 * SEC, "{elapsed:?}");
         holder.abort();
     }
-}
-
-/// The error of one step of a check, as the log shows it ("connect: connection refused").
-fn failed<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{step}: {e}")
 }

@@ -92,7 +92,12 @@ impl std::str::FromStr for PolicyName {
         PolicyName::ALL
             .into_iter()
             .find(|p| p.as_str() == name)
-            .ok_or_else(|| format!("unknown policy {name:?}: expected one of {}", POLICY_NAMES.join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown policy {name:?}: expected one of {}",
+                    POLICY_NAMES.join(", ")
+                )
+            })
     }
 }
 
