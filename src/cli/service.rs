@@ -3,13 +3,14 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -31,7 +32,7 @@ const ENGINE_EXIT_WAIT: Duration = Duration::from_secs(60);
 /// service may not start beside them). The kernel drops it when the process dies, however
 /// it dies.
 pub struct PidLock {
-    file: File,
+    file: Flock<File>,
     exclusive: bool,
 }
 
@@ -60,8 +61,24 @@ impl PidLock {
     /// The service's lock; refused, naming the holder, while another service or a
     /// dashboard with its own engine runs.
     pub fn acquire(runtime_dir: &Path) -> anyhow::Result<PidLock> {
-        let (mut file, path) = PidLock::open(runtime_dir)?;
-        if !try_flock(&file, libc::LOCK_EX)? {
+        let (file, path) = PidLock::open(runtime_dir)?;
+        let mut file = match try_flock(file, FlockArg::LockExclusiveNonblock)? {
+            Ok(locked) => locked,
+            Err(file) => return Err(PidLock::refusal(file, &path)),
+        };
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(PidLock {
+            file,
+            exclusive: true,
+        })
+    }
+
+    /// Why the service's lock is refused: who holds it, a service or dashboards.
+    fn refusal(mut file: File, path: &Path) -> anyhow::Error {
+        {
             let holders = lock_holders(&file);
             let shared_only = !holders.is_empty() && holders.iter().all(|h| !h.exclusive);
             let pids = if holders.is_empty() {
@@ -73,35 +90,29 @@ impl PidLock {
                 pids.join(", ")
             };
             if shared_only {
-                anyhow::bail!(
+                return anyhow::anyhow!(
                     "a sutazai-top dashboard runs its own engine (pid {pids}); one engine per \
                      host — quit it, start the service, then start the dashboard again (it \
                      attaches to the service)"
                 );
             }
-            anyhow::bail!(
+            anyhow::anyhow!(
                 "another sutazai-top engine is already running (pid {pids}, lock {}); \
                  one engine per host — see `sutazai-top status`, stop it with `sutazai-top stop`",
                 path.display()
-            );
+            )
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{}", std::process::id())?;
-        file.sync_all()?;
-        Ok(PidLock {
-            file,
-            exclusive: true,
-        })
     }
 
     /// A dashboard's share: `Ok(None)` when a service holds the lock (attach to it instead).
     pub fn share(runtime_dir: &Path) -> anyhow::Result<Option<PidLock>> {
         let (file, _) = PidLock::open(runtime_dir)?;
-        Ok(try_flock(&file, libc::LOCK_SH)?.then_some(PidLock {
-            file,
-            exclusive: false,
-        }))
+        Ok(try_flock(file, FlockArg::LockSharedNonblock)?
+            .ok()
+            .map(|file| PidLock {
+                file,
+                exclusive: false,
+            }))
     }
 
     /// The pid of the service holding the lock in `runtime_dir`, if one does. Read from
@@ -159,18 +170,12 @@ fn lock_holders(file: &File) -> Vec<Holder> {
         .collect()
 }
 
-/// Non-blocking flock: Ok(false) when another process holds it.
-fn try_flock(file: &File, kind: libc::c_int) -> anyhow::Result<bool> {
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.kind() == ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(err).context("cannot lock the pid file")
+/// Non-blocking flock: the locked file, or the file back when another process holds it.
+fn try_flock(file: File, arg: FlockArg) -> anyhow::Result<Result<Flock<File>, File>> {
+    match Flock::lock(file, arg) {
+        Ok(locked) => Ok(Ok(locked)),
+        Err((file, Errno::EWOULDBLOCK)) => Ok(Err(file)),
+        Err((_, errno)) => Err(std::io::Error::from(errno)).context("cannot lock the pid file"),
     }
 }
 

@@ -297,7 +297,7 @@ impl CgroupReader {
         let buffer = &mut self.buffer;
         match &mut self.files {
             Files::V1(f) => optional(f.numa_stat.read_within(buffer, LIMITS_MAX_AGE))
-                .map(|text| parse_numa_stat_v1(text, page_size()))
+                .map(|text| parse_numa_stat_v1(text, super::page_size()))
                 .unwrap_or_default(),
             Files::V2(f) => optional(f.numa_stat.read_within(buffer, LIMITS_MAX_AGE))
                 .map(parse_numa_stat_v2)
@@ -430,13 +430,6 @@ fn add_at(values: &mut Vec<u64>, index: usize, amount: u64) {
         values.resize(index + 1, 0);
     }
     values[index] = values[index].saturating_add(amount);
-}
-
-/// The kernel's page size, for v1 numa_stat's page counts.
-fn page_size() -> u64 {
-    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
 fn limit(file: &mut KeptFile, buffer: &mut Vec<u8>) -> Option<String> {

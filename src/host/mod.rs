@@ -24,6 +24,26 @@ pub mod psi;
 pub mod schedstat;
 pub mod topology;
 
+/// The kernel's page size in bytes (4096 where it cannot be asked).
+pub fn page_size() -> u64 {
+    use nix::unistd::{SysconfVar, sysconf};
+    sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .filter(|&size| size >= 1024)
+        .unwrap_or(4096)
+}
+
+/// Clock ticks per second of /proc's time counters (100 where it cannot be asked).
+pub fn clock_ticks_per_sec() -> f64 {
+    use nix::unistd::{SysconfVar, sysconf};
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        _ => 100.0,
+    }
+}
+
 /// Where the host's procfs and sysfs are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoots {

@@ -137,22 +137,6 @@ pub fn format_cmdline(raw: &[u8]) -> String {
     }
 }
 
-/// Clock ticks per second of the stat counters.
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a system constant; it has no memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
-fn page_size_kb() -> u64 {
-    // SAFETY: sysconf only reads a system constant; it has no memory-safety preconditions.
-    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(bytes)
-        .ok()
-        .filter(|&b| b >= 1024)
-        .map_or(4, |b| b / 1024)
-}
-
 /// Parse the bytes of a proc/<pid>/stat; `None` (debug log) when malformed.
 fn stat_from_bytes(pid: i32, bytes: &[u8]) -> Option<StatFields> {
     let parsed = parse_stat(&String::from_utf8_lossy(bytes));
@@ -224,8 +208,8 @@ impl ProcessSampler {
             proc_root: roots.proc.clone(),
             roots: roots.clone(),
             top_n,
-            ticks_per_sec: clock_ticks_per_sec(),
-            page_kb: page_size_kb(),
+            ticks_per_sec: super::clock_ticks_per_sec(),
+            page_kb: super::page_size() / 1024,
             followed: HashMap::new(),
             kept_limit: kept_stat_file_limit(),
             round: 0,
@@ -472,7 +456,7 @@ mod tests {
 
     #[test]
     fn clock_and_page_size_are_sane() {
-        assert!(clock_ticks_per_sec() >= 1.0);
-        assert!(page_size_kb() >= 4);
+        assert!(crate::host::clock_ticks_per_sec() >= 1.0);
+        assert!(crate::host::page_size() / 1024 >= 4);
     }
 }

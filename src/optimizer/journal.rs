@@ -17,22 +17,21 @@
 //! and holds an exclusive lock so that two instances never interleave their records.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Change;
 
 /// The journal's file name inside the state dir.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
-const JOURNAL_FILE_C: &CStr = c"journal.jsonl";
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -355,7 +354,8 @@ fn check_transition(
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    /// Locked for the journal's life: one writer per state dir.
+    file: Flock<File>,
     ledger: Ledger,
     /// The file ends without a newline (a cut write, or a failed append): the next record
     /// must start on its own line.
@@ -368,8 +368,7 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, Recovery), JournalError> {
         let dir_file = open_state_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
-        let mut file = open_journal_file(&dir_file, &path)?;
-        lock(&file, &path)?;
+        let mut file = lock(open_journal_file(&dir_file, &path)?, &path)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)
             .map_err(|source| JournalError::Io {
@@ -719,8 +718,8 @@ fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<(), JournalE
 
 /// Opens the journal inside the checked dir: never through a symlink, append-only, 0600.
 fn open_journal_file(dir: &File, path: &Path) -> Result<File, JournalError> {
-    let base = libc::O_RDWR | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let (file, created) = match openat(dir, base | libc::O_CREAT | libc::O_EXCL) {
+    let base = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let (file, created) = match openat(dir, base | OFlag::O_CREAT | OFlag::O_EXCL) {
         Ok(file) => (Ok(file), true),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (openat(dir, base), false),
         Err(e) => (Err(e), true),
@@ -746,37 +745,25 @@ fn open_journal_file(dir: &File, path: &Path) -> Result<File, JournalError> {
     Ok(file)
 }
 
-fn openat(dir: &File, flags: libc::c_int) -> io::Result<File> {
-    // SAFETY: the dir fd is open for the whole call and the name is a NUL-terminated literal.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            JOURNAL_FILE_C.as_ptr(),
-            flags,
-            FILE_MODE as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat just returned this fd and nothing else owns it.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+fn openat(dir: &File, flags: OFlag) -> io::Result<File> {
+    let mode = nix::sys::stat::Mode::from_bits_truncate(FILE_MODE);
+    Ok(File::from(nix::fcntl::openat(
+        dir,
+        JOURNAL_FILE,
+        flags,
+        mode,
+    )?))
 }
 
 /// One writer at a time: a second instance interleaving records would corrupt both stories.
-fn lock(file: &File, path: &Path) -> Result<(), JournalError> {
-    // SAFETY: flock on an fd we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(JournalError::Locked {
+/// The lock lasts as long as the returned file.
+fn lock(file: File, path: &Path) -> Result<Flock<File>, JournalError> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(locked),
+        Err((_, Errno::EWOULDBLOCK)) => Err(JournalError::Locked {
             path: path.to_path_buf(),
-        })
-    } else {
-        Err(io_error(path, "lock", err))
+        }),
+        Err((_, errno)) => Err(io_error(path, "lock", io::Error::from(errno))),
     }
 }
 

@@ -42,9 +42,6 @@ const WEIGHT_RANGE: std::ops::RangeInclusive<i64> = 1..=10_000;
 /// Kernel bounds of a CFS quota and period, in microseconds (1 ms .. 1 s for the period).
 const MIN_QUOTA_US: i64 = 1_000;
 const PERIOD_RANGE: std::ops::RangeInclusive<i64> = 1_000..=1_000_000;
-/// Used when the page size cannot be asked for; the kernel's rounding is then checked
-/// against 4 KiB pages, the size on every host this tool has met.
-const FALLBACK_PAGE_SIZE: u64 = 4096;
 
 /// Reads and writes the whitelisted control files of cgroup directories under `roots.sys`.
 #[derive(Debug, Clone)]
@@ -211,7 +208,7 @@ fn same_in_kind(kind: FileKind, wrote: &str, read: &str) -> bool {
         },
         FileKind::V2Bytes | FileKind::V1Bytes => match (limit_bytes(wrote), limit_bytes(read)) {
             (Some(None), Some(None)) => true,
-            (Some(Some(w)), Some(Some(r))) => r == w - w % page_size(),
+            (Some(Some(w)), Some(Some(r))) => r == w - w % crate::host::page_size(),
             _ => false,
         },
         FileKind::IdList => match (parse_id_list(wrote), parse_id_list(read)) {
@@ -231,16 +228,6 @@ fn limit_bytes(value: &str) -> Option<Option<u64>> {
     }
     let bytes = u64::try_from(parse_bytes(value).ok()??).ok()?;
     Some((bytes < V1_UNLIMITED).then_some(bytes))
-}
-
-/// The kernel rounds memory limits down to whole pages of this size.
-fn page_size() -> u64 {
-    // SAFETY: sysconf takes an integer name and touches no memory of ours.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size)
-        .ok()
-        .filter(|s| *s > 0)
-        .unwrap_or(FALLBACK_PAGE_SIZE)
 }
 
 impl CgroupFileActuator {
@@ -559,7 +546,7 @@ mod tests {
 
     #[test]
     fn read_back_is_compared_as_the_kernel_means_it() {
-        let page = page_size();
+        let page = crate::host::page_size();
         let unaligned = 64 * 1024 * 1024 + 1;
         let rounded = (unaligned - unaligned % page).to_string();
         assert!(same("memory.max", &unaligned.to_string(), &rounded));

@@ -12,7 +12,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -22,13 +21,6 @@ use crate::model::{Knob, Target};
 use crate::optimizer::change::ActuatorError;
 
 const WORLD_WRITABLE: u32 = 0o002;
-/// statfs f_type of sysfs and procfs (linux/magic.h): their files are not truncated, only
-/// written, as the kernel expects.
-const SYSFS_MAGIC: libc::__fsword_t = 0x6265_6572;
-const PROC_SUPER_MAGIC: libc::__fsword_t = 0x9fa0;
-/// statfs f_type of cgroup v1 and v2 mounts: kernel files too, never truncated.
-const CGROUP_SUPER_MAGIC: libc::__fsword_t = 0x0027_e0eb;
-const CGROUP2_SUPER_MAGIC: libc::__fsword_t = 0x6367_7270;
 
 /// Reads and writes host files under the roots' sys and proc trees.
 #[derive(Debug, Clone)]
@@ -250,23 +242,21 @@ fn open_for_write(path: &Path) -> Result<File, ActuatorError> {
 }
 
 /// Whether the open file lives on sysfs, procfs or a cgroup filesystem.
+/// Their files (sysfs, procfs, cgroup v1 and v2) are not truncated, only written, as the
+/// kernel expects.
 fn is_kernel_file(file: &File) -> bool {
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: the fd is open for the life of `file`, and `buf` is a writable statfs the
-    // kernel fills completely on success.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: fstatfs returned 0, so it initialised `buf`.
-    let stats = unsafe { buf.assume_init() };
-    [
-        SYSFS_MAGIC,
-        PROC_SUPER_MAGIC,
-        CGROUP_SUPER_MAGIC,
-        CGROUP2_SUPER_MAGIC,
-    ]
-    .contains(&stats.f_type)
+    use nix::sys::statfs::{
+        CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC,
+    };
+    nix::sys::statfs::fstatfs(file).is_ok_and(|stats| {
+        [
+            SYSFS_MAGIC,
+            PROC_SUPER_MAGIC,
+            CGROUP_SUPER_MAGIC,
+            CGROUP2_SUPER_MAGIC,
+        ]
+        .contains(&stats.filesystem_type())
+    })
 }
 
 /// An I/O error as an actuator error, by what it means for the operator.
