@@ -13,18 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS=${1:-131}
 REQUESTS=${2:-500}
-IMAGE=sutazai-test:busybox
 PREFIX=sutazai-bench-api
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
 docker info >/dev/null 2>&1 || { echo "Docker is not answering: run scripts/test.sh once or start dockerd" >&2; exit 1; }
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  tmp=$(mktemp -d); mkdir -p "$tmp/rootfs/bin"; cp /bin/busybox "$tmp/rootfs/bin/"
-  for a in sh sleep; do ln -s busybox "$tmp/rootfs/bin/$a"; done
-  tar -C "$tmp/rootfs" -cf "$tmp/rootfs.tar" . && docker import "$tmp/rootfs.tar" "$IMAGE" >/dev/null
-  rm -rf "$tmp"
-fi
+IMAGE=$(scripts/busybox-image.sh)   # the tests' image too: busybox with every applet
 
 work=$(mktemp -d)
 chmod 700 "$work"

@@ -15,7 +15,6 @@ cd "$(dirname "$0")/.."
 RATE=${1:-20}
 SECONDS_PER_PHASE=${2:-20}
 SETTLE=${3:-60}
-IMAGE=sutazai-test:busybox
 PORT=18080
 URL="http://127.0.0.1:$PORT/cgi-bin/work"
 PREFIX=sutazai-bench-latency
@@ -24,12 +23,7 @@ BIN=./target/release/sutazai-top
 
 docker info >/dev/null 2>&1 || { echo "Docker is not answering: run scripts/test.sh once or start dockerd" >&2; exit 1; }
 command -v tmux >/dev/null || { echo "tmux is needed (apt-get install tmux)" >&2; exit 1; }
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  tmp=$(mktemp -d); mkdir -p "$tmp/rootfs/bin"; cp /bin/busybox "$tmp/rootfs/bin/"
-  for a in sh sleep httpd mkdir chmod; do ln -s busybox "$tmp/rootfs/bin/$a"; done
-  tar -C "$tmp/rootfs" -cf "$tmp/rootfs.tar" . && docker import "$tmp/rootfs.tar" "$IMAGE" >/dev/null
-  rm -rf "$tmp"
-fi
+IMAGE=$(scripts/busybox-image.sh)   # the tests' image too: busybox with every applet
 
 cleanup() {
   tmux kill-session -t "$PREFIX" 2>/dev/null || true

@@ -165,7 +165,7 @@ fn httpd(name: &str, port: u16, dir: &std::path::Path, labels: &[String]) -> Con
         args.extend(["--label", label.as_str()]);
     }
     args.extend([
-        support::TEST_IMAGE,
+        support::test_image(),
         "httpd",
         "-f",
         "-p",

@@ -9,8 +9,23 @@ use sutazai_top::config::Config;
 use sutazai_top::engine::{self, EngineConfig, EngineHandle};
 use sutazai_top::model::Snapshot;
 
-/// The test image: busybox-static imported into Docker (no registry is reachable here).
-pub const TEST_IMAGE: &str = "sutazai-test:busybox";
+/// The test image, built by the one recipe the benches use too (`scripts/busybox-image.sh`:
+/// Debian's busybox-static with every applet), imported once if Docker lacks it.
+pub fn test_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/busybox-image.sh");
+        let out = Command::new(script)
+            .output()
+            .expect("scripts/busybox-image.sh runs");
+        assert!(
+            out.status.success(),
+            "scripts/busybox-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -30,33 +45,9 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Import the test image once (from Debian's busybox-static) if Docker does not have it.
+/// Make sure the test image is there (kept for the tests that call it before a run).
 pub fn ensure_test_image() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        if docker(&["image", "inspect", TEST_IMAGE]).status.success() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox from Debian's busybox-static");
-        for applet in ["sh", "sleep", "yes", "cat", "true", "httpd", "dd"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(dir.path().join("rootfs"))
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
-        docker_ok(&["import", tar.to_str().unwrap(), TEST_IMAGE]);
-    });
+    test_image();
 }
 
 /// A container this test started; removed (forcibly) when dropped, even on failure.
@@ -72,7 +63,7 @@ impl Container {
         let _ = docker(&["rm", "-f", name]);
         let mut args = vec!["run", "-d", "--network", "none", "--name", name];
         args.extend_from_slice(extra);
-        args.push(TEST_IMAGE);
+        args.push(test_image());
         args.extend_from_slice(cmd);
         let id = docker_ok(&args);
         Container {
