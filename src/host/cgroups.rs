@@ -5,9 +5,17 @@
 //! controllers elsewhere (or co-mounts "cpu,cpuacct") still works. A process's cgroup comes
 //! from proc/<pid>/cgroup. Counters are read straight from the cgroup files, which stays cheap
 //! with a hundred containers where Docker's one-shot stats calls do not.
+//!
+//! mountinfo and proc/<pid>/cgroup lines are parsed by procfs-core (`MountInfo::from_line`,
+//! `ProcessCGroups`), one line at a time so a line it refuses is skipped alone; mountinfo's
+//! octal escapes, which procfs-core leaves in place, are decoded here. The cgroup files
+//! themselves (cpu.stat, io.stat, memory.max, ...) are cgroupfs, which procfs-core does not
+//! cover: their small parsers below are by hand.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+
+use procfs_core::{FromBufRead, ProcessCGroups};
 
 use crate::host::{HostError, HostRoots, read_to_string};
 use crate::model::{CgroupLayout, Pressure, UsageSource};
@@ -57,15 +65,13 @@ struct CgroupMountLine {
 
 /// Parse one mountinfo line; `None` for lines that are not cgroup mounts or are malformed.
 fn parse_mountinfo_line(line: &str) -> Option<CgroupMountLine> {
-    let (before, after) = line.split_once(" - ")?;
-    let mut head = before.split_whitespace();
-    let root = head.nth(3)?;
-    let mount_point = head.next()?;
-    let mut tail = after.split_whitespace();
-    let fstype = tail.next()?;
-    let _source = tail.next()?;
-    let super_options = tail.next().unwrap_or("");
-    let unified = match fstype {
+    // Most lines are other mounts; skip them before procfs-core builds two option maps each.
+    let (_, after) = line.split_once(" - ")?;
+    if !after.starts_with("cgroup") {
+        return None;
+    }
+    let mount = procfs_core::process::MountInfo::from_line(line).ok()?;
+    let unified = match mount.fs_type.as_str() {
         "cgroup2" => true,
         "cgroup" => false,
         _ => return None,
@@ -73,15 +79,22 @@ fn parse_mountinfo_line(line: &str) -> Option<CgroupMountLine> {
     let controllers = if unified {
         Vec::new()
     } else {
-        super_options
-            .split(',')
-            .filter(|o| !o.is_empty() && !o.contains('=') && !NON_CONTROLLER_OPTIONS.contains(o))
-            .map(str::to_string)
+        // Controllers are the bare super options ("cpu", "memory"); "name=systemd" and
+        // flags like "rw" are not.
+        mount
+            .super_options
+            .iter()
+            .filter(|(option, value)| {
+                value.is_none()
+                    && !option.is_empty()
+                    && !NON_CONTROLLER_OPTIONS.contains(&option.as_str())
+            })
+            .map(|(option, _)| option.clone())
             .collect()
     };
     Some(CgroupMountLine {
-        root: unescape_mountinfo(root),
-        mount_point: unescape_mountinfo(mount_point),
+        root: unescape_mountinfo(&mount.root),
+        mount_point: unescape_mountinfo(&mount.mount_point.to_string_lossy()),
         unified,
         controllers,
     })
@@ -255,24 +268,25 @@ impl ProcCgroups {
 pub fn parse_proc_cgroup(text: &str) -> ProcCgroups {
     let mut out = ProcCgroups::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut parts = line.splitn(3, ':');
-        let (Some(hier), Some(controllers), Some(path)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
+        // One line at a time: procfs-core refuses a whole text for one odd line.
+        let Ok(ProcessCGroups(entries)) = ProcessCGroups::from_buf_read(line.as_bytes()) else {
             tracing::debug!("skipping malformed proc cgroup line");
             continue;
         };
-        if hier.parse::<u32>().is_err() || !path.starts_with('/') {
-            tracing::debug!("skipping malformed proc cgroup line");
-            continue;
-        }
-        if hier == "0" && controllers.is_empty() {
-            out.unified = Some(path.to_string());
-            continue;
-        }
-        for controller in controllers.split(',') {
-            if !controller.is_empty() && !controller.contains('=') {
-                out.v1.insert(controller.to_string(), path.to_string());
+        for entry in entries {
+            if !entry.pathname.starts_with('/') {
+                tracing::debug!("skipping malformed proc cgroup line");
+                continue;
+            }
+            if entry.hierarchy == 0 && entry.controllers.is_empty() {
+                out.unified = Some(entry.pathname);
+                continue;
+            }
+            for controller in entry.controllers {
+                // Named hierarchies ("name=systemd") have no controller.
+                if !controller.contains('=') {
+                    out.v1.insert(controller, entry.pathname.clone());
+                }
             }
         }
     }

@@ -3,10 +3,16 @@
 //! /proc/stat holds counters since boot, so a figure needs two readings. The sampler keeps the
 //! previous reading; the arithmetic lives in pure functions (`cpu_snapshot`, `times_between`)
 //! so it can be tested without a clock or a kernel.
+//!
+//! /proc/loadavg is parsed by procfs-core's `LoadAverage`. /proc/stat is parsed by hand:
+//! procfs-core's `KernelStats` lists the per-CPU lines by position, not by CPU number (wrong
+//! once a CPU is offline, since the kernel leaves its line out) and has no `intr` total.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use procfs_core::FromRead;
 
 use crate::host::{HostError, HostRoots, counter_rate, read_optional, read_to_string};
 use crate::model::{CpuSnapshot, CpuTimes};
@@ -115,21 +121,16 @@ fn parse_cpu_counters<'a>(words: impl Iterator<Item = &'a str>) -> Option<CpuCou
     })
 }
 
-/// Parse /proc/loadavg ("0.07 0.18 0.14 1/103 7984"); `None` when the three averages are not
-/// all there.
+/// Parse /proc/loadavg ("0.07 0.18 0.14 1/103 7984", all five fields, as every kernel prints
+/// them); `None` when it is not that or an average is negative or not finite.
 pub fn parse_loadavg(text: &str) -> Option<LoadAvg> {
-    let mut words = text.split_whitespace();
-    let mut next = || {
-        words
-            .next()?
-            .parse::<f32>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    };
+    let load = procfs_core::LoadAverage::from_read(text.as_bytes()).ok()?;
+    // f32 parsing takes "inf" and "NaN", which no kernel prints.
+    let sane = |v: f32| (v.is_finite() && v >= 0.0).then_some(v);
     Some(LoadAvg {
-        load1: next()?,
-        load5: next()?,
-        load15: next()?,
+        load1: sane(load.one)?,
+        load5: sane(load.five)?,
+        load15: sane(load.fifteen)?,
     })
 }
 
@@ -321,6 +322,9 @@ procs_blocked 0\n";
         );
         assert_eq!(parse_loadavg("0.07 0.18"), None);
         assert_eq!(parse_loadavg("a b c"), None);
+        assert_eq!(parse_loadavg("a b c 1/2 3"), None);
+        assert_eq!(parse_loadavg("inf 0.1 0.1 1/2 3"), None);
+        assert_eq!(parse_loadavg("-1 0.1 0.1 1/2 3"), None);
         assert_eq!(parse_loadavg(""), None);
     }
 

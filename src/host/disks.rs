@@ -1,5 +1,6 @@
 //! Block device I/O from /proc/diskstats: rates, utilisation, queue depth and await, the
-//! figures `iostat -x` shows.
+//! figures `iostat -x` shows. Each line is parsed by procfs-core's `DiskStat::from_line`, so
+//! a line it refuses is skipped alone.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,23 +43,18 @@ pub fn parse_diskstats(text: &str) -> Vec<(String, DiskCounters)> {
 }
 
 fn parse_diskstats_line(line: &str) -> Option<(String, DiskCounters)> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let name = words.get(2)?;
-    let field = |i: usize| words.get(i)?.parse::<u64>().ok();
-    // Major and minor must be numbers too, or this is not a diskstats line at all.
-    field(0)?;
-    field(1)?;
+    let disk = procfs_core::DiskStat::from_line(line).ok()?;
     Some((
-        (*name).to_string(),
+        disk.name,
         DiskCounters {
-            reads: field(3)?,
-            read_sectors: field(5)?,
-            read_ms: field(6)?,
-            writes: field(7)?,
-            write_sectors: field(9)?,
-            write_ms: field(10)?,
-            io_ticks_ms: field(12)?,
-            weighted_ms: field(13)?,
+            reads: disk.reads,
+            read_sectors: disk.sectors_read,
+            read_ms: disk.time_reading,
+            writes: disk.writes,
+            write_sectors: disk.sectors_written,
+            write_ms: disk.time_writing,
+            io_ticks_ms: disk.time_in_progress,
+            weighted_ms: disk.weighted_time_in_progress,
         },
     ))
 }

@@ -1,4 +1,7 @@
 //! Who the host is: name, kernel, uptime, and whether we may change anything (root).
+//! proc/uptime goes through procfs-core; hostname and osrelease are one word each, read as is.
+
+use procfs_core::FromRead;
 
 use crate::host::{HostRoots, read_optional};
 use crate::model::HostInfo;
@@ -25,12 +28,13 @@ fn read_trimmed(path: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// Whole seconds since boot from proc/uptime ("12345.67 23456.78"); 0 when unparseable.
+/// Whole seconds since boot from proc/uptime ("12345.67 23456.78", both fields as every
+/// kernel prints them), parsed by procfs-core's `Uptime`; 0 when unparseable.
 pub fn parse_uptime_secs(text: &str) -> u64 {
-    let parsed = text
-        .split_whitespace()
-        .next()
-        .and_then(|first| first.parse::<f64>().ok())
+    let parsed = procfs_core::Uptime::from_read(text.as_bytes())
+        .ok()
+        .map(|uptime| uptime.uptime)
+        // f64 parsing takes "inf" and "-5", which no kernel prints.
         .filter(|secs| secs.is_finite() && *secs >= 0.0);
     match parsed {
         // Truncation is intended: uptime is shown in whole seconds.
@@ -49,15 +53,17 @@ mod tests {
     #[test]
     fn uptime_takes_whole_seconds_of_first_field() {
         assert_eq!(parse_uptime_secs("12345.67 23456.78\n"), 12345);
-        assert_eq!(parse_uptime_secs("7"), 7);
+        assert_eq!(parse_uptime_secs("7 1"), 7);
     }
 
     #[test]
     fn uptime_garbage_is_zero() {
         assert_eq!(parse_uptime_secs(""), 0);
         assert_eq!(parse_uptime_secs("abc 1.0"), 0);
-        assert_eq!(parse_uptime_secs("-5.0"), 0);
-        assert_eq!(parse_uptime_secs("inf"), 0);
+        assert_eq!(parse_uptime_secs("-5.0 1.0"), 0);
+        assert_eq!(parse_uptime_secs("inf 1.0"), 0);
+        // The kernel always prints the idle time too; procfs-core requires it.
+        assert_eq!(parse_uptime_secs("7"), 0);
     }
 
     #[test]

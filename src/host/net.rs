@@ -1,7 +1,14 @@
 //! Network interfaces from /proc/net/dev: byte and packet rates, errors plus drops.
+//!
+//! The file is parsed by procfs-core's `InterfaceDeviceStatus`, which reads it whole: a line
+//! that is not a current kernel's (all 16 counters, a space after the colon; some 2.6-era
+//! kernels printed none) makes the reading an error rather than a partial list.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use procfs_core::FromBufRead;
+use procfs_core::net::{DeviceStatus, InterfaceDeviceStatus};
 
 use crate::host::counter_rate;
 use crate::host::{HostError, HostRoots, NamedReading, rates_by_name, read_to_string};
@@ -29,38 +36,46 @@ impl NetCounters {
     }
 }
 
-/// Parse /proc/net/dev into (interface, counters) in file order. The two header lines have no
-/// colon and are skipped like any other line that is short or holds garbage.
+/// Parse /proc/net/dev into (interface, counters) in file order; empty when procfs-core
+/// refuses the file (see `read_net_dev`).
 pub fn parse_net_dev(text: &str) -> Vec<(String, NetCounters)> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let parsed = parse_counters(rest);
-            let name = name.trim();
-            if parsed.is_none() || name.is_empty() {
-                tracing::debug!("skipping malformed net/dev line");
-                return None;
-            }
-            Some((name.to_string(), parsed?))
-        })
-        .collect()
+    read_net_dev(text).unwrap_or_default()
 }
 
-/// Receive: bytes packets errs drop fifo frame compressed multicast; then transmit: bytes
-/// packets errs drop ... Everything up to tx drop (field 11) must be there.
-fn parse_counters(rest: &str) -> Option<NetCounters> {
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| words.get(i)?.parse::<u64>().ok();
-    Some(NetCounters {
-        rx_bytes: field(0)?,
-        rx_packets: field(1)?,
-        rx_errs: field(2)?,
-        rx_drop: field(3)?,
-        tx_bytes: field(8)?,
-        tx_packets: field(9)?,
-        tx_errs: field(10)?,
-        tx_drop: field(11)?,
-    })
+/// The interfaces of /proc/net/dev in file order, or `None` when procfs-core refuses it.
+fn read_net_dev(text: &str) -> Option<Vec<(String, NetCounters)>> {
+    let Ok(InterfaceDeviceStatus(mut by_name)) =
+        InterfaceDeviceStatus::from_buf_read(text.as_bytes())
+    else {
+        tracing::debug!("procfs-core refused /proc/net/dev");
+        return None;
+    };
+    // procfs-core keys the interfaces by name; the kernel's order (lo first, then as they
+    // came up) is what the list shows, so walk the lines for it. Names hold no ':' or space.
+    let ordered = text
+        .lines()
+        .skip(2)
+        .filter_map(|line| {
+            let name = line.split_once(':')?.0.trim();
+            let status = by_name.remove(name).filter(|_| !name.is_empty())?;
+            let counters = counters(&status);
+            Some((status.name, counters))
+        })
+        .collect();
+    Some(ordered)
+}
+
+fn counters(status: &DeviceStatus) -> NetCounters {
+    NetCounters {
+        rx_bytes: status.recv_bytes,
+        rx_packets: status.recv_packets,
+        rx_errs: status.recv_errs,
+        rx_drop: status.recv_drop,
+        tx_bytes: status.sent_bytes,
+        tx_packets: status.sent_packets,
+        tx_errs: status.sent_errs,
+        tx_drop: status.sent_drop,
+    }
 }
 
 /// Rates for one interface between two readings `elapsed` apart; counters that went back
@@ -97,7 +112,11 @@ impl NetSampler {
 
     /// One reading, in file order. Rates are 0 on the first call and for a new interface.
     pub fn sample(&mut self) -> Result<Vec<NetStat>, HostError> {
-        let current = parse_net_dev(&read_to_string(&self.path)?);
+        let current =
+            read_net_dev(&read_to_string(&self.path)?).ok_or_else(|| HostError::Parse {
+                path: self.path.clone(),
+                what: "not the kernel's interface table".to_string(),
+            })?;
         let stats = rates_by_name(&mut self.prev, current, net_stat_between);
         Ok(stats)
     }
@@ -137,21 +156,27 @@ mod tests {
     }
 
     #[test]
-    fn old_style_line_without_space_after_colon_parses() {
-        let parsed = parse_net_dev("eth1:10 2 0 0 0 0 0 0 20 3 0 0 0 0 0 0\n");
-        assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed[0].1.rx_bytes, 10);
-        assert_eq!(parsed[0].1.tx_packets, 3);
+    fn odd_files_are_refused_whole_without_panic() {
+        let header = DEV.lines().take(2).collect::<Vec<_>>().join("\n");
+        // Some 2.6-era kernels printed no space after the colon; not a target any more.
+        let glued = format!("{header}\neth1:10 2 0 0 0 0 0 0 20 3 0 0 0 0 0 0\n");
+        let short = format!("{header}\neth0: 1 2 3\n");
+        let garbage = format!("{header}\neth1: a b c d e f g h i j k l m n o p\n");
+        for text in [glued, short, garbage] {
+            assert_eq!(read_net_dev(&text), None, "{text}");
+            assert!(parse_net_dev(&text).is_empty());
+        }
+        assert_eq!(read_net_dev(&header), Some(Vec::new()));
+        assert!(parse_net_dev("").is_empty());
     }
 
     #[test]
-    fn short_garbage_and_nameless_lines_are_skipped() {
-        let text = "eth0: 1 2 3\neth1: a b c d e f g h i j k l m n o p\n: 1 2 3 4 5 6 7 8 9 10 11 12\n\nwlan0: 5 1 0 0 0 0 0 0 6 1 0 0\n";
-        let parsed = parse_net_dev(text);
-        assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed[0].0, "wlan0");
-        assert_eq!(parsed[0].1.tx_bytes, 6);
-        assert!(parse_net_dev("").is_empty());
+    fn interfaces_keep_the_kernel_order() {
+        let text = format!(
+            "{DEV}  veth9: 1 1 0 0 0 0 0 0 2 2 0 0 0 0 0 0\n   br0: 3 3 0 0 0 0 0 0 4 4 0 0 0 0 0 0\n"
+        );
+        let names: Vec<String> = parse_net_dev(&text).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["lo", "eth0", "veth9", "br0"]);
     }
 
     #[test]

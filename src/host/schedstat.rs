@@ -5,6 +5,11 @@
 //! of run time says how much the agent is slowed by others holding its CPUs — the same
 //! question PSI answers, but available on every kernel with schedstats, also where cgroup PSI
 //! is not (cgroup v1-only hosts).
+//!
+//! schedstat is parsed by hand although procfs-core has `Schedstat`: it is read for every
+//! task of every latency agent each tick, and procfs-core's parse (which first copies the text
+//! into a new String) took 53 ns against 20 ns here. cgroup.procs is cgroupfs,
+//! which procfs-core does not cover.
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::host::memory::parse_kb_fields;
+use crate::host::memory::{parse_kb_fields, parse_meminfo};
 use crate::host::numbered_dirs;
 use crate::host::{HostError, HostRoots, parse_cpu_list, read_optional};
 use crate::model::{CacheInfo, LogicalCpu, NumaNode, Topology};
@@ -198,7 +198,7 @@ fn read_node(id: u32, dir: &Path) -> NumaNode {
 
 fn single_node(roots: &HostRoots, ids: &[u32]) -> NumaNode {
     let mem_total_kb = read_optional(&roots.proc.join("meminfo"))
-        .and_then(|text| parse_kb_fields(&text).get("MemTotal").copied())
+        .and_then(|text| parse_meminfo(&text).get("MemTotal").copied())
         .unwrap_or(0);
     NumaNode {
         id: 0,

@@ -1,6 +1,6 @@
 //! Hit ratio of every replacement policy on every trace in ../shared/traces at the README's
 //! sizes, with moka and quick_cache replayed the same way, printed as one table, then the
-//! targets of issue 5 checked. `cargo bench --bench cache_hit_ratio [-- FILTER...]`: a
+//! targets of issue 5 checked. `cargo bench -p sutazai-cache --bench cache_hit_ratio [-- FILTER...]`: a
 //! filter keeps the rows whose trace name contains it.
 
 // Tests and benches may unwrap: a panic there is the failure report.
@@ -209,7 +209,7 @@ fn check_targets(rows: &[Row]) {
     }
 }
 
-/// `cargo test --all-targets` runs benches too, without `--bench`: then only a smoke run
+/// `cargo test --workspace --all-targets` runs benches too, without `--bench`: then only a smoke run
 /// that proves the bench works, so the test suite stays short.
 fn smoke_run() -> bool {
     !std::env::args().any(|arg| arg == "--bench")
@@ -221,7 +221,9 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     if smoke_run() && filters.is_empty() {
-        println!("(smoke run: the cs trace only; `cargo bench --bench cache_hit_ratio` for all)");
+        println!(
+            "(smoke run: the cs trace only; `cargo bench -p sutazai-cache --bench cache_hit_ratio` for all)"
+        );
         filters.push("cs".to_string());
     }
     let started = Instant::now();

@@ -7,7 +7,7 @@
 //! admitted at Low priority — the loader is "the trace's block is available", as it is for a
 //! caller that registered one. Evictions are reported to the prefetcher so a prefetched key
 //! evicted unused counts against its accuracy.
-//! `cargo bench --bench cache_prefetch`.
+//! `cargo bench -p sutazai-cache --bench cache_prefetch`.
 
 // Tests and benches may unwrap: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -112,7 +112,7 @@ fn report_evictions(prefetcher: Option<&mut Prefetcher>, evicted: &[u64]) {
     }
 }
 
-/// `cargo test --all-targets` runs benches too, without `--bench`: then only a smoke run
+/// `cargo test --workspace --all-targets` runs benches too, without `--bench`: then only a smoke run
 /// that proves the bench works, so the test suite stays short.
 fn smoke_run() -> bool {
     !std::env::args().any(|arg| arg == "--bench")
@@ -121,7 +121,9 @@ fn smoke_run() -> bool {
 fn main() {
     let smoke = smoke_run();
     if smoke {
-        println!("(smoke run: sprite only; `cargo bench --bench cache_prefetch` for all)");
+        println!(
+            "(smoke run: sprite only; `cargo bench -p sutazai-cache --bench cache_prefetch` for all)"
+        );
     }
     println!("prefetch: depth {DEPTH}, admitted at Low priority; hit % with and without\n");
     println!(

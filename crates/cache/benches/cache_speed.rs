@@ -8,7 +8,7 @@
 //! (other load on the machine falls on all of them); a figure is the median over the
 //! rounds, and a ratio the median of the ratios between figures of the same round.
 //! Target (issue 5): at least 0.8x quick_cache on gets.
-//! `cargo bench --bench cache_speed [-- NAME...]` (NAME: keep only the contenders so named;
+//! `cargo bench -p sutazai-cache --bench cache_speed [-- NAME...]` (NAME: keep only the contenders so named;
 //! `WORKLOADS=get,put,mixed` picks workloads, `ROUNDS=n` the rounds per figure).
 
 // Tests and benches may unwrap: a panic there is the failure report.
@@ -298,7 +298,7 @@ fn contenders() -> Vec<Box<dyn Contender>> {
         CAPACITY,
     ))));
     all.push(Box::new(Moka(moka::sync::Cache::new(CAPACITY as u64))));
-    // `cargo bench --bench cache_speed -- NAME...` keeps the contenders whose name contains
+    // `cargo bench -p sutazai-cache --bench cache_speed -- NAME...` keeps the contenders whose name contains
     // a NAME (and quick_cache, the yardstick), e.g. to profile one of them.
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -327,7 +327,7 @@ fn workloads() -> Vec<Workload> {
     .collect()
 }
 
-/// `cargo test --all-targets` runs benches too, without `--bench`: then only a smoke run
+/// `cargo test --workspace --all-targets` runs benches too, without `--bench`: then only a smoke run
 /// that proves the bench works, so the test suite stays short.
 fn smoke_run() -> bool {
     !std::env::args().any(|arg| arg == "--bench")
@@ -342,7 +342,7 @@ fn main() {
     }
     if smoke_run() {
         println!(
-            "(smoke run: every contender filled and read back; `cargo bench --bench cache_speed` measures)"
+            "(smoke run: every contender filled and read back; `cargo bench -p sutazai-cache --bench cache_speed` measures)"
         );
         return;
     }
