@@ -9,6 +9,13 @@
 //! Recording is one `fetch_add(Relaxed)`. Readers take cumulative [`LatencyHistogram::counts`]
 //! and subtract the previous tick's with [`delta`]: nothing is reset under a concurrent writer,
 //! so no sample is lost between read and reset.
+//!
+//! Why not the `hdrhistogram` crate: it records through `&mut`, so connection tasks on several
+//! threads would share it behind a lock. `cargo bench -p sutazai-balancer --bench histogram`
+//! (2,000,000 records per thread, median of 7): ours 2.9 ns a record on one thread and 6.5 ns
+//! on two sharing it; hdrhistogram behind a mutex 7.4 ns and 47.5 ns (2.6x and 7.3x). A few
+//! nanoseconds against the ~11 µs of CPU a proxied request costs, but the lock serializes
+//! every answer of a backend across worker threads, and grows with them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
