@@ -14,103 +14,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Container, RunningEngine, docker_ok, test_config, unique};
-use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopChannel, StopRequest};
+use support::{Container, Served, docker_ok, test_config, unique};
+use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopRequest};
 use sutazai_top::config::Config;
 use sutazai_top::model::Snapshot;
 use sutazai_top::model::{Proposal, ProposalStatus};
-use tokio::sync::mpsc;
-
-/// The engine and its API in a temp dir; everything is stopped and removed when dropped.
-struct Served {
-    engine: RunningEngine,
-    server: Option<ApiServer>,
-    stops: mpsc::Receiver<StopRequest>,
-    client: Client,
-    dir: tempfile::TempDir,
-}
-
-impl Served {
-    fn start(mut config: Config, dir: tempfile::TempDir) -> Served {
-        config.optimizer.state_dir = dir.path().join("state");
-        config.api.socket = dir.path().join("run/api.sock");
-        config.api.token_file = dir.path().join("state/api.token");
-        std::fs::create_dir_all(&config.optimizer.state_dir).unwrap();
-        std::fs::set_permissions(
-            &config.optimizer.state_dir,
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
-        // An engine that serves the balancer is one that runs for the host, as `serve` does.
-        let engine = if config.balancer.enabled {
-            RunningEngine::start_managing(config.clone())
-        } else {
-            RunningEngine::start(config.clone())
-        };
-        let (tx, stops) = mpsc::channel(1);
-        let server = engine
-            .runtime
-            .block_on(ApiServer::start(
-                engine.handle.clone(),
-                &config.api,
-                Some(StopChannel {
-                    sender: tx,
-                    rollback_on_exit: true,
-                }),
-            ))
-            .expect("the API starts");
-        let client = Client::unix(&config.api.socket);
-        let mut served = Served {
-            engine,
-            server: Some(server),
-            stops,
-            client,
-            dir,
-        };
-        served
-            .engine
-            .wait_for(Duration::from_secs(15), "a first tick", |s| s.seq >= 1);
-        served
-    }
-
-    fn call(&self, client: &Client, method: &str, path: &str, body: &[u8]) -> ApiResponse {
-        let headers: &[(&str, &str)] = if body.is_empty() {
-            &[]
-        } else {
-            &[("content-type", "application/json")]
-        };
-        self.engine
-            .runtime
-            .block_on(client.send(method, path, headers, body.to_vec()))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    fn get(&self, path: &str) -> ApiResponse {
-        self.call(&self.client, "GET", path, b"")
-    }
-
-    fn post(&self, path: &str, body: &str) -> ApiResponse {
-        self.call(&self.client, "POST", path, body.as_bytes())
-    }
-
-    fn put(&self, path: &str, body: &str) -> ApiResponse {
-        self.call(&self.client, "PUT", path, body.as_bytes())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            let _guard = self.engine.runtime.enter();
-            server.shutdown();
-        }
-        let commands = self.engine.handle.commands.clone();
-        let _ = self
-            .engine
-            .runtime
-            .block_on(commands.send(sutazai_top::engine::Command::Quit));
-    }
-}
 
 fn json_of(r: &ApiResponse) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))

@@ -8,69 +8,14 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{RunningEngine, test_config};
-use sutazai_top::api::ApiServer;
+use support::{Served, test_config};
 use sutazai_top::api::cache::percent_encode;
 use sutazai_top::config::Config;
-
-/// The engine and its API in a temp dir; stopped when dropped.
-struct Served {
-    engine: RunningEngine,
-    server: Option<ApiServer>,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Served {
-    fn start(mut config: Config) -> Served {
-        let dir = tempfile::tempdir().expect("tempdir");
-        config.optimizer.state_dir = dir.path().join("state");
-        config.api.socket = dir.path().join("run/api.sock");
-        config.api.token_file = dir.path().join("state/api.token");
-        std::fs::create_dir_all(&config.optimizer.state_dir).expect("state dir");
-        std::fs::set_permissions(
-            &config.optimizer.state_dir,
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .expect("chmod");
-        let mut engine = RunningEngine::start(config.clone());
-        let server = engine
-            .runtime
-            .block_on(ApiServer::start(engine.handle.clone(), &config.api, None))
-            .expect("the API starts");
-        engine.wait_for(Duration::from_secs(15), "a first tick", |s| s.seq >= 1);
-        Served {
-            engine,
-            server: Some(server),
-            socket: config.api.socket.clone(),
-            _dir: dir,
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self._dir.path().join("state")
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            let _guard = self.engine.runtime.enter();
-            server.shutdown();
-        }
-        let commands = self.engine.handle.commands.clone();
-        let _ = self
-            .engine
-            .runtime
-            .block_on(commands.send(sutazai_top::engine::Command::Quit));
-    }
-}
 
 /// An answer as it came over the wire.
 struct Answer {
@@ -176,7 +121,7 @@ fn cache_config() -> Config {
 
 #[test]
 fn binary_values_go_in_and_come_back_with_their_level() {
-    let served = Served::start(cache_config());
+    let served = Served::start(cache_config(), tempfile::tempdir().expect("tempdir"));
     let socket = served.socket.as_path();
     // Every byte value in the key, '/' and '%' included.
     let key: Vec<u8> = (0..=255u8).rev().collect();
@@ -343,7 +288,7 @@ fn binary_values_go_in_and_come_back_with_their_level() {
 
 #[test]
 fn bad_requests_are_refused_with_the_reason() {
-    let served = Served::start(cache_config());
+    let served = Served::start(cache_config(), tempfile::tempdir().expect("tempdir"));
     let socket = served.socket.as_path();
     let too_big = call(socket, "PUT", "/api/cache/k", &[], &noise(2, 100_001));
     assert_eq!(too_big.status, 413);
@@ -376,7 +321,7 @@ fn bad_requests_are_refused_with_the_reason() {
 fn a_disabled_cache_answers_503() {
     let mut config = cache_config();
     config.cache.enabled = false;
-    let served = Served::start(config);
+    let served = Served::start(config, tempfile::tempdir().expect("tempdir"));
     let socket = served.socket.as_path();
     for (method, path) in [
         ("GET", "/api/cache"),

@@ -15,7 +15,7 @@ use sutazai_top::engine::{self, Command};
 use sutazai_top::report::{self, Format};
 
 use super::faces::wait_for_tick;
-use super::service::{PidLock, client};
+use super::service::PidLock;
 
 /// Ticks sampled when no --duration is given: enough for rates and a short history.
 const DEFAULT_TICKS: u64 = 3;
@@ -102,15 +102,7 @@ async fn sampler(
         let (handle, engine) = engine::spawn(config.engine());
         return Ok((handle, engine));
     }
-    let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
-    let (handle, remote) = sutazai_top::api::remote::attach(client(&config), config.report_dir)
-        .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
-                config.api.socket.display()
-            )
-        })?;
+    let (pid, handle, remote) = super::service::attach(&config).await?;
     tracing::info!(pid, "reporting on the running service");
     let detached = tokio::spawn(async move {
         let _ = remote.await;

@@ -484,6 +484,27 @@ fn process_alive(pid: u32) -> bool {
 // the dashboard: attach to a running service, else run its own engine
 // -------------------------------------------------------------------------------------------
 
+/// Attach to the service that holds the lock: its pid, a handle on its engine, and the task
+/// that follows it (ends when detached or when the service goes).
+pub(crate) async fn attach(
+    config: &Config,
+) -> anyhow::Result<(
+    u32,
+    EngineHandle,
+    tokio::task::JoinHandle<api::remote::Detached>,
+)> {
+    let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
+    let (handle, remote) = api::remote::attach(client(config), config.report_dir.clone())
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
+                config.api.socket.display()
+            )
+        })?;
+    Ok((pid, handle, remote))
+}
+
 pub async fn dashboard(config: Config) -> anyhow::Result<()> {
     // A share of the lock keeps a service from starting beside this dashboard's engine;
     // without a usable runtime dir (not root) the dashboard runs on, read-only anyway.
@@ -495,15 +516,7 @@ pub async fn dashboard(config: Config) -> anyhow::Result<()> {
             return faces::dashboard(config).await;
         }
     }
-    let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
-    let (handle, remote) = api::remote::attach(client(&config), config.report_dir.clone())
-        .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
-                config.api.socket.display()
-            )
-        })?;
+    let (pid, handle, remote) = attach(&config).await?;
     tracing::info!(pid, "attached to the running service");
     let face = handle.clone();
     let result = tokio::task::spawn_blocking(move || sutazai_top::tui::run(face)).await;

@@ -1,13 +1,17 @@
 //! Shared helpers for the tests that drive a real Docker daemon and the real engine.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use sutazai_top::api::{ApiResponse, ApiServer, Client, StopChannel, StopRequest};
 use sutazai_top::config::Config;
 use sutazai_top::engine::{self, EngineConfig, EngineHandle};
 use sutazai_top::model::Snapshot;
+use tokio::sync::mpsc;
 
 /// The test image, built by the one recipe the benches use too (`scripts/busybox-image.sh`:
 /// Debian's busybox-static with every applet), imported once if Docker lacks it.
@@ -93,6 +97,105 @@ pub fn test_config(interval_ms: u64) -> Config {
     Config {
         interval_ms,
         ..Config::default()
+    }
+}
+
+/// The engine and its API in a temp dir (the API tests and the cache API tests); everything
+/// is stopped and removed when dropped.
+pub struct Served {
+    pub engine: RunningEngine,
+    pub server: Option<ApiServer>,
+    /// What `POST /api/stop` asked.
+    pub stops: mpsc::Receiver<StopRequest>,
+    pub client: Client,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Served {
+    pub fn start(mut config: Config, dir: tempfile::TempDir) -> Served {
+        config.optimizer.state_dir = dir.path().join("state");
+        config.api.socket = dir.path().join("run/api.sock");
+        config.api.token_file = dir.path().join("state/api.token");
+        std::fs::create_dir_all(&config.optimizer.state_dir).unwrap();
+        std::fs::set_permissions(
+            &config.optimizer.state_dir,
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        // An engine that serves the balancer is one that runs for the host, as `serve` does.
+        let engine = if config.balancer.enabled {
+            RunningEngine::start_managing(config.clone())
+        } else {
+            RunningEngine::start(config.clone())
+        };
+        let (tx, stops) = mpsc::channel(1);
+        let server = engine
+            .runtime
+            .block_on(ApiServer::start(
+                engine.handle.clone(),
+                &config.api,
+                Some(StopChannel {
+                    sender: tx,
+                    rollback_on_exit: true,
+                }),
+            ))
+            .expect("the API starts");
+        let client = Client::unix(&config.api.socket);
+        let mut served = Served {
+            engine,
+            server: Some(server),
+            stops,
+            client,
+            socket: config.api.socket.clone(),
+            dir,
+        };
+        served
+            .engine
+            .wait_for(Duration::from_secs(15), "a first tick", |s| s.seq >= 1);
+        served
+    }
+
+    pub fn call(&self, client: &Client, method: &str, path: &str, body: &[u8]) -> ApiResponse {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/json")]
+        };
+        self.engine
+            .runtime
+            .block_on(client.send(method, path, headers, body.to_vec()))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn get(&self, path: &str) -> ApiResponse {
+        self.call(&self.client, "GET", path, b"")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> ApiResponse {
+        self.call(&self.client, "POST", path, body.as_bytes())
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> ApiResponse {
+        self.call(&self.client, "PUT", path, body.as_bytes())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _guard = self.engine.runtime.enter();
+            server.shutdown();
+        }
+        let commands = self.engine.handle.commands.clone();
+        let _ = self
+            .engine
+            .runtime
+            .block_on(commands.send(sutazai_top::engine::Command::Quit));
     }
 }
 
