@@ -15,9 +15,6 @@ use sutazai_balancer::discovery::{Candidate, PORT_LABEL, Published, ServiceDisco
 
 use super::docker::{self as docker_api, DockerError};
 
-/// How long one list call may take before the daemon counts as unresponsive.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
 type Events = Pin<
     Box<dyn Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Send>,
 >;
@@ -98,19 +95,13 @@ async fn list_candidates(client: &Docker) -> Result<Vec<Candidate>, DockerError>
         filters: Some(filters),
         ..Default::default()
     };
-    let listed = tokio::time::timeout(CALL_TIMEOUT, client.list_containers(Some(options)))
-        .await
-        .map_err(|_| DockerError::Timeout)??;
+    let listed = docker_api::timed(client.list_containers(Some(options))).await?;
     Ok(listed.into_iter().filter_map(candidate).collect())
 }
 
 fn candidate(summary: ContainerSummary) -> Option<Candidate> {
     let id = summary.id?;
-    let name = summary
-        .names
-        .and_then(|names| names.into_iter().next())
-        .map(|n| n.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| id.chars().take(12).collect());
+    let name = docker_api::container_name(&id, summary.names);
     Some(Candidate {
         name,
         labels: summary.labels.unwrap_or_default().into_iter().collect(),

@@ -47,7 +47,8 @@ pub enum DockerError {
     Timeout,
 }
 
-async fn timed<T>(
+/// One API call, given up after `CALL_TIMEOUT`.
+pub async fn timed<T>(
     fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
 ) -> Result<T, DockerError> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
@@ -75,11 +76,7 @@ pub async fn list(docker: &Docker) -> Result<Vec<Listed>, DockerError> {
         .into_iter()
         .filter_map(|s| {
             let id = s.id?;
-            let name = s
-                .names
-                .and_then(|names| names.into_iter().next())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.chars().take(12).collect());
+            let name = container_name(&id, s.names);
             Some(Listed {
                 name,
                 image: s.image.unwrap_or_default(),
@@ -212,6 +209,14 @@ fn counters_from_stats(stats: &ContainerStatsResponse) -> CgroupCounters {
         nr_throttled: throttling.and_then(|t| t.throttled_periods).unwrap_or(0),
         ..CgroupCounters::default()
     }
+}
+
+/// A container's name as Docker lists it ("/name"), or its short id when it has none.
+pub fn container_name(id: &str, names: Option<Vec<String>>) -> String {
+    names
+        .and_then(|names| names.into_iter().next())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| id.chars().take(12).collect())
 }
 
 #[cfg(test)]
