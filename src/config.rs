@@ -16,7 +16,7 @@ pub use crate::eliminator::DetectConfig;
 use crate::engine::EngineConfig;
 pub use crate::host::HostConfig;
 pub use crate::model::Mode;
-pub use crate::optimizer::{BatchPolicy, OptimizerConfig, UncleanExit};
+pub use crate::optimizer::{OptimizerConfig, SchedulerPolicy, UncleanExit};
 pub use sutazai_balancer::BalancerConfig;
 pub use sutazai_cache::CacheConfig;
 
@@ -258,6 +258,60 @@ mod tests {
             let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("line 2"), "{err}");
         }
+    }
+
+    /// Enumerations and addresses are typed while parsing: a wrong one names the key, its
+    /// line and what is allowed, and a right one arrives typed.
+    #[test]
+    fn typed_values_are_refused_while_parsing() {
+        for (text, says) in [
+            (
+                "[optimizer]\nscheduler_policy = \"SCHED_FIFO\"\n",
+                ["SCHED_FIFO", "SCHED_IDLE"],
+            ),
+            (
+                "[balancer]\nalgorithm = \"random\"\n",
+                ["random", "peak-ewma"],
+            ),
+            (
+                "[balancer]\n[[balancer.pools]]\nname = \"p\"\nalgorithm = \"fastest\"\npath_prefix = \"/p\"\n",
+                ["fastest", "least-connections"],
+            ),
+            ("[cache]\nl2_policy = \"fifo\"\n", ["fifo", "w-tinylfu"]),
+            (
+                "[api]\nlisten = \"localhost\"\n",
+                ["listen", "127.0.0.1:7878"],
+            ),
+            (
+                "[balancer]\nlisten = \"8080\"\n",
+                ["listen", "127.0.0.1:8080"],
+            ),
+            (
+                "[balancer]\nworker_threads = 65\n",
+                ["worker_threads = 65", "at most 64"],
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+            // The offending value is on the last line of each text but the pool's.
+            let last = text.lines().count() - usize::from(text.contains("path_prefix"));
+            assert!(err.contains(&format!("line {last}")), "{text}: {err}");
+            for word in says {
+                assert!(err.contains(word), "{text}: {err} lacks {word}");
+            }
+        }
+        let text = "[optimizer]\nscheduler_policy = \"SCHED_IDLE\"\n[api]\nlisten = \"127.0.0.1:7878\"\n\
+                    [balancer]\nalgorithm = \"round-robin\"\n[cache]\nl1_policy = \"arc\"\n";
+        let config = Config::parse(text, Path::new("x")).unwrap();
+        assert_eq!(
+            config.optimizer.scheduler_policy,
+            SchedulerPolicy::SchedIdle
+        );
+        assert_eq!(config.api.listen, Some("127.0.0.1:7878".parse().unwrap()));
+        assert_eq!(
+            config.balancer.algorithm,
+            sutazai_balancer::pick::Algorithm::RoundRobin
+        );
+        assert_eq!(config.cache.l1_policy, sutazai_cache::PolicyName::Arc);
     }
 
     #[test]

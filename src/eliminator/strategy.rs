@@ -11,6 +11,7 @@ use crate::model::Mode;
 use crate::model::{AgentClass, ContainerStat, Snapshot};
 use crate::model::{Bottleneck, BottleneckKind, Subject};
 use crate::model::{Fix, Intent, IntentTarget, Measure, Risk};
+use crate::optimizer::SchedulerPolicy;
 
 /// Turns bottlenecks it handles into fixes.
 pub trait EliminationStrategy: Send + Sync {
@@ -25,7 +26,7 @@ pub trait EliminationStrategy: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context {
     /// The policy proposed for batch agents (`scheduler_policy`, default SCHED_BATCH).
-    pub batch_policy: String,
+    pub batch_policy: SchedulerPolicy,
     /// Whether THP changes may be proposed (`enable_transparent_hugepages`, default false).
     pub thp_allowed: bool,
     /// Whether a KSM file exists on this host (sys/kernel/mm/ksm/run).
@@ -37,7 +38,7 @@ pub struct Context {
 impl Default for Context {
     fn default() -> Self {
         Context {
-            batch_policy: "SCHED_BATCH".to_string(),
+            batch_policy: SchedulerPolicy::SchedBatch,
             thp_allowed: false,
             ksm_available: false,
             numa_allowed: true,
@@ -237,10 +238,14 @@ impl EliminationStrategy for BatchPolicy {
             .into_iter()
             .filter(|c| c.pid.is_some())
             .collect();
-        let intents =
-            main_process_intents(&targets, Knob::Policy, "SCHED_OTHER", &context.batch_policy);
+        let intents = main_process_intents(
+            &targets,
+            Knob::Policy,
+            "SCHED_OTHER",
+            context.batch_policy.name(),
+        );
         // SCHED_IDLE starves a process whenever anything else runs: aggressive only.
-        let risk = if context.batch_policy == "SCHED_IDLE" {
+        let risk = if context.batch_policy == SchedulerPolicy::SchedIdle {
             Risk::High
         } else {
             Risk::Low
@@ -250,7 +255,7 @@ impl EliminationStrategy for BatchPolicy {
             summary: format!(
                 "run the main process of batch agents {} as {}",
                 names(&targets),
-                context.batch_policy
+                context.batch_policy.name()
             ),
             risk,
             metric: cpu_relief_metric(snap).0.to_string(),
@@ -690,7 +695,7 @@ mod tests {
             agent("c", AgentClass::Batch, 1024),
         ]);
         let ctx = Context {
-            batch_policy: "SCHED_IDLE".into(),
+            batch_policy: SchedulerPolicy::SchedIdle,
             ..Context::default()
         };
         let all = built_in();

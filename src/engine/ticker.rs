@@ -221,7 +221,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         detector: Detector::new(config.detect.clone()),
         strategies: crate::eliminator::built_in(),
         strategy_context: StrategyContext {
-            batch_policy: config.optimizer.scheduler_policy.name().to_string(),
+            batch_policy: config.optimizer.scheduler_policy,
             thp_allowed: config.optimizer.enable_transparent_hugepages,
             ksm_available: config.host.sys_root.join("kernel/mm/ksm/run").is_file(),
             numa_allowed: config.optimizer.enable_numa,

@@ -18,7 +18,7 @@ pub struct OptimizerConfig {
     pub rollback_on_exit: bool,
     /// The scheduler policy proposed for batch agents' processes: SCHED_BATCH (low risk)
     /// or SCHED_IDLE (high risk: the process runs only when nothing else wants the CPU).
-    pub scheduler_policy: BatchPolicy,
+    pub scheduler_policy: SchedulerPolicy,
     /// Apply proposals the mode allows without asking (one per cooldown).
     pub auto_fix: bool,
     /// Seconds a fix's figure is watched after applying before it is kept or rolled back.
@@ -48,7 +48,7 @@ impl Default for OptimizerConfig {
             state_dir: PathBuf::from("/var/lib/sutazai-top"),
             on_unclean_exit: UncleanExit::Ask,
             rollback_on_exit: false,
-            scheduler_policy: BatchPolicy::SchedBatch,
+            scheduler_policy: SchedulerPolicy::SchedBatch,
             auto_fix: false,
             validation_secs: 10,
             cooldown_secs: 15,
@@ -60,7 +60,7 @@ impl Default for OptimizerConfig {
 
 /// The scheduler policy proposed for batch agents, as the kernel names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum BatchPolicy {
+pub enum SchedulerPolicy {
     #[default]
     #[serde(rename = "SCHED_BATCH")]
     SchedBatch,
@@ -68,11 +68,11 @@ pub enum BatchPolicy {
     SchedIdle,
 }
 
-impl BatchPolicy {
+impl SchedulerPolicy {
     pub fn name(self) -> &'static str {
         match self {
-            BatchPolicy::SchedBatch => "SCHED_BATCH",
-            BatchPolicy::SchedIdle => "SCHED_IDLE",
+            SchedulerPolicy::SchedBatch => "SCHED_BATCH",
+            SchedulerPolicy::SchedIdle => "SCHED_IDLE",
         }
     }
 }

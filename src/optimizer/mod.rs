@@ -8,7 +8,7 @@
 
 pub mod actuators;
 pub mod config;
-pub use config::{BatchPolicy, OptimizerConfig, UncleanExit};
+pub use config::{OptimizerConfig, SchedulerPolicy, UncleanExit};
 pub mod change;
 pub mod follow;
 pub mod journal;
