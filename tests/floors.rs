@@ -216,6 +216,11 @@ fn show(edges: &Edges) -> String {
 #[test]
 fn no_circle_between_top_level_modules() {
     let edges = top_level_edges();
+    // `cargo test --test floors -- --nocapture` shows the edges.
+    println!(
+        "use crate::… edges between top-level modules:\n{}",
+        show(&edges)
+    );
     let found = circles(&edges);
     assert!(
         found.is_empty(),
