@@ -22,6 +22,8 @@ pub use sutazai_cache::CacheConfig;
 
 /// The shortest tick the engine accepts; faster sampling costs more than it shows.
 pub const MIN_INTERVAL_MS: u64 = 250;
+/// The longest: an hour (a tick far longer would leave `snapshot` waiting for ever).
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +76,7 @@ impl Default for ServiceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "sutazai_top=debug".
+    #[serde(deserialize_with = "log_level")]
     pub level: String,
 }
 
@@ -128,7 +131,11 @@ impl Config {
             message: err.to_string().trim_end().to_string(),
         })?;
         // Rules across keys (a backend's pool must exist...) that serde cannot check per key.
-        if let Some(message) = config.balancer.problem() {
+        if let Some(problem) = config.balancer.problem() {
+            let message = match line_of(text, &problem) {
+                Some(line) => format!("line {line}: {problem}"),
+                None => problem,
+            };
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 message,
@@ -185,7 +192,7 @@ impl Config {
 }
 
 fn interval_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    in_range(d, "interval_ms", MIN_INTERVAL_MS..)
+    in_range(d, "interval_ms", MIN_INTERVAL_MS..=MAX_INTERVAL_MS)
 }
 
 fn history_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -194,6 +201,43 @@ fn history_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn top_processes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     in_range(d, "top_processes", 1..=10_000)
+}
+
+/// The line (from 1) a rule across keys points at: `balancer.backends[2]` is the third
+/// `[[balancer.backends]]` table, `balancer.outlier.max_ejection_ms` that key's line. `None`
+/// where the text does not spell it that way (an inline array, say).
+fn line_of(text: &str, problem: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+    for table in ["backends", "pools"] {
+        let prefix = format!("balancer.{table}[");
+        if let Some(rest) = problem.strip_prefix(&prefix) {
+            let index: usize = rest.split(']').next()?.parse().ok()?;
+            let header = format!("[[balancer.{table}]]");
+            let (at, _) = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.starts_with(&header))
+                .nth(index)?;
+            return Some(at + 1);
+        }
+    }
+    let key = problem
+        .strip_prefix("balancer.outlier.")?
+        .split(' ')
+        .next()?;
+    let at = lines.iter().position(|l| l.starts_with(key))?;
+    Some(at + 1)
+}
+
+/// A tracing filter, checked as the logger will read it.
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let level = String::deserialize(d)?;
+    match tracing_subscriber::EnvFilter::try_new(&level) {
+        Ok(_) => Ok(level),
+        Err(err) => Err(serde::de::Error::custom(format!(
+            "level = {level:?} is not a log filter ({err}); e.g. \"info\" or \"sutazai_top=debug\""
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +356,41 @@ mod tests {
             sutazai_balancer::pick::Algorithm::RoundRobin
         );
         assert_eq!(config.cache.l1_policy, sutazai_cache::PolicyName::Arc);
+    }
+
+    /// What the hardening pass found the config let through (issue 15, item 7).
+    #[test]
+    fn careless_values_are_refused_naming_the_key_and_line() {
+        for (text, says, line) in [
+            ("interval_ms = 18446744073709551615\n", "interval_ms", 1),
+            ("[log]\nlevel = \"loud=[\"\n", "level", 2),
+            ("[api]\nsocket = \"\"\n", "socket is empty", 2),
+            ("[optimizer]\nstate_dir = \"\"\n", "state_dir is empty", 2),
+            (
+                "[balancer]\nsession_header = \"x-a\\nx-b\"\n",
+                "session_header",
+                2,
+            ),
+            (
+                "[balancer]\n[[balancer.backends]]\nhost = \"h\"\nport = 1\n[[balancer.backends]]\nhost = \"H\"\nport = 1\n",
+                "balancer.backends[1] repeats balancer.backends[0]",
+                5,
+            ),
+            (
+                "[balancer.outlier]\nbase_ejection_ms = 5000\nmax_ejection_ms = 1000\n",
+                "max_ejection_ms = 1000 is below",
+                3,
+            ),
+            (
+                "[balancer]\n[[balancer.pools]]\nname = \"p\"\n",
+                "neither header nor path_prefix",
+                2,
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+            assert!(err.contains(&format!("line {line}")), "{text}: {err}");
+        }
     }
 
     #[test]

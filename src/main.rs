@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use cli::bench::bench_observe;
 use cli::changes::{SetKnob, SetTarget, parse_set_knob, rollback, set_knob, show_journal};
 use cli::faces::snapshot;
-use sutazai_top::config::{Config, MIN_INTERVAL_MS};
+use sutazai_top::config::{Config, MAX_INTERVAL_MS, MIN_INTERVAL_MS};
 use sutazai_top::model::Mode;
 
 /// Exit status for a bad config or bad flag value (clap uses 2 for usage errors too).
@@ -184,9 +184,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         None => Config::default(),
     };
     if let Some(ms) = cli.interval {
-        if ms < MIN_INTERVAL_MS {
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&ms) {
             return Err(format!(
-                "--interval {ms} is below the floor of {MIN_INTERVAL_MS} ms"
+                "--interval {ms} must be at least {MIN_INTERVAL_MS} and at most {MAX_INTERVAL_MS} ms"
             ));
         }
         config.interval_ms = ms;
@@ -219,6 +219,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         config.optimizer.state_dir = dir.clone();
     }
     if let Some(level) = &cli.log_level {
+        tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|err| format!("--log-level {level:?} is not a log filter: {err}"))?;
         config.log.level = level.clone();
     }
     Ok(config)

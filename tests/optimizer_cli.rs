@@ -194,6 +194,35 @@ fn set_then_rollback_by_id_restores_affinity_exactly() {
     assert!(text(&again).contains("no open batch 1"), "{}", text(&again));
 }
 
+/// A journal damaged after a change (CRLF endings from an editor) hides the change from the
+/// rollback: it must say so and fail, not print "nothing to roll back" and exit 0.
+#[test]
+fn rollback_over_a_damaged_journal_fails_and_says_why() {
+    let state = tempfile::tempdir().unwrap();
+    let procs = Threads::spawn(1);
+    let pid = procs.pid().to_string();
+    let set = run(state.path(), &["set", "--pid", &pid, "nice", "5"]);
+    assert!(set.status.success(), "{}", text(&set));
+    let journal = state.path().join("journal.jsonl");
+    let crlf = std::fs::read_to_string(&journal)
+        .unwrap()
+        .replace('\n', "\r\n");
+    std::fs::write(&journal, crlf).unwrap();
+
+    let rollback = run(state.path(), &["rollback", "--all"]);
+    let said = String::from_utf8_lossy(&rollback.stdout).to_string();
+    assert!(!rollback.status.success(), "{}", text(&rollback));
+    assert!(!said.contains("nothing to roll back"), "{said}");
+    assert!(said.contains("journal line 1 unusable"), "{said}");
+    assert!(text(&rollback).contains("damaged"), "{}", text(&rollback));
+    // The change is still there, and the operator was told.
+    assert!(
+        procs.nices().values().all(|&n| n == 5),
+        "{:?}",
+        procs.nices()
+    );
+}
+
 #[test]
 fn rollback_after_the_process_exited_reports_it_gone_and_closes() {
     let state = tempfile::tempdir().unwrap();

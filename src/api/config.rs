@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Unix socket the API listens on (its directory is made 0700, the socket 0600).
+    #[serde(deserialize_with = "socket")]
     pub socket: PathBuf,
     /// Also listen on TCP at this address ("127.0.0.1:7878"); empty means no TCP.
     #[serde(deserialize_with = "listen_addr", serialize_with = "write_listen")]
@@ -46,4 +47,8 @@ fn write_listen<S: Serializer>(listen: &Option<SocketAddr>, s: S) -> Result<S::O
         Some(addr) => s.collect_str(addr),
         None => s.serialize_str(""),
     }
+}
+
+fn socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    sutazai_config_check::non_empty_path(d, "socket")
 }

@@ -254,14 +254,25 @@ async fn respond(
 
 /// Constant-time comparison, so the answer's timing says nothing about the token.
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = req
+    let Some(header) = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };
+    token_matches(header, token)
+}
+
+/// Whether an Authorization value carries `token` with the Bearer scheme, whose name is
+/// case-insensitive (RFC 9110, 11.1), in constant time over the token.
+fn token_matches(header: &str, token: &str) -> bool {
+    let Some((scheme, given)) = header.trim_start().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -298,4 +309,20 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        assert!(token_matches("Bearer abc", "abc"));
+        assert!(token_matches("bearer abc", "abc"));
+        assert!(token_matches("BEARER  abc ", "abc"));
+        assert!(!token_matches("Basic abc", "abc"));
+        assert!(!token_matches("Bearer abd", "abc"));
+        assert!(!token_matches("Bearerabc", "abc"));
+        assert!(!token_matches("bearer", "abc"));
+    }
 }

@@ -191,13 +191,19 @@ fn set_cgroup_file(
 }
 
 pub fn rollback(config: &Config, id: Option<u64>) -> anyhow::Result<()> {
-    let (mut optimizer, _) = open_optimizer(config)?;
+    let (mut optimizer, recovery) = open_optimizer(config)?;
+    // Lines the journal could not read may record changes still on the host: the rollback
+    // cannot see them, so it must not say all is well.
+    let damage = sutazai_top::optimizer::view::problems(&recovery);
     let results = match id {
         Some(id) => vec![optimizer.rollback_following(id)],
         None => optimizer.rollback_all_following(),
     };
     if results.is_empty() {
-        println!("nothing to roll back: no open batch");
+        match damage.is_empty() {
+            true => println!("nothing to roll back: no open batch"),
+            false => println!("no open batch could be read from the journal"),
+        }
     }
     let mut failed = false;
     for result in results {
@@ -226,6 +232,15 @@ pub fn rollback(config: &Config, id: Option<u64>) -> anyhow::Result<()> {
             failed = true;
         }
     }
+    for problem in &damage {
+        println!("{problem}");
+    }
+    anyhow::ensure!(
+        damage.is_empty(),
+        "the journal in {} is damaged: changes recorded on the lines above may still be \
+         applied, and nothing was done for them (see `sutazai-top journal`; undo them by hand)",
+        config.optimizer.state_dir.display()
+    );
     anyhow::ensure!(
         !failed,
         "some changes could not be restored; they stay open in the journal"

@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     /// Where the journal of changes to the host lives (root-owned, not world-writable).
+    #[serde(deserialize_with = "state_dir")]
     pub state_dir: PathBuf,
     /// At start, what to do with a batch an earlier run left half applied (it crashed or
     /// was killed mid-batch): restore it, keep it, or ask (show it and let the operator
@@ -75,4 +76,8 @@ impl SchedulerPolicy {
             SchedulerPolicy::SchedIdle => "SCHED_IDLE",
         }
     }
+}
+
+fn state_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    sutazai_config_check::non_empty_path(d, "state_dir")
 }

@@ -29,6 +29,7 @@ pub struct BalancerConfig {
     /// The default pool's algorithm (one of [`Algorithm::NAMES`]).
     pub algorithm: Algorithm,
     /// Sticky key for consistent-hash: this request header, else this cookie.
+    #[serde(deserialize_with = "session_header")]
     pub session_header: String,
     pub session_cookie: String,
     /// Requests that may wait for a backend with room when every one is full (0: none).
@@ -303,6 +304,30 @@ impl BalancerConfig {
                     names.join(", ")
                 ));
             }
+            // The API answers 409 to the same backend twice in a pool; so does the file.
+            let pool_of = |b: &BalancerBackendConfig| match b.pool.as_str() {
+                "" => Self::DEFAULT_POOL.to_string(),
+                named => named.to_string(),
+            };
+            let same = |b: &&BalancerBackendConfig| {
+                b.host.trim().eq_ignore_ascii_case(backend.host.trim())
+                    && b.port == backend.port
+                    && pool_of(b) == pool_of(backend)
+            };
+            if let Some(first) = self.backends[..i].iter().position(|b| same(&b)) {
+                return Some(format!(
+                    "{key} repeats balancer.backends[{first}] ({}:{} in pool {:?})",
+                    backend.host.trim(),
+                    backend.port,
+                    pool_of(backend)
+                ));
+            }
+        }
+        if self.outlier.max_ejection_ms < self.outlier.base_ejection_ms {
+            return Some(format!(
+                "balancer.outlier.max_ejection_ms = {} is below base_ejection_ms = {}",
+                self.outlier.max_ejection_ms, self.outlier.base_ejection_ms
+            ));
         }
         None
     }
@@ -340,6 +365,20 @@ fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, "count", 1..)
+}
+
+/// A header name (or "" for none): a newline or a space here would be refused only when the
+/// proxy starts.
+fn session_header<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if !v.is_empty()
+        && hyper::header::HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes()).is_err()
+    {
+        return Err(serde::de::Error::custom(format!(
+            "session_header = {v:?} is not a header name"
+        )));
+    }
+    Ok(v)
 }
 
 fn check_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -141,11 +141,13 @@ impl Header {
     }
 }
 
-/// Open a file of ours for reading, never through a symlink.
+/// Open a file of ours for reading, never through a symlink. Non-blocking, so that a FIFO
+/// planted in its place opens at once (and is refused below) instead of waiting for a writer
+/// while a shard lock is held; on a regular file the flag changes nothing.
 pub(crate) fn open_entry(path: &Path) -> Result<File, String> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
@@ -266,5 +268,23 @@ mod tests {
         assert!(read_file(&link).is_err());
         assert!(write_new(&link, b"x").is_err());
         assert_eq!(fs::read(&target).expect("intact").len(), HEADER_LEN + 2);
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_an_entry_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("planted.l3");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        // On a thread: a blocking open would hang this test, not fail it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_file(&fifo).map(|_| ()));
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO entry must not block");
+        assert_eq!(refused, Err("not a regular file".to_string()));
     }
 }

@@ -71,6 +71,21 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(
     })
 }
 
+/// A path that must be given: an empty one is refused naming the key (it would otherwise
+/// fail later, far from the file, with a muddled message).
+pub fn non_empty_path<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+) -> Result<std::path::PathBuf, D::Error> {
+    let path = std::path::PathBuf::deserialize(d)?;
+    if path.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(format!(
+            "{key} is empty: give a path"
+        )));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,22 +68,26 @@ fn rollback_blocking(
     roots: &HostRoots,
     batch: Option<u64>,
 ) -> RollbackOutcome {
-    let (mut optimizer, _) = crate::optimizer::view::open_waiting(dir, roots)
+    let (mut optimizer, recovery) = crate::optimizer::view::open_waiting(dir, roots)
         .map_err(|e| format!("cannot open the journal: {e}"))?;
+    // Lines the journal could not read may record changes still applied: never "all well".
+    let damage = crate::optimizer::view::problems(&recovery);
     let results = match batch {
         Some(b) => vec![optimizer.rollback_following(b)],
         None => optimizer.rollback_all_following(),
     };
     // Failure is decided from the results, never from the words.
-    let ok = results
-        .iter()
-        .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
+    let ok = damage.is_empty()
+        && results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|report| report.failed.is_empty()));
     let lines: Vec<String> = results
         .into_iter()
         .map(|r| match r {
             Ok(report) => crate::optimizer::view::summary(&report),
             Err(err) => err.to_string(),
         })
+        .chain(damage)
         .collect();
     drop(optimizer);
     Ok((
