@@ -257,6 +257,81 @@ fn serve_status_second_refused_dashboard_attaches_and_stop() {
     );
 }
 
+/// Every path the service owns follows one rule (issue 15): a token others can read, a token
+/// behind a symlink, a runtime dir that is a symlink or open to all, a log file behind a
+/// symlink: each is refused naming the path and why, and the service does not start.
+#[test]
+fn serve_refuses_paths_others_could_read_or_swap() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let token = "0123456789abcdef0123456789abcdef";
+    let on_tcp = |s: &Setup| {
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let text = text.replace("[api]\n", "[api]\nlisten = \"127.0.0.1:0\"\n");
+        std::fs::write(&s.config, text).unwrap();
+    };
+    type Arrange = Box<dyn Fn(&Setup, &Path)>;
+    let cases: Vec<(&str, Arrange, &str)> = vec![
+        (
+            "a token others can read",
+            Box::new(move |s, d| {
+                on_tcp(s);
+                let file = d.join("state/api.token");
+                std::fs::write(&file, token).unwrap();
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }),
+            "readable by others",
+        ),
+        (
+            "a token behind a symlink",
+            Box::new(move |s, d| {
+                on_tcp(s);
+                std::fs::write(d.join("planted.token"), token).unwrap();
+                std::fs::set_permissions(
+                    d.join("planted.token"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+                .unwrap();
+                symlink(d.join("planted.token"), d.join("state/api.token")).unwrap();
+            }),
+            "is a symlink",
+        ),
+        (
+            "a runtime dir that is a symlink",
+            Box::new(|_, d| {
+                std::fs::create_dir(d.join("elsewhere")).unwrap();
+                symlink(d.join("elsewhere"), d.join("run")).unwrap();
+            }),
+            "is a symlink",
+        ),
+        (
+            "a runtime dir open to all",
+            Box::new(|_, d| {
+                std::fs::create_dir(d.join("run")).unwrap();
+                std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o777))
+                    .unwrap();
+            }),
+            "world-writable",
+        ),
+        (
+            "a log file behind a symlink",
+            Box::new(|_, d| {
+                std::fs::write(d.join("victim"), "").unwrap();
+                symlink(d.join("victim"), d.join("serve.log")).unwrap();
+            }),
+            "is a symlink",
+        ),
+    ];
+    for (what, arrange, says) in cases {
+        let setup = Setup::new();
+        arrange(&setup, setup.dir.path());
+        let mut service = setup.serve(&[]);
+        let status = service.wait_exit(Duration::from_secs(20));
+        let stderr = service.stderr();
+        assert!(!status.success(), "{what}: served anyway");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+    }
+}
+
 #[test]
 fn sigterm_stops_cleanly_and_a_killed_service_blocks_nothing() {
     let setup = Setup::new();

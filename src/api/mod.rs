@@ -45,6 +45,9 @@ pub struct StopChannel {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// A path the API owns (the token, the socket's directory) broke the rule.
+    #[error("{0}")]
+    Path(#[from] sutazai_owned_paths::PathError),
     #[error("{path}: {what}: {source}")]
     Io {
         path: String,
@@ -56,6 +59,10 @@ pub enum ApiError {
     SocketInUse(String),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(String),
+    #[error(
+        "token file {path} is readable by others (mode {mode:o}): chmod 0600 it, or remove it for a new one"
+    )]
+    TokenReadable { path: String, mode: u32 },
     #[error("token file {0} is empty or not a token")]
     BadToken(String),
 }

@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use super::config::ApiConfig;
 use super::routes::{self, Matched, Reply, State};
 use super::{ApiError, MAX_BODY, StopChannel};
 use crate::engine::EngineHandle;
+use std::os::unix::fs::MetadataExt;
+use sutazai_owned_paths::Access;
 
 /// Largest request head (hyper's read buffer; its minimum).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -87,15 +89,8 @@ impl ApiServer {
 /// Bind the socket: its directory is made 0700 when missing; a stale socket (nothing
 /// answers) is replaced, a live one is never taken over.
 async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| ApiError::io(dir, "create the socket's directory", e))?;
-    }
+    // The socket's directory follows the rule of every owned path (created 0700).
+    sutazai_owned_paths::OwnedDir::of(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -114,41 +109,40 @@ async fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
-/// The token from `path`; a missing file is created 0600 with 32 random bytes in hex.
+/// The token from `path`; a missing file is created 0600 with 32 random bytes in hex. The
+/// file and its directory follow the rule of every owned path: a token others could read or
+/// replace (a symlink, mode 0644, another owner) is refused, never used.
 pub fn read_or_create_token(path: &Path) -> Result<String, ApiError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.trim().to_string();
-            if token.len() < 16 || token.chars().any(|c| c.is_whitespace()) {
-                return Err(ApiError::BadToken(path.display().to_string()));
-            }
-            Ok(token)
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => create_token(path),
-        Err(e) => Err(ApiError::io(path, "read token", e)),
+    let (mut file, created) =
+        sutazai_owned_paths::open_owned(path, Access::ReadWrite { create_mode: 0o600 })?;
+    if created {
+        return write_token(&mut file, path);
     }
+    let meta = file
+        .metadata()
+        .map_err(|e| ApiError::io(path, "inspect token", e))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(ApiError::TokenReadable {
+            path: path.display().to_string(),
+            mode: meta.mode() & 0o777,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| ApiError::io(path, "read token", e))?;
+    let token = text.trim().to_string();
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace()) {
+        return Err(ApiError::BadToken(path.display().to_string()));
+    }
+    Ok(token)
 }
 
-fn create_token(path: &Path) -> Result<String, ApiError> {
+fn write_token(file: &mut std::fs::File, path: &Path) -> Result<String, ApiError> {
     let mut raw = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut raw))
         .map_err(|e| ApiError::io(Path::new("/dev/urandom"), "read", e))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| ApiError::io(dir, "create the token's directory", e))?;
-    }
-    // create_new: never write through a file someone else placed meanwhile.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ApiError::io(path, "create token", e))?;
     writeln!(file, "{token}").map_err(|e| ApiError::io(path, "write token", e))?;
     tracing::info!(target: "sutazai_top::api", path = %path.display(), "created the API token");
     Ok(token)

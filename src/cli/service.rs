@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
+use sutazai_owned_paths::{Access, OwnedDir, open_owned};
 use tokio::sync::mpsc;
 
 use sutazai_top::api::routes::{Status, Stopping};
@@ -37,24 +37,12 @@ pub struct PidLock {
 }
 
 impl PidLock {
+    /// The pid file, by the rule of every owned path: the runtime dir ours (created 0700)
+    /// and writable by nobody else, the file never through a symlink.
     fn open(runtime_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
-        if !runtime_dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(runtime_dir)
-                .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
-        }
         let path = runtime_dir.join(PID_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("cannot open the pid file {}", path.display()))?;
+        let dir = OwnedDir::ensure(runtime_dir)?;
+        let (file, _) = dir.open(PID_FILE, Access::ReadWrite { create_mode: 0o644 })?;
         Ok((file, path))
     }
 
@@ -217,11 +205,8 @@ fn init_service_logging(config: &Config) -> anyhow::Result<()> {
         BoxMakeWriter::new(std::io::stderr)
     } else {
         let path = &config.service.log_file;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)
+        // Appended by the rule of every owned path: never through a symlink, ours alone.
+        let (file, _) = open_owned(Path::new(path), Access::Append { create_mode: 0o640 })
             .with_context(|| format!("cannot open the log file {path}"))?;
         BoxMakeWriter::new(std::io::stderr.and(Arc::new(file)))
     };

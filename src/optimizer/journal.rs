@@ -17,28 +17,22 @@
 //! and holds an exclusive lock so that two instances never interleave their records.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use sutazai_owned_paths::{Access, OwnedDir, PathError};
 
 use crate::model::Change;
 
 /// The journal's file name inside the state dir.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 
-const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
-/// Group- or world-writable: someone else could rewrite what we will later "undo" as root.
-const WRITABLE_BY_OTHERS: u32 = 0o022;
-const WORLD_WRITABLE: u32 = 0o002;
-const STICKY: u32 = 0o1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -366,9 +360,8 @@ impl Journal {
     /// Opens (creating if needed) `<dir>/journal.jsonl`, replays it and reports what a restart
     /// must handle. `dir` is created with mode 0700 if missing.
     pub fn open(dir: &Path) -> Result<(Journal, Recovery), JournalError> {
-        let dir_file = open_state_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
-        let mut file = lock(open_journal_file(&dir_file, &path)?, &path)?;
+        let mut file = lock(open_journal_file(dir, &path)?, &path)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)
             .map_err(|source| JournalError::Io {
@@ -577,13 +570,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn unsafe_path(path: &Path, why: impl fmt::Display) -> JournalError {
-    JournalError::Unsafe {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
 fn io_error(path: &Path, op: &'static str, source: io::Error) -> JournalError {
     JournalError::Io {
         path: path.to_path_buf(),
@@ -592,167 +578,27 @@ fn io_error(path: &Path, op: &'static str, source: io::Error) -> JournalError {
     }
 }
 
-/// Creates the state dir if missing, checks it and the path to it, and opens it without
-/// following a symlink, so the file is then opened relative to the dir that was checked.
-fn open_state_dir(dir: &Path) -> Result<File, JournalError> {
-    // Checked before creating anything, so nothing is made inside a path others control.
-    check_ancestors(dir)?;
-    let created = create_dir_if_missing(dir)?;
-    match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => return Err(unsafe_path(dir, "is a symlink")),
-        Ok(meta) if !meta.is_dir() => return Err(unsafe_path(dir, "is not a directory")),
-        Ok(_) => {}
-        Err(source) => return Err(io_error(dir, "inspect", source)),
-    }
-    let dir_file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(dir)
-        .map_err(|source| match source.raw_os_error() {
-            Some(libc::ELOOP) => unsafe_path(dir, "is a symlink"),
-            Some(libc::ENOTDIR) => unsafe_path(dir, "is not a directory"),
-            _ => io_error(dir, "open", source),
-        })?;
-    if created {
-        // The umask may have narrowed the mode; make it exactly 0700.
-        dir_file
-            .set_permissions(Permissions::from_mode(DIR_MODE))
-            .map_err(|source| io_error(dir, "set the mode of", source))?;
-    }
-    let meta = dir_file
-        .metadata()
-        .map_err(|source| io_error(dir, "inspect", source))?;
-    check_owner_and_mode(dir, &meta)?;
-    Ok(dir_file)
-}
-
-/// Returns whether the dir was created. A new dir's entry is synced into its parent, so the
-/// journal cannot vanish with it in a crash after a Begin was synced.
-fn create_dir_if_missing(dir: &Path) -> Result<bool, JournalError> {
-    match fs::symlink_metadata(dir) {
-        Ok(_) => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io_error(dir, "inspect", source)),
-    }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|source| io_error(dir, "create", source))?;
-    let parent = parent_or_cwd(dir);
-    File::open(parent)
-        .and_then(|p| p.sync_all())
-        .map_err(|source| io_error(parent, "sync", source))?;
-    Ok(true)
-}
-
-fn nearest_existing_parent(dir: &Path) -> &Path {
-    let mut candidate = parent_or_cwd(dir);
-    while fs::symlink_metadata(candidate).is_err() {
-        match candidate.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => candidate = parent,
-            _ => return Path::new("."),
-        }
-    }
-    candidate
-}
-
-fn parent_or_cwd(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
-/// Every directory above the state dir must be owned by root or us, and not writable by all
-/// unless sticky (as /tmp): otherwise someone could swap the state dir for their own. Checks
-/// from the nearest existing parent up; the levels still to create will be ours, mode 0700.
-fn check_ancestors(dir: &Path) -> Result<(), JournalError> {
-    let parent = nearest_existing_parent(dir);
-    let canonical =
-        fs::canonicalize(parent).map_err(|source| io_error(parent, "resolve", source))?;
-    let euid = nix::unistd::geteuid().as_raw();
-    for ancestor in canonical.ancestors() {
-        let meta =
-            fs::metadata(ancestor).map_err(|source| io_error(ancestor, "inspect", source))?;
-        if meta.uid() != 0 && meta.uid() != euid {
-            return Err(unsafe_path(
-                dir,
-                format_args!("{} is owned by uid {}", ancestor.display(), meta.uid()),
-            ));
-        }
-        if meta.mode() & WORLD_WRITABLE != 0 && meta.mode() & STICKY == 0 {
-            return Err(unsafe_path(
-                dir,
-                format_args!("{} is world-writable and not sticky", ancestor.display()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Ours alone: owned by the effective uid, writable by nobody else.
-fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<(), JournalError> {
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(unsafe_path(
-            path,
-            format_args!("owned by uid {}, not by us (uid {euid})", meta.uid()),
-        ));
-    }
-    let mode = meta.mode();
-    if mode & WORLD_WRITABLE != 0 {
-        return Err(unsafe_path(
-            path,
-            format_args!("world-writable (mode {:o})", mode & 0o7777),
-        ));
-    }
-    if mode & WRITABLE_BY_OTHERS != 0 {
-        return Err(unsafe_path(
-            path,
-            format_args!("group-writable (mode {:o})", mode & 0o7777),
-        ));
-    }
-    Ok(())
-}
-
-/// Opens the journal inside the checked dir: never through a symlink, append-only, 0600.
-fn open_journal_file(dir: &File, path: &Path) -> Result<File, JournalError> {
-    let base = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let (file, created) = match openat(dir, base | OFlag::O_CREAT | OFlag::O_EXCL) {
-        Ok(file) => (Ok(file), true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (openat(dir, base), false),
-        Err(e) => (Err(e), true),
-    };
-    let file = file.map_err(|source| match source.raw_os_error() {
-        Some(libc::ELOOP) => unsafe_path(path, "is a symlink"),
-        _ => io_error(path, "open", source),
-    })?;
-    if created {
-        file.set_permissions(Permissions::from_mode(FILE_MODE))
-            .map_err(|source| io_error(path, "set the mode of", source))?;
-        // The new entry must survive a crash as surely as the records written into it.
-        dir.sync_all()
-            .map_err(|source| io_error(path, "sync the directory of", source))?;
-    }
-    let meta = file
-        .metadata()
-        .map_err(|source| io_error(path, "inspect", source))?;
-    if !meta.is_file() {
-        return Err(unsafe_path(path, "is not a regular file"));
-    }
-    check_owner_and_mode(path, &meta)?;
+/// The state dir and the journal in it, by the rule every owned path follows
+/// (`sutazai_owned_paths`): ours, writable by nobody else, never through a symlink.
+fn open_journal_file(dir: &Path, path: &Path) -> Result<File, JournalError> {
+    let owned = OwnedDir::ensure(dir).map_err(journal_error)?;
+    let (file, _) = owned
+        .open(
+            JOURNAL_FILE,
+            Access::ReadAppend {
+                create_mode: FILE_MODE,
+            },
+        )
+        .map_err(journal_error)?;
+    debug_assert_eq!(owned.path().join(JOURNAL_FILE), path);
     Ok(file)
 }
 
-fn openat(dir: &File, flags: OFlag) -> io::Result<File> {
-    let mode = nix::sys::stat::Mode::from_bits_truncate(FILE_MODE);
-    Ok(File::from(nix::fcntl::openat(
-        dir,
-        JOURNAL_FILE,
-        flags,
-        mode,
-    )?))
+fn journal_error(err: PathError) -> JournalError {
+    match err {
+        PathError::Unsafe { path, why } => JournalError::Unsafe { path, why },
+        PathError::Io { path, op, source } => JournalError::Io { path, op, source },
+    }
 }
 
 /// One writer at a time: a second instance interleaving records would corrupt both stories.

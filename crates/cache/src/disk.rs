@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,20 +88,14 @@ impl DiskShared {
             return Ok(());
         }
         let dir = &self.dir;
-        match fs::symlink_metadata(dir) {
-            Ok(meta) => check_dir(dir, &meta)?,
-            Err(err) if err.kind() == ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-                // The umask may have narrowed more, never widened; make it exactly 0700.
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("{}: chmod 0700: {e}", dir.display()))?;
-            }
-            Err(err) => return Err(format!("{}: {err}", dir.display())),
-        }
+        // The rule of every path the engine owns (ours, never a symlink, nobody else may
+        // write), and then closed to reading too: values may be private.
+        let owned = sutazai_owned_paths::OwnedDir::ensure(dir).map_err(|e| e.to_string())?;
+        let meta = owned
+            .as_file()
+            .metadata()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        check_dir(dir, &meta)?;
         *ready = true;
         Ok(())
     }
