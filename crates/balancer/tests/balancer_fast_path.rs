@@ -107,6 +107,10 @@ async fn backend_connection(mut stream: TcpStream) {
                     }
                 }
             }
+            "/garbage" => {
+                let _ = stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
+                return;
+            }
             "/until-close" => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
@@ -293,6 +297,38 @@ fn find_chunked_end(buf: &[u8]) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|at| last + at + 4)
+}
+
+/// What the hardening pass found the proxy passing on (issue 15): two Host fields are a 400
+/// (RFC 9112 §3.2), an absolute-form target's authority is the Host the backend sees
+/// (§3.2.2), and a backend answering garbage is a 502, not "no backend is up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_requests_are_refused_and_a_garbled_answer_is_a_502() {
+    let backend = raw_backend().await;
+    let proxy = Proxy(proxy_for(&backend));
+    let ask = |request: &'static [u8]| {
+        let addr = proxy.0.local_addr();
+        async move {
+            let mut client = Client::connect(addr).await;
+            client.send(request).await;
+            client.answer().await
+        }
+    };
+    let two_hosts = ask(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(
+        two_hosts.head.starts_with("HTTP/1.1 400"),
+        "{}",
+        two_hosts.head
+    );
+
+    let absolute = ask(b"GET http://target.test/abs HTTP/1.1\r\nHost: client.test\r\n\r\n").await;
+    let seen = String::from_utf8_lossy(&absolute.body).to_ascii_lowercase();
+    assert!(seen.starts_with("get /abs http/1.1\r\n"), "{seen}");
+    assert!(seen.contains("\r\nhost: target.test\r\n"), "{seen}");
+    assert!(!seen.contains("client.test"), "{seen}");
+
+    let garbled = ask(b"GET /garbage HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(garbled.head.starts_with("HTTP/1.1 502"), "{}", garbled.head);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,8 +96,9 @@ pub(super) fn prepare(parts: &mut Parts, forwarded_for: &HeaderValue) -> Upgrade
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
+    // A target with an authority (absolute-form, or h2's :authority) names the host: the
+    // Host field is replaced by it (RFC 9112 §3.2.2), not kept beside it.
+    if let Some(authority) = parts.uri.authority()
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
         parts.headers.insert(header::HOST, host);

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::backend::{IDLE_REUSE_MAX_MS, IDLE_REUSE_UNSAFE_MAX_MS};
+use super::backend::{IDLE_REUSE_MAX_MS, IDLE_REUSE_UNSAFE_MAX_MS, SendFailure};
 use super::body::ResBody;
 use super::pick::Algorithm;
 use super::pool::{Pool, Skip};
@@ -128,6 +128,10 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
             "CONNECT is not supported by this proxy\n",
         );
     }
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        // Which one would the backend believe? RFC 9112 §3.2: answer 400.
+        return local(StatusCode::BAD_REQUEST, "more than one Host field\n");
+    }
     let pool = &**shared.route(&req);
     let session = (pool.algorithm == Algorithm::ConsistentHash)
         .then(|| Session::of(&shared.settings, req.headers()))
@@ -154,13 +158,16 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
     };
     let mut held = Some((parts, body));
     let mut tried = Skip::default();
+    let mut last_failure: Option<SendFailure> = None;
     let mut deadline = None;
     for attempt in 1..=MAX_ATTEMPTS {
         let members = pool.members();
         let session_bytes = session.as_ref().map(Session::bytes);
         let (slot, started) = match acquire(shared, pool, &members, &tried, session_bytes).await {
             Ok(got) => got,
-            Err(response) => return response,
+            // After a failed attempt, its failure is the answer (a 502 for a garbled reply),
+            // not "no backend is up" because the one that failed is now skipped.
+            Err(response) => return last_failure.map_or(response, SendFailure::response),
         };
         // One deadline for the whole request from its first send, shared by the retries:
         // a hanging backend costs request_timeout once, not once per attempt.
@@ -183,6 +190,7 @@ async fn handle(context: &ClientContext, req: Request<Incoming>) -> Response<Res
             failure.may_retry() && retryable && held.is_some() && attempt < MAX_ATTEMPTS;
         if retry_allowed(shared, may_retry) {
             tried.add(serial);
+            last_failure = Some(failure);
             continue;
         }
         return failure.response();

@@ -119,6 +119,7 @@ pub(super) fn parse_request<'s>(
     let mut has_host = false;
     let mut length: Option<u64> = None;
     let mut upgrade: Option<&[u8]> = None;
+    let mut hosts = 0;
     for field in request.headers.iter() {
         let name = field.name;
         if named(name, "connection") {
@@ -133,6 +134,12 @@ pub(super) fn parse_request<'s>(
             upgrade = Some(field.value);
         } else if named(name, "expect") || named(name, "transfer-encoding") {
             return Parsed::Handover;
+        } else if named(name, "host") {
+            // A second Host is refused by the hyper path (400): leave it to that path.
+            if hosts > 0 {
+                return Parsed::Handover;
+            }
+            hosts += 1;
         } else if named(name, "content-length") {
             match (content_length(field.value), length) {
                 (Some(n), None) => length = Some(n),
@@ -574,6 +581,7 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             assert!(
                 matches!(

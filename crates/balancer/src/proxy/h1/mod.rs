@@ -236,6 +236,7 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
         IDLE_REUSE_UNSAFE_MAX_MS
     };
     let mut tried = Skip::default();
+    let mut last_failure = None;
     let mut deadline = None;
     let mut request = Vec::with_capacity(head.wire.len() + body.len() + 64);
     for attempt in 1..=MAX_ATTEMPTS {
@@ -243,7 +244,12 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
         let session = head.session.as_ref().map(|s| s.bytes());
         let (slot, started) = match acquire(shared, pool, &members, &tried, session).await {
             Ok(got) => got,
-            Err(response) => return write_local(client, &response, head, close_client).await,
+            // After a failed attempt its failure answers (as the hyper path), not "no
+            // backend is up" because the one that failed is now skipped.
+            Err(response) => {
+                let response = last_failure.map_or(response, |f: SendFailure| f.response());
+                return write_local(client, &response, head, close_client).await;
+            }
         };
         // One deadline from the first send, shared by the retries (as the hyper path).
         let deadline = *deadline.get_or_insert(started + shared.settings.request_timeout);
@@ -275,6 +281,7 @@ async fn answer<C: AsyncRead + AsyncWrite + Unpin>(
         let may_retry = failure.may_retry() && retryable && attempt < MAX_ATTEMPTS;
         if retry_allowed(shared, may_retry) {
             tried.add(serial);
+            last_failure = Some(failure);
             continue;
         }
         return write_local(client, &failure.response(), head, close_client).await;
