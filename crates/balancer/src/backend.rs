@@ -215,6 +215,19 @@ impl<T> IdleList<T> {
         }
     }
 
+    /// Close the kept connections that can no longer be reused: idle past
+    /// [`IDLE_REUSE_MAX_MS`] (`take` would never hand them out) or closed by the backend.
+    /// Without this a connection is only dropped when it is next looked at, and after a
+    /// burst of load the backends' closed sockets sit in CLOSE_WAIT for ever.
+    fn sweep(&self, open: impl Fn(&T) -> bool) {
+        let now = coarse_now_ms();
+        if let Ok(mut idle) = self.0.lock() {
+            idle.retain(|(connection, since)| {
+                now.saturating_sub(*since) <= IDLE_REUSE_MAX_MS && open(connection)
+            });
+        }
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.0.lock().map_or(true, |idle| idle.is_empty())
@@ -354,6 +367,12 @@ impl Backend {
         if !self.removed.load(Ordering::Relaxed) {
             self.idle_raw.put(connection);
         }
+    }
+
+    /// Close the idle connections that can no longer be reused (see `IdleList::sweep`).
+    pub fn sweep_idle(&self) {
+        self.idle.sweep(|sender| !sender.is_closed());
+        self.idle_raw.sweep(RawConnection::still_open);
     }
 
     /// Close every idle connection (the backend left its pool).

@@ -597,6 +597,7 @@ async fn run(
     }
     tokio::spawn(roll_retry_budget(shared.clone(), shutdown.clone()));
     tokio::spawn(tick_coarse_clock(shutdown.clone()));
+    tokio::spawn(sweep_idle_connections(shared.clone(), shutdown.clone()));
     if shared.busy_poll.enabled() {
         let shared = shared.clone();
         tokio::spawn(async move { shared.busy_poll.run().await });
@@ -651,6 +652,25 @@ async fn roll_retry_budget(shared: Arc<Shared>, mut shutdown: watch::Receiver<bo
 }
 
 /// Keeps the backends' coarse clock (idle connection ages) within 50 ms of the time.
+/// Every second, close the idle backend connections that can no longer be reused, so the
+/// descriptors a burst of load opened go back once the backends close their side.
+async fn sweep_idle_connections(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                for pool in shared.pools() {
+                    for backend in &pool.members().backends {
+                        backend.sweep_idle();
+                    }
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 async fn tick_coarse_clock(mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
     loop {

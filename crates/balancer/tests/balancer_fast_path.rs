@@ -107,6 +107,15 @@ async fn backend_connection(mut stream: TcpStream) {
                     }
                 }
             }
+            "/bye" => {
+                // A keep-alive answer, then the backend closes its side while the proxy
+                // keeps the connection idle.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
             "/garbage" => {
                 let _ = stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
                 return;
@@ -329,6 +338,58 @@ async fn ambiguous_requests_are_refused_and_a_garbled_answer_is_a_502() {
 
     let garbled = ask(b"GET /garbage HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(garbled.head.starts_with("HTTP/1.1 502"), "{}", garbled.head);
+}
+
+/// Sockets of this machine's connections to `port` in CLOSE_WAIT (the backend closed, the
+/// holder did not), from /proc/net/tcp: specific to this test's backend, whatever else runs.
+fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+/// After a burst of load, the idle connections the backend closed are swept in the
+/// background: their descriptors go back without waiting for the next request (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_closed_by_the_backend_are_swept() {
+    let backend = raw_backend().await;
+    let proxy = Proxy(proxy_for(&backend));
+    let addr = proxy.0.local_addr();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                client.send(b"GET /bye HTTP/1.1\r\nHost: a\r\n\r\n").await;
+                client.answer().await
+            })
+        })
+        .collect();
+    for client in clients {
+        assert!(client.await.unwrap().head.starts_with("HTTP/1.1 200"));
+    }
+    let port = backend.addr.port();
+    // The backend closes its side 100 ms after answering.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while close_wait_to(port) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections to the backend still in CLOSE_WAIT",
+            close_wait_to(port)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        backend.connections.load(Ordering::SeqCst) >= 2,
+        "the load used several connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
