@@ -811,4 +811,32 @@ mod tests {
             Some((5, "f".into()))
         );
     }
+
+    proptest::proptest! {
+        /// Any line, and real lines with bytes changed: a record or a reason, never a panic;
+        /// the replay of any bytes never panics either.
+        #[test]
+        fn fuzz_journal_lines(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+        ) {
+            let _ = parse_line(&bytes);
+            let _ = replay(&bytes);
+            let json = serde_json::to_vec(&Record::Begin {
+                batch: 1,
+                at_ms: 5,
+                label: "fuzz".to_string(),
+                changes: vec![change("5")],
+            }).unwrap();
+            let mut line = format!("{:08x} ", crc32(&json)).into_bytes();
+            line.extend_from_slice(&json);
+            for (at, byte) in edits {
+                let len = line.len();
+                line[at % len] = byte;
+            }
+            let _ = parse_line(&line);
+            line.push(b'\n');
+            let _ = replay(&line);
+        }
+    }
 }

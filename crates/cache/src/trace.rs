@@ -64,20 +64,31 @@ pub fn read_arc(path: &Path) -> Result<Vec<u64>, TraceError> {
         if text.is_empty() {
             return Ok(());
         }
-        let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
-        let bad = || TraceError::BadArcLine {
+        let blocks = arc_request(text).ok_or_else(|| TraceError::BadArcLine {
             path: path.to_path_buf(),
             line: number,
             text: text.to_string(),
-        };
-        let (Some(Ok(start)), Some(Ok(count))) = (fields.next(), fields.next()) else {
-            return Err(bad());
-        };
-        let end = start.checked_add(count).ok_or_else(bad)?;
-        accesses.extend(start..end);
+        })?;
+        accesses.extend(blocks);
         Ok(())
     })?;
     Ok(accesses)
+}
+
+/// Most blocks one ARC request may span; the real traces' largest is in the hundreds. A
+/// line claiming more would make the reader try to hold them all (found by fuzzing).
+const MAX_BLOCKS_PER_REQUEST: u64 = 1 << 20;
+
+/// The blocks of one ARC line ("start count [...]"), or `None` when it is not one.
+fn arc_request(text: &str) -> Option<std::ops::Range<u64>> {
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(start)), Some(Ok(count))) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    if count > MAX_BLOCKS_PER_REQUEST {
+        return None;
+    }
+    Some(start..start.checked_add(count)?)
 }
 
 /// Reads a LIRS-format trace (`*.trace.gz`): one block per line; lines that are not an
@@ -204,5 +215,29 @@ mod tests {
         junk.write_all(b"not gzip").expect("write");
         let error = read_lirs(junk.path()).expect_err("corrupt").to_string();
         assert!(error.contains("gzip"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any line: a range no longer than the cap, or refused; never a panic.
+        #[test]
+        fn fuzz_arc_lines(line in "[0-9 \\-x]{0,60}") {
+            if let Some(blocks) = arc_request(&line) {
+                prop_assert!(blocks.end - blocks.start <= MAX_BLOCKS_PER_REQUEST);
+            }
+        }
+    }
+
+    /// The find: a count of 2^64 - 1 made the reader try to allocate every block.
+    #[test]
+    fn a_huge_count_is_refused_not_allocated() {
+        assert_eq!(arc_request("0 18446744073709551615 0 0"), None);
+        assert_eq!(arc_request("7 3 0 0"), Some(7..10));
     }
 }

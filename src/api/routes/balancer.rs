@@ -221,3 +221,23 @@ pub(super) fn balancer_change(
         pools: changed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any body, and JSON objects of the right keys with any values: a backend or a 400
+        /// naming the field, never a panic.
+        #[test]
+        fn fuzz_backend_bodies(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            json in "\\{(\"(host|port|weight|max_connections|pool|x)\": ?(\"[ -~]{0,20}\"|-?[0-9]{0,25}(\\.[0-9]{1,3})?|null|true|\\[\\]|\\{\\}), ?){0,6}\"port\": ?[0-9]{0,6}\\}",
+        ) {
+            let _ = backend_spec(&bytes);
+            if let Err(failure) = backend_spec(json.as_bytes()) {
+                proptest::prop_assert_eq!(failure.status, StatusCode::BAD_REQUEST);
+            }
+        }
+    }
+}

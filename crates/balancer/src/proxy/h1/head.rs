@@ -695,4 +695,45 @@ mod tests {
             );
         }
     }
+
+    /// A request head with some bytes changed, inserted or cut.
+    fn mutated(base: &'static [u8]) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..12).prop_map(
+            move |edits| {
+                let mut bytes = base.to_vec();
+                for (at, byte, op) in edits {
+                    let at = at % (bytes.len() + 1);
+                    match op {
+                        0 if at < bytes.len() => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ if at < bytes.len() => drop(bytes.remove(at)),
+                        _ => {}
+                    }
+                }
+                bytes
+            },
+        )
+    }
+
+    proptest::proptest! {
+        /// The fast path's heads from clients and backends: parsed, handed over or refused,
+        /// never a panic; a head it rewrites ends its fields and carries no bare line feed
+        /// that a backend could read as a field of its own.
+        #[test]
+        fn fuzz_request_heads(bytes in mutated(b"POST /v1/x?y=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 3\r\nCookie: session=s1\r\n\r\nabc")) {
+            let shared = shared();
+            if let Parsed::Request(head) = parse_request(&bytes, &shared, b"127.0.0.1") {
+                proptest::prop_assert!(head.wire.ends_with(b"\r\n"));
+                let bare_lf = head.wire.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
+                proptest::prop_assert!(!bare_lf, "{}", text(&head.wire));
+            }
+        }
+
+        #[test]
+        fn fuzz_response_heads(bytes in mutated(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n")) {
+            let _ = parse_response(&bytes, asked(false, false));
+            let _ = parse_response(&bytes, asked(true, true));
+        }
+    }
 }
