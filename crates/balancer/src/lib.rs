@@ -226,9 +226,15 @@ impl Balancer {
             ejections: pool.ejections.clone(),
         }));
         pool.update(|backends| {
-            if backends.iter().any(|b| b.id == id) {
+            // The same server under another name (127.1, localhost) is the same backend.
+            let same =
+                |b: &&Arc<Backend>| b.id == id || b.addrs.iter().any(|a| backend.addrs.contains(a));
+            if let Some(existing) = backends.iter().find(same) {
                 return Err(BalancerError::Duplicate {
-                    id: id.clone(),
+                    id: match existing.id == id {
+                        true => id.clone(),
+                        false => format!("{id} (as {})", existing.id),
+                    },
                     pool: pool.name.clone(),
                 });
             }
@@ -467,6 +473,16 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, BalancerError> {
     addrs.dedup();
     if addrs.is_empty() {
         return Err(unresolved("no address".to_string()));
+    }
+    // 0.0.0.0 or :: means "every address" to a listener; as a target it is not one, and it
+    // would reach the same server as 127.0.0.1 under another name.
+    addrs.retain(|addr| !addr.ip().is_unspecified());
+    if addrs.is_empty() {
+        return Err(unresolved(
+            "an unspecified address (0.0.0.0 or ::) is not one to connect to: name the \
+             backend's own, e.g. 127.0.0.1"
+                .to_string(),
+        ));
     }
     Ok(addrs)
 }

@@ -714,6 +714,22 @@ async fn backends_are_added_and_removed_at_run_time() {
         .0
         .add_backend(BackendSpec::new("127.0.0.1", second.addr.port()));
     assert!(duplicate.unwrap_err().to_string().contains("already"));
+    // The same server under another name is the same backend; 0.0.0.0 is no target at all.
+    let alias = proxy
+        .0
+        .add_backend(BackendSpec::new("127.1", second.addr.port()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        alias.contains("already") && alias.contains("as 127.0.0.1"),
+        "{alias}"
+    );
+    let any = proxy
+        .0
+        .add_backend(BackendSpec::new("0.0.0.0", second.addr.port()))
+        .unwrap_err()
+        .to_string();
+    assert!(any.contains("not one to connect to"), "{any}");
     let mut elsewhere = BackendSpec::new("127.0.0.1", second.addr.port());
     elsewhere.pool = "nowhere".to_string();
     assert!(
