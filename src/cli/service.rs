@@ -66,30 +66,28 @@ impl PidLock {
 
     /// Why the service's lock is refused: who holds it, a service or dashboards.
     fn refusal(mut file: File, path: &Path) -> anyhow::Error {
-        {
-            let holders = lock_holders(&file);
-            let shared_only = !holders.is_empty() && holders.iter().all(|h| !h.exclusive);
-            let pids = if holders.is_empty() {
-                read_pid(&mut file)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default()
-            } else {
-                let pids: Vec<String> = holders.iter().map(|h| h.pid.to_string()).collect();
-                pids.join(", ")
-            };
-            if shared_only {
-                return anyhow::anyhow!(
-                    "a sutazai-top dashboard runs its own engine (pid {pids}); one engine per \
+        let holders = lock_holders(&file);
+        let shared_only = !holders.is_empty() && holders.iter().all(|h| !h.exclusive);
+        let pids = if holders.is_empty() {
+            read_pid(&mut file)
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        } else {
+            let pids: Vec<String> = holders.iter().map(|h| h.pid.to_string()).collect();
+            pids.join(", ")
+        };
+        if shared_only {
+            return anyhow::anyhow!(
+                "a sutazai-top dashboard runs its own engine (pid {pids}); one engine per \
                      host — quit it, start the service, then start the dashboard again (it \
                      attaches to the service)"
-                );
-            }
-            anyhow::anyhow!(
-                "another sutazai-top engine is already running (pid {pids}, lock {}); \
-                 one engine per host — see `sutazai-top status`, stop it with `sutazai-top stop`",
-                path.display()
-            )
+            );
         }
+        anyhow::anyhow!(
+            "another sutazai-top engine is already running (pid {pids}, lock {}); \
+                 one engine per host — see `sutazai-top status`, stop it with `sutazai-top stop`",
+            path.display()
+        )
     }
 
     /// A dashboard's share: `Ok(None)` when a service holds the lock (attach to it instead).
