@@ -145,7 +145,7 @@ pub(crate) struct PrefetchCounts {
 }
 
 /// Everything a shard counts, merged across shards for a snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ShardCounts {
     pub levels: [LevelCounts; 3],
     pub total: Counts,

@@ -15,7 +15,7 @@ use super::l3file::MAX_KEY_LEN;
 use super::level::{MemLevel, Stored};
 use super::policy::Priority;
 use super::shard::{L3, Shard, Skip};
-use super::stats::{CacheSnapshot, Counts, Extra, History, Level, ShardCounts, Totals};
+use super::stats::{CacheSnapshot, Counts, Extra, History, Level, LevelUsage, ShardCounts, Totals};
 use super::tally::Tallies;
 use crate::config::CacheConfig;
 use crate::policy::PolicyName;
@@ -75,9 +75,19 @@ pub struct Cache {
     config: CacheConfig,
     disk: Option<Arc<DiskShared>>,
     history: Mutex<History>,
+    /// Each shard's figures as the statistics last read them, for a tick that finds the
+    /// shard held past `SHARD_WAIT` (a disk read that stalls holds it).
+    last_read: Box<[Mutex<Option<ShardFigures>>]>,
     loader: OnceLock<Loader>,
     observer: OnceLock<Arc<dyn GetObserver>>,
 }
+
+/// One shard's counters and level sizes, as the statistics read them.
+type ShardFigures = (ShardCounts, [LevelUsage; 3]);
+
+/// How long the statistics wait for one shard before taking its last figures instead: the
+/// engine's tick must never wait on a stuck disk read.
+const SHARD_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +133,7 @@ impl Cache {
             adopt_disk(disk, &mut built);
         }
         Ok(Cache {
+            last_read: (0..shards).map(|_| Mutex::new(None)).collect(),
             shards: built.into_iter().map(RwLock::new).collect(),
             agents: AgentNames::new(),
             tallies: Tallies::new(),
@@ -374,7 +385,7 @@ impl Cache {
         let totals = self.totals();
         let history = {
             let mut history = self.history_lock();
-            history.record(&totals.total);
+            history.record(&totals.0.total);
             history.points()
         };
         self.finish(totals, history)
@@ -384,15 +395,26 @@ impl Cache {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn totals(&self) -> Totals {
+    /// The sum of every shard, and how many were held too long to read (their figures are
+    /// from the last tick they were free).
+    fn totals(&self) -> (Totals, usize) {
         let mut totals = Totals::default();
         let mut books = Vec::with_capacity(self.shards.len());
-        for shard in self.shards.iter() {
+        let mut stalled = 0;
+        for (shard, last) in self.shards.iter().zip(self.last_read.iter()) {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
             // The write lock: the counts are exact only once the logged hits are replayed.
-            let mut shard = write_replayed(shard);
-            let usage = shard.usage();
-            totals.add_usage(&shard.counts, &usage);
-            books.push(shard.counts.agents.clone());
+            match try_write_replayed(shard, SHARD_WAIT) {
+                Some(mut shard) => {
+                    let usage = shard.usage();
+                    *last = Some((shard.counts.clone(), usage));
+                }
+                None => stalled += 1,
+            }
+            if let Some((counts, usage)) = last.as_ref() {
+                totals.add_usage(counts, usage);
+                books.push(counts.agents.clone());
+            }
         }
         let unlogged = self.tallies.hits_by_agent();
         // Read after every shard and tally: an agent first seen while they were being read
@@ -402,11 +424,19 @@ impl Cache {
             totals.add_agents(book, &names);
         }
         totals.add_unlogged_hits(&unlogged, &names);
-        totals
+        (totals, stalled)
     }
 
-    fn finish(&self, totals: Totals, history: Vec<f32>) -> CacheSnapshot {
-        let l3_disabled = self.disk.as_ref().and_then(|d| d.disabled());
+    fn finish(&self, (totals, stalled): (Totals, usize), history: Vec<f32>) -> CacheSnapshot {
+        let l3_disabled = match stalled {
+            0 => self.disk.as_ref().and_then(|d| d.disabled()),
+            n => Some(format!(
+                "degraded: {n} of {} shards held past {} ms (a stalled disk read?); their \
+                 figures are from the last tick they were free",
+                self.shards.len(),
+                SHARD_WAIT.as_millis()
+            )),
+        };
         totals.into_snapshot(Extra {
             shards: self.shards.len(),
             disabled: [None, None, l3_disabled],
@@ -423,6 +453,29 @@ impl Cache {
 }
 
 /// A shard's write lock, its logged hits replayed first (see `hits`).
+/// As `write_replayed`, but giving up after `wait` (spinning: the locks are normally held for
+/// microseconds, and this runs on the engine's tick, which must not sleep on a stuck one).
+fn try_write_replayed(shard: &RwLock<Shard>, wait: std::time::Duration) -> Option<Writing<'_>> {
+    let started = std::time::Instant::now();
+    loop {
+        match shard.try_write() {
+            Ok(mut guard) => {
+                guard.replay_hits();
+                return Some(Writing(guard));
+            }
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                let mut guard = poisoned.into_inner();
+                guard.replay_hits();
+                return Some(Writing(guard));
+            }
+            Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::yield_now();
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
 fn write_replayed(shard: &RwLock<Shard>) -> Writing<'_> {
     // Poison is taken over, as in `Cache::read`.
     let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
@@ -786,6 +839,59 @@ mod tests {
         assert!(
             !dir.path().join("cache").exists(),
             "L3's directory waits for a first write"
+        );
+    }
+
+    /// A shard held by a read that stalls (a hung disk holds it while it reads L3) must not
+    /// stall the statistics, which the engine's tick reads: they take that shard's last
+    /// figures and say L3 is degraded (issue 15).
+    #[test]
+    fn the_statistics_never_wait_on_a_stuck_shard() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache =
+            Arc::new(Cache::with_shards(&CacheConfig::default(), dir.path(), 4).expect("cache"));
+        cache
+            .put(b"k", Bytes::from_static(b"v"), "a", Priority::Normal, true)
+            .expect("put");
+        let before = cache.tick();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let _stuck = cache.shards[0].write().unwrap_or_else(|p| p.into_inner());
+                let _ = held_tx.send(());
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            })
+        };
+        held_rx.recv().expect("the shard is held");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let _ = done_tx.send(cache.tick());
+            });
+        }
+        let during = done_rx
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .expect("the statistics waited on the stuck shard");
+        let l3 = during.level(Level::L3).expect("L3");
+        assert!(
+            l3.disabled
+                .as_deref()
+                .is_some_and(|why| why.contains("degraded")),
+            "{:?}",
+            l3.disabled
+        );
+        assert_eq!(
+            during.total.puts, before.total.puts,
+            "the held shard's last figures count"
+        );
+        holder.join().expect("holder");
+        let after = cache.tick();
+        let why = after.level(Level::L3).and_then(|l| l.disabled.clone());
+        assert!(
+            !why.is_some_and(|why| why.contains("degraded")),
+            "free again"
         );
     }
 }
