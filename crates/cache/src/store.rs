@@ -82,8 +82,11 @@ pub struct Cache {
     observer: OnceLock<Arc<dyn GetObserver>>,
 }
 
-/// One shard's counters and level sizes, as the statistics read them.
-type ShardFigures = (ShardCounts, [LevelUsage; 3]);
+/// One shard's counters and level sizes, as the statistics read them, and when.
+type ShardFigures = (ShardCounts, [LevelUsage; 3], std::time::Instant);
+
+/// A shard unreadable this long is reported (L3 degraded): shorter, it is only busy.
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the statistics wait for one shard before taking its last figures instead: the
 /// engine's tick must never wait on a stuck disk read.
@@ -407,11 +410,14 @@ impl Cache {
             match try_write_replayed(shard, SHARD_WAIT) {
                 Some(mut shard) => {
                     let usage = shard.usage();
-                    *last = Some((shard.counts.clone(), usage));
+                    *last = Some((shard.counts.clone(), usage, std::time::Instant::now()));
                 }
-                None => stalled += 1,
+                None => {
+                    let read_at = last.as_ref().map(|(_, _, at)| *at);
+                    stalled += usize::from(read_at.is_none_or(|at| at.elapsed() > STALLED_AFTER));
+                }
             }
-            if let Some((counts, usage)) = last.as_ref() {
+            if let Some((counts, usage, _)) = last.as_ref() {
                 totals.add_usage(counts, usage);
                 books.push(counts.agents.clone());
             }
@@ -431,10 +437,10 @@ impl Cache {
         let l3_disabled = match stalled {
             0 => self.disk.as_ref().and_then(|d| d.disabled()),
             n => Some(format!(
-                "degraded: {n} of {} shards held past {} ms (a stalled disk read?); their \
-                 figures are from the last tick they were free",
+                "degraded: {n} of {} shards held for over {} s (a stalled disk read?); \
+                 their figures are from the last tick they were free",
                 self.shards.len(),
-                SHARD_WAIT.as_millis()
+                STALLED_AFTER.as_secs()
             )),
         };
         totals.into_snapshot(Extra {
@@ -864,6 +870,8 @@ mod tests {
             })
         };
         held_rx.recv().expect("the shard is held");
+        // Held past STALLED_AFTER: no longer just busy.
+        std::thread::sleep(std::time::Duration::from_millis(1200));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         {
             let cache = cache.clone();
