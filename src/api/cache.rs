@@ -160,15 +160,35 @@ async fn delete(
     }
 }
 
+/// How long a cache operation may take before its request is answered 503: a read stuck on
+/// a hung disk keeps its blocking thread, but not the client.
+const CACHE_OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Reply> {
-    tokio::task::spawn_blocking(work).await.map_err(|err| {
-        Reply::error(
+    blocking_within(CACHE_OP_TIMEOUT, work).await
+}
+
+/// The cache's work on the blocking pool, given up after `limit`.
+async fn blocking_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Reply> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(err)) => Err(Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("the cache operation failed: {err}"),
-        )
-    })
+        )),
+        Err(_) => Err(Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the cache did not answer within {} s (a stalled disk?); try again later",
+                limit.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 fn bad(message: String) -> Reply {
@@ -297,6 +317,22 @@ fn plain(reply: Reply) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache operation stuck on a hung disk answers 503 in time; its thread stays stuck,
+    /// the client does not (issue 15).
+    #[tokio::test]
+    async fn a_stuck_cache_operation_is_answered_503_in_time() {
+        let limit = std::time::Duration::from_millis(100);
+        let stuck = blocking_within(limit, || {
+            std::thread::sleep(std::time::Duration::from_secs(2))
+        });
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(1), stuck)
+            .await
+            .expect("answered within the limit, not after the work");
+        let reply = answered.expect_err("a 503, not the work's result");
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(blocking_within(limit, || 7).await.ok(), Some(7));
+    }
 
     #[test]
     fn keys_roundtrip_through_percent_encoding() {
