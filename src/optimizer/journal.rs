@@ -361,7 +361,7 @@ impl Journal {
     /// must handle. `dir` is created with mode 0700 if missing.
     pub fn open(dir: &Path) -> Result<(Journal, Recovery), JournalError> {
         let path = dir.join(JOURNAL_FILE);
-        let mut file = lock(open_journal_file(dir, &path)?, &path)?;
+        let mut file = lock(open_journal_file(dir)?, &path)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)
             .map_err(|source| JournalError::Io {
@@ -580,7 +580,7 @@ fn io_error(path: &Path, op: &'static str, source: io::Error) -> JournalError {
 
 /// The state dir and the journal in it, by the rule every owned path follows
 /// (`sutazai_owned_paths`): ours, writable by nobody else, never through a symlink.
-fn open_journal_file(dir: &Path, path: &Path) -> Result<File, JournalError> {
+fn open_journal_file(dir: &Path) -> Result<File, JournalError> {
     let owned = OwnedDir::ensure(dir).map_err(journal_error)?;
     let (file, _) = owned
         .open(
@@ -590,7 +590,6 @@ fn open_journal_file(dir: &Path, path: &Path) -> Result<File, JournalError> {
             },
         )
         .map_err(journal_error)?;
-    debug_assert_eq!(owned.path().join(JOURNAL_FILE), path);
     Ok(file)
 }
 

@@ -402,8 +402,9 @@ impl Cache {
     /// from the last tick they were free).
     fn totals(&self) -> (Totals, usize) {
         let mut totals = Totals::default();
-        let mut books = Vec::with_capacity(self.shards.len());
         let mut stalled = 0;
+        // Held until the names are read below: the per-agent books are read in place.
+        let mut lasts = Vec::with_capacity(self.shards.len());
         for (shard, last) in self.shards.iter().zip(self.last_read.iter()) {
             let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
             // The write lock: the counts are exact only once the logged hits are replayed.
@@ -419,15 +420,15 @@ impl Cache {
             }
             if let Some((counts, usage, _)) = last.as_ref() {
                 totals.add_usage(counts, usage);
-                books.push(counts.agents.clone());
             }
+            lasts.push(last);
         }
         let unlogged = self.tallies.hits_by_agent();
         // Read after every shard and tally: an agent first seen while they were being read
         // was interned before it was counted, so its name is here too.
         let names = self.agents.names();
-        for book in &books {
-            totals.add_agents(book, &names);
+        for (counts, _, _) in lasts.iter().filter_map(|last| last.as_ref()) {
+            totals.add_agents(&counts.agents, &names);
         }
         totals.add_unlogged_hits(&unlogged, &names);
         (totals, stalled)
@@ -464,27 +465,25 @@ impl Cache {
 fn try_write_replayed(shard: &RwLock<Shard>, wait: std::time::Duration) -> Option<Writing<'_>> {
     let started = std::time::Instant::now();
     loop {
-        match shard.try_write() {
-            Ok(mut guard) => {
-                guard.replay_hits();
-                return Some(Writing(guard));
-            }
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                let mut guard = poisoned.into_inner();
-                guard.replay_hits();
-                return Some(Writing(guard));
-            }
+        let guard = match shard.try_write() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < wait => {
                 std::thread::yield_now();
+                continue;
             }
             Err(std::sync::TryLockError::WouldBlock) => return None,
-        }
+        };
+        return Some(replayed(guard));
     }
 }
 
 fn write_replayed(shard: &RwLock<Shard>) -> Writing<'_> {
     // Poison is taken over, as in `Cache::read`.
-    let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+    replayed(shard.write().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn replayed(mut shard: RwLockWriteGuard<'_, Shard>) -> Writing<'_> {
     shard.replay_hits();
     Writing(shard)
 }

@@ -56,7 +56,7 @@ impl PolicyName {
         PolicyName::S3Fifo,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             PolicyName::Adaptive => "adaptive",
             PolicyName::Lru => "lru",
@@ -102,7 +102,15 @@ impl std::str::FromStr for PolicyName {
 }
 
 /// Every policy `by_name` knows, the default (`adaptive`) first.
-pub const POLICY_NAMES: [&str; 6] = ["adaptive", "lru", "lfu", "arc", "w-tinylfu", "s3-fifo"];
+pub const POLICY_NAMES: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = PolicyName::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// The policy called `name` (one of [`POLICY_NAMES`]) over `capacity`, or `None` for an
 /// unknown name.
