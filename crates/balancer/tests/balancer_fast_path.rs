@@ -108,13 +108,20 @@ async fn backend_connection(mut stream: TcpStream) {
                 }
             }
             "/bye" => {
-                // A keep-alive answer, then the backend closes its side while the proxy
-                // keeps the connection idle.
-                let _ = stream
+                // A keep-alive answer, then a keep-alive timeout of 100 ms, as real backends
+                // have: a request reusing the connection meanwhile is served, else the
+                // backend closes its side while the proxy keeps the connection idle.
+                if stream
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return;
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                match tokio::time::timeout(Duration::from_millis(100), stream.readable()).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
+                }
             }
             "/garbage" => {
                 let _ = stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
