@@ -5,13 +5,13 @@
 //! (pid, start time) so a reused pid is a new process, never diffed against the old one.
 //!
 //! proc/<pid>/stat and status are parsed by hand although procfs-core has types for both,
-//! because they sit on the per-tick path and the library is slower there (this machine,
-//! release build, best of three): stat, parsed for every process every tick, took 740 ns a
-//! parse with procfs-core's `Stat` against 500 ns here (it copies the bytes and converts all
-//! 52 fields, where we need 9), 890 ns with the checks its unchecked slicing needs to not
-//! panic on a line like ")(" or "(x)"; status, parsed for each process shown every tick and by
-//! the thread actuator, took 15.4 µs with `Status` against 1.7 µs (it maps every line and
-//! requires two dozen we never read). cmdline has no procfs-core type.
+//! because they sit on the per-tick path and the library is slower there
+//! (`cargo bench --bench proc_parsers` on this machine): stat, parsed for every process
+//! every tick, 870 ns with procfs-core's `Stat` against 570-760 ns here (it copies the bytes
+//! and converts all 52 fields, where we need 9; and its unchecked slicing would need checks
+//! first not to panic on a line like ")(" or "(x)"); status, parsed for each process shown
+//! every tick and by the thread actuator, 15.2 µs with `Status` against 1.8 µs (it maps
+//! every line and requires two dozen we never read). cmdline has no procfs-core type.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
