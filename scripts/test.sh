@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when missing (Debian's docker.io,
-# busybox-static, zstd, tmux, python3, procps, util-linux), starts dockerd if none answers and waits for it, then runs the
+# busybox-static, zstd, tmux, python3, python3-fusepy, procps, util-linux), starts dockerd if none answers and waits for it, then runs the
 # whole suite. Run as root on a fresh Debian machine: `sudo scripts/test.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ command -v zstd >/dev/null 2>&1 || missing+=(zstd)   # decompresses the cache tr
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # verifies the unit file
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)   # parses /metrics
 /usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)   # checks the JSON report
+/usr/bin/python3 -c 'import fusepy' >/dev/null 2>&1 || missing+=(python3-fusepy)   # a hung disk on demand (tests/fixtures/slowfs.py)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # renders the HTML report headless
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"

@@ -1,6 +1,8 @@
 //! Shared helpers for the tests that drive a real Docker daemon and the real engine.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod wire;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;

@@ -17,13 +17,14 @@
 //! Any write error (ENOSPC above all) disables the level for new entries, with a warning and
 //! the reason in the stats, while L1 and L2 go on; the entries already on disk stay readable.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::keys::{HashIndex, KeyMatch, is_private};
 use super::l3file::{
@@ -35,13 +36,17 @@ use super::policy::{KeyHash, Policy, Priority};
 const SUFFIX: &str = ".l3";
 const TMP_PREFIX: &str = ".tmp-";
 
-/// What every shard's L3 shares: the directory and whether it still takes writes.
+/// What every shard's L3 shares: the directory, whether it still takes writes, and the
+/// reads in progress.
 pub(crate) struct DiskShared {
     dir: PathBuf,
     off: AtomicBool,
     reason: Mutex<Option<String>>,
     ready: Mutex<bool>,
     seq: AtomicU64,
+    /// When each read in progress began, by its number: a read that hangs holds no lock,
+    /// so this is how a stalled disk is seen.
+    reading: Mutex<HashMap<u64, Instant>>,
 }
 
 impl DiskShared {
@@ -52,7 +57,30 @@ impl DiskShared {
             reason: Mutex::new(None),
             ready: Mutex::new(false),
             seq: AtomicU64::new(0),
+            reading: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Read the file a ticket names. Called with the shard unlocked: a disk that hangs
+    /// stalls this caller only, and shows in `stalled_reads` meanwhile.
+    pub fn fetch(&self, ticket: Ticket) -> Fetched {
+        let id = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.reads().insert(id, Instant::now());
+        let read = read_file(&ticket.path);
+        self.reads().remove(&id);
+        Fetched { ticket, read }
+    }
+
+    /// Reads in progress for longer than `after`.
+    pub fn stalled_reads(&self, after: Duration) -> usize {
+        self.reads()
+            .values()
+            .filter(|began| began.elapsed() > after)
+            .count()
+    }
+
+    fn reads(&self) -> MutexGuard<'_, HashMap<u64, Instant>> {
+        self.reading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,6 +167,21 @@ pub(crate) struct DiskEntry {
     /// The file's length: what the entry weighs against L3's capacity.
     pub size: u64,
     pub priority: Priority,
+    /// Which indexing of its hash this is, set when indexed: a read done unlocked is taken
+    /// only if the entry it read is still this one.
+    pub generation: u64,
+}
+
+/// An L3 read to do with the shard unlocked: the file, and the entry it must still be.
+pub(crate) struct Ticket {
+    path: PathBuf,
+    generation: u64,
+}
+
+/// A ticket's file as read, to hand back under the shard's lock.
+pub(crate) struct Fetched {
+    ticket: Ticket,
+    read: Result<Stored, String>,
 }
 
 /// Why L3 did not take an entry.
@@ -149,10 +192,9 @@ pub(crate) enum Refusal {
     Disabled(String),
 }
 
-/// A lookup's outcome.
+/// What an L3 read came to.
 pub(crate) enum Read3 {
     Hit(Stored),
-    Miss,
     /// The file was damaged (or gone) and has been dropped (the reason went to the log).
     Dropped,
 }
@@ -164,6 +206,7 @@ pub(crate) struct DiskLevel {
     index: HashIndex<DiskEntry>,
     used: u64,
     private: usize,
+    generations: u64,
 }
 
 impl DiskLevel {
@@ -174,6 +217,7 @@ impl DiskLevel {
             index: HashIndex::default(),
             used: 0,
             private: 0,
+            generations: 0,
         }
     }
 
@@ -204,7 +248,9 @@ impl DiskLevel {
         }
     }
 
-    fn added(&mut self, hash: KeyHash, entry: DiskEntry) {
+    fn added(&mut self, hash: KeyHash, mut entry: DiskEntry) {
+        self.generations += 1;
+        entry.generation = self.generations;
         self.used += entry.size;
         self.private += usize::from(is_private(&entry.key));
         self.index.insert(hash, entry);
@@ -214,32 +260,52 @@ impl DiskLevel {
         self.index.get(&hash).is_some_and(|e| key.matches(&e.key))
     }
 
-    /// A counted lookup; a damaged file is dropped and reported, never returned.
-    pub fn lookup<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Read3 {
-        if !self.holds(hash, key) {
+    /// What to read for `key`, or `None` on a miss (told to the policy).
+    pub fn ticket<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<Ticket> {
+        let Some(entry) = self.index.get(&hash).filter(|e| key.matches(&e.key)) else {
             self.policy.on_miss(hash);
-            return Read3::Miss;
+            return None;
+        };
+        Some(Ticket {
+            path: self.shared.path_of(hash),
+            generation: entry.generation,
+        })
+    }
+
+    /// A read done unlocked, taken back under the lock: a hit, or a damaged file dropped and
+    /// reported (never returned). `None` if the entry was written or removed meanwhile: the
+    /// read may be of another file, so the caller looks again.
+    pub fn settle<K: KeyMatch + ?Sized>(
+        &mut self,
+        hash: KeyHash,
+        key: &K,
+        fetched: Fetched,
+    ) -> Option<Read3> {
+        let current = self.index.get(&hash).map(|e| e.generation);
+        if current != Some(fetched.ticket.generation) {
+            return None;
         }
-        let path = self.shared.path_of(hash);
-        match read_file(&path).and_then(|s| {
+        let checked = fetched.read.and_then(|s| {
             if key.matches(&s.key) {
                 Ok(s)
             } else {
                 Err("the file holds another key".to_string())
             }
-        }) {
+        });
+        Some(match checked {
             Ok(stored) => {
                 self.policy.on_hit(hash);
                 Read3::Hit(stored)
             }
             Err(why) => {
+                let path = fetched.ticket.path;
                 self.forget(hash);
                 remove_quietly(&path);
                 let reason = format!("{}: {why}", path.display());
                 tracing::warn!(target: "sutazai_top::cache", %reason, "dropped a damaged L3 entry");
                 Read3::Dropped
             }
-        }
+        })
     }
 
     /// Remove `key` and its file (deleted, overwritten or promoted).
@@ -300,6 +366,7 @@ impl DiskLevel {
             key: entry.key.clone(),
             size,
             priority: entry.priority,
+            generation: 0,
         };
         self.added(hash, indexed);
         Ok(evicted)
@@ -406,4 +473,51 @@ pub(crate) fn scan(shared: &DiskShared) -> Result<(Vec<Found>, u64), String> {
     }
     found.sort_by_key(|f| f.modified);
     Ok((found, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyName;
+    use bytes::Bytes;
+
+    fn stored(key: &[u8], value: &'static [u8]) -> Stored {
+        Stored {
+            key: key.into(),
+            data: Bytes::from_static(value),
+            raw_len: value.len(),
+            compressed: false,
+            priority: Priority::Normal,
+            prefetched: false,
+        }
+    }
+
+    /// A read done with the shard unlocked is taken only if the entry is still the one it
+    /// read: rewritten meanwhile, the caller must read again (the file may be the new one).
+    #[test]
+    fn a_read_of_an_entry_rewritten_meanwhile_is_not_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Arc::new(DiskShared::new(dir.path().join("l3")));
+        let mut level = DiskLevel::new(shared.clone(), PolicyName::Lru.build(1 << 20));
+        let key: &[u8] = b"\0k";
+        level.insert(7, &stored(key, b"old")).expect("insert");
+        let ticket = level.ticket(7, key).expect("indexed");
+        let fetched = shared.fetch(ticket);
+        level.insert(7, &stored(key, b"new")).expect("rewrite");
+        assert!(
+            level.settle(7, key, fetched).is_none(),
+            "a stale read was taken"
+        );
+
+        let fetched = shared.fetch(level.ticket(7, key).expect("indexed"));
+        match level.settle(7, key, fetched) {
+            Some(Read3::Hit(entry)) => assert_eq!(&entry.data[..], b"new"),
+            _ => panic!("the fresh read was not a hit"),
+        }
+        assert_eq!(
+            shared.stalled_reads(Duration::ZERO),
+            0,
+            "reads are unregistered"
+        );
+    }
 }

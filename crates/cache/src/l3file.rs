@@ -216,6 +216,7 @@ pub(crate) fn read_index_entry(path: &Path) -> Result<DiskEntry, String> {
         key: key.into(),
         size: len,
         priority: header.priority,
+        generation: 0,
     })
 }
 

@@ -7,13 +7,20 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::agents::AgentId;
-use super::disk::{DiskLevel, Read3, Refusal};
+use super::disk::{DiskLevel, Fetched, Read3, Refusal, Ticket};
 use super::hits::{Hit, HitLog};
 use super::keys::{KeyMatch, entry_hash};
 use super::level::{MemLevel, Stored};
 use super::policy::KeyHash;
 use super::stats::{Level, LevelUsage, ShardCounts};
 use super::tally::Tallies;
+
+/// A step under the shard's lock: done, or first read this L3 file with the lock released
+/// (then the step runs again with what was read).
+pub(crate) enum Got<T> {
+    Done(T),
+    Fetch(Ticket),
+}
 
 /// Why a level did not take a put's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,15 +150,67 @@ impl Shard {
     }
 
     /// A counted lookup through the levels; a hit below L1 is promoted if a level above
-    /// admits it. Returns the value and the level it was found in.
-    pub fn get<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
+    /// admits it. Gives the value and the level it was found in, or asks for an L3 file
+    /// (then `get_fetched` goes on with it).
+    pub fn get<K: KeyMatch + ?Sized>(
+        &mut self,
+        hash: KeyHash,
+        key: &K,
+    ) -> Got<Option<(Bytes, Level)>> {
         if let Some(found) = self.get_l1(hash, key) {
-            return Some(found);
+            return Got::Done(Some(found));
         }
         if let Some(found) = self.get_l2(hash, key) {
-            return Some(found);
+            return Got::Done(Some(found));
         }
-        self.get_l3(hash, key)
+        let Some(l3) = self.l3.as_mut().map(L3::get_mut) else {
+            return Got::Done(None);
+        };
+        match l3.ticket(hash, key) {
+            Some(ticket) => Got::Fetch(ticket),
+            None => {
+                self.counts.levels[2].misses += 1;
+                Got::Done(None)
+            }
+        }
+    }
+
+    /// `get` once its L3 file is read; looks again from the top if the entry changed
+    /// while it was read.
+    pub fn get_fetched<K: KeyMatch + ?Sized>(
+        &mut self,
+        hash: KeyHash,
+        key: &K,
+        fetched: Fetched,
+    ) -> Got<Option<(Bytes, Level)>> {
+        let Some(l3) = self.l3.as_mut().map(L3::get_mut) else {
+            return Got::Done(None);
+        };
+        let counts = &mut self.counts.levels[2];
+        match l3.settle(hash, key, fetched) {
+            None => self.get(hash, key),
+            Some(Read3::Hit(mut entry)) => match entry.value() {
+                Ok(value) => {
+                    counts.hits += 1;
+                    if std::mem::take(&mut entry.prefetched) {
+                        self.counts.prefetch.used += 1;
+                    }
+                    self.promote(Level::L3, hash, entry);
+                    Got::Done(Some((value, Level::L3)))
+                }
+                Err(_) => {
+                    l3.take(hash, key);
+                    counts.dropped_corrupt += 1;
+                    counts.misses += 1;
+                    Got::Done(None)
+                }
+            },
+            Some(Read3::Dropped) => {
+                counts.dropped_corrupt += 1;
+                counts.misses += 1;
+                Got::Done(None)
+            }
+        }
     }
 
     fn get_l1<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
@@ -194,37 +253,6 @@ impl Shard {
         self.counts.prefetch.used += u64::from(was_prefetched);
         self.promote(Level::L2, hash, entry);
         Some((value, Level::L2))
-    }
-
-    fn get_l3<K: KeyMatch + ?Sized>(&mut self, hash: KeyHash, key: &K) -> Option<(Bytes, Level)> {
-        let l3 = self.l3.as_mut().map(L3::get_mut)?;
-        match l3.lookup(hash, key) {
-            Read3::Hit(mut entry) => match entry.value() {
-                Ok(value) => {
-                    self.counts.levels[2].hits += 1;
-                    if std::mem::take(&mut entry.prefetched) {
-                        self.counts.prefetch.used += 1;
-                    }
-                    self.promote(Level::L3, hash, entry);
-                    Some((value, Level::L3))
-                }
-                Err(_) => {
-                    l3.take(hash, key);
-                    self.counts.levels[2].dropped_corrupt += 1;
-                    self.counts.levels[2].misses += 1;
-                    None
-                }
-            },
-            Read3::Miss => {
-                self.counts.levels[2].misses += 1;
-                None
-            }
-            Read3::Dropped => {
-                self.counts.levels[2].dropped_corrupt += 1;
-                self.counts.levels[2].misses += 1;
-                None
-            }
-        }
     }
 
     /// Move a hit entry up to the highest level above `from` that admits it; true if moved.
@@ -350,24 +378,41 @@ impl Shard {
     }
 
     /// Bring `key` up from L2 or L3 for a prefetch, marked so a later hit counts as used.
-    /// Returns the level it is in now, `None` if it is not cached.
+    /// Gives the level it is in now (`None` if it is not cached), or asks for its L3 file
+    /// (then this runs again with `fetched`).
     pub fn prefetch_promote<K: KeyMatch + ?Sized>(
         &mut self,
         hash: KeyHash,
         key: &K,
-    ) -> Option<Level> {
-        let from = self.locate(hash, key)?;
-        let entry = match from {
-            Level::L1 => return Some(Level::L1),
-            Level::L2 => self.l2.as_ref()?.peek(hash, key)?.to_stored(),
-            Level::L3 => match self.l3.as_mut().map(L3::get_mut)?.lookup(hash, key) {
-                Read3::Hit(entry) => entry,
-                Read3::Miss => return None,
-                Read3::Dropped => {
-                    self.counts.levels[2].dropped_corrupt += 1;
-                    return None;
-                }
+        fetched: Option<Fetched>,
+    ) -> Got<Option<Level>> {
+        let Some(from) = self.locate(hash, key) else {
+            return Got::Done(None);
+        };
+        let entry = match (from, fetched) {
+            (Level::L1, _) => return Got::Done(Some(Level::L1)),
+            (Level::L2, _) => match self.l2.as_ref().and_then(|l2| l2.peek(hash, key)) {
+                Some(entry) => entry.to_stored(),
+                None => return Got::Done(None),
             },
+            (Level::L3, fetched) => {
+                let Some(l3) = self.l3.as_mut().map(L3::get_mut) else {
+                    return Got::Done(None);
+                };
+                let settled = fetched.and_then(|f| l3.settle(hash, key, f));
+                match settled {
+                    Some(Read3::Hit(entry)) => entry,
+                    Some(Read3::Dropped) => {
+                        self.counts.levels[2].dropped_corrupt += 1;
+                        return Got::Done(None);
+                    }
+                    // Not read yet, or changed while it was read.
+                    None => match l3.ticket(hash, key) {
+                        Some(ticket) => return Got::Fetch(ticket),
+                        None => return Got::Done(None),
+                    },
+                }
+            }
         };
         // Marked only if it moves (so `used` never counts what was not prefetched), with
         // its own priority: a prefetch must not lower a proven entry.
@@ -378,7 +423,7 @@ impl Shard {
         if self.promote(from, hash, marked) {
             self.counts.prefetch.prefetched += 1;
         }
-        self.locate(hash, key)
+        Got::Done(self.locate(hash, key))
     }
 
     /// Sizes and policies per level (`&mut`: the policies are reached without locking).

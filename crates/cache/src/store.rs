@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLoc
 use bytes::Bytes;
 
 use super::agents::AgentNames;
-use super::disk::{self, DiskLevel, DiskShared};
+use super::disk::{self, DiskLevel, DiskShared, Fetched};
 use super::hits::HitLog;
 use super::keys::{
     SharedKey, Visible, hash_bytes, namespaced_hash, shard_of, split_stored, stored_key,
@@ -14,7 +14,7 @@ use super::keys::{
 use super::l3file::MAX_KEY_LEN;
 use super::level::{MemLevel, Stored};
 use super::policy::Priority;
-use super::shard::{L3, Shard, Skip};
+use super::shard::{Got, L3, Shard, Skip};
 use super::stats::{CacheSnapshot, Counts, Extra, History, Level, LevelUsage, ShardCounts, Totals};
 use super::tally::Tallies;
 use crate::config::CacheConfig;
@@ -85,8 +85,12 @@ pub struct Cache {
 /// One shard's counters and level sizes, as the statistics read them, and when.
 type ShardFigures = (ShardCounts, [LevelUsage; 3], std::time::Instant);
 
-/// A shard unreadable this long is reported (L3 degraded): shorter, it is only busy.
+/// A shard unreadable, or an L3 read unfinished, this long is reported (L3 degraded):
+/// shorter, it is only busy.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// L3 reads one get may make when the entry is rewritten while each is read.
+const MAX_FETCHES: usize = 3;
 
 /// How long the statistics wait for one shard before taking its last figures instead: the
 /// engine's tick must never wait on a stuck disk read.
@@ -295,7 +299,8 @@ impl Cache {
         shard.read_l1(hash, &stored, agent_id, &self.tallies)
     }
 
-    /// Every other get, under the write lock: L1 misses, promotions from L2 and L3.
+    /// Every other get, under the write lock: L1 misses, promotions from L2 and L3 (an L3
+    /// file is read with the lock released). A key rewritten during every read is a miss.
     fn get_locked(
         &self,
         key: &[u8],
@@ -303,17 +308,44 @@ impl Cache {
         agent: &str,
         agent_id: u32,
     ) -> Option<(Bytes, Level)> {
-        let mut shard = self.lock(key_hash);
-        let (stored, hash) = visible_key(&shard, key, key_hash, agent);
-        let found = shard.get(hash, &stored);
-        let count = |c: &mut Counts| {
-            c.gets += 1;
-            c.hits += u64::from(found.is_some());
-            c.misses += u64::from(found.is_none());
-        };
-        count(&mut shard.counts.total);
-        count(shard.counts.agents.of(agent_id));
-        found
+        self.with_fetches(key_hash, |shard, fetched| {
+            let (stored, hash) = visible_key(shard, key, key_hash, agent);
+            let found = match fetched {
+                None => shard.get(hash, &stored),
+                Some(fetched) => shard.get_fetched(hash, &stored, fetched),
+            };
+            if let Got::Done(found) = &found {
+                let count = |c: &mut Counts| {
+                    c.gets += 1;
+                    c.hits += u64::from(found.is_some());
+                    c.misses += u64::from(found.is_none());
+                };
+                count(&mut shard.counts.total);
+                count(shard.counts.agents.of(agent_id));
+            }
+            found
+        })
+        .flatten()
+    }
+
+    /// Run `step` under the shard's write lock. Each time it asks for an L3 file, the file
+    /// is read with the lock released, so a hung disk stalls this caller only, and `step`
+    /// runs again with it. `None` if it still asks after `MAX_FETCHES` reads.
+    fn with_fetches<T>(
+        &self,
+        key_hash: u64,
+        mut step: impl FnMut(&mut Shard, Option<Fetched>) -> Got<T>,
+    ) -> Option<T> {
+        let mut fetched = None;
+        for _ in 0..MAX_FETCHES {
+            let ticket = match step(&mut self.lock(key_hash), fetched.take()) {
+                Got::Done(done) => return Some(done),
+                Got::Fetch(ticket) => ticket,
+            };
+            // A ticket comes only from an L3, so the disk is there.
+            fetched = Some(self.disk.as_ref()?.fetch(ticket));
+        }
+        None
     }
 
     /// Where `key` is for `agent`, without counting a lookup or moving anything.
@@ -360,11 +392,18 @@ impl Cache {
     pub fn prefetch(&self, key: &[u8], agent: &str) -> Option<Level> {
         let stored = SharedKey(key);
         let hash = hash_bytes(key);
-        {
-            let mut shard = self.lock(hash);
-            if shard.locate(hash, &stored).is_some() {
-                return shard.prefetch_promote(hash, &stored);
-            }
+        // `Some(level)` when the key is cached (the level it is in now, if still cached).
+        let cached = self.with_fetches(hash, |shard, fetched| match fetched {
+            None if shard.locate(hash, &stored).is_none() => Got::Done(None),
+            fetched => match shard.prefetch_promote(hash, &stored, fetched) {
+                Got::Done(level) => Got::Done(Some(level)),
+                Got::Fetch(ticket) => Got::Fetch(ticket),
+            },
+        });
+        match cached {
+            Some(None) => {}
+            Some(Some(level)) => return level,
+            None => return None,
         }
         // Loaded outside the lock: a loader may be slow. A put meanwhile wins below.
         let value = (self.loader.get()?)(key)?;
@@ -435,10 +474,18 @@ impl Cache {
     }
 
     fn finish(&self, (totals, stalled): (Totals, usize), history: Vec<f32>) -> CacheSnapshot {
-        let l3_disabled = match stalled {
-            0 => self.disk.as_ref().and_then(|d| d.disabled()),
-            n => Some(format!(
-                "degraded: {n} of {} shards held for over {} s (a stalled disk read?); \
+        let hung_reads = self
+            .disk
+            .as_ref()
+            .map_or(0, |d| d.stalled_reads(STALLED_AFTER));
+        let l3_disabled = match (stalled, hung_reads) {
+            (0, 0) => self.disk.as_ref().and_then(|d| d.disabled()),
+            (0, n) => Some(format!(
+                "degraded: {n} disk reads unfinished after {} s (a stalled disk?)",
+                STALLED_AFTER.as_secs()
+            )),
+            (n, _) => Some(format!(
+                "degraded: {n} of {} shards held for over {} s (a stalled disk?); \
                  their figures are from the last tick they were free",
                 self.shards.len(),
                 STALLED_AFTER.as_secs()
