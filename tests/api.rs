@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Container, Served, docker_ok, test_config, unique};
+use support::{Container, Served, docker_ok, test_config, unique, wire};
 use sutazai_top::api::{ApiResponse, ApiServer, Client, OPENAPI, StopRequest};
 use sutazai_top::config::Config;
 use sutazai_top::model::Snapshot;
@@ -105,9 +105,55 @@ fn every_route_answers_and_bad_requests_get_json_errors() {
         Vec::new(),
     ));
     match r {
-        Ok(r) => assert_eq!(r.status, 431, "an oversize head is refused"),
+        Ok(r) => assert_error(&r, 431, "head is larger than 8192 bytes"),
         Err(e) => panic!("an oversize head gets an answer, not {e}"),
     }
+    // Heads hyper cannot parse get a JSON error naming what was wrong, not its empty 400.
+    for (raw, status, says) in [
+        (
+            &b"GET /api/health HTTP/1.1\r\nno colon here\r\n\r\n"[..],
+            400,
+            "malformed request head",
+        ),
+        (
+            b"G(T /api/health HTTP/1.1\r\n\r\n",
+            400,
+            "malformed request head",
+        ),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "HTTP/1.1 only"),
+        (
+            b"PUT /api/mode HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+            400,
+            "two different content-length",
+        ),
+        (
+            b"PUT /api/mode HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+            400,
+            "must end with chunked",
+        ),
+    ] {
+        let answer = wire::exchange(&served.socket, raw, b"");
+        assert_eq!(answer.status, status, "{}", String::from_utf8_lossy(raw));
+        assert!(
+            answer.error().contains(says),
+            "{:?} for {}",
+            answer.error(),
+            String::from_utf8_lossy(raw)
+        );
+    }
+    let many: String = (0..120).map(|i| format!("x-{i}: y\r\n")).collect();
+    let answer = wire::exchange(
+        &served.socket,
+        format!("GET /api/health HTTP/1.1\r\n{many}\r\n").as_bytes(),
+        b"",
+    );
+    assert_eq!(
+        (
+            answer.status,
+            answer.error().contains("more than 100 header fields")
+        ),
+        (431, true)
+    );
 
     // Unknown ids and bad ids.
     assert_error(
@@ -437,7 +483,7 @@ fn a_remote_handle_mirrors_the_engine_and_turns_commands_into_calls() {
     let (mut remote, task) = rt
         .block_on(sutazai_top::api::remote::attach(
             served.client.clone(),
-            reports.clone(),
+            (reports.clone(), sutazai_top::report::writer()),
         ))
         .expect("attaches");
     let wait = |remote: &mut sutazai_top::engine::EngineHandle,
@@ -480,11 +526,27 @@ fn a_remote_handle_mirrors_the_engine_and_turns_commands_into_calls() {
             .as_ref()
             .is_some_and(|n| !n.is_error && n.text.contains("report written to"))
     });
-    let written: Vec<_> = std::fs::read_dir(&reports).unwrap().flatten().collect();
-    assert_eq!(written.len(), 1);
+    // Both reports, as `e` writes them in a local dashboard, 0600.
+    let mut written: Vec<_> = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(
+        written[0].extension().is_some_and(|e| e == "html"),
+        "{written:?}"
+    );
     let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(written[0].path()).unwrap()).unwrap();
-    assert!(report.is_object());
+        serde_json::from_str(&std::fs::read_to_string(&written[1]).unwrap()).unwrap();
+    assert!(report["host"].is_object(), "{report}");
+    for file in &written {
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     // Quit detaches; the engine keeps serving.
     send(Command::Quit);

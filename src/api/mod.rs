@@ -8,12 +8,14 @@
 //!
 //! - [`routes`]: the one table of routes (the OpenAPI test compares it with the document)
 //!   and their handlers;
-//! - [`server`]: listeners, limits, authentication;
+//! - [`server`]: listeners, limits, authentication; `head` checks each request head first,
+//!   so even a head hyper cannot parse gets a JSON error;
 //! - [`client`]: a small client for the CLI, the attached dashboard and tests;
 //! - [`remote`]: an `EngineHandle` backed by the API, so the TUI runs unchanged on it.
 
 pub mod cache;
 pub mod config;
+mod head;
 pub use config::ApiConfig;
 pub mod client;
 pub mod ops;

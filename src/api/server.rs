@@ -21,13 +21,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
 use super::config::ApiConfig;
+use super::head::{self, Head, Replayed};
 use super::routes::{self, Matched, Reply, State};
 use super::{ApiError, MAX_BODY, StopChannel};
 use crate::engine::EngineHandle;
 use std::os::unix::fs::MetadataExt;
 use sutazai_owned_paths::Access;
 
-/// Largest request head (hyper's read buffer; its minimum).
+/// Largest request head (hyper's read buffer: its minimum).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// A request head must arrive within this.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,19 +177,31 @@ async fn accept_failed(err: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-async fn serve_connection<S>(stream: S, state: Arc<State>, token: Option<Arc<String>>)
+/// One request per connection: its head read and checked here (a refused one answered with
+/// a JSON error), then hyper serves it.
+async fn serve_connection<S>(mut stream: S, state: Arc<State>, token: Option<Arc<String>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let read = match tokio::time::timeout(HEAD_TIMEOUT, head::read(&mut stream, MAX_HEAD)).await {
+        Ok(Head::Read(read)) => read,
+        Ok(Head::Closed) => return,
+        Ok(Head::Refused(status, why)) => return head::refuse(&mut stream, status, &why).await,
+        Err(_) => {
+            let why = format!("no whole request head within {} s", HEAD_TIMEOUT.as_secs());
+            return head::refuse(&mut stream, StatusCode::REQUEST_TIMEOUT, &why).await;
+        }
+    };
     let service = service_fn(move |req| {
         let (state, token) = (state.clone(), token.clone());
         async move { Ok::<_, std::convert::Infallible>(respond(&state, token.as_deref(), req).await) }
     });
     let connection = http1::Builder::new()
+        .keep_alive(false)
         .max_buf_size(MAX_HEAD)
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(Replayed::new(read, stream)), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::debug!(target: "sutazai_top::api", %err, "connection ended"),
