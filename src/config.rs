@@ -24,6 +24,9 @@ pub use sutazai_cache::CacheConfig;
 pub const MIN_INTERVAL_MS: u64 = 250;
 /// The longest: an hour (a tick far longer would leave `snapshot` waiting for ever).
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// Where reports go unless configured: beside the state, so the path rule holds from the
+/// start (the current directory, often an operator's home, would be refused).
+pub const DEFAULT_REPORT_DIR: &str = "/var/lib/sutazai-top/reports";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,7 +42,8 @@ pub struct Config {
     /// How many of the busiest processes each snapshot keeps.
     #[serde(deserialize_with = "top_processes")]
     pub top_processes: usize,
-    /// Directory where `e` writes reports.
+    /// Directory where `e` and `report` write reports; it follows the rule of owned paths.
+    #[serde(deserialize_with = "report_dir")]
     pub report_dir: PathBuf,
     pub host: HostConfig,
     pub docker: DockerConfig,
@@ -87,7 +91,7 @@ impl Default for Config {
             history_minutes: 10,
             mode: Mode::Conservative,
             top_processes: 25,
-            report_dir: PathBuf::from("."),
+            report_dir: PathBuf::from(DEFAULT_REPORT_DIR),
             host: HostConfig::default(),
             docker: DockerConfig::default(),
             optimizer: OptimizerConfig::default(),
@@ -193,6 +197,10 @@ impl Config {
 
 fn interval_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "interval_ms", MIN_INTERVAL_MS..=MAX_INTERVAL_MS)
+}
+
+fn report_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    sutazai_config_check::non_empty_path(d, "report_dir")
 }
 
 fn history_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -366,6 +374,7 @@ mod tests {
             ("[log]\nlevel = \"loud=[\"\n", "level", 2),
             ("[api]\nsocket = \"\"\n", "socket is empty", 2),
             ("[optimizer]\nstate_dir = \"\"\n", "state_dir is empty", 2),
+            ("report_dir = \"\"\n", "report_dir is empty", 1),
             (
                 "[balancer]\nsession_header = \"x-a\\nx-b\"\n",
                 "session_header",

@@ -212,22 +212,20 @@ fn serve_status_second_refused_dashboard_attaches_and_stop() {
     tmux.wait_for("BALANCED");
     let status = String::from_utf8_lossy(&setup.run(&["status"]).stdout).into_owned();
     assert!(status.contains("mode: balanced"), "{status}");
-    // e in the attached dashboard writes the service's report here.
+    // e in the attached dashboard writes the service's reports here, JSON and HTML.
     tmux.keys(&["e"]);
     tmux.wait_for("report written to");
     let reports: Vec<_> = std::fs::read_dir(setup.dir.path())
         .unwrap()
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("sutazai-top-report")
-        })
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("sutazai-report-"))
         .collect();
-    assert_eq!(reports.len(), 1);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let json = reports.iter().find(|p| p.extension().is_some_and(|e| e == "json"));
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports[0].path()).unwrap()).unwrap();
-    assert!(report.is_object());
+        serde_json::from_str(&std::fs::read_to_string(json.unwrap()).unwrap()).unwrap();
+    assert!(report["host"].is_object(), "{report}");
     // q detaches; the service keeps running.
     tmux.keys(&["q"]);
     assert_eq!(wait_for_file(&exit_file).trim(), "0");
@@ -242,7 +240,13 @@ fn serve_status_second_refused_dashboard_attaches_and_stop() {
         "{}",
         text(&out)
     );
-    let status = service.wait_exit(Duration::from_secs(10));
+    // "stopped" only once the process is gone: no gap in which a new `serve` could start
+    // beside an engine still alive (issue 15).
+    let status = service
+        .child
+        .try_wait()
+        .unwrap()
+        .unwrap_or_else(|| panic!("stop returned while pid {} still ran", service.pid()));
     assert!(status.success(), "{status}: {}", service.stderr());
     assert!(lock_is_free(&setup.pid_file()));
     assert!(!setup.socket().exists());

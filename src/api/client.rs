@@ -45,6 +45,9 @@ pub enum ClientError {
     Status { status: u16, message: String },
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// What this side did with an answer failed (writing a report).
+    #[error("{0}")]
+    Local(String),
 }
 
 /// An answer: status and body.

@@ -3,9 +3,11 @@
 //!
 //! One task polls `GET /api/metrics` every tick into the watch channel; another turns each
 //! `Command` into its API call. Answers the API gives to a command (an error, the report's
-//! path) are laid over the service's snapshots as a local notice, as the engine would.
+//! path) are laid over the service's snapshots as a local notice, as the engine would. `e`
+//! writes the reports of the service's latest snapshot here, with the writer the engine
+//! would use (so by the same path rule).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::client::{Client, ClientError};
-use crate::engine::{Command, EngineHandle};
+use crate::engine::{Command, EngineHandle, ReportWriter};
 use crate::model::{Notice, Snapshot};
 
 /// Polling failures in a row after which the service counts as gone.
@@ -52,7 +54,7 @@ pub enum Detached {
 /// service keeps running) or when the service stops answering.
 pub async fn attach(
     client: Client,
-    report_dir: PathBuf,
+    reports: (PathBuf, ReportWriter),
 ) -> Result<(EngineHandle, JoinHandle<Detached>), ClientError> {
     let mut first: Snapshot = client.get("/api/metrics").await?.json()?;
     let service_seq = first.notice.as_ref().map_or(0, |n| n.seq);
@@ -69,9 +71,14 @@ pub async fn attach(
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let mut poller = tokio::spawn(poll(client.clone(), snap_tx, notice.clone()));
+    let exports = Exports {
+        dir: reports.0,
+        write: reports.1,
+        snapshots: snap_rx.clone(),
+    };
     let task = tokio::spawn(async move {
         tokio::select! {
-            _ = commands(client, cmd_rx, report_dir, notice) => {
+            _ = commands(client, cmd_rx, exports, notice) => {
                 poller.abort();
                 Detached::Quit
             }
@@ -135,10 +142,18 @@ fn overlay_notice(snap: &mut Snapshot, mine: Option<&LocalNote>) {
     }
 }
 
+/// What `e` needs: where reports go, the writer, and the latest snapshot.
+#[derive(Clone)]
+struct Exports {
+    dir: PathBuf,
+    write: ReportWriter,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
 async fn commands(
     client: Client,
     mut rx: mpsc::Receiver<Command>,
-    report_dir: PathBuf,
+    exports: Exports,
     notice: LocalNotice,
 ) {
     while let Some(command) = rx.recv().await {
@@ -147,9 +162,9 @@ async fn commands(
         }
         // Each call on its own task: an approval waits up to 30 s and must not hold up the
         // next key.
-        let (client, report_dir, notice) = (client.clone(), report_dir.clone(), notice.clone());
+        let (client, exports, notice) = (client.clone(), exports.clone(), notice.clone());
         tokio::spawn(async move {
-            let answer = call(&client, &command, &report_dir).await;
+            let answer = call(&client, &command, &exports).await;
             let text = match answer {
                 Ok(Some(text)) => Some((text, false)),
                 Ok(None) => None,
@@ -171,7 +186,7 @@ async fn commands(
 async fn call(
     client: &Client,
     command: &Command,
-    report_dir: &Path,
+    exports: &Exports,
 ) -> Result<Option<String>, ClientError> {
     let empty = json!({});
     match command {
@@ -210,25 +225,27 @@ async fn call(
                 .json::<serde_json::Value>()?;
             Ok(None)
         }
-        Command::ExportReport => export_report(client, report_dir).await.map(Some),
+        Command::ExportReport => export_report(exports).await.map(Some),
         Command::Quit => Ok(None),
     }
 }
 
-/// Fetch the service's report and write it here, as `e` does in a local dashboard.
-async fn export_report(client: &Client, dir: &Path) -> Result<String, ClientError> {
-    let response = client.get("/api/report").await?;
-    let report: serde_json::Value = response.json()?;
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let path = dir.join(format!("sutazai-top-report-{millis}.json"));
-    let text =
-        serde_json::to_string_pretty(&report).map_err(|e| ClientError::Decode(e.to_string()))?;
-    tokio::fs::write(&path, text)
+/// Write both reports of the service's latest snapshot here, as `e` does in a local
+/// dashboard.
+async fn export_report(exports: &Exports) -> Result<String, ClientError> {
+    let current = exports.snapshots.borrow().clone();
+    let (write, dir) = (exports.write.clone(), exports.dir.clone());
+    let written = tokio::task::spawn_blocking(move || write(&current, &dir))
         .await
-        .map_err(|e| ClientError::Decode(format!("cannot write {}: {e}", path.display())))?;
-    Ok(format!("report written to {}", path.display()))
+        .map_err(|e| e.to_string())
+        .and_then(|written| written);
+    match written {
+        Ok(files) => {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            Ok(format!("report written to {}", names.join(" and ")))
+        }
+        Err(err) => Err(ClientError::Local(format!("report failed: {err}"))),
+    }
 }
 
 #[cfg(test)]

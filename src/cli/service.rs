@@ -477,14 +477,17 @@ pub(crate) async fn attach(
     tokio::task::JoinHandle<api::remote::Detached>,
 )> {
     let pid = PidLock::holder(&config.service.runtime_dir).unwrap_or(0);
-    let (handle, remote) = api::remote::attach(client(config), config.report_dir.clone())
-        .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
-                config.api.socket.display()
-            )
-        })?;
+    let (handle, remote) = api::remote::attach(
+        client(config),
+        (config.report_dir.clone(), sutazai_top::report::writer()),
+    )
+    .await
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "a sutazai-top service (pid {pid}) is running but its API at {} does not answer: {err}",
+            config.api.socket.display()
+        )
+    })?;
     Ok((pid, handle, remote))
 }
 

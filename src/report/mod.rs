@@ -5,17 +5,18 @@
 //! time window the history rings cover, per-agent profiles, bottlenecks, proposals with their
 //! before/after figures, active change batches, and the parts not built yet said as such. The
 //! JSON also carries the whole snapshot, so nothing the engine knew is lost. Files are
-//! written new (never through an existing path or a planted symlink), 0600, and synced.
+//! written new (never through an existing path or a planted symlink), 0600, and synced, in
+//! a directory that follows the rule of every path the engine owns (`sutazai-owned-paths`).
 
 mod escape;
 mod html;
 pub mod json;
 mod svg;
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use sutazai_owned_paths::{Access, OwnedDir, PathError};
 
 use crate::model::Snapshot;
 
@@ -23,20 +24,13 @@ pub use json::Report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot write report in {dir}: {source}")]
-    Write {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The directory or the file broke the rule of owned paths, or could not be written.
+    #[error("cannot write the report: {0}")]
+    Path(#[from] PathError),
     #[error("{path} already exists; a report never overwrites a file (choose another name)")]
     Exists { path: PathBuf },
-    #[error("cannot write report {path}: {source}")]
-    WriteFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write a report in {}: 100 reports with this timestamp already exist", dir.display())]
+    TooMany { dir: PathBuf },
     #[error("cannot encode report: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -84,26 +78,21 @@ pub fn write_json(snap: &Snapshot, dir: &Path) -> Result<PathBuf, ReportError> {
 pub fn write_in_dir(snap: &Snapshot, dir: &Path, format: Format) -> Result<PathBuf, ReportError> {
     let text = render(snap, format)?;
     let stamp = file_stamp(snap.taken_at_ms / 1000);
-    let io_err = |source| ReportError::Write {
-        dir: dir.to_path_buf(),
-        source,
-    };
+    let owned = OwnedDir::ensure(dir)?;
     // A second export in the same second gets a numbered name.
     for attempt in 0..100 {
-        let path = dir.join(stamped_name(&stamp, attempt, format));
-        match create_new(&path, &text) {
-            Ok(()) => return Ok(absolute(path)),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(io_err(err)),
+        let name = stamped_name(&stamp, attempt, format);
+        match create_new(&owned, &name, &text) {
+            Ok(()) => return Ok(absolute(dir.join(name))),
+            Err(err) if err.already_exists() => continue,
+            Err(err) => return Err(err.into()),
         }
     }
-    Err(io_err(std::io::Error::other(
-        "100 reports with this timestamp already exist",
-    )))
+    Err(ReportError::TooMany {
+        dir: dir.to_path_buf(),
+    })
 }
 
-/// Write the JSON and the HTML report side by side in `dir`, under one stamp (for `e` in the
-/// dashboard); returns (json path, html path).
 /// The engine's report writer (`e`): both reports of a snapshot, side by side.
 pub fn writer() -> crate::engine::ReportWriter {
     std::sync::Arc::new(|snap: &Snapshot, dir: &Path| {
@@ -113,52 +102,54 @@ pub fn writer() -> crate::engine::ReportWriter {
     })
 }
 
+/// Write the JSON and the HTML report side by side in `dir`, under one stamp (for `e` in the
+/// dashboard); returns (json path, html path).
 pub fn write_both(snap: &Snapshot, dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
     let json = to_json(snap)?;
     let html = to_html(snap);
     let stamp = file_stamp(snap.taken_at_ms / 1000);
-    let io_err = |source| ReportError::Write {
-        dir: dir.to_path_buf(),
-        source,
-    };
+    let owned = OwnedDir::ensure(dir)?;
     for attempt in 0..100 {
-        let json_path = dir.join(stamped_name(&stamp, attempt, Format::Json));
-        match create_new(&json_path, &json) {
+        let json_name = stamped_name(&stamp, attempt, Format::Json);
+        match create_new(&owned, &json_name, &json) {
             Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(io_err(err)),
+            Err(err) if err.already_exists() => continue,
+            Err(err) => return Err(err.into()),
         }
-        let html_path = dir.join(stamped_name(&stamp, attempt, Format::Html));
-        match create_new(&html_path, &html) {
-            Ok(()) => return Ok((absolute(json_path), absolute(html_path))),
+        let html_name = stamped_name(&stamp, attempt, Format::Html);
+        let written = create_new(&owned, &html_name, &html);
+        if written.is_err() {
+            let _ = std::fs::remove_file(dir.join(&json_name));
+        }
+        match written {
+            Ok(()) => return Ok((absolute(dir.join(json_name)), absolute(dir.join(html_name)))),
             // Someone holds the HTML name: give the pair up, keep both under the next stamp.
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&json_path);
-                continue;
-            }
-            Err(err) => {
-                let _ = std::fs::remove_file(&json_path);
-                return Err(io_err(err));
-            }
+            Err(err) if err.already_exists() => continue,
+            Err(err) => return Err(err.into()),
         }
     }
-    Err(io_err(std::io::Error::other(
-        "100 reports with this timestamp already exist",
-    )))
+    Err(ReportError::TooMany {
+        dir: dir.to_path_buf(),
+    })
 }
 
-/// Write the report in `format` to exactly `path`, which must not exist yet.
+/// Write the report in `format` to exactly `path`, which must not exist yet, in a directory
+/// that follows the rule of owned paths (else write it to stdout and redirect).
 pub fn write_to_path(snap: &Snapshot, path: &Path, format: Format) -> Result<PathBuf, ReportError> {
     let text = render(snap, format)?;
-    match create_new(path, &text) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| PathError::Unsafe {
+            path: path.to_path_buf(),
+            why: "names no file".to_string(),
+        })?;
+    match create_new(&OwnedDir::of(path)?, name, &text) {
         Ok(()) => Ok(absolute(path.to_path_buf())),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Err(ReportError::Exists {
+        Err(err) if err.already_exists() => Err(ReportError::Exists {
             path: path.to_path_buf(),
         }),
-        Err(source) => Err(ReportError::WriteFile {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -171,16 +162,17 @@ fn stamped_name(stamp: &str, attempt: u32, format: Format) -> String {
     }
 }
 
-/// create_new refuses an existing path, and so a planted symlink; 0600 because the report
-/// holds command lines and container labels, which may carry secrets.
-fn create_new(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+/// A new file only (an existing path, a planted symlink included, is refused), 0600 because
+/// the report holds command lines and container labels, which may carry secrets; synced.
+fn create_new(dir: &OwnedDir, name: &str, text: &str) -> Result<(), PathError> {
+    let (mut file, _) = dir.open(name, Access::CreateNew { create_mode: 0o600 })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| PathError::Io {
+            path: dir.path().join(name),
+            op: "write",
+            source,
+        })
 }
 
 fn absolute(path: PathBuf) -> PathBuf {

@@ -126,8 +126,39 @@ fn a_running_balancer_is_reported_with_its_own_figures() {
 
 #[test]
 fn unwritable_dir_is_an_error_naming_it() {
-    let err = write_json(&Snapshot::default(), Path::new("/nonexistent/dir")).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/dir"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("reports");
+    let err = write_json(&Snapshot::default(), &under_a_file).unwrap_err();
+    assert!(err.to_string().contains("a-file/reports"), "{err}");
+}
+
+/// Reports follow the rule of every owned path (issue 15): a dir others may write, or a
+/// symlink to one, is refused naming why, and nothing is written there; a missing one is
+/// created 0700, and the files in it are 0600.
+#[test]
+fn a_report_dir_others_could_swap_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = write_both(&snap_at(1), &open).unwrap_err();
+    assert!(err.to_string().contains("world-writable"), "{err}");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    let err = write_json(&snap_at(1), &link).unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    let err = write_to_path(&snap_at(1), &open.join("r.html"), Format::Html).unwrap_err();
+    assert!(err.to_string().contains("world-writable"), "{err}");
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
+
+    let fresh = dir.path().join("new/reports");
+    let (json, html) = write_both(&snap_at(1), &fresh).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!((mode(&json), mode(&html)), (0o600, 0o600));
 }
 
 #[test]

@@ -43,6 +43,11 @@ impl PathError {
             PathError::Unsafe { path, .. } | PathError::Io { path, .. } => path,
         }
     }
+
+    /// A file to create new was there already (`Access::CreateNew`).
+    pub fn already_exists(&self) -> bool {
+        matches!(self, PathError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+    }
 }
 
 fn refused(path: &Path, why: impl std::fmt::Display) -> PathError {
@@ -79,6 +84,8 @@ pub enum Access {
     Append { create_mode: u32 },
     /// Read, and append, created with the mode if missing (a journal).
     ReadAppend { create_mode: u32 },
+    /// Write a file that must not exist yet, created with the mode (a report).
+    CreateNew { create_mode: u32 },
 }
 
 impl OwnedDir {
@@ -145,7 +152,9 @@ impl OwnedDir {
             Access::ReadAppend { create_mode } => {
                 (base | OFlag::O_RDWR | OFlag::O_APPEND, Some(create_mode))
             }
+            Access::CreateNew { create_mode } => (base | OFlag::O_WRONLY, Some(create_mode)),
         };
+        let exclusive = matches!(access, Access::CreateNew { .. });
         let mode = nix::sys::stat::Mode::from_bits_truncate(create_mode.unwrap_or(0o600));
         let openat = |flags: OFlag| -> io::Result<File> {
             Ok(File::from(nix::fcntl::openat(
@@ -156,7 +165,9 @@ impl OwnedDir {
             None => (openat(flags), false),
             Some(_) => match openat(flags | OFlag::O_CREAT | OFlag::O_EXCL) {
                 Ok(file) => (Ok(file), true),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (openat(flags), false),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && !exclusive => {
+                    (openat(flags), false)
+                }
                 Err(e) => (Err(e), true),
             },
         };
