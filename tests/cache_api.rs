@@ -8,26 +8,9 @@
 mod support;
 
 use std::time::Duration;
-use support::wire::{call, noise};
-use support::{Served, test_config};
+use support::wire::{call, noise, small_cache_config as cache_config};
+use support::Served;
 use sutazai_top::api::cache::percent_encode;
-use sutazai_top::config::Config;
-
-fn cache_config() -> Config {
-    let mut config = test_config(250);
-    config.docker.enabled = false;
-    config.cache.l1_bytes = 100_000;
-    config.cache.l2_bytes = 50_000;
-    config.cache.l3_bytes = 1_000_000;
-    for policy in [
-        &mut config.cache.l1_policy,
-        &mut config.cache.l2_policy,
-        &mut config.cache.l3_policy,
-    ] {
-        *policy = sutazai_cache::PolicyName::Lru;
-    }
-    config
-}
 
 #[test]
 fn binary_values_go_in_and_come_back_with_their_level() {

@@ -13,29 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::wire::{call, noise};
-use support::{Served, test_config};
-use sutazai_top::config::Config;
+use support::wire::{call, noise, small_cache_config as cache_config};
+use support::Served;
 
 /// How long each read of the slow file hangs: past the API's 10 s limit on a cache operation.
 const HANG_SECONDS: u64 = 30;
-
-fn cache_config() -> Config {
-    let mut config = test_config(250);
-    config.docker.enabled = false;
-    config.cache.l1_bytes = 100_000;
-    config.cache.l2_bytes = 50_000;
-    config.cache.l3_bytes = 1_000_000;
-    // LRU admits everything, so the values below land where the test expects them.
-    for policy in [
-        &mut config.cache.l1_policy,
-        &mut config.cache.l2_policy,
-        &mut config.cache.l3_policy,
-    ] {
-        *policy = sutazai_cache::PolicyName::Lru;
-    }
-    config
-}
 
 /// The FUSE server and the bind mount over a cache entry; both undone when dropped, which
 /// also ends the hung read (the kernel fails it once the server is gone).

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use sutazai_top::config::Config;
 
 /// An answer as it came over the wire.
 pub struct Answer {
@@ -103,4 +104,22 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// A cache small enough to fill by hand: L1 holds two 40 kB values, L2 one, L3 a megabyte;
+/// LRU everywhere, so every value lands where a test expects it.
+pub fn small_cache_config() -> Config {
+    let mut config = super::test_config(250);
+    config.docker.enabled = false;
+    config.cache.l1_bytes = 100_000;
+    config.cache.l2_bytes = 50_000;
+    config.cache.l3_bytes = 1_000_000;
+    for policy in [
+        &mut config.cache.l1_policy,
+        &mut config.cache.l2_policy,
+        &mut config.cache.l3_policy,
+    ] {
+        *policy = sutazai_cache::PolicyName::Lru;
+    }
+    config
 }
