@@ -8,8 +8,8 @@
 mod support;
 
 use std::time::Duration;
-use support::wire::{call, noise, small_cache_config as cache_config};
 use support::Served;
+use support::wire::{call, noise, small_cache_config as cache_config};
 use sutazai_top::api::cache::percent_encode;
 
 #[test]

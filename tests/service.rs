@@ -222,7 +222,9 @@ fn serve_status_second_refused_dashboard_attaches_and_stop() {
         .filter(|p| p.to_string_lossy().contains("sutazai-report-"))
         .collect();
     assert_eq!(reports.len(), 2, "{reports:?}");
-    let json = reports.iter().find(|p| p.extension().is_some_and(|e| e == "json"));
+    let json = reports
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "json"));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json.unwrap()).unwrap()).unwrap();
     assert!(report["host"].is_object(), "{report}");

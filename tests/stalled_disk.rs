@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::wire::{call, noise, small_cache_config as cache_config};
 use support::Served;
+use support::wire::{call, noise, small_cache_config as cache_config};
 
 /// How long each read of the slow file hangs: past the API's 10 s limit on a cache operation.
 const HANG_SECONDS: u64 = 30;
