@@ -18,6 +18,8 @@ pub use crate::host::HostConfig;
 pub use crate::model::Mode;
 pub use crate::optimizer::{OptimizerConfig, SchedulerPolicy, UncleanExit};
 pub use sutazai_balancer::BalancerConfig;
+
+pub use crate::coordinator::CoordinatorConfig;
 pub use sutazai_cache::CacheConfig;
 
 /// The shortest tick the engine accepts; faster sampling costs more than it shows.
@@ -55,6 +57,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub cache: CacheConfig,
     pub balancer: BalancerConfig,
+    pub coordinator: CoordinatorConfig,
 }
 
 /// `sutazai-top serve`: the engine as a service.
@@ -102,6 +105,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             cache: CacheConfig::default(),
             balancer: BalancerConfig::default(),
+            coordinator: CoordinatorConfig::default(),
         }
     }
 }
@@ -185,6 +189,7 @@ impl Config {
             detect: self.detect.clone(),
             cache: self.cache.clone(),
             balancer: self.balancer.clone(),
+            coordinator: self.coordinator.clone(),
         }
     }
 
@@ -375,6 +380,12 @@ mod tests {
             ("[api]\nsocket = \"\"\n", "socket is empty", 2),
             ("[optimizer]\nstate_dir = \"\"\n", "state_dir is empty", 2),
             ("report_dir = \"\"\n", "report_dir is empty", 1),
+            (
+                "[coordinator]\nreserved_cpus = \"0-x\"\n",
+                "reserved_cpus: \"0-x\" is not a CPU",
+                2,
+            ),
+            ("[coordinator]\nmin_shared_cpus = 0\n", "min_shared_cpus", 2),
             (
                 "[balancer]\nsession_header = \"x-a\\nx-b\"\n",
                 "session_header",

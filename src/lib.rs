@@ -6,7 +6,7 @@
 //! `optimizer`'s actuators, with its journal, change the host.
 //!
 //! The modules stand on floors, and use only their own or those below (`tests/floors.rs`
-//! keeps it so): 1 `model`; 2 `host`, `containers`; 3 `optimizer`, `eliminator`; 4 `engine`;
+//! keeps it so): 1 `model`; 2 `host`, `containers`; 3 `optimizer`, `eliminator`, `coordinator`; 4 `engine`;
 //! 5 the faces; 6 `config` (and the binary's `cli`). The agents' cache and the load balancer
 //! are crates of their own (`sutazai-cache`, `sutazai-balancer`).
 
@@ -16,6 +16,7 @@ pub mod model;
 pub mod containers;
 pub mod host;
 // Floor 3: the writers to the host, and what decides what to write.
+pub mod coordinator;
 pub mod eliminator;
 pub mod optimizer;
 // Floor 4.

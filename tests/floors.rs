@@ -21,6 +21,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("containers", 2),
     ("optimizer", 3),
     ("eliminator", 3),
+    ("coordinator", 3),
     ("engine", 4),
     ("tui", 5),
     ("api", 5),

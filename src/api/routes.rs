@@ -1,6 +1,7 @@
 //! The routes: one table ([`ROUTES`]) that the router matches against and the OpenAPI test
 //! compares with the document, and one handler per action.
 
+mod agents;
 mod balancer;
 
 use std::time::Instant;
@@ -16,6 +17,7 @@ use crate::model::Bottleneck;
 use crate::model::Mode;
 use crate::model::Snapshot;
 use crate::model::{Proposal, ProposalStatus};
+use agents::{agents, declare, undeclare};
 use balancer::{balancer_add, balancer_change, balancer_remove};
 
 pub use balancer::BackendChange;
@@ -47,6 +49,9 @@ pub enum Action {
     BalancerAdd,
     BalancerRemove,
     BalancerChange,
+    Agents,
+    Declare,
+    Undeclare,
 }
 
 /// A method and a path pattern; `{name}` matches one path segment.
@@ -89,6 +94,9 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/api/cache/{key}", Action::CachePut),
     route("DELETE", "/api/cache/{key}", Action::CacheDelete),
     route("GET", "/api/balancer", Action::BalancerStats),
+    route("GET", "/api/agents", Action::Agents),
+    route("POST", "/api/agents", Action::Declare),
+    route("DELETE", "/api/agents/{agent}", Action::Undeclare),
     route("POST", "/api/balancer/backends", Action::BalancerAdd),
     route(
         "DELETE",
@@ -307,6 +315,21 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the cache is off ([cache] enabled = false)",
             ),
+        },
+        Action::Agents => match &snap.coordinator {
+            Some(view) => Reply::json(StatusCode::OK, &agents(view, &snap)),
+            None => Reply::error(
+                StatusCode::NOT_FOUND,
+                "the coordinator is off ([coordinator] enabled = false)",
+            ),
+        },
+        Action::Declare => match declare(state, body).await {
+            Ok(declared) => Reply::json(StatusCode::CREATED, &declared),
+            Err(failure) => Reply::error(failure.status, &failure.message),
+        },
+        Action::Undeclare => match undeclare(state, params).await {
+            Ok(removed) => Reply::json(StatusCode::OK, &removed),
+            Err(failure) => Reply::error(failure.status, &failure.message),
         },
         Action::BalancerStats => match &snap.balancer {
             Some(balancer) => Reply::json(StatusCode::OK, balancer),
@@ -579,17 +602,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_the_json_names() {
-        use crate::model::BottleneckKind as K;
-        for kind in [
-            K::CpuSaturation,
-            K::MemoryPressure,
-            K::IoSaturation,
-            K::ThrottledContainer,
-            K::NoisyNeighbour,
-            K::RunawayAgent,
-            K::PredictedExhaustion,
-            K::NumaImbalance,
-        ] {
+        for kind in crate::model::BottleneckKind::ALL {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),
                 serde_json::json!(kind.name())

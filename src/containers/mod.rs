@@ -399,13 +399,23 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
 
 fn container_stat(t: &Tracked) -> ContainerStat {
     let listed = &t.listed;
+    let class = agent::class_of(&listed.labels);
+    let (need, need_error) = match crate::model::need::need_from_labels(
+        &listed.labels,
+        class == Some(crate::model::AgentClass::Latency),
+    ) {
+        Ok(need) => (need, None),
+        Err(why) => (None, Some(why)),
+    };
     let mut stat = ContainerStat {
         id: listed.id.clone(),
         name: listed.name.clone(),
         image: listed.image.clone(),
         state: listed.state.clone(),
-        class: agent::class_of(&listed.labels),
+        class,
         priority: agent::priority_of(&listed.labels),
+        need,
+        need_error,
         labels: listed.labels.clone(),
         pid: t.pid,
         source: t.source,

@@ -8,7 +8,7 @@
 use super::strategy::{Context, EliminationStrategy, propose_all};
 use super::validation::RecentSnapshots;
 use crate::model::{Bottleneck, Proposal, ProposalStatus, Snapshot, Subject, Validation};
-use crate::model::{Risk, Verdict};
+use crate::model::{Fix, Risk, Verdict};
 
 /// Closed proposals kept for the pane and the report (older ones are dropped).
 const KEEP_CLOSED: usize = 50;
@@ -243,6 +243,62 @@ impl ProposalBook {
         self.forget_old();
     }
 
+    /// A fix offered directly rather than found by a strategy (the coordinator's plan). It
+    /// replaces the open proposal of its strategy, or becomes a new one, unless a proposal
+    /// applying, applied or rolled back already carries the same changes (a plan settling
+    /// in, or one the operator undid: it is not pushed back until the plan changes), or its
+    /// strategy is paused. Call after `update`, which makes it stale once it is in place.
+    pub fn offer(&mut self, bottleneck: &Bottleneck, fix: Fix, snap: &Snapshot) {
+        let key = (fix.strategy.clone(), subject_key(&bottleneck.subject));
+        if self
+            .suppressed
+            .get(&key)
+            .is_some_and(|(until, _)| snap.taken_at_ms < *until)
+        {
+            return;
+        }
+        let settled = self.proposals.iter().any(|p| {
+            same_origin(p, bottleneck, &fix.strategy)
+                && matches!(
+                    p.status,
+                    ProposalStatus::Applying
+                        | ProposalStatus::Applied { .. }
+                        | ProposalStatus::RolledBack { .. }
+                )
+                && carries(&p.fix, &fix)
+        });
+        if settled {
+            return;
+        }
+        let open = self
+            .proposals
+            .iter_mut()
+            .find(|p| same_origin(p, bottleneck, &fix.strategy) && p.status.is_open());
+        if let Some(p) = open {
+            p.bottleneck = bottleneck.clone();
+            p.fix = fix;
+            p.validation = Validation::baseline(&p.fix.measure, &self.recent);
+            return;
+        }
+        self.next_id += 1;
+        let validation = Validation::baseline(&fix.measure, &self.recent);
+        self.proposals.push(Proposal {
+            id: self.next_id,
+            bottleneck: bottleneck.clone(),
+            fix,
+            status: ProposalStatus::Proposed,
+            proposed_seq: snap.seq,
+            validation,
+        });
+    }
+
+    /// The open proposal of `strategy`, if any.
+    pub fn open_of(&self, strategy: &str) -> Option<&Proposal> {
+        self.proposals
+            .iter()
+            .find(|p| p.fix.strategy == strategy && p.status.is_open())
+    }
+
     /// Keep every open or applied proposal and the newest closed ones.
     fn forget_old(&mut self) {
         let closed = self
@@ -270,6 +326,15 @@ impl ProposalBook {
             true
         });
     }
+}
+
+/// Every change of `new` is one `done` made (same target, knob and value).
+fn carries(done: &Fix, new: &Fix) -> bool {
+    new.intents.iter().all(|i| {
+        done.intents
+            .iter()
+            .any(|d| d.target == i.target && d.knob == i.knob && d.after == i.after)
+    })
 }
 
 fn risk_name(p: &Proposal) -> &'static str {

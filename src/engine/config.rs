@@ -9,6 +9,7 @@ use sutazai_balancer::BalancerConfig;
 use sutazai_cache::CacheConfig;
 
 use crate::containers::DockerConfig;
+use crate::coordinator::CoordinatorConfig;
 use crate::eliminator::DetectConfig;
 use crate::host::HostConfig;
 use crate::model::{Mode, Snapshot};
@@ -34,4 +35,5 @@ pub struct EngineConfig {
     pub detect: DetectConfig,
     pub cache: CacheConfig,
     pub balancer: BalancerConfig,
+    pub coordinator: CoordinatorConfig,
 }

@@ -37,6 +37,11 @@ pub enum Command {
     Rollback(u64),
     /// Roll back every active batch.
     RollbackAll,
+    /// Register what an agent needs (it takes the place of its labels), kept in the state
+    /// dir; the coordinator plans for it from the next tick.
+    Declare(crate::model::Declaration),
+    /// Forget the declaration registered for this agent (its labels count again).
+    Undeclare(String),
     Quit,
 }
 

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use super::config::{EngineConfig, ReportWriter};
 use super::{Command, EngineHandle, sampler};
 use crate::containers::ContainerSampler;
+use crate::coordinator::CoordinatorConfig;
 use crate::eliminator::Detector;
 use crate::eliminator::proposals::ProposalBook;
 use crate::eliminator::strategy::{Context as StrategyContext, EliminationStrategy};
@@ -227,6 +228,10 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
             numa_allowed: config.optimizer.enable_numa,
         },
         proposals: ProposalBook::default(),
+        coordinator: config.coordinator.clone(),
+        declarations: load_declarations(&config, manages_host && host_info_is_root),
+        off_plan_since: None,
+        pending_since: Default::default(),
         cooldown_until: Instant::now(),
         following: false,
         next_follow: Instant::now(),
@@ -267,6 +272,18 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
     )
 }
 
+/// The declarations an engine that runs for the host kept in its state dir; a file that
+/// cannot be read is said in the log and counts as none.
+fn load_declarations(config: &EngineConfig, for_the_host: bool) -> Vec<crate::model::Declaration> {
+    if !for_the_host || !config.coordinator.enabled {
+        return Vec::new();
+    }
+    crate::coordinator::registry::load(&config.optimizer.state_dir).unwrap_or_else(|err| {
+        tracing::error!(%err, "agent declarations not loaded");
+        Vec::new()
+    })
+}
+
 /// The tick: composes snapshots and answers commands.
 struct Ticker {
     interval: Duration,
@@ -289,6 +306,13 @@ struct Ticker {
     strategies: Vec<Box<dyn EliminationStrategy>>,
     strategy_context: StrategyContext,
     proposals: ProposalBook,
+    coordinator: CoordinatorConfig,
+    /// Needs registered through the API, laid over the agents' labels.
+    declarations: Vec<crate::model::Declaration>,
+    /// The seq of the first tick of the current run of ticks off plan.
+    off_plan_since: Option<u64>,
+    /// The first tick each pending agent (by id) was pending.
+    pending_since: std::collections::HashMap<String, u64>,
     /// No automatic action before this instant.
     cooldown_until: Instant,
     /// A pass bringing new threads under active batches is running; the next is due then.
@@ -349,6 +373,7 @@ impl Ticker {
                     self.push_history(&snap);
                     self.detect(&mut snap);
                     self.validate(&snap);
+                    self.enforce_plan(&snapshots);
                     self.auto_fix(&snapshots);
                     self.follow_threads();
                     // Validation and auto-fix may have moved proposals or set a notice.
@@ -396,6 +421,8 @@ impl Ticker {
             }
             Command::Rollback(batch) => self.start_rollback(Some(batch), RollbackOrigin::Operator),
             Command::RollbackAll => self.start_rollback(None, RollbackOrigin::Operator),
+            Command::Declare(declaration) => self.declare(declaration),
+            Command::Undeclare(agent) => self.undeclare(&agent),
             Command::SetMode(mode) => {
                 self.mode = mode;
                 tracing::info!(mode = %mode, "mode changed");
@@ -521,6 +548,7 @@ impl Ticker {
             changes: self.changes.clone(),
             bottlenecks: self.detector.current().to_vec(),
             proposals: self.proposals.list().to_vec(),
+            coordinator: None,
             samplers: self.health.entries(),
             notice: self.notice.clone(),
             cache: self.cache.as_ref().map(|cache| cache.tick()),

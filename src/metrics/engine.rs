@@ -9,17 +9,6 @@ use crate::model::Mode;
 use crate::model::ProposalStatus;
 use crate::model::Snapshot;
 
-const BOTTLENECK_KINDS: [BottleneckKind; 8] = [
-    BottleneckKind::CpuSaturation,
-    BottleneckKind::MemoryPressure,
-    BottleneckKind::IoSaturation,
-    BottleneckKind::ThrottledContainer,
-    BottleneckKind::NoisyNeighbour,
-    BottleneckKind::RunawayAgent,
-    BottleneckKind::PredictedExhaustion,
-    BottleneckKind::NumaImbalance,
-];
-
 const PROPOSAL_STATUSES: [&str; 7] = [
     "proposed",
     "applying",
@@ -78,7 +67,7 @@ pub(super) fn engine_families(snap: &Snapshot, f: &mut Families) {
         None,
         "Bottlenecks currently raised, by kind.",
     );
-    for kind in BOTTLENECK_KINDS {
+    for kind in BottleneckKind::ALL {
         let n = snap.bottlenecks.iter().filter(|b| b.kind == kind).count();
         bottlenecks.push(labels([("kind", kind.name())]), n);
     }

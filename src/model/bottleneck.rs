@@ -16,6 +16,10 @@ pub enum BottleneckKind {
     PredictedExhaustion,
     /// An agent whose memory sits mostly on a node other than the one its CPUs are on.
     NumaImbalance,
+    /// Agents whose settings are not what the coordinator planned from their declarations.
+    OffPlan,
+    /// An agent whose declared need does not fit now (the reason is its evidence's metric).
+    AllocationPending,
 }
 
 /// What a bottleneck is about. Containers by id and processes by (pid, start time), so
@@ -68,6 +72,20 @@ pub struct Bottleneck {
 }
 
 impl BottleneckKind {
+    /// Every kind, for listings that must show each (metrics at zero included).
+    pub const ALL: [BottleneckKind; 10] = [
+        BottleneckKind::CpuSaturation,
+        BottleneckKind::MemoryPressure,
+        BottleneckKind::IoSaturation,
+        BottleneckKind::ThrottledContainer,
+        BottleneckKind::NoisyNeighbour,
+        BottleneckKind::RunawayAgent,
+        BottleneckKind::PredictedExhaustion,
+        BottleneckKind::NumaImbalance,
+        BottleneckKind::OffPlan,
+        BottleneckKind::AllocationPending,
+    ];
+
     /// The name used in JSON and in bottleneck ids ("noisy_neighbour").
     pub fn name(self) -> &'static str {
         match self {
@@ -79,6 +97,8 @@ impl BottleneckKind {
             BottleneckKind::RunawayAgent => "runaway_agent",
             BottleneckKind::PredictedExhaustion => "predicted_exhaustion",
             BottleneckKind::NumaImbalance => "numa_imbalance",
+            BottleneckKind::OffPlan => "off_plan",
+            BottleneckKind::AllocationPending => "allocation_pending",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod change;
 pub mod fix;
 pub mod identity;
 pub mod mode;
+pub mod need;
 pub mod proposal;
 pub mod snapshot;
 
@@ -18,5 +19,6 @@ pub use change::{Change, Knob, Target};
 pub use fix::{Fix, Intent, IntentTarget, Measure, Risk};
 pub use identity::ProcessId;
 pub use mode::Mode;
+pub use need::{Allocation, AllocationState, CoordinatorSnapshot, Declaration, Need};
 pub use proposal::{Guard, Proposal, ProposalStatus, Validation, Verdict};
 pub use snapshot::*;

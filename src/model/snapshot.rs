@@ -54,6 +54,9 @@ pub struct Snapshot {
     /// The load balancer; `None` when `[balancer] enabled = false`.
     #[serde(default)]
     pub balancer: Option<sutazai_balancer::BalancerSnapshot>,
+    /// The resource coordinator's plan; `None` when `[coordinator] enabled = false`.
+    #[serde(default)]
+    pub coordinator: Option<super::need::CoordinatorSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -422,6 +425,12 @@ pub struct ContainerStat {
     pub labels: BTreeMap<String, String>,
     pub class: Option<AgentClass>,
     pub priority: Option<i32>,
+    /// What its labels declare it needs (`sutazai.cpus`, `.exclusive`, `.memory`, `.numa`).
+    #[serde(default)]
+    pub need: Option<super::need::Need>,
+    /// Why its declaration was refused, naming the label.
+    #[serde(default)]
+    pub need_error: Option<String>,
     /// Main process pid on the host, when running.
     pub pid: Option<i32>,
     /// The container's cgroup path as found from /proc/<pid>/cgroup.

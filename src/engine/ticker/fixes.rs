@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::Ticker;
 use crate::host::HostRoots;
-use crate::model::{ChangesSnapshot, Snapshot};
+use crate::model::{Bottleneck, ChangesSnapshot, Fix, Snapshot};
 use crate::model::{ProposalStatus, Verdict};
 use crate::optimizer::change::ActuatorError;
 use crate::optimizer::master::ApplyError;
@@ -123,13 +123,17 @@ fn follow_blocking(dir: &std::path::Path, roots: &HostRoots) -> Result<Vec<Strin
     Ok(lines)
 }
 
-/// Plan and apply a proposal's intents under the journal lock. Blocking, off the runtime.
+/// Plan and apply a proposal's intents under the journal lock, after rolling back the
+/// batches it supersedes (a coordinator plan replaces the one before: one plan batch is
+/// active at a time, so a rollback always restores the host from before any plan). Blocking,
+/// off the runtime.
 fn apply_blocking(
     dir: &std::path::Path,
     roots: &HostRoots,
     endpoint: &str,
     label: &str,
     intents: &[crate::model::Intent],
+    supersede: &[u64],
 ) -> ApplyOutcome {
     // Lock the journal first, then read `before`: no other writer can slip a change in
     // between, so a rollback restores what really was there.
@@ -145,10 +149,20 @@ fn apply_blocking(
             why: other.to_string(),
         },
     };
+    for &batch in supersede {
+        optimizer
+            .rollback(batch)
+            .map_err(|err| ProposalStatus::Failed {
+                why: format!("the plan it replaces (batch {batch}) did not roll back: {err}"),
+            })?;
+    }
     let changes =
         crate::eliminator::plan::plan(intents, roots, endpoint).map_err(gone_or_failed)?;
     if changes.is_empty() {
-        return Ok((None, None));
+        let view = (!supersede.is_empty())
+            .then(|| crate::optimizer::view::read_changes(dir, roots).ok())
+            .flatten();
+        return Ok((None, view));
     }
     // Two open batches on one knob would undo out of order: refuse the second.
     for open in optimizer.open_batches() {
@@ -193,10 +207,108 @@ impl Ticker {
     /// One tick of detection: bottlenecks that held, and fixes proposed for them (gated by
     /// the mode). Pure over the snapshot; nothing on the host is read or changed here.
     pub(super) fn detect(&mut self, snap: &mut Snapshot) {
-        let bottlenecks = self.detector.observe(snap);
+        let mut bottlenecks = self.detector.observe(snap);
+        let offer = self.coordinate(snap);
+        if let Some(view) = &snap.coordinator {
+            let seq = snap.seq;
+            let pending = crate::coordinator::pending(view, |id| {
+                *self.pending_since.entry(id.to_string()).or_insert(seq)
+            });
+            self.pending_since.retain(|id, _| {
+                pending
+                    .iter()
+                    .any(|b| b.subject.key() == format!("container:{id}"))
+            });
+            bottlenecks.extend(pending);
+        }
+        if let Some((bottleneck, _)) = &offer {
+            bottlenecks.push(bottleneck.clone());
+        }
         self.proposals
             .update(&bottlenecks, snap, &self.strategies, &self.strategy_context);
+        if let Some((bottleneck, fix)) = offer {
+            self.proposals.offer(&bottleneck, fix, snap);
+        }
         snap.bottlenecks = bottlenecks;
+    }
+
+    /// The coordinator's plan for this tick into the snapshot, and, while the host is not as
+    /// planned, the bottleneck saying so and the fix that would make it so. The off-plan
+    /// bottleneck needs no run of ticks: a declaration is not noise.
+    fn coordinate(&mut self, snap: &mut Snapshot) -> Option<(Bottleneck, Fix)> {
+        if !self.coordinator.enabled {
+            return None;
+        }
+        crate::coordinator::registry::overlay(&mut snap.containers.agents, &self.declarations);
+        let mut view = crate::coordinator::plan(snap, &self.coordinator);
+        view.declared = self.declarations.clone();
+        let offer = crate::coordinator::fix(&view, snap).and_then(|fix| {
+            let since = *self.off_plan_since.get_or_insert(snap.seq);
+            crate::coordinator::off_plan(&view, since).map(|b| (b, fix))
+        });
+        if offer.is_none() {
+            self.off_plan_since = None;
+        }
+        snap.coordinator = Some(view);
+        offer
+    }
+
+    /// Register a declaration (replacing one for the same agent) and save the list; on a
+    /// failed save nothing changes and the notice says why.
+    pub(super) fn declare(&mut self, declaration: crate::model::Declaration) {
+        if !self.coordinator.enabled || !self.manages_host {
+            self.set_notice(
+                "declarations need the coordinator on an engine that runs for the host".to_string(),
+                true,
+            );
+            return;
+        }
+        let mut next = self.declarations.clone();
+        next.retain(|d| d.agent != declaration.agent);
+        let text = format!(
+            "declared for {}: {}",
+            declaration.agent,
+            declaration.need.describe()
+        );
+        next.push(declaration);
+        self.save_declarations(next, text);
+    }
+
+    pub(super) fn undeclare(&mut self, agent: &str) {
+        let mut next = self.declarations.clone();
+        next.retain(|d| d.agent != agent);
+        if next.len() == self.declarations.len() {
+            self.set_notice(format!("nothing was declared for {agent}"), true);
+            return;
+        }
+        self.save_declarations(next, format!("declaration for {agent} removed"));
+    }
+
+    fn save_declarations(&mut self, next: Vec<crate::model::Declaration>, text: String) {
+        match crate::coordinator::registry::save(&self.optimizer.state_dir, &next) {
+            Ok(()) => {
+                self.declarations = next;
+                tracing::info!("{text}");
+                self.set_notice(text, false);
+            }
+            Err(err) => self.set_notice(format!("declarations not saved: {err}"), true),
+        }
+    }
+
+    /// With `[coordinator] enforce`: apply the plan's open proposal at once (no baseline
+    /// wait, no cooldown), so an agent that starts has its allocation by the next tick.
+    pub(super) fn enforce_plan(&mut self, snapshots: &watch::Sender<Arc<Snapshot>>) {
+        if !self.coordinator.enforce || !self.manages_host {
+            return;
+        }
+        if let Some(id) = self
+            .proposals
+            .open_of(crate::coordinator::STRATEGY)
+            .map(|p| p.id)
+        {
+            tracing::info!(id, "the coordinator enforces its plan");
+            self.start_apply(id, snapshots);
+        }
     }
 
     /// Watch applied fixes: after `validation_secs`, keep what helped and roll back what
@@ -277,13 +389,45 @@ impl Ticker {
         );
         let label = format!("proposal {id}: {}", proposal.fix.summary);
         let intents = proposal.fix.intents.clone();
+        let supersede = self.superseded_by(&proposal);
         let jobs = self.jobs_tx.clone();
         tokio::spawn(async move {
-            let outcome =
-                off_runtime(move || apply_blocking(&dir, &roots, &endpoint, &label, &intents))
-                    .await;
+            let outcome = off_runtime(move || {
+                apply_blocking(&dir, &roots, &endpoint, &label, &intents, &supersede)
+            })
+            .await;
             let _ = jobs.send(Job::Applied { id, outcome });
         });
+    }
+
+    /// A coordinator plan supersedes the plans applied before it: their batches are rolled
+    /// back first, and their proposals say so.
+    fn superseded_by(&mut self, proposal: &crate::model::Proposal) -> Vec<u64> {
+        if proposal.fix.strategy != crate::coordinator::STRATEGY {
+            return Vec::new();
+        }
+        let earlier: Vec<(u64, u64)> = self
+            .proposals
+            .list()
+            .iter()
+            .filter(|p| p.fix.strategy == crate::coordinator::STRATEGY)
+            .filter_map(|p| match p.status {
+                ProposalStatus::Applied { batch } => Some((p.id, batch)),
+                _ => None,
+            })
+            .collect();
+        for &(id, batch) in &earlier {
+            self.proposals.set_status(
+                id,
+                ProposalStatus::Stale {
+                    why: format!(
+                        "superseded by proposal {}: batch {batch} rolled back before it applied",
+                        proposal.id
+                    ),
+                },
+            );
+        }
+        earlier.into_iter().map(|(_, batch)| batch).collect()
     }
 
     pub(super) fn finish_apply(&mut self, id: u64, outcome: Result<ApplyOutcome, String>) {
@@ -298,8 +442,19 @@ impl Ticker {
                     self.changes = view;
                 }
             }
-            Ok(Ok((None, _))) => {
-                self.proposals.suppress(id, now_ms());
+            Ok(Ok((None, view))) => {
+                if let Some(view) = view {
+                    self.changes = view;
+                }
+                // A plan found in place (its predecessor rolled back to just this) is normal,
+                // not a reason to pause the coordinator.
+                let planned = self
+                    .proposals
+                    .get(id)
+                    .is_some_and(|p| p.fix.strategy == crate::coordinator::STRATEGY);
+                if !planned {
+                    self.proposals.suppress(id, now_ms());
+                }
                 self.proposals.set_status(
                     id,
                     ProposalStatus::Stale {

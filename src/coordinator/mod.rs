@@ -1,0 +1,318 @@
+//! Floor 3: the resource coordinator. Agents declare what they need (Docker labels
+//! `sutazai.cpus`, `.exclusive`, `.memory`, `.numa`); the allocator turns the declarations
+//! into a plan (`allocate`, pure); the plan is offered as one fix of container settings,
+//! applied all or nothing through the optimizer's journal like any other fix, and undone by
+//! `rollback`. The engine makes the plan every tick, so an agent that starts or stops is
+//! planned for at the next one.
+
+pub mod allocate;
+pub mod config;
+pub mod registry;
+
+use std::time::Instant;
+
+pub use config::CoordinatorConfig;
+
+use crate::host::{format_cpu_list, parse_cpu_list};
+use crate::model::{
+    Allocation, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Evidence, Fix,
+    Intent, IntentTarget, Knob, Measure, Risk, Snapshot, Subject, UsageSource,
+};
+use allocate::{Grant, Request, allocate};
+
+/// The strategy name on the fixes the coordinator offers.
+pub const STRATEGY: &str = "coordinator";
+
+/// The plan for the running agents `snap` shows, and whether each is in place.
+pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot {
+    let started = Instant::now();
+    let running: Vec<&ContainerStat> = snap
+        .containers
+        .agents
+        .iter()
+        .filter(|a| a.state == "running")
+        .collect();
+    let requests: Vec<Request> = running
+        .iter()
+        .map(|a| Request {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            priority: a.priority,
+            need: a.need.clone(),
+            need_error: a.need_error.clone(),
+        })
+        .collect();
+    let plan = allocate(&snap.topology, &requests, config);
+    let all = Everything::of(snap);
+    let mut agents: Vec<Allocation> = running
+        .iter()
+        .zip(plan.grants)
+        .map(|(stat, grant)| Allocation {
+            in_place: differences(stat, &grant, &all).is_empty(),
+            id: stat.id.clone(),
+            name: stat.name.clone(),
+            priority: stat.priority.unwrap_or(0),
+            need: stat.need.clone(),
+            state: grant.state,
+            cpus: grant.cpus,
+            mems: grant.mems,
+            cpu_shares: grant.cpu_shares,
+            memory_limit_bytes: grant.memory_limit_bytes,
+        })
+        .collect();
+    agents.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    CoordinatorSnapshot {
+        enforce: config.enforce,
+        reserved: plan.reserved,
+        shared: plan.shared,
+        agents,
+        plan_us: started.elapsed().as_micros() as u64,
+        declared: Vec::new(),
+    }
+}
+
+/// The bottleneck that says the plan is not in place yet; `None` when it is.
+pub fn off_plan(view: &CoordinatorSnapshot, since_seq: u64) -> Option<Bottleneck> {
+    let n = view.out_of_place().count();
+    (n > 0).then(|| Bottleneck {
+        kind: BottleneckKind::OffPlan,
+        subject: Subject::Host,
+        evidence: vec![Evidence {
+            metric: "agents not as the coordinator planned".to_string(),
+            value: n as f64,
+            threshold: 0.0,
+            unit: "agents".to_string(),
+        }],
+        since_seq,
+    })
+}
+
+/// One bottleneck per pending agent, its reason in words as the evidence's metric, so the
+/// alerts and the Proposals pane carry it. `since` gives the first tick each was pending.
+pub fn pending(view: &CoordinatorSnapshot, mut since: impl FnMut(&str) -> u64) -> Vec<Bottleneck> {
+    view.agents
+        .iter()
+        .filter_map(|a| match &a.state {
+            crate::model::AllocationState::Pending { why } => Some(Bottleneck {
+                kind: BottleneckKind::AllocationPending,
+                subject: Subject::Container {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                },
+                evidence: vec![Evidence {
+                    metric: why.clone(),
+                    value: a.need.as_ref().and_then(|n| n.cpus).unwrap_or(0.0),
+                    threshold: 0.0,
+                    unit: "CPUs asked".to_string(),
+                }],
+                since_seq: since(&a.id),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fix that puts the plan in place, `None` when it is. It carries the whole plan (every
+/// setting the plan gives any agent, and every setting that differs), not only what differs
+/// now: a new plan replaces the one before, whose batch is rolled back first, so what the
+/// old plan had set must be set again by the new one.
+pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
+    let to_change = view.out_of_place().count();
+    if to_change == 0 {
+        return None;
+    }
+    let all = Everything::of(snap);
+    let mut intents = Vec::new();
+    for allocation in &view.agents {
+        let Some(stat) = snap
+            .containers
+            .agents
+            .iter()
+            .find(|a| a.id == allocation.id)
+        else {
+            continue;
+        };
+        for (knob, before, after) in settings(stat, &grant_of(allocation), &all) {
+            intents.push(Intent {
+                target: IntentTarget::Container {
+                    id: stat.id.clone(),
+                    name: stat.name.clone(),
+                },
+                knob,
+                expected_before: before,
+                after,
+            });
+        }
+    }
+    if intents.is_empty() {
+        return None;
+    }
+    let count = |label: &str| {
+        view.agents
+            .iter()
+            .filter(|a| a.state.label() == label)
+            .count()
+    };
+    Some(Fix {
+        strategy: STRATEGY.to_string(),
+        summary: format!(
+            "allocate as declared: {to_change} agents to change ({} exclusive, {} pending, \
+             shared pool {})",
+            count("exclusive"),
+            count("pending"),
+            format_cpu_list(&view.shared)
+        ),
+        // What the operator declared; every setting is journaled and undone by rollback.
+        risk: Risk::Low,
+        metric: "latency agents' PSI cpu some avg10".to_string(),
+        measure: Measure::LatencyAgentsPsiCpuSome,
+        intents,
+    })
+}
+
+fn grant_of(allocation: &Allocation) -> Grant {
+    Grant {
+        state: allocation.state.clone(),
+        cpus: allocation.cpus.clone(),
+        mems: allocation.mems.clone(),
+        cpu_shares: allocation.cpu_shares,
+        memory_limit_bytes: allocation.memory_limit_bytes,
+    }
+}
+
+/// Every setting the plan gives the agent, and every one that differs from it:
+/// (knob, as read, as planned).
+fn settings(stat: &ContainerStat, grant: &Grant, all: &Everything) -> Vec<(Knob, String, String)> {
+    let mut out = differences(stat, grant, all);
+    let has = |out: &[(Knob, String, String)], knob: &Knob| out.iter().any(|(k, _, _)| k == knob);
+    if !grant.cpus.is_empty() && !has(&out, &Knob::ContainerCpusetCpus) {
+        out.push((
+            Knob::ContainerCpusetCpus,
+            stat.cpuset_cpus.clone(),
+            format_cpu_list(&grant.cpus),
+        ));
+    }
+    if !grant.mems.is_empty() && !has(&out, &Knob::ContainerCpusetMems) {
+        out.push((
+            Knob::ContainerCpusetMems,
+            stat.cpuset_mems.clone(),
+            format_cpu_list(&grant.mems),
+        ));
+    }
+    if let Some(shares) = grant.cpu_shares
+        && !has(&out, &Knob::ContainerCpuShares)
+    {
+        out.push((
+            Knob::ContainerCpuShares,
+            stat.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
+            shares.to_string(),
+        ));
+    }
+    if let Some(limit) = grant.memory_limit_bytes
+        && !has(&out, &Knob::ContainerMemoryLimit)
+    {
+        out.push((
+            Knob::ContainerMemoryLimit,
+            stat.mem_limit_bytes
+                .map_or("max".to_string(), |l| l.to_string()),
+            limit.to_string(),
+        ));
+    }
+    out
+}
+
+/// Every online CPU and every node: what an empty cpuset means.
+struct Everything {
+    cpus: Vec<u32>,
+    nodes: Vec<u32>,
+}
+
+impl Everything {
+    fn of(snap: &Snapshot) -> Everything {
+        Everything {
+            cpus: snap
+                .topology
+                .cpus
+                .iter()
+                .filter(|c| c.online)
+                .map(|c| c.id)
+                .collect(),
+            nodes: snap.topology.nodes.iter().map(|n| n.id).collect(),
+        }
+    }
+}
+
+/// The settings of `stat` that differ from `grant`: (knob, as read, as planned).
+fn differences(
+    stat: &ContainerStat,
+    grant: &Grant,
+    all: &Everything,
+) -> Vec<(Knob, String, String)> {
+    let mut out = Vec::new();
+    if !same_set(&stat.cpuset_cpus, &grant.cpus, &all.cpus) {
+        out.push((
+            Knob::ContainerCpusetCpus,
+            stat.cpuset_cpus.clone(),
+            format_cpu_list(&grant.cpus),
+        ));
+    }
+    if !same_set(&stat.cpuset_mems, &grant.mems, &all.nodes) {
+        out.push((
+            Knob::ContainerCpusetMems,
+            stat.cpuset_mems.clone(),
+            format_cpu_list(&grant.mems),
+        ));
+    }
+    if let Some(shares) = grant.cpu_shares
+        && stat.cpu_weight != Some(weight_as_read(shares, stat.source))
+    {
+        out.push((
+            Knob::ContainerCpuShares,
+            stat.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
+            shares.to_string(),
+        ));
+    }
+    if let Some(limit) = grant.memory_limit_bytes
+        && stat.mem_limit_bytes.map(|l| l / 4096) != Some(limit / 4096)
+    {
+        out.push((
+            Knob::ContainerMemoryLimit,
+            stat.mem_limit_bytes
+                .map_or("max".to_string(), |l| l.to_string()),
+            limit.to_string(),
+        ));
+    }
+    out
+}
+
+/// A CPU or node list as read against one as planned; empty means everything on both sides.
+fn same_set(read: &str, planned: &[u32], everything: &[u32]) -> bool {
+    let mut read = parse_cpu_list(read);
+    if read.is_empty() {
+        read = everything.to_vec();
+    }
+    let mut planned = if planned.is_empty() {
+        everything.to_vec()
+    } else {
+        planned.to_vec()
+    };
+    read.sort_unstable();
+    planned.sort_unstable();
+    read == planned
+}
+
+/// cpu.shares as the cgroup shows it: v1 as is; v2 as cpu.weight, converted the way runc
+/// converts Docker's shares.
+fn weight_as_read(shares: u64, source: UsageSource) -> u64 {
+    match source {
+        UsageSource::CgroupV2 => 1 + (shares.saturating_sub(2) * 9999) / 262_142,
+        _ => shares,
+    }
+}
+
+#[cfg(test)]
+mod tests;
