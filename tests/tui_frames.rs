@@ -1056,3 +1056,78 @@ fn validation_verdicts_show_in_the_list_and_the_details() {
         "{shown}"
     );
 }
+
+/// The coordinator in the faces (issue 16): the Containers pane gains an ALLOC column and
+/// counts once something is declared; the Cores pane says who owns each CPU per node.
+#[test]
+fn declared_agents_show_their_allocation_and_the_cores_their_owner() {
+    let mut snap = common::numa64();
+    snap.containers = common::with_containers(6).containers;
+    let declare = |c: &mut sutazai_top::model::ContainerStat, pairs: &[(&str, &str)]| {
+        for (k, v) in pairs {
+            c.labels.insert(k.to_string(), v.to_string());
+        }
+        c.class = sutazai_top::containers::agent::class_of(&c.labels);
+        match sutazai_top::model::need::need_from_labels(
+            &c.labels,
+            c.class == Some(sutazai_top::model::AgentClass::Latency),
+        ) {
+            Ok(need) => c.need = need,
+            Err(why) => c.need_error = Some(why),
+        }
+    };
+    for c in &mut snap.containers.agents {
+        c.state = "running".to_string();
+    }
+    declare(
+        &mut snap.containers.agents[0],
+        &[("sutazai.class", "latency"), ("sutazai.cpus", "2")],
+    );
+    declare(&mut snap.containers.agents[1], &[("sutazai.memory", "4x")]);
+    let config = sutazai_top::coordinator::CoordinatorConfig {
+        reserved_cpus: "0".to_string(),
+        ..Default::default()
+    };
+    snap.coordinator = Some(sutazai_top::coordinator::plan(&snap, &config));
+
+    let shown = text(&render(&snap, &focused(Pane::Containers), LARGE));
+    assert!(shown.contains("ALLOC"), "{shown}");
+    assert!(
+        shown.contains("coordinator: 1 exclusive, 1 misdeclared"),
+        "{shown}"
+    );
+    let row = |name: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(&format!("│{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {shown}"))
+            .to_string()
+    };
+    let first = &snap.containers.agents[0].name;
+    let second = &snap.containers.agents[1].name;
+    assert!(row(first).contains("excl 2*"), "{}", row(first));
+    assert!(row(second).contains("misdecl*"), "{}", row(second));
+
+    // One pane, tall enough for 64 CPUs and the owner lines.
+    let cores = text(&render(&snap, &focused(Pane::Cores), (150, 60)));
+    assert!(cores.contains("cores by owner (coordinator):"), "{cores}");
+    // CPU 0 is reserved; node 0 (31 free) is fuller than node 1 (32), so the two CPUs are
+    // one whole core there: 1 and its sibling 33.
+    assert!(
+        cores.contains(&format!(
+            "node 0: reserved 0 · {first} 1,33 · shared 2-15,32,34-47"
+        )),
+        "{cores}"
+    );
+    assert!(cores.contains("node 1: shared 16-31,48-63"), "{cores}");
+
+    // Nothing declared: no column, no counts (frames of hosts without declarations keep).
+    let mut plain = snap.clone();
+    plain.containers = common::with_containers(6).containers;
+    plain.coordinator = Some(sutazai_top::coordinator::plan(&plain, &Default::default()));
+    let shown = text(&render(&plain, &focused(Pane::Containers), LARGE));
+    assert!(
+        !shown.contains("ALLOC") && !shown.contains("coordinator:"),
+        "{shown}"
+    );
+}

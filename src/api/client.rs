@@ -121,6 +121,10 @@ impl Client {
         self.send_json("POST", path, body).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<ApiResponse, ClientError> {
+        self.send("DELETE", path, &[], Vec::new()).await
+    }
+
     pub async fn put(
         &self,
         path: &str,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::engine::{Command, EngineHandle};
 use crate::model::Mode;
 use crate::model::Snapshot;
-use crate::model::{Proposal, ProposalStatus};
+use crate::model::{Declaration, Proposal, ProposalStatus};
 
 /// How long approving waits for the proposal to be applied (or to fail).
 pub const APPLY_WAIT: Duration = Duration::from_secs(30);
@@ -238,6 +238,48 @@ pub async fn set_mode(handle: &EngineHandle, mode: Mode) -> OpResult<Mode> {
     send(handle, Command::SetMode(mode)).await?;
     wait_until(handle, QUICK_WAIT, "the mode change", |snap| {
         (snap.mode == mode).then_some(Ok(mode))
+    })
+    .await
+}
+
+/// Register a declaration and wait until the coordinator holds it.
+pub async fn declare(handle: &EngineHandle, declaration: Declaration) -> OpResult<Declaration> {
+    let since = notice_seq(&latest(handle));
+    send(handle, Command::Declare(declaration.clone())).await?;
+    wait_until(handle, QUICK_WAIT, "the declaration", |snap| {
+        if let Some(text) = error_notice_after(snap, since) {
+            return Some(Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, text)));
+        }
+        let held = snap
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.declared.contains(&declaration));
+        held.then(|| Ok(declaration.clone()))
+    })
+    .await
+}
+
+/// Forget an agent's declaration (404 when there is none) and wait until it is gone.
+pub async fn undeclare(handle: &EngineHandle, agent: &str) -> OpResult<()> {
+    let declared = |snap: &Snapshot| {
+        snap.coordinator
+            .as_ref()
+            .is_some_and(|c| c.declared.iter().any(|d| d.agent == agent))
+    };
+    let now = latest(handle);
+    if !declared(&now) {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("nothing is declared for {agent}"),
+        ));
+    }
+    let since = notice_seq(&now);
+    send(handle, Command::Undeclare(agent.to_string())).await?;
+    wait_until(handle, QUICK_WAIT, "the declaration removed", |snap| {
+        if let Some(text) = error_notice_after(snap, since) {
+            return Some(Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, text)));
+        }
+        (!declared(snap)).then_some(Ok(()))
     })
     .await
 }

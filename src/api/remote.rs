@@ -225,6 +225,30 @@ async fn call(
                 .json::<serde_json::Value>()?;
             Ok(None)
         }
+        Command::Declare(declaration) => {
+            let body = serde_json::json!({
+                "agent_id": declaration.agent,
+                "cpu_cores": declaration.need.cpus,
+                "exclusive": declaration.need.exclusive,
+                "memory_mb": declaration.need.memory_bytes.map(|b| b >> 20),
+                "numa": declaration.need.numa,
+                "priority": declaration.priority,
+                "gpu_memory_mb": declaration.need.gpu_memory_bytes.map(|b| b >> 20),
+            });
+            client
+                .post("/api/agents", &body)
+                .await?
+                .json::<serde_json::Value>()?;
+            Ok(None)
+        }
+        Command::Undeclare(agent) => {
+            let path = format!(
+                "/api/agents/{}",
+                super::cache::percent_encode(agent.as_bytes())
+            );
+            client.delete(&path).await?.json::<serde_json::Value>()?;
+            Ok(None)
+        }
         Command::ExportReport => export_report(exports).await.map(Some),
         Command::Quit => Ok(None),
     }

@@ -135,3 +135,57 @@ pub(super) fn agent_families(snap: &Snapshot, f: &mut Families) {
         written.push(labels.clone(), agent.io_write_bytes_per_sec);
     }
 }
+
+/// The coordinator's plan: agents per state, and per agent the CPUs it was allocated.
+pub(super) fn coordinator_families(snap: &Snapshot, f: &mut Families) {
+    let Some(view) = &snap.coordinator else {
+        return;
+    };
+    let states = f.gauge(
+        "coordinator_agents",
+        None,
+        "Running agents by the coordinator's state: exclusive, shared, pending, misdeclared.",
+    );
+    for state in ["exclusive", "shared", "pending", "misdeclared"] {
+        let n = view
+            .agents
+            .iter()
+            .filter(|a| a.state.label() == state)
+            .count();
+        states.push(labels([("state", state)]), n);
+    }
+    f.gauge(
+        "coordinator_reserved_cpus",
+        None,
+        "CPUs kept for the system ([coordinator] reserved_cpus, those online).",
+    )
+    .push(Labels::none(), view.reserved.len());
+    f.gauge("coordinator_shared_cpus", None, "CPUs in the shared pool.")
+        .push(Labels::none(), view.shared.len());
+    f.gauge(
+        "coordinator_off_plan_agents",
+        None,
+        "Agents whose settings are not yet what the plan says.",
+    )
+    .push(Labels::none(), view.out_of_place().count());
+    let by_id: std::collections::HashMap<&str, &ContainerStat> = snap
+        .containers
+        .agents
+        .iter()
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    let allocated = f.gauge(
+        "agent_allocated_cpus",
+        None,
+        "CPUs the coordinator allocated to the agent (its own when exclusive, else the shared \
+         pool's; 0 means every CPU), with its state.",
+    );
+    for a in &view.agents {
+        let Some(stat) = by_id.get(a.id.as_str()) else {
+            continue;
+        };
+        let mut pairs = agent_labels(stat).0.to_vec();
+        pairs.push(("state", super::LabelValue(a.state.label().to_string())));
+        allocated.push(Labels(pairs.into()), a.cpus.len());
+    }
+}

@@ -45,6 +45,7 @@ pub fn render(snap: &Snapshot) -> String {
     let mut families = Families::default();
     host::host_families(snap, &mut families);
     agents::agent_families(snap, &mut families);
+    agents::coordinator_families(snap, &mut families);
     engine::engine_families(snap, &mut families);
     balancer::balancer_families(snap, &mut families);
     engine::alert_families(&mut families);

@@ -457,6 +457,8 @@ pub fn container(i: usize) -> ContainerStat {
         labels,
         class,
         priority: Some((i % 5) as i32),
+        need: None,
+        need_error: None,
         pid: Some(10_000 + i as i32),
         cgroup: Some(format!("/docker/{}", container_id(i))),
         source: UsageSource::CgroupV1,

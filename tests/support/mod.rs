@@ -115,7 +115,18 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn start(mut config: Config, dir: tempfile::TempDir) -> Served {
+    pub fn start(config: Config, dir: tempfile::TempDir) -> Served {
+        // An engine that serves the balancer is one that runs for the host, as `serve` does.
+        let manages = config.balancer.enabled;
+        Served::start_with(config, dir, manages)
+    }
+
+    /// As `serve` runs it: the engine runs for the host (it may change it).
+    pub fn start_managing(config: Config, dir: tempfile::TempDir) -> Served {
+        Served::start_with(config, dir, true)
+    }
+
+    fn start_with(mut config: Config, dir: tempfile::TempDir, manages: bool) -> Served {
         config.optimizer.state_dir = dir.path().join("state");
         config.api.socket = dir.path().join("run/api.sock");
         config.api.token_file = dir.path().join("state/api.token");
@@ -125,8 +136,7 @@ impl Served {
             std::fs::Permissions::from_mode(0o700),
         )
         .unwrap();
-        // An engine that serves the balancer is one that runs for the host, as `serve` does.
-        let engine = if config.balancer.enabled {
+        let engine = if manages {
             RunningEngine::start_managing(config.clone())
         } else {
             RunningEngine::start(config.clone())

@@ -9,7 +9,9 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::table::{COLUMN_SPACING, TextCell, highlighted, join_cells, visible_window};
 use super::{pane_block, short_bytes, spark_text};
-use crate::model::{AgentClass, ContainerStat, DockerStatus, Snapshot};
+use crate::model::{
+    AgentClass, Allocation, AllocationState, ContainerStat, DockerStatus, Snapshot,
+};
 use crate::tui::app::{App, SortKey, visible_containers};
 use crate::tui::theme;
 
@@ -50,6 +52,9 @@ fn title(snap: &Snapshot, app: &App) -> Line<'static> {
         DockerStatus::Unreachable { .. } => "docker unreachable".to_string(),
     };
     let mut text = format!(" Containers · {state} · sort {} (s) ", app.sort.label());
+    if let Some(counts) = allocation_counts(snap) {
+        text.push_str(&format!("· {counts} "));
+    }
     if !app.filter.is_empty() || app.filter_typing {
         text.push_str(&format!("· filter \"{}\" ", app.filter));
     }
@@ -138,7 +143,7 @@ fn render_table(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focus
         frame.render_widget(Paragraph::new(filter_line(app)), filter_area);
     }
     let rows = visible_containers(snap, app);
-    let columns = fit_columns(&rows, table_area.width);
+    let columns = fit_columns(&rows, table_area.width, declared(snap));
     let mut lines = vec![header_line(&columns, app.sort)];
     if rows.is_empty() {
         lines.push(Line::styled(
@@ -155,7 +160,7 @@ fn render_table(frame: &mut Frame, area: Rect, snap: &Snapshot, app: &App, focus
         theme::label()
     };
     for (index, container) in rows.get(window).unwrap_or_default().iter().enumerate() {
-        let line = row_line(&columns, container);
+        let line = row_line(&columns, container, allocation_of(snap, container));
         lines.push(if index == selected {
             highlighted(line, highlight)
         } else {
@@ -177,8 +182,53 @@ fn header_line(columns: &[Column], sort: SortKey) -> Line<'static> {
     join_cells(cells.zip(columns.iter().map(|c| c.width)))
 }
 
-fn row_line(columns: &[Column], container: &ContainerStat) -> Line<'static> {
-    join_cells(columns.iter().map(|c| (c.kind.cell(container), c.width)))
+fn row_line(
+    columns: &[Column],
+    container: &ContainerStat,
+    allocation: Option<&Allocation>,
+) -> Line<'static> {
+    join_cells(
+        columns
+            .iter()
+            .map(|c| (c.kind.cell(container, allocation), c.width)),
+    )
+}
+
+/// Whether any agent declares a need (or misdeclares one): only then the ALLOC column shows.
+fn declared(snap: &Snapshot) -> bool {
+    snap.coordinator.as_ref().is_some_and(|c| {
+        c.agents
+            .iter()
+            .any(|a| a.need.is_some() || matches!(a.state, AllocationState::Misdeclared { .. }))
+    })
+}
+
+fn allocation_of<'a>(snap: &'a Snapshot, container: &ContainerStat) -> Option<&'a Allocation> {
+    snap.coordinator
+        .as_ref()
+        .and_then(|c| c.agents.iter().find(|a| a.id == container.id))
+}
+
+/// "coordinator: 2 exclusive, 1 pending, 1 misdeclared" when anything is declared.
+fn allocation_counts(snap: &Snapshot) -> Option<String> {
+    let view = snap.coordinator.as_ref().filter(|_| declared(snap))?;
+    let count = |label: &str| {
+        view.agents
+            .iter()
+            .filter(|a| a.state.label() == label)
+            .count()
+    };
+    let mut parts = vec![format!("{} exclusive", count("exclusive"))];
+    for label in ["pending", "misdeclared"] {
+        if count(label) > 0 {
+            parts.push(format!("{} {label}", count(label)));
+        }
+    }
+    let off = view.out_of_place().count();
+    if off > 0 {
+        parts.push(format!("{off} not yet applied"));
+    }
+    Some(format!("coordinator: {}", parts.join(", ")))
 }
 
 fn filter_line(app: &App) -> Line<'static> {
@@ -200,6 +250,7 @@ fn filter_line(app: &App) -> Line<'static> {
 enum ColumnKind {
     Name,
     Class,
+    Alloc,
     Cpu,
     Trend,
     Memory,
@@ -213,11 +264,12 @@ enum ColumnKind {
 }
 
 /// Dropped last-first when the pane is narrow: name, CPU, memory and throttling stay longest.
-const BY_PRIORITY: [ColumnKind; 12] = [
+const BY_PRIORITY: [ColumnKind; 13] = [
     ColumnKind::Name,
     ColumnKind::Cpu,
     ColumnKind::Memory,
     ColumnKind::Throttled,
+    ColumnKind::Alloc,
     ColumnKind::Class,
     ColumnKind::Read,
     ColumnKind::Write,
@@ -228,9 +280,10 @@ const BY_PRIORITY: [ColumnKind; 12] = [
     ColumnKind::Cpuset,
 ];
 
-const DISPLAY_ORDER: [ColumnKind; 12] = [
+const DISPLAY_ORDER: [ColumnKind; 13] = [
     ColumnKind::Name,
     ColumnKind::Class,
+    ColumnKind::Alloc,
     ColumnKind::Cpu,
     ColumnKind::Trend,
     ColumnKind::Memory,
@@ -249,7 +302,7 @@ struct Column {
 }
 
 /// The columns that fit in `width`, keeping the most important ones.
-fn fit_columns(rows: &[&ContainerStat], width: u16) -> Vec<Column> {
+fn fit_columns(rows: &[&ContainerStat], width: u16, with_alloc: bool) -> Vec<Column> {
     let name_width = rows
         .iter()
         .map(|c| c.name.chars().count())
@@ -259,6 +312,7 @@ fn fit_columns(rows: &[&ContainerStat], width: u16) -> Vec<Column> {
     let width_of = |kind: ColumnKind| match kind {
         ColumnKind::Name => name_width,
         ColumnKind::Class => 5,
+        ColumnKind::Alloc => 9,
         ColumnKind::Cpu => 6,
         ColumnKind::Trend => TREND_WIDTH,
         ColumnKind::Memory => 11,
@@ -273,6 +327,9 @@ fn fit_columns(rows: &[&ContainerStat], width: u16) -> Vec<Column> {
     let mut kept: Vec<ColumnKind> = Vec::new();
     let mut used: u16 = 0;
     for kind in BY_PRIORITY {
+        if kind == ColumnKind::Alloc && !with_alloc {
+            continue;
+        }
         let extra = width_of(kind) + if kept.is_empty() { 0 } else { COLUMN_SPACING };
         if used + extra <= width {
             used += extra;
@@ -294,7 +351,11 @@ impl ColumnKind {
     fn is_numeric(self) -> bool {
         !matches!(
             self,
-            ColumnKind::Name | ColumnKind::Class | ColumnKind::Trend | ColumnKind::Cpuset
+            ColumnKind::Name
+                | ColumnKind::Class
+                | ColumnKind::Alloc
+                | ColumnKind::Trend
+                | ColumnKind::Cpuset
         )
     }
 
@@ -302,6 +363,7 @@ impl ColumnKind {
         let (text, sorted_by) = match self {
             ColumnKind::Name => ("NAME", sort == SortKey::Name),
             ColumnKind::Class => ("CLASS", false),
+            ColumnKind::Alloc => ("ALLOC", false),
             ColumnKind::Cpu => ("CPU%", sort == SortKey::Cpu),
             ColumnKind::Trend => ("TREND", false),
             ColumnKind::Memory => ("MEM/LIMIT", sort == SortKey::Memory),
@@ -320,8 +382,9 @@ impl ColumnKind {
         }
     }
 
-    fn cell(self, c: &ContainerStat) -> TextCell {
+    fn cell(self, c: &ContainerStat, allocation: Option<&Allocation>) -> TextCell {
         match self {
+            ColumnKind::Alloc => alloc_cell(allocation),
             ColumnKind::Name => {
                 let style = if c.state == "running" || c.state.is_empty() {
                     Style::new()
@@ -375,6 +438,22 @@ impl ColumnKind {
             ),
         }
     }
+}
+
+/// The coordinator's word on an agent: "excl 2", "shared", "pending", "misdecl"; a "*"
+/// when the host does not show it yet.
+fn alloc_cell(allocation: Option<&Allocation>) -> TextCell {
+    let Some(a) = allocation else {
+        return TextCell::left("-".to_string(), theme::dim());
+    };
+    let (text, style) = match &a.state {
+        AllocationState::Exclusive => (format!("excl {}", a.cpus.len()), theme::good()),
+        AllocationState::Shared => ("shared".to_string(), Style::new()),
+        AllocationState::Pending { .. } => ("pending".to_string(), theme::warning()),
+        AllocationState::Misdeclared { .. } => ("misdecl".to_string(), theme::warning()),
+    };
+    let mark = if a.in_place { "" } else { "*" };
+    TextCell::left(format!("{text}{mark}"), style)
 }
 
 /// CPU use as a share of what the container may use: of its quota when limited, else of

@@ -62,11 +62,62 @@ fn body(snap: &Snapshot, width: usize, height: usize) -> Vec<Line<'static>> {
         ));
     } else {
         lines.extend(legend);
-        // Which agents are pinned where, in the rows left.
+        // Who owns which CPU by the coordinator's plan, then who is pinned where, in the
+        // rows left.
+        let room = height.saturating_sub(lines.len());
+        lines.extend(ownership_lines(snap, width).into_iter().take(room));
         let room = height.saturating_sub(lines.len());
         lines.extend(pinned_lines(snap, width).into_iter().take(room));
     }
     lines
+}
+
+/// Per node, the coordinator's owners: "node 0: reserved 0 · llm 1,9 · shared 2-7"; only
+/// when something is reserved or exclusive.
+fn ownership_lines(snap: &Snapshot, width: usize) -> Vec<Line<'static>> {
+    let Some(view) = snap.coordinator.as_ref() else {
+        return Vec::new();
+    };
+    let exclusive = view
+        .agents
+        .iter()
+        .any(|a| a.state == crate::model::AllocationState::Exclusive);
+    if view.reserved.is_empty() && !exclusive {
+        return Vec::new();
+    }
+    let mut lines = vec![Line::styled(
+        "cores by owner (coordinator):",
+        theme::label(),
+    )];
+    for node in &snap.topology.nodes {
+        let mut owners: Vec<(String, Vec<u32>)> = Vec::new();
+        for &cpu in &node.cpus {
+            let owner = view.owner_of(cpu).to_string();
+            match owners.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, cpus)) => cpus.push(cpu),
+                None => owners.push((owner, vec![cpu])),
+            }
+        }
+        let parts: Vec<String> = owners
+            .iter()
+            .map(|(owner, cpus)| format!("{owner} {}", format_cpu_list(cpus)))
+            .collect();
+        lines.push(Line::from(clip(
+            format!("  node {}: {}", node.id, parts.join(" · ")),
+            width,
+        )));
+    }
+    lines
+}
+
+fn clip(text: String, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text;
+    }
+    text.chars()
+        .take(width.saturating_sub(1))
+        .collect::<String>()
+        + "…"
 }
 
 /// Agents confined to fewer CPUs than the host has (a cpuset, ours or anyone's), as
@@ -96,15 +147,8 @@ fn pinned_lines(snap: &Snapshot, width: usize) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled("pinned agents:", theme::label())];
     for (cpus, mut names) in by_set {
         names.sort_unstable();
-        let mut text = format!("  cpus {cpus} ← {}", names.join(", "));
-        if text.chars().count() > width {
-            text = text
-                .chars()
-                .take(width.saturating_sub(1))
-                .collect::<String>()
-                + "…";
-        }
-        lines.push(Line::from(text));
+        let text = format!("  cpus {cpus} ← {}", names.join(", "));
+        lines.push(Line::from(clip(text, width)));
     }
     lines
 }

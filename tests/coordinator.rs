@@ -1,0 +1,222 @@
+//! The coordinator on a real host (issue 16): a latency agent declaring one exclusive CPU
+//! and a batch agent start under an engine with `[coordinator] enforce = true`. The plan
+//! gives the latency agent a CPU of its own and the batch agent the rest, applied through
+//! the journal for real (docker inspect shows it); when the latency agent stops, its CPU
+//! goes back to the shared pool; rollback puts every cpuset back.
+
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Container, RunningEngine, docker_ok, test_config, unique};
+use sutazai_top::engine::Command;
+use sutazai_top::model::{AllocationState, Snapshot};
+
+fn cpuset(c: &Container) -> String {
+    docker_ok(&["inspect", "-f", "{{.HostConfig.CpusetCpus}}", &c.id])
+}
+
+fn allocation<'a>(snap: &'a Snapshot, c: &Container) -> Option<&'a sutazai_top::model::Allocation> {
+    snap.coordinator
+        .as_ref()?
+        .agents
+        .iter()
+        .find(|a| a.id == c.id)
+}
+
+/// Each test's engine sees every agent on the host: one test at a time, so one's containers
+/// never take the other's CPUs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn online_cpus() -> Vec<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    sutazai_top::host::parse_cpu_list(&text)
+}
+
+#[test]
+fn declared_agents_get_their_cores_for_real_and_give_them_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cpus = online_cpus();
+    assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
+    let state = tempfile::tempdir().unwrap();
+    let mut config = test_config(300);
+    config.optimizer.state_dir = state.path().to_path_buf();
+    config.coordinator.enforce = true;
+    let mut engine = RunningEngine::start_managing(config);
+
+    let started = Instant::now();
+    let latency = Container::run(
+        &unique("coord-latency"),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=latency",
+            "--label",
+            "sutazai.cpus=1",
+            "--label",
+            "sutazai.priority=9",
+        ],
+        &["sleep", "600"],
+    );
+    let batch = Container::run(
+        &unique("coord-batch"),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=batch",
+        ],
+        &["sleep", "600"],
+    );
+    let snap = engine.wait_for(Duration::from_secs(20), "the plan in place", |s| {
+        [&latency, &batch]
+            .iter()
+            .all(|c| allocation(s, c).is_some_and(|a| a.in_place))
+    });
+    let applied_after = started.elapsed();
+    eprintln!("allocation in place {applied_after:?} after the containers started");
+    let mine = allocation(&snap, &latency).unwrap();
+    assert_eq!(mine.state, AllocationState::Exclusive);
+    assert_eq!(mine.cpus.len(), 1);
+    let exclusive_cpu = mine.cpus[0];
+    let shared: Vec<u32> = cpus
+        .iter()
+        .copied()
+        .filter(|c| *c != exclusive_cpu)
+        .collect();
+    assert_eq!(
+        cpuset(&latency),
+        exclusive_cpu.to_string(),
+        "docker shows it"
+    );
+    assert_eq!(
+        sutazai_top::host::parse_cpu_list(&cpuset(&batch)),
+        shared,
+        "the batch agent shares the rest"
+    );
+    assert!(
+        !snap.changes.active.is_empty(),
+        "applied through the journal"
+    );
+
+    // The latency agent stops: its CPU goes back to the shared pool.
+    latency.remove();
+    let snap = engine.wait_for(Duration::from_secs(20), "the CPU given back", |s| {
+        allocation(s, &batch).is_some_and(|a| a.in_place && a.cpus.is_empty())
+    });
+    assert_eq!(
+        sutazai_top::host::parse_cpu_list(&cpuset(&batch)),
+        cpus,
+        "{:?}",
+        snap.coordinator
+    );
+
+    // Roll everything back: the batch agent may use every CPU again, as before. (Docker
+    // cannot clear a cpuset to "", so every CPU may read as the full list.)
+    let commands = engine.handle.commands.clone();
+    engine
+        .runtime
+        .block_on(commands.send(Command::RollbackAll))
+        .unwrap();
+    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
+        s.changes.active.is_empty()
+    });
+    let restored = cpuset(&batch);
+    assert!(
+        restored.is_empty() || sutazai_top::host::parse_cpu_list(&restored) == cpus,
+        "{restored}"
+    );
+}
+
+/// Needs registered through the API (`POST /api/agents`) take the place of the labels, are
+/// kept in the state dir, planned for and applied; `DELETE` gives the labels back.
+#[test]
+fn an_agent_registered_through_the_api_is_planned_for_and_forgotten_on_delete() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cpus = online_cpus();
+    assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
+    let mut config = test_config(300);
+    config.coordinator.enforce = true;
+    let served = support::Served::start_managing(config, tempfile::tempdir().unwrap());
+    let target = Container::run(
+        &unique("coord-registered"),
+        &["--label", "sutazai.agent=1"],
+        &["sleep", "600"],
+    );
+    let socket = served.socket.clone();
+    let post = |body: &str| {
+        support::wire::call(
+            &socket,
+            "POST",
+            "/api/agents",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+
+    let refused = post(r#"{"agent_id": "x", "cpu_cores": 1.5, "exclusive": true}"#);
+    assert_eq!(refused.status, 400);
+    assert!(refused.error().contains("whole"), "{}", refused.error());
+
+    let body = format!(
+        r#"{{"agent_id": "{}", "cpu_cores": 1, "priority": 8}}"#,
+        target.name
+    );
+    let created = post(&body);
+    assert_eq!(created.status, 201, "{}", created.error());
+    assert_eq!(created.json()["agent"], target.name.as_str());
+    let saved = std::fs::read_to_string(served.state_dir().join("agents.json")).unwrap();
+    assert!(saved.contains(&target.name), "{saved}");
+
+    // Planned and applied: one CPU of its own, as Docker shows it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let agent = loop {
+        let listed = support::wire::call(&socket, "GET", "/api/agents", &[], b"").json();
+        let agent = listed["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == target.name.as_str())
+            .cloned();
+        if let Some(agent) = agent.filter(|a| a["in_place"] == true) {
+            assert_eq!(listed["registered"][0]["agent"], target.name.as_str());
+            break agent;
+        }
+        assert!(Instant::now() < deadline, "never in place: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(agent["state"], "exclusive", "{agent}");
+    assert_eq!(agent["declared_through"], "api", "{agent}");
+    let given = agent["allocated"]["cpus"].as_str().unwrap().to_string();
+    assert_eq!(cpuset(&target), given);
+
+    // DELETE: the labels count again (nothing declared: every CPU); twice is a 404.
+    let path = format!("/api/agents/{}", target.name);
+    let deleted = support::wire::call(&socket, "DELETE", &path, &[], b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.error());
+    let again = support::wire::call(&socket, "DELETE", &path, &[], b"");
+    assert_eq!(again.status, 404);
+    assert!(again.error().contains(&target.name), "{}", again.error());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = cpuset(&target);
+        if shown.is_empty() || sutazai_top::host::parse_cpu_list(&shown) == cpus {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CPU was not given back: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let commands = served.engine.handle.commands.clone();
+    served
+        .engine
+        .runtime
+        .block_on(commands.send(Command::RollbackAll))
+        .unwrap();
+}
