@@ -102,6 +102,22 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
         !snap.changes.active.is_empty(),
         "applied through the journal"
     );
+    // The engine (in this process) keeps its threads off the exclusive CPU.
+    let ours = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        sutazai_top::host::parse_cpu_list(&list)
+    };
+    engine.wait_for(
+        Duration::from_secs(5),
+        "the engine off the exclusive CPU",
+        |_| !ours().contains(&exclusive_cpu),
+    );
 
     // The latency agent stops: its CPU goes back to the shared pool.
     latency.remove();
@@ -113,6 +129,11 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
         cpus,
         "{:?}",
         snap.coordinator
+    );
+    engine.wait_for(
+        Duration::from_secs(5),
+        "the engine back on every CPU",
+        |_| ours() == cpus,
     );
 
     // Roll everything back: the batch agent may use every CPU again, as before. (Docker
@@ -219,4 +240,49 @@ fn an_agent_registered_through_the_api_is_planned_for_and_forgotten_on_delete() 
         .runtime
         .block_on(commands.send(Command::RollbackAll))
         .unwrap();
+}
+
+/// A CPU going offline is planned for (issue 16, faults): on a copy of the 64-CPU fixture
+/// host, taking CPU 63 offline takes it out of the shared pool at the next tick.
+#[test]
+fn a_cpu_going_offline_leaves_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/numa64");
+    let root = dir.path().join("host");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let mut config = test_config(250);
+    config.docker.enabled = false;
+    config.host.proc_root = root.join("proc");
+    config.host.sys_root = root.join("sys");
+    config.optimizer.state_dir = dir.path().join("state");
+    config.coordinator.reserved_cpus = "0".to_string();
+    let mut engine = RunningEngine::start(config);
+    let shared = |s: &Snapshot| {
+        s.coordinator
+            .as_ref()
+            .map(|c| c.shared.clone())
+            .unwrap_or_default()
+    };
+    let snap = engine.wait_for(Duration::from_secs(10), "a plan", |s| !shared(s).is_empty());
+    assert_eq!(shared(&snap), (1..64).collect::<Vec<u32>>());
+
+    let cpu = root.join("sys/devices/system/cpu");
+    std::fs::write(cpu.join("online"), "0-62\n").unwrap();
+    let snap = engine.wait_for(Duration::from_secs(10), "CPU 63 out of the plan", |s| {
+        !shared(s).is_empty() && !shared(s).contains(&63)
+    });
+    assert_eq!(shared(&snap), (1..63).collect::<Vec<u32>>());
+    assert!(
+        snap.notice
+            .as_ref()
+            .is_some_and(|n| n.text.contains("0-63 -> 0-62")),
+        "{:?}",
+        snap.notice
+    );
 }

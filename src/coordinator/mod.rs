@@ -48,7 +48,7 @@ pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot 
         .iter()
         .zip(plan.grants)
         .map(|(stat, grant)| Allocation {
-            in_place: differences(stat, &grant, &all).is_empty(),
+            in_place: settings(stat, &grant, &all, false).is_empty(),
             id: stat.id.clone(),
             name: stat.name.clone(),
             priority: stat.priority.unwrap_or(0),
@@ -118,8 +118,7 @@ pub fn pending(view: &CoordinatorSnapshot, mut since: impl FnMut(&str) -> u64) -
 
 /// The fix that puts the plan in place, `None` when it is. It carries the whole plan (every
 /// setting the plan gives any agent, and every setting that differs), not only what differs
-/// now: a new plan replaces the one before, whose batch is rolled back first, so what the
-/// old plan had set must be set again by the new one.
+/// now (see `settings`).
 pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
     let to_change = view.out_of_place().count();
     if to_change == 0 {
@@ -136,7 +135,7 @@ pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
         else {
             continue;
         };
-        for (knob, before, after) in settings(stat, &grant_of(allocation), &all) {
+        for (knob, before, after) in settings(stat, &grant_of(allocation), &all, true) {
             intents.push(Intent {
                 target: IntentTarget::Container {
                     id: stat.id.clone(),
@@ -184,47 +183,6 @@ fn grant_of(allocation: &Allocation) -> Grant {
     }
 }
 
-/// Every setting the plan gives the agent, and every one that differs from it:
-/// (knob, as read, as planned).
-fn settings(stat: &ContainerStat, grant: &Grant, all: &Everything) -> Vec<(Knob, String, String)> {
-    let mut out = differences(stat, grant, all);
-    let has = |out: &[(Knob, String, String)], knob: &Knob| out.iter().any(|(k, _, _)| k == knob);
-    if !grant.cpus.is_empty() && !has(&out, &Knob::ContainerCpusetCpus) {
-        out.push((
-            Knob::ContainerCpusetCpus,
-            stat.cpuset_cpus.clone(),
-            format_cpu_list(&grant.cpus),
-        ));
-    }
-    if !grant.mems.is_empty() && !has(&out, &Knob::ContainerCpusetMems) {
-        out.push((
-            Knob::ContainerCpusetMems,
-            stat.cpuset_mems.clone(),
-            format_cpu_list(&grant.mems),
-        ));
-    }
-    if let Some(shares) = grant.cpu_shares
-        && !has(&out, &Knob::ContainerCpuShares)
-    {
-        out.push((
-            Knob::ContainerCpuShares,
-            stat.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
-            shares.to_string(),
-        ));
-    }
-    if let Some(limit) = grant.memory_limit_bytes
-        && !has(&out, &Knob::ContainerMemoryLimit)
-    {
-        out.push((
-            Knob::ContainerMemoryLimit,
-            stat.mem_limit_bytes
-                .map_or("max".to_string(), |l| l.to_string()),
-            limit.to_string(),
-        ));
-    }
-    out
-}
-
 /// Every online CPU and every node: what an empty cpuset means.
 struct Everything {
     cpus: Vec<u32>,
@@ -246,45 +204,53 @@ impl Everything {
     }
 }
 
-/// The settings of `stat` that differ from `grant`: (knob, as read, as planned).
-fn differences(
+/// The settings of `stat` against `grant`, as (knob, as read, as planned): each that
+/// differs, and with `whole_plan` each the plan gives as well (a plan replaces the one
+/// before, whose batch is rolled back first, so what it had set must be set again).
+fn settings(
     stat: &ContainerStat,
     grant: &Grant,
     all: &Everything,
+    whole_plan: bool,
 ) -> Vec<(Knob, String, String)> {
     let mut out = Vec::new();
-    if !same_set(&stat.cpuset_cpus, &grant.cpus, &all.cpus) {
-        out.push((
-            Knob::ContainerCpusetCpus,
-            stat.cpuset_cpus.clone(),
-            format_cpu_list(&grant.cpus),
-        ));
-    }
-    if !same_set(&stat.cpuset_mems, &grant.mems, &all.nodes) {
-        out.push((
-            Knob::ContainerCpusetMems,
-            stat.cpuset_mems.clone(),
-            format_cpu_list(&grant.mems),
-        ));
-    }
-    if let Some(shares) = grant.cpu_shares
-        && stat.cpu_weight != Some(weight_as_read(shares, stat.source))
-    {
-        out.push((
+    let mut add = |knob: Knob, differs: bool, given: bool, read: String, planned: String| {
+        if differs || (whole_plan && given) {
+            out.push((knob, read, planned));
+        }
+    };
+    add(
+        Knob::ContainerCpusetCpus,
+        !same_set(&stat.cpuset_cpus, &grant.cpus, &all.cpus),
+        !grant.cpus.is_empty(),
+        stat.cpuset_cpus.clone(),
+        format_cpu_list(&grant.cpus),
+    );
+    add(
+        Knob::ContainerCpusetMems,
+        !same_set(&stat.cpuset_mems, &grant.mems, &all.nodes),
+        !grant.mems.is_empty(),
+        stat.cpuset_mems.clone(),
+        format_cpu_list(&grant.mems),
+    );
+    if let Some(shares) = grant.cpu_shares {
+        add(
             Knob::ContainerCpuShares,
+            stat.cpu_weight != Some(weight_as_read(shares, stat.source)),
+            true,
             stat.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
             shares.to_string(),
-        ));
+        );
     }
-    if let Some(limit) = grant.memory_limit_bytes
-        && stat.mem_limit_bytes.map(|l| l / 4096) != Some(limit / 4096)
-    {
-        out.push((
+    if let Some(limit) = grant.memory_limit_bytes {
+        add(
             Knob::ContainerMemoryLimit,
+            stat.mem_limit_bytes.map(|l| l / 4096) != Some(limit / 4096),
+            true,
             stat.mem_limit_bytes
                 .map_or("max".to_string(), |l| l.to_string()),
             limit.to_string(),
-        ));
+        );
     }
     out
 }

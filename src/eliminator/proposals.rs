@@ -207,18 +207,7 @@ impl ProposalBook {
                         p.validation = Validation::baseline(&p.fix.measure, &self.recent);
                     }
                     Some(_) => {}
-                    None => {
-                        self.next_id += 1;
-                        let validation = Validation::baseline(&fix.measure, &self.recent);
-                        self.proposals.push(Proposal {
-                            id: self.next_id,
-                            bottleneck: bottleneck.clone(),
-                            fix,
-                            status: ProposalStatus::Proposed,
-                            proposed_seq: snap.seq,
-                            validation,
-                        });
-                    }
+                    None => self.push_new(bottleneck, fix, snap.seq),
                 }
             }
         }
@@ -280,6 +269,11 @@ impl ProposalBook {
             p.validation = Validation::baseline(&p.fix.measure, &self.recent);
             return;
         }
+        self.push_new(bottleneck, fix, snap.seq);
+    }
+
+    /// A new open proposal, its baseline from the recent ticks.
+    fn push_new(&mut self, bottleneck: &Bottleneck, fix: Fix, seq: u64) {
         self.next_id += 1;
         let validation = Validation::baseline(&fix.measure, &self.recent);
         self.proposals.push(Proposal {
@@ -287,7 +281,7 @@ impl ProposalBook {
             bottleneck: bottleneck.clone(),
             fix,
             status: ProposalStatus::Proposed,
-            proposed_seq: snap.seq,
+            proposed_seq: seq,
             validation,
         });
     }

@@ -232,6 +232,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         declarations: load_declarations(&config, manages_host && host_info_is_root),
         off_plan_since: None,
         pending_since: Default::default(),
+        own_cpus: None,
         cooldown_until: Instant::now(),
         following: false,
         next_follow: Instant::now(),
@@ -313,6 +314,9 @@ struct Ticker {
     off_plan_since: Option<u64>,
     /// The first tick each pending agent (by id) was pending.
     pending_since: std::collections::HashMap<String, u64>,
+    /// The CPUs the engine started with and those it last confined itself to (`None`:
+    /// never moved).
+    own_cpus: Option<(Vec<u32>, Vec<u32>)>,
     /// No automatic action before this instant.
     cooldown_until: Instant,
     /// A pass bringing new threads under active batches is running; the next is due then.
@@ -512,8 +516,45 @@ impl Ticker {
         });
     }
 
+    /// A CPU taken offline or brought online changes what may be planned: when the kernel's
+    /// online list differs from the topology's, the topology is read again (one small file
+    /// a tick; the whole tree only on a change).
+    fn follow_hotplug(&mut self) {
+        let path = self.roots.sys.join("devices/system/cpu/online");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let now = host::parse_cpu_list(&text);
+        let known: Vec<u32> = self
+            .topology
+            .cpus
+            .iter()
+            .filter(|c| c.online)
+            .map(|c| c.id)
+            .collect();
+        if now == known {
+            return;
+        }
+        match host::topology::read_topology(&self.roots) {
+            Ok(topology) => {
+                let text = format!(
+                    "CPUs online changed: {} -> {}; plans follow",
+                    host::format_cpu_list(&known),
+                    host::format_cpu_list(&now)
+                );
+                tracing::warn!("{text}");
+                self.set_notice(text, false);
+                self.topology = Arc::new(topology);
+            }
+            Err(err) => {
+                tracing::error!(%err, "CPUs online changed, but the topology cannot be read")
+            }
+        }
+    }
+
     /// A snapshot of the latest readings (history not included).
     fn compose(&mut self) -> Snapshot {
+        self.follow_hotplug();
         let fresh_view = if self.readings.changes.has_changed().unwrap_or(false) {
             self.readings.changes.borrow_and_update().clone()
         } else {

@@ -27,6 +27,7 @@ pub mod health;
 pub mod info;
 pub mod memory;
 pub mod net;
+pub mod own_affinity;
 pub mod processes;
 pub mod psi;
 pub mod schedstat;

@@ -249,8 +249,54 @@ impl Ticker {
         if offer.is_none() {
             self.off_plan_since = None;
         }
+        self.keep_off_exclusive_cpus(&view);
         snap.coordinator = Some(view);
         offer
+    }
+
+    /// The engine's own threads stay off the CPUs exclusive agents hold (once the host shows
+    /// the grant), and get the CPUs they started with back when none does.
+    fn keep_off_exclusive_cpus(&mut self, view: &crate::model::CoordinatorSnapshot) {
+        let held: Vec<u32> = view
+            .agents
+            .iter()
+            .filter(|a| a.in_place && a.state == crate::model::AllocationState::Exclusive)
+            .flat_map(|a| a.cpus.iter().copied())
+            .collect();
+        let Some(started_with) = self
+            .own_cpus
+            .as_ref()
+            .map(|(start, _)| start.clone())
+            .or_else(|| {
+                (!held.is_empty())
+                    .then(crate::host::own_affinity::current)
+                    .flatten()
+            })
+        else {
+            return; // never moved, and nothing to keep off
+        };
+        let mut ours: Vec<u32> = started_with
+            .iter()
+            .copied()
+            .filter(|c| !held.contains(c))
+            .collect();
+        if ours.is_empty() {
+            ours = started_with.clone(); // better shared than nowhere to run
+        }
+        if self.own_cpus.as_ref().is_some_and(|(_, now)| *now == ours) {
+            return;
+        }
+        match crate::host::own_affinity::confine_self(&ours) {
+            Ok(threads) => {
+                tracing::info!(
+                    cpus = %crate::host::format_cpu_list(&ours),
+                    threads,
+                    "the engine's own CPUs (kept off the exclusive agents')"
+                );
+                self.own_cpus = Some((started_with, ours));
+            }
+            Err(err) => tracing::warn!(%err, "the engine could not move off the exclusive CPUs"),
+        }
     }
 
     /// Register a declaration (replacing one for the same agent) and save the list; on a
