@@ -30,6 +30,7 @@ use crate::model::{
 };
 use crate::optimizer::OptimizerConfig;
 
+mod coordination;
 mod fixes;
 
 use fixes::{Job, RollbackOrigin};
@@ -504,7 +505,14 @@ impl Ticker {
         }
         let mut snap = (**snapshots.borrow()).clone();
         snap.containers = self.readings.containers.borrow().clone();
+        // An agent that started or stopped is planned for now, not at the next tick: with
+        // `enforce`, its allocation is on its way before the tick would have come.
+        if let Some((bottleneck, fix)) = self.coordinate(&mut snap) {
+            self.proposals.offer(&bottleneck, fix, &snap);
+            snap.proposals = self.proposals.list().to_vec();
+        }
         snapshots.send_replace(Arc::new(snap));
+        self.enforce_plan(snapshots);
     }
 
     fn set_notice(&mut self, text: String, is_error: bool) {
