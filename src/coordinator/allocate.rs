@@ -75,6 +75,25 @@ pub fn allocate(topology: &Topology, requests: &[Request], config: &CoordinatorC
         .filter(|c| c.online)
         .map(|c| c.id)
         .collect();
+    if online.is_empty() {
+        // Nothing to plan with: every declaration waits, and nothing is changed.
+        let why = "the CPU topology could not be read; nothing is planned".to_string();
+        let grants = requests
+            .iter()
+            .map(|_| Grant {
+                state: AllocationState::Pending { why: why.clone() },
+                cpus: vec![],
+                mems: vec![],
+                cpu_shares: None,
+                memory_limit_bytes: None,
+            })
+            .collect();
+        return Plan {
+            reserved: vec![],
+            shared: vec![],
+            grants,
+        };
+    }
     let reserved: BTreeSet<u32> = config
         .reserved()
         .into_iter()

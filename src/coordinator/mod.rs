@@ -1,9 +1,9 @@
 //! Floor 3: the resource coordinator. Agents declare what they need (Docker labels
-//! `sutazai.cpus`, `.exclusive`, `.memory`, `.numa`); the allocator turns the declarations
-//! into a plan (`allocate`, pure); the plan is offered as one fix of container settings,
-//! applied all or nothing through the optimizer's journal like any other fix, and undone by
-//! `rollback`. The engine makes the plan every tick, so an agent that starts or stops is
-//! planned for at the next one.
+//! `sutazai.cpus`, `.exclusive`, `.memory`, `.numa`, or `POST /api/agents`, kept by
+//! `registry`); the allocator turns the declarations into a plan (`allocate`, pure); the
+//! plan is offered as one fix of container settings, applied all or nothing through the
+//! optimizer's journal like any other fix, and undone by `rollback`. The engine plans every
+//! tick, and at once when an agent starts or stops.
 
 pub mod allocate;
 pub mod config;

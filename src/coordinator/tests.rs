@@ -286,6 +286,16 @@ fn memory_is_claimed_by_priority_and_limited_with_headroom() {
 }
 
 #[test]
+fn an_unread_topology_plans_nothing_and_says_so() {
+    let plan = allocate(&Topology::default(), &[exclusive("a", 1, 1.0)], &config());
+    match &plan.grants[0].state {
+        AllocationState::Pending { why } => assert!(why.contains("topology"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(plan.grants[0].cpus.is_empty() && plan.grants[0].cpu_shares.is_none());
+}
+
+#[test]
 fn weights_are_proportional_to_priority() {
     assert_eq!(shares_for(5), 1024);
     assert_eq!(shares_for(10), 2048);

@@ -35,9 +35,7 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
                     "memory_limit_bytes": a.memory_limit_bytes,
                 },
                 "in_place": a.in_place,
-                "declared_through": if view.declared.iter().any(|d| {
-                    stat.is_some_and(|s| crate::coordinator::registry::names(&d.agent, s))
-                }) { "api" } else { "labels" },
+                "declared_through": declared_through(view, a, stat),
                 "used": stat.map(|c| serde_json::json!({
                     "cpu_pct": c.cpu_pct,
                     "memory_bytes": c.mem_bytes,
@@ -58,6 +56,24 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
         "agents": agents,
         "registered": view.declared,
     })
+}
+
+/// "api", "labels", or null when nothing is declared.
+fn declared_through(
+    view: &CoordinatorSnapshot,
+    allocation: &crate::model::Allocation,
+    stat: Option<&crate::model::ContainerStat>,
+) -> Option<&'static str> {
+    let by_api = stat.is_some_and(|s| {
+        view.declared
+            .iter()
+            .any(|d| crate::coordinator::registry::names(&d.agent, s))
+    });
+    match (by_api, &allocation.need) {
+        (true, _) => Some("api"),
+        (false, Some(_)) => Some("labels"),
+        (false, None) => None,
+    }
 }
 
 /// `POST /api/agents`: check the body, register it, answer once the engine holds it.
