@@ -15,8 +15,8 @@ pub use config::CoordinatorConfig;
 
 use crate::host::{format_cpu_list, parse_cpu_list};
 use crate::model::{
-    Allocation, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Evidence, Fix,
-    Intent, IntentTarget, Knob, Measure, Risk, Snapshot, Subject, UsageSource,
+    Allocation, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Declaration,
+    Evidence, Fix, Intent, IntentTarget, Knob, Measure, Risk, Snapshot, Subject, UsageSource,
 };
 use allocate::{Grant, Request, allocate};
 
@@ -25,12 +25,27 @@ pub const STRATEGY: &str = "coordinator";
 
 /// The plan for the running agents `snap` shows, and whether each is in place.
 pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot {
+    plan_with(snap, config, &[])
+}
+
+/// As `plan`, with the declarations registered through the API. One naming no running
+/// agent holds its CPUs all the same (registering is reserving), so the agents that share
+/// are moved off them before it starts.
+pub fn plan_with(
+    snap: &Snapshot,
+    config: &CoordinatorConfig,
+    declared: &[Declaration],
+) -> CoordinatorSnapshot {
     let started = Instant::now();
     let running: Vec<&ContainerStat> = snap
         .containers
         .agents
         .iter()
         .filter(|a| a.state == "running")
+        .collect();
+    let waiting: Vec<&Declaration> = declared
+        .iter()
+        .filter(|d| !running.iter().any(|s| registry::names(&d.agent, s)))
         .collect();
     let requests: Vec<Request> = running
         .iter()
@@ -41,12 +56,20 @@ pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot 
             need: a.need.clone(),
             need_error: a.need_error.clone(),
         })
+        .chain(waiting.iter().map(|d| Request {
+            id: format!("declared:{}", d.agent),
+            name: d.agent.clone(),
+            priority: d.priority,
+            need: Some(d.need.clone()),
+            need_error: None,
+        }))
         .collect();
     let plan = allocate(&snap.topology, &requests, config);
     let all = Everything::of(snap);
+    let mut grants = plan.grants.into_iter();
     let mut agents: Vec<Allocation> = running
         .iter()
-        .zip(plan.grants)
+        .zip(grants.by_ref())
         .map(|(stat, grant)| Allocation {
             in_place: settings(stat, &grant, &all, false).is_empty(),
             id: stat.id.clone(),
@@ -58,8 +81,28 @@ pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot 
             mems: grant.mems,
             cpu_shares: grant.cpu_shares,
             memory_limit_bytes: grant.memory_limit_bytes,
+            waiting: false,
         })
         .collect();
+    agents.extend(
+        requests[running.len()..]
+            .iter()
+            .zip(grants)
+            .map(|(r, grant)| Allocation {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                priority: r.priority.unwrap_or(0),
+                need: r.need.clone(),
+                state: grant.state,
+                cpus: grant.cpus,
+                mems: grant.mems,
+                cpu_shares: grant.cpu_shares,
+                memory_limit_bytes: grant.memory_limit_bytes,
+                // No container to change yet.
+                in_place: true,
+                waiting: true,
+            }),
+    );
     agents.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
@@ -71,7 +114,7 @@ pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot 
         shared: plan.shared,
         agents,
         plan_us: started.elapsed().as_micros() as u64,
-        declared: Vec::new(),
+        declared: declared.to_vec(),
     }
 }
 

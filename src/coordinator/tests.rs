@@ -588,3 +588,40 @@ fn a_snapshot_becomes_a_plan_and_one_fix_for_what_differs() {
     assert!(view.out_of_place().next().is_none(), "{view:?}");
     assert!(off_plan(&view, 4).is_none());
 }
+
+/// A need registered through the API for an agent not running yet holds its CPUs: the
+/// agents that share are moved off them before it starts.
+#[test]
+fn a_registered_agent_not_yet_running_holds_its_cpus() {
+    let mut snap = Snapshot {
+        topology: Arc::new(topology(1, 4, 1)),
+        ..Snapshot::default()
+    };
+    snap.containers.agents = vec![agent("batch", &[("sutazai.class", "batch")], "")];
+    let declared = vec![crate::model::Declaration {
+        agent: "llm".to_string(),
+        need: Need {
+            cpus: Some(1.0),
+            exclusive: true,
+            ..Need::default()
+        },
+        priority: Some(9),
+    }];
+    let view = plan_with(&snap, &CoordinatorConfig::default(), &declared);
+    let llm = view.agents.iter().find(|a| a.name == "llm").unwrap();
+    assert!(llm.waiting && llm.in_place);
+    assert_eq!(
+        (llm.state.label(), llm.cpus.clone()),
+        ("exclusive", vec![0])
+    );
+    assert_eq!(view.owner_of(0), "llm");
+    assert_eq!(view.shared, vec![1, 2, 3]);
+    assert_eq!(view.declared, declared);
+    let fix = fix(&view, &snap).expect("batch moves off CPU 0");
+    let afters: Vec<_> = fix
+        .intents
+        .iter()
+        .map(|i| (i.knob.clone(), i.after.clone()))
+        .collect();
+    assert_eq!(afters, vec![(Knob::ContainerCpusetCpus, "1-3".to_string())]);
+}

@@ -225,6 +225,9 @@ pub struct Allocation {
     pub memory_limit_bytes: Option<u64>,
     /// The container's settings already match the plan.
     pub in_place: bool,
+    /// Declared through the API but not running: its CPUs are held for it all the same.
+    #[serde(default)]
+    pub waiting: bool,
 }
 
 /// The coordinator's view for the faces: who owns which CPU, and each agent's allocation.

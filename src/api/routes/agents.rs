@@ -35,6 +35,7 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
                     "memory_limit_bytes": a.memory_limit_bytes,
                 },
                 "in_place": a.in_place,
+                "running": !a.waiting,
                 "declared_through": declared_through(view, a, stat),
                 "used": stat.map(|c| serde_json::json!({
                     "cpu_pct": c.cpu_pct,

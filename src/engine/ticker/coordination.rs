@@ -18,8 +18,7 @@ impl Ticker {
             return None;
         }
         crate::coordinator::registry::overlay(&mut snap.containers.agents, &self.declarations);
-        let mut view = crate::coordinator::plan(snap, &self.coordinator);
-        view.declared = self.declarations.clone();
+        let view = crate::coordinator::plan_with(snap, &self.coordinator, &self.declarations);
         let offer = crate::coordinator::fix(&view, snap).and_then(|fix| {
             let since = *self.off_plan_since.get_or_insert(snap.seq);
             crate::coordinator::off_plan(&view, since).map(|b| (b, fix))
