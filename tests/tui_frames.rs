@@ -451,6 +451,14 @@ fn proposals_say_what_is_not_built_and_show_the_journal_truthfully() {
         "{shown}"
     );
 
+    // A plan restates what it keeps: "stays 0", not "0 -> 0".
+    let mut snap = common::with_proposal(common::numa64(), sutazai_top::model::Risk::Low);
+    let intent = &mut snap.proposals[0].fix.intents[0];
+    intent.expected_before = intent.after.clone();
+    let shown = text(&render(&snap, &focused(Pane::Proposals), LARGE));
+    assert!(shown.contains("ContainerCpuShares stays 256"), "{shown}");
+    assert!(!shown.contains("256 -> 256"), "{shown}");
+
     let snap = common::with_active_changes(common::numa64());
     let shown = text(&render(&snap, &focused(Pane::Proposals), SMALL));
     assert!(shown.contains("2 active"), "{shown}");

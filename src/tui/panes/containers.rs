@@ -226,7 +226,7 @@ fn allocation_counts(snap: &Snapshot) -> Option<String> {
     }
     let off = view.out_of_place().count();
     if off > 0 {
-        parts.push(format!("{off} not yet applied"));
+        parts.push(format!("{off} to apply"));
     }
     Some(format!("coordinator: {}", parts.join(", ")))
 }

@@ -196,18 +196,17 @@ fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
             IntentTarget::Container { name, .. } => name.clone(),
             IntentTarget::HostFile { path } => path.clone(),
         };
+        // A plan restates what it keeps (it replaces the plan before it): say so, not "0 -> 0".
+        let values = if intent.expected_before == intent.after {
+            format!("stays {}", intent.after)
+        } else if intent.expected_before.is_empty() {
+            format!("? -> {}", intent.after)
+        } else {
+            format!("{} -> {}", intent.expected_before, intent.after)
+        };
         lines.push(Line::from(vec![
             Span::styled(" change: ", theme::dim()),
-            Span::raw(format!(
-                "{target} {:?} {} -> {}",
-                intent.knob,
-                if intent.expected_before.is_empty() {
-                    "?"
-                } else {
-                    intent.expected_before.as_str()
-                },
-                intent.after
-            )),
+            Span::raw(format!("{target} {:?} {values}", intent.knob)),
         ]));
     }
     lines.push(Line::from(vec![
