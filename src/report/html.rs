@@ -600,6 +600,67 @@ fn cache(html: &mut String, r: &Report) {
     html.push_str("</tbody></table>");
 }
 
+/// The coordinator: who owns which CPUs, and a row per agent, or why there is no plan.
+fn coordinator(html: &mut String, r: &Report) {
+    html.push_str("<h2>Coordinator</h2>");
+    let Some(plan) = r.coordinator.plan else {
+        let _ = write!(
+            html,
+            r#"<p class="notbuilt">{}: {}</p>"#,
+            esc(r.coordinator.status),
+            esc(r.coordinator.note)
+        );
+        return;
+    };
+    let list = |cpus: &[u32]| match cpus {
+        [] => "every".to_string(),
+        cpus => crate::host::format_cpu_list(cpus),
+    };
+    let _ = write!(
+        html,
+        "<p>reserved CPUs {} · shared pool {} · {} · planned in {} µs</p>",
+        esc(&list(&plan.reserved)),
+        esc(&list(&plan.shared)),
+        if plan.enforce {
+            "enforcing"
+        } else {
+            "proposing"
+        },
+        plan.plan_us
+    );
+    if plan.agents.is_empty() {
+        html.push_str(r#"<p class="muted">no running agent</p>"#);
+        return;
+    }
+    html.push_str(
+        "<table><thead><tr><th>Agent</th><th>Priority</th><th>Declared</th><th>State</th>\
+         <th>CPUs</th><th>Memory nodes</th><th>Shares</th><th>Memory limit</th>\
+         <th>In place</th><th>Why</th></tr></thead><tbody>",
+    );
+    for a in &plan.agents {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.name),
+            a.priority,
+            esc(&a.need.as_ref().map_or("-".to_string(), |n| n.describe())),
+            esc(a.state.label()),
+            esc(&list(&a.cpus)),
+            esc(&list(&a.mems)),
+            a.cpu_shares.map_or("-".to_string(), |s| s.to_string()),
+            a.memory_limit_bytes.map_or("-".to_string(), bytes),
+            match (a.waiting, a.in_place) {
+                (true, _) => "not running",
+                (false, true) => "yes",
+                (false, false) => "not yet",
+            },
+            esc(a.state.why().unwrap_or(""))
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
 /// The load balancer: its totals and a row per backend of each pool, or why there is none.
 fn balancer(html: &mut String, r: &Report) {
     html.push_str("<h2>Load balancer</h2>");
@@ -683,6 +744,7 @@ fn balancer_row(html: &mut String, x: &sutazai_balancer::BackendSnapshot) {
 }
 
 fn not_built(html: &mut String, r: &Report) {
+    coordinator(html, r);
     cache(html, r);
     balancer(html, r);
     html.push_str("<h2>Pools</h2><table><tbody>");

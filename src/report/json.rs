@@ -36,6 +36,8 @@ pub struct Report<'a> {
     pub pools: PartStatus,
     /// The load balancer: its figures per pool and backend when it runs.
     pub balancer: BalancerSection<'a>,
+    /// The resource coordinator: its plan when it runs.
+    pub coordinator: CoordinatorSection<'a>,
     /// Everything the engine knew at that tick, history rings included.
     pub snapshot: &'a Snapshot,
 }
@@ -245,6 +247,33 @@ fn balancer_section(snap: &Snapshot) -> BalancerSection<'_> {
     }
 }
 
+/// The coordinator as the report shows it: "running" with the plan (per agent: declared,
+/// allocated, state and reason, in place), or "off".
+#[derive(Debug, Serialize)]
+pub struct CoordinatorSection<'a> {
+    pub status: &'static str,
+    pub note: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<&'a crate::model::CoordinatorSnapshot>,
+}
+
+fn coordinator_section(snap: &Snapshot) -> CoordinatorSection<'_> {
+    match &snap.coordinator {
+        Some(plan) => CoordinatorSection {
+            status: "running",
+            note: "the reserved CPUs, the shared pool, and per agent what it declared, what it \
+                   was allocated, its state with the reason, and whether the host shows it",
+            plan: Some(plan),
+        },
+        None => CoordinatorSection {
+            status: "off",
+            note: "the coordinator is disabled ([coordinator] enabled = false) or this face has \
+                   no engine",
+            plan: None,
+        },
+    }
+}
+
 const NOT_BUILT: PartStatus = PartStatus {
     status: "not built",
     note: "this part of the product does not exist in this build; no figures are reported",
@@ -268,6 +297,7 @@ impl<'a> Report<'a> {
             cache: cache_section(snap),
             pools: NOT_BUILT,
             balancer: balancer_section(snap),
+            coordinator: coordinator_section(snap),
             snapshot: snap,
         }
     }

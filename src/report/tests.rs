@@ -47,6 +47,58 @@ fn reports_are_new_files_that_parse() {
             .unwrap()
             .contains("[balancer] enabled = false")
     );
+    assert_eq!(value["coordinator"]["status"], "off");
+    assert!(value["coordinator"].get("plan").is_none());
+}
+
+/// The coordinator's plan in both reports: every agent with its state and reason (escaped).
+#[test]
+fn the_plan_is_in_both_reports() {
+    use crate::model::{Allocation, AllocationState, CoordinatorSnapshot};
+    let mut snap = snap_at(2);
+    let allocation = |name: &str, state: AllocationState, cpus: Vec<u32>| Allocation {
+        id: format!("{name}-id"),
+        name: name.to_string(),
+        priority: 9,
+        need: None,
+        state,
+        cpus,
+        mems: vec![],
+        cpu_shares: Some(1843),
+        memory_limit_bytes: None,
+        in_place: false,
+        waiting: false,
+    };
+    snap.coordinator = Some(CoordinatorSnapshot {
+        enforce: true,
+        reserved: vec![0],
+        shared: vec![2, 3],
+        agents: vec![
+            allocation("llm", AllocationState::Exclusive, vec![1]),
+            allocation(
+                "typo",
+                AllocationState::Misdeclared {
+                    why: "sutazai.memory = \"<4x>\": not a size".to_string(),
+                },
+                vec![2, 3],
+            ),
+        ],
+        plan_us: 42,
+        declared: vec![],
+    });
+    let json: serde_json::Value = serde_json::from_str(&to_json(&snap).unwrap()).unwrap();
+    assert_eq!(json["coordinator"]["status"], "running");
+    assert_eq!(json["coordinator"]["plan"]["agents"][0]["cpus"][0], 1);
+    let html = to_html(&snap);
+    assert!(
+        html.contains("reserved CPUs 0 · shared pool 2-3 · enforcing · planned in 42 µs"),
+        "{html}"
+    );
+    assert!(html.contains("<td>llm</td><td>9</td><td>-</td><td>exclusive</td><td>1</td>"));
+    assert!(
+        html.contains("&lt;4x&gt;") && !html.contains("<4x>"),
+        "reasons are escaped"
+    );
 }
 
 fn balancer_snapshot() -> sutazai_balancer::BalancerSnapshot {
