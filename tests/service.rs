@@ -212,6 +212,13 @@ fn serve_status_second_refused_dashboard_attaches_and_stop() {
     tmux.wait_for("BALANCED");
     let status = String::from_utf8_lossy(&setup.run(&["status"]).stdout).into_owned();
     assert!(status.contains("mode: balanced"), "{status}");
+    assert!(
+        status.contains(
+            "coordinator: 0 exclusive, 0 shared, 0 pending, 0 misdeclared; reserved CPUs none, \
+             shared pool"
+        ) && status.contains("proposing (approve with a)"),
+        "{status}"
+    );
     // e in the attached dashboard writes the service's reports here, JSON and HTML.
     tmux.keys(&["e"]);
     tmux.wait_for("report written to");

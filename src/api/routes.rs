@@ -318,6 +318,10 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
         },
         Action::Agents => match &snap.coordinator {
             Some(view) => Reply::json(StatusCode::OK, &agents(view, &snap)),
+            None if snap.seq == 0 => Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no plan yet: the engine's first tick has not run; try again in a second",
+            ),
             None => Reply::error(
                 StatusCode::NOT_FOUND,
                 "the coordinator is off ([coordinator] enabled = false)",

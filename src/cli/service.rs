@@ -416,8 +416,50 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
         "applied fixes: {} (active change batches: {})",
         status.applied_fixes, status.active_batches
     );
+    println!("{}", coordinator_line(config).await);
     println!("{}", balancer_line(config).await);
     Ok(())
+}
+
+/// The coordinator in one line: agents by state, the reserved CPUs and the shared pool.
+async fn coordinator_line(config: &Config) -> String {
+    let response = match client(config).get("/api/agents").await {
+        Ok(response) => response,
+        Err(err) => return format!("coordinator: unknown ({err})"),
+    };
+    match response.status {
+        404 => return "coordinator: off".to_string(),
+        503 => return "coordinator: no plan yet (the first tick has not run)".to_string(),
+        _ => {}
+    }
+    let plan = match response.json::<serde_json::Value>() {
+        Ok(plan) => plan,
+        Err(err) => return format!("coordinator: unknown ({err})"),
+    };
+    let agents = plan["agents"].as_array().cloned().unwrap_or_default();
+    let count = |state: &str| agents.iter().filter(|a| a["state"] == state).count();
+    let list = |key: &str| match plan[key].as_str() {
+        Some("") | None => "none".to_string(),
+        Some(cpus) => cpus.to_string(),
+    };
+    format!(
+        "coordinator: {} exclusive, {} shared, {} pending, {} misdeclared; reserved CPUs {}, \
+         shared pool {}; {}",
+        count("exclusive"),
+        count("shared"),
+        count("pending"),
+        count("misdeclared"),
+        list("reserved"),
+        match list("shared").as_str() {
+            "none" => "every CPU".to_string(),
+            cpus => cpus.to_string(),
+        },
+        if plan["enforce"] == true {
+            "enforcing"
+        } else {
+            "proposing (approve with a)"
+        }
+    )
 }
 
 fn human_duration(secs: u64) -> String {
