@@ -556,16 +556,30 @@ fn changes(html: &mut String, r: &Report) {
     }
 }
 
-/// The cache: a row per level, or why there is none.
-fn cache(html: &mut String, r: &Report) {
-    html.push_str("<h2>Cache</h2>");
-    let Some(stats) = r.cache.stats else {
+/// A part's heading, and its figures; when it has none, the line saying why (never invented
+/// numbers).
+fn heading<T>(
+    html: &mut String,
+    title: &str,
+    figures: Option<T>,
+    status: &str,
+    note: &str,
+) -> Option<T> {
+    let _ = write!(html, "<h2>{}</h2>", esc(title));
+    if figures.is_none() {
         let _ = write!(
             html,
             r#"<p class="notbuilt">{}: {}</p>"#,
-            esc(r.cache.status),
-            esc(r.cache.note)
+            esc(status),
+            esc(note)
         );
+    }
+    figures
+}
+
+/// The cache: a row per level, or why there is none.
+fn cache(html: &mut String, r: &Report) {
+    let Some(stats) = heading(html, "Cache", r.cache.stats, r.cache.status, r.cache.note) else {
         return;
     };
     let _ = write!(
@@ -602,14 +616,8 @@ fn cache(html: &mut String, r: &Report) {
 
 /// The coordinator: who owns which CPUs, and a row per agent, or why there is no plan.
 fn coordinator(html: &mut String, r: &Report) {
-    html.push_str("<h2>Coordinator</h2>");
-    let Some(plan) = r.coordinator.plan else {
-        let _ = write!(
-            html,
-            r#"<p class="notbuilt">{}: {}</p>"#,
-            esc(r.coordinator.status),
-            esc(r.coordinator.note)
-        );
+    let c = &r.coordinator;
+    let Some(plan) = heading(html, "Coordinator", c.plan, c.status, c.note) else {
         return;
     };
     let list = |cpus: &[u32]| match cpus {
@@ -663,14 +671,8 @@ fn coordinator(html: &mut String, r: &Report) {
 
 /// The load balancer: its totals and a row per backend of each pool, or why there is none.
 fn balancer(html: &mut String, r: &Report) {
-    html.push_str("<h2>Load balancer</h2>");
-    let Some(b) = r.balancer.stats else {
-        let _ = write!(
-            html,
-            r#"<p class="notbuilt">{}: {}</p>"#,
-            esc(r.balancer.status),
-            esc(r.balancer.note)
-        );
+    let lb = &r.balancer;
+    let Some(b) = heading(html, "Load balancer", lb.stats, lb.status, lb.note) else {
         return;
     };
     let _ = write!(
