@@ -261,7 +261,8 @@ fn a_cpu_going_offline_leaves_the_plan() {
     config.host.proc_root = root.join("proc");
     config.host.sys_root = root.join("sys");
     config.optimizer.state_dir = dir.path().join("state");
-    config.coordinator.reserved_cpus = "0".to_string();
+    // CPU 99 does not exist: ignored, and said at start.
+    config.coordinator.reserved_cpus = "0,99".to_string();
     let mut engine = RunningEngine::start(config);
     let shared = |s: &Snapshot| {
         s.coordinator
@@ -271,6 +272,13 @@ fn a_cpu_going_offline_leaves_the_plan() {
     };
     let snap = engine.wait_for(Duration::from_secs(10), "a plan", |s| !shared(s).is_empty());
     assert_eq!(shared(&snap), (1..64).collect::<Vec<u32>>());
+    assert!(
+        snap.notice
+            .as_ref()
+            .is_some_and(|n| n.is_error && n.text.contains("reserved_cpus: 99 not online")),
+        "{:?}",
+        snap.notice
+    );
 
     let cpu = root.join("sys/devices/system/cpu");
     std::fs::write(cpu.join("online"), "0-62\n").unwrap();

@@ -249,6 +249,10 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
     if let Some(reason) = balancer_failed {
         ticker.set_notice(reason, true);
     }
+    if let Some(why) = reserved_not_online(&config, &ticker.topology) {
+        tracing::warn!("{why}");
+        ticker.set_notice(why, true);
+    }
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let balancer_at_exit = balancer.clone();
@@ -283,6 +287,26 @@ fn load_declarations(config: &EngineConfig, for_the_host: bool) -> Vec<crate::mo
     crate::coordinator::registry::load(&config.optimizer.state_dir).unwrap_or_else(|err| {
         tracing::error!(%err, "agent declarations not loaded");
         Vec::new()
+    })
+}
+
+/// Reserved CPUs the host does not have online are ignored by the plan: said once at start,
+/// since a typo there would otherwise leave the system nothing reserved without a word.
+fn reserved_not_online(config: &EngineConfig, topology: &Topology) -> Option<String> {
+    if !config.coordinator.enabled || topology.cpus.is_empty() {
+        return None;
+    }
+    let missing: Vec<u32> = config
+        .coordinator
+        .reserved()
+        .into_iter()
+        .filter(|id| !topology.cpus.iter().any(|c| c.id == *id && c.online))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "[coordinator] reserved_cpus: {} not online here, ignored",
+            host::format_cpu_list(&missing)
+        )
     })
 }
 
