@@ -47,7 +47,6 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
     config.coordinator.enforce = true;
     let mut engine = RunningEngine::start_managing(config);
 
-    let started = Instant::now();
     let latency = Container::run(
         &unique("coord-latency"),
         &[
@@ -77,8 +76,6 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
             .iter()
             .all(|c| allocation(s, c).is_some_and(|a| a.in_place))
     });
-    let applied_after = started.elapsed();
-    eprintln!("allocation in place {applied_after:?} after the containers started");
     let mine = allocation(&snap, &latency).unwrap();
     assert_eq!(mine.state, AllocationState::Exclusive);
     assert_eq!(mine.cpus.len(), 1);

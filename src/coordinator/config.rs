@@ -40,22 +40,9 @@ impl CoordinatorConfig {
     }
 }
 
-/// A kernel-style CPU list, every part checked: "0-3,8" → [0, 1, 2, 3, 8].
+/// A CPU list, every part checked (`host::parse_id_list`), sorted: "8,0-3" → [0, 1, 2, 3, 8].
 pub fn strict_cpu_list(text: &str) -> Result<Vec<u32>, String> {
-    let mut out = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("{part:?} is not a CPU or a range of CPUs (as in \"0-3,8\")");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (a.trim().parse::<u32>(), b.trim().parse::<u32>());
-                match (a, b) {
-                    (Ok(a), Ok(b)) if a <= b && b < 65_536 => out.extend(a..=b),
-                    _ => return Err(bad()),
-                }
-            }
-            None => out.push(part.parse::<u32>().map_err(|_| bad())?),
-        }
-    }
+    let mut out = crate::host::parse_id_list(text)?.unwrap_or_default();
     out.sort_unstable();
     out.dedup();
     Ok(out)

@@ -549,14 +549,12 @@ impl Ticker {
     }
 
     /// A CPU taken offline or brought online changes what may be planned: when the kernel's
-    /// online list differs from the topology's, the topology is read again (one small file
-    /// a tick; the whole tree only on a change).
-    fn follow_hotplug(&mut self) {
-        let path = self.roots.sys.join("devices/system/cpu/online");
-        let Ok(text) = std::fs::read_to_string(&path) else {
+    /// online list (read by the CPU sampler) differs from the topology's, the topology is read
+    /// again.
+    fn follow_hotplug(&mut self, online: Option<&[u32]>) {
+        let Some(now) = online else {
             return;
         };
-        let now = host::parse_cpu_list(&text);
         let known: Vec<u32> = self
             .topology
             .cpus
@@ -564,7 +562,7 @@ impl Ticker {
             .filter(|c| c.online)
             .map(|c| c.id)
             .collect();
-        if now == known {
+        if now == known.as_slice() {
             return;
         }
         match host::topology::read_topology(&self.roots) {
@@ -572,7 +570,7 @@ impl Ticker {
                 let text = format!(
                     "CPUs online changed: {} -> {}; plans follow",
                     host::format_cpu_list(&known),
-                    host::format_cpu_list(&now)
+                    host::format_cpu_list(now)
                 );
                 tracing::warn!("{text}");
                 self.set_notice(text, false);
@@ -586,7 +584,8 @@ impl Ticker {
 
     /// A snapshot of the latest readings (history not included).
     fn compose(&mut self) -> Snapshot {
-        self.follow_hotplug();
+        let cpu = latest(&self.readings.cpu);
+        self.follow_hotplug(cpu.online.as_deref());
         let fresh_view = if self.readings.changes.has_changed().unwrap_or(false) {
             self.readings.changes.borrow_and_update().clone()
         } else {
@@ -610,7 +609,7 @@ impl Ticker {
             auto_fix: self.optimizer.auto_fix,
             host,
             topology: self.topology.clone(),
-            cpu: latest(&self.readings.cpu),
+            cpu,
             memory: memory.memory,
             pressure: memory.pressure,
             disks: latest(&self.readings.disks),

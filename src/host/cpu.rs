@@ -205,10 +205,12 @@ pub fn cpu_snapshot(
     snapshot
 }
 
-/// Samples /proc/stat and /proc/loadavg; keeps the previous reading for deltas.
+/// Samples /proc/stat, /proc/loadavg and the online CPU list; keeps the previous reading for
+/// deltas.
 pub struct CpuSampler {
     stat_path: PathBuf,
     loadavg_path: PathBuf,
+    online_path: PathBuf,
     prev: Option<(ProcStat, Instant)>,
 }
 
@@ -217,6 +219,7 @@ impl CpuSampler {
         CpuSampler {
             stat_path: roots.proc.join("stat"),
             loadavg_path: roots.proc.join("loadavg"),
+            online_path: roots.sys.join("devices/system/cpu/online"),
             prev: None,
         }
     }
@@ -238,7 +241,8 @@ impl CpuSampler {
             .prev
             .as_ref()
             .map(|(stat, at)| (stat, now.saturating_duration_since(*at)));
-        let snapshot = cpu_snapshot(prev, &cur, load);
+        let mut snapshot = cpu_snapshot(prev, &cur, load);
+        snapshot.online = read_optional(&self.online_path).map(|text| super::parse_cpu_list(&text));
         self.prev = Some((cur, now));
         Ok(snapshot)
     }

@@ -144,6 +144,34 @@ pub fn parse_cpu_list(text: &str) -> Vec<u32> {
     out
 }
 
+/// A CPU or node list read strictly, as a value to write or a setting: "" is `None` (every
+/// one); each part must be N or N-M. (`parse_cpu_list` skips what it cannot read: it is for
+/// the kernel's own files.)
+pub fn parse_id_list(value: &str) -> Result<Option<Vec<u32>>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let mut ids = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let well_formed = !part.is_empty()
+            && part.chars().all(|c| c.is_ascii_digit() || c == '-')
+            && part.matches('-').count() <= 1;
+        let parsed = if well_formed {
+            parse_cpu_list(part)
+        } else {
+            Vec::new()
+        };
+        if parsed.is_empty() {
+            return Err(format!(
+                "{part:?} is not a CPU or a range of CPUs (N or N-M)"
+            ));
+        }
+        ids.extend(parsed);
+    }
+    Ok(Some(ids))
+}
+
 /// Format ids as a kernel-style CPU list, collapsing runs: [0,1,2,5] -> "0-2,5".
 pub fn format_cpu_list(ids: &[u32]) -> String {
     let mut sorted = ids.to_vec();

@@ -118,9 +118,14 @@ pub fn need_from_labels(
     }))
 }
 
+/// A CPU count any agent may ask for: above 0, at most `MAX_CPUS`.
+fn cpus_in_range(cpus: f64) -> bool {
+    cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS
+}
+
 fn parse_cpus(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
-        Ok(cpus) if cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS => Ok(cpus),
+        Ok(cpus) if cpus_in_range(cpus) => Ok(cpus),
         _ => Err(format!(
             "{CPUS_KEY} = {value:?}: give a number of CPUs above 0 and at most {MAX_CPUS}"
         )),
@@ -156,7 +161,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// only with whole CPUs.
 pub fn check_need(need: &Need) -> Result<(), String> {
     if let Some(cpus) = need.cpus
-        && !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS)
+        && !cpus_in_range(cpus)
     {
         return Err(format!(
             "cpus = {cpus}: give a number above 0 and at most {MAX_CPUS}"

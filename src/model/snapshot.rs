@@ -189,6 +189,10 @@ pub struct CpuSnapshot {
     pub ctxt_per_sec: f64,
     pub forks_per_sec: f64,
     pub interrupts_per_sec: f64,
+    /// The kernel's list of online CPUs (sys devices/system/cpu/online); `None` when it
+    /// cannot be read. A change from the topology's is a CPU going offline or online.
+    #[serde(default)]
+    pub online: Option<Vec<u32>>,
 }
 
 // ---------------------------------------------------------------------------------------------

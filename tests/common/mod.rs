@@ -119,6 +119,7 @@ fn base(cpus: Vec<LogicalCpu>, nodes: Vec<NumaNode>, isolated: Vec<u32>) -> Snap
             ctxt_per_sec: 12_345.0,
             forks_per_sec: 4.0,
             interrupts_per_sec: 2_000.0,
+            online: None,
         },
         memory: MemorySnapshot {
             total_kb,

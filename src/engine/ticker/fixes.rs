@@ -211,15 +211,15 @@ impl Ticker {
         let offer = self.coordinate(snap);
         if let Some(view) = &snap.coordinator {
             let seq = snap.seq;
-            let pending = crate::coordinator::pending(view, |id| {
-                *self.pending_since.entry(id.to_string()).or_insert(seq)
-            });
+            // Forget agents no longer pending, so a later wait counts from its own start.
             self.pending_since.retain(|id, _| {
-                pending
-                    .iter()
-                    .any(|b| b.subject.key() == format!("container:{id}"))
+                view.agents.iter().any(|a| {
+                    a.id == *id && matches!(a.state, crate::model::AllocationState::Pending { .. })
+                })
             });
-            bottlenecks.extend(pending);
+            bottlenecks.extend(crate::coordinator::pending(view, |id| {
+                *self.pending_since.entry(id.to_string()).or_insert(seq)
+            }));
         }
         if let Some((bottleneck, _)) = &offer {
             bottlenecks.push(bottleneck.clone());

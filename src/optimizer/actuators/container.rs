@@ -409,29 +409,7 @@ fn cpuset_to_write(value: &str, online: Vec<u32>) -> Result<String, String> {
     }
 }
 
-/// A strict CPU or node list: "" is `None` (every one); each part must be N or N-M.
-pub fn parse_id_list(value: &str) -> Result<Option<Vec<u32>>, String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let mut ids = Vec::new();
-    for part in value.split(',').map(str::trim) {
-        let well_formed = !part.is_empty()
-            && part.chars().all(|c| c.is_ascii_digit() || c == '-')
-            && part.matches('-').count() <= 1;
-        let parsed = if well_formed {
-            parse_cpu_list(part)
-        } else {
-            Vec::new()
-        };
-        if parsed.is_empty() {
-            return Err(format!("{part:?} is not N or N-M"));
-        }
-        ids.extend(parsed);
-    }
-    Ok(Some(ids))
-}
+pub use crate::host::parse_id_list;
 
 /// CPU shares, within the kernel's bounds.
 pub fn parse_shares(value: &str) -> Result<i64, String> {
