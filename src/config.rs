@@ -11,7 +11,7 @@ use sutazai_config_check::in_range;
 
 pub use crate::alerts::AlertsConfig;
 pub use crate::api::ApiConfig;
-pub use crate::containers::DockerConfig;
+pub use crate::containers::{AgentEntry, DockerConfig};
 pub use crate::eliminator::DetectConfig;
 use crate::engine::EngineConfig;
 pub use crate::host::HostConfig;
@@ -49,6 +49,8 @@ pub struct Config {
     pub report_dir: PathBuf,
     pub host: HostConfig,
     pub docker: DockerConfig,
+    /// `[[agents]]`: plain processes that count as agents, with what they declare.
+    pub agents: Vec<AgentEntry>,
     pub optimizer: OptimizerConfig,
     pub detect: DetectConfig,
     pub log: LogConfig,
@@ -97,6 +99,7 @@ impl Default for Config {
             report_dir: PathBuf::from(DEFAULT_REPORT_DIR),
             host: HostConfig::default(),
             docker: DockerConfig::default(),
+            agents: Vec::new(),
             optimizer: OptimizerConfig::default(),
             detect: DetectConfig::default(),
             log: LogConfig::default(),
@@ -139,6 +142,13 @@ impl Config {
             message: err.to_string().trim_end().to_string(),
         })?;
         // Rules across keys (a backend's pool must exist...) that serde cannot check per key.
+        let mut names = std::collections::HashSet::new();
+        if let Some(twice) = config.agents.iter().find(|a| !names.insert(&a.name)) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("[[agents]] name = {:?} is given twice", twice.name),
+            });
+        }
         if let Some(problem) = config.balancer.problem() {
             let message = match line_of(text, &problem) {
                 Some(line) => format!("line {line}: {problem}"),
@@ -185,6 +195,7 @@ impl Config {
             report_writer: Some(crate::report::writer()),
             host: self.host.clone(),
             docker: self.docker.clone(),
+            agents: self.agents.clone(),
             optimizer: self.optimizer.clone(),
             detect: self.detect.clone(),
             cache: self.cache.clone(),
@@ -293,6 +304,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("turbo") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn agent_entries_declare_as_labels_do_and_bad_ones_are_named() {
+        let cfg = Config::parse(
+            "[[agents]]\nname = \"llm\"\ncomm = \"llama-server\"\nclass = \"latency\"\n\
+             cpus = 2\nmemory = \"4g\"\nnuma = 0\npriority = 7\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let entry = &cfg.agents[0];
+        assert_eq!(entry.matcher.comm.as_deref(), Some("llama-server"));
+        let need = crate::model::need::need_from_labels(&entry.labels, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(need.cpus, Some(2.0));
+        assert!(need.exclusive, "a latency agent asking whole CPUs gets them alone");
+        assert_eq!(need.memory_bytes, Some(4 << 30));
+        assert_eq!(need.numa, Some(0));
+        assert_eq!(entry.labels["sutazai.priority"], "7");
+        let head = "[[agents]]\nname = \"a\"\n";
+        for (body, words) in [
+            ("", &["comm, cmdline or cgroup"][..]),
+            ("comm = \"a-very-long-command\"\n", &["comm", "15"]),
+            ("comm = \"x\"\ncpus = 0\n", &["cpus", "above 0"]),
+            ("comm = \"x\"\nmemory = \"4x\"\n", &["memory", "4x"]),
+            ("comm = \"x\"\nclass = \"fast\"\n", &["class", "fast"]),
+            ("comm = \"x\"\ncpus = 1.5\nexclusive = true\n", &["exclusive", "whole"]),
+            ("cgroup = \"relative/x\"\n", &["cgroup", "absolute"]),
+            ("comm = \"x\"\ncolour = 1\n", &["colour"]),
+        ] {
+            let err = Config::parse(&format!("{head}{body}"), Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("at line ") && words.iter().all(|w| err.contains(w)),
+                "{body}: {err}"
+            );
+        }
+        let twice = format!("{head}comm = \"x\"\n{head}comm = \"y\"\n");
+        let err = Config::parse(&twice, Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("\"a\" is given twice"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod backends;
 pub mod config;
 pub mod docker;
+pub mod process_agents;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -26,8 +27,11 @@ use crate::host::health::{HealthBoard, thread_cpu_time};
 use crate::host::schedstat::{self, RunDelayTracker, TaskTimes};
 use crate::host::{HostError, HostRoots};
 use crate::model::RunDelay;
-use crate::model::{AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, UsageSource};
-pub use config::DockerConfig;
+use crate::model::{
+    AgentClass, ContainerStat, ContainersSnapshot, DockerStatus, ProcessAgent, UsageSource,
+    is_process_agent,
+};
+pub use config::{AgentEntry, DockerConfig};
 
 use agent::AgentRule;
 use docker::Listed;
@@ -60,6 +64,28 @@ struct Tracked {
     last_run_delay: Option<RunDelay>,
     /// After a failed stats fallback: no new attempt before this instant.
     fallback_paused_until: Option<Instant>,
+    /// Set for an agent that is plain processes (`[[agents]]`).
+    process: Option<ProcessAgent>,
+    /// A process agent whose cgroup holds others: usage summed from /proc instead.
+    usage_from_procfs: bool,
+}
+
+impl Tracked {
+    fn new(listed: Listed) -> Tracked {
+        Tracked {
+            listed,
+            pid: None,
+            reader: None,
+            usage: UsageTracker::default(),
+            source: UsageSource::None,
+            numa_memory_bytes: Vec::new(),
+            run_delay: RunDelayTracker::default(),
+            last_run_delay: None,
+            fallback_paused_until: None,
+            process: None,
+            usage_from_procfs: false,
+        }
+    }
 }
 
 /// The containers sampler: owns the connection state and every tracked container.
@@ -72,11 +98,18 @@ pub struct ContainerSampler {
     tracked: HashMap<String, Tracked>,
     total_seen: usize,
     health: HealthBoard,
+    docker_enabled: bool,
+    /// `[[agents]]`: plain processes that count as agents.
+    entries: Vec<AgentEntry>,
+    ticks: u64,
+    /// A process agent's main process left: list /proc again at the next tick.
+    rescan_due: bool,
 }
 
 impl ContainerSampler {
     pub fn new(
         config: &DockerConfig,
+        entries: &[AgentEntry],
         roots: HostRoots,
         mounts: Arc<CgroupMounts>,
         interval: Duration,
@@ -94,6 +127,10 @@ impl ContainerSampler {
             tracked: HashMap::new(),
             total_seen: 0,
             health,
+            docker_enabled: config.enabled,
+            entries: entries.to_vec(),
+            ticks: 0,
+            rescan_due: true,
         }
     }
 
@@ -103,6 +140,11 @@ impl ContainerSampler {
         out: watch::Sender<ContainersSnapshot>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        if !self.docker_enabled {
+            self.without_docker(DockerStatus::Disabled, None, &out, &mut shutdown)
+                .await;
+            return;
+        }
         let mut retry = Duration::from_secs(1);
         loop {
             let failure = match docker::connect(&self.endpoint).await {
@@ -122,23 +164,56 @@ impl ContainerSampler {
             };
             tracing::warn!(endpoint = %self.endpoint, error = %failure, retry_s = retry.as_secs(), "Docker unreachable");
             self.health.failed(SAMPLER_NAME, &failure, retry);
-            self.tracked.clear();
+            self.tracked.retain(|id, _| is_process_agent(id));
             self.total_seen = 0;
-            out.send_replace(ContainersSnapshot {
-                status: DockerStatus::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    error: failure,
-                    retry_in_ms: retry.as_millis() as u64,
-                },
-                agents: Vec::new(),
-                total_seen: 0,
-                agent_label: self.rule.shown_label(),
-            });
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = shutdown.changed() => return,
+            let status = DockerStatus::Unreachable {
+                endpoint: self.endpoint.clone(),
+                error: failure,
+                retry_in_ms: retry.as_millis() as u64,
+            };
+            if self
+                .without_docker(status, Some(retry), &out, &mut shutdown)
+                .await
+            {
+                return;
             }
             retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Without Docker (disabled, or waiting `wait` to reconnect): publish `status`, and keep
+    /// following the process agents, if any, tick by tick. True when shut down.
+    async fn without_docker(
+        &mut self,
+        status: DockerStatus,
+        wait: Option<Duration>,
+        out: &watch::Sender<ContainersSnapshot>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        out.send_replace(self.snapshot(status.clone()));
+        let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+        let until_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_deadline);
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick(), if !self.entries.is_empty() => {
+                    let started = Instant::now();
+                    let cpu = self.read_usage(None).await;
+                    if !self.docker_enabled {
+                        self.health.ok(SAMPLER_NAME, started.elapsed(), cpu, self.interval);
+                    }
+                    out.send_replace(self.snapshot(status.clone()));
+                }
+                _ = &mut until_deadline => return false,
+                _ = shutdown.changed() => return true,
+            }
         }
     }
 
@@ -167,7 +242,7 @@ impl ContainerSampler {
                         return Some(err.to_string());
                     }
                     let started = Instant::now();
-                    let cpu = self.read_usage(client).await;
+                    let cpu = self.read_usage(Some(client)).await;
                     self.health.ok(SAMPLER_NAME, started.elapsed(), cpu, self.interval);
                 }
                 event = events.next() => {
@@ -193,7 +268,11 @@ impl ContainerSampler {
     async fn relist(&mut self, client: &Docker) -> Result<(), docker::DockerError> {
         let listed = docker::list(client).await?;
         self.total_seen = listed.len();
-        let mut next = HashMap::with_capacity(listed.len());
+        let mut next: HashMap<String, Tracked> = self
+            .tracked
+            .drain()
+            .filter(|(id, _)| is_process_agent(id))
+            .collect();
         for item in listed {
             if !self.rule.is_agent(&item.labels) {
                 continue;
@@ -206,17 +285,7 @@ impl ContainerSampler {
                         ..old
                     }
                 }
-                _ => Tracked {
-                    listed: item.clone(),
-                    pid: None,
-                    reader: None,
-                    usage: UsageTracker::default(),
-                    source: UsageSource::None,
-                    numa_memory_bytes: Vec::new(),
-                    run_delay: RunDelayTracker::default(),
-                    last_run_delay: None,
-                    fallback_paused_until: None,
-                },
+                _ => Tracked::new(item.clone()),
             };
             if running && tracked.pid.is_none() {
                 match docker::main_pid(client, &item.id).await {
@@ -239,7 +308,37 @@ impl ContainerSampler {
     /// Read every running container's cgroup counters (off the async threads), falling back
     /// to the stats API for a container whose cgroup cannot be read. Returns the CPU time the
     /// file reading cost.
-    async fn read_usage(&mut self, client: &Docker) -> Duration {
+    async fn read_usage(&mut self, client: Option<&Docker>) -> Duration {
+        self.ticks += 1;
+        let rescan = !self.entries.is_empty()
+            && (self.rescan_due || self.ticks.is_multiple_of(process_agents::RESCAN_EVERY));
+        let found = if rescan {
+            let (roots, mounts, entries) =
+                (self.roots.clone(), self.mounts.clone(), self.entries.clone());
+            let scanned = tokio::task::spawn_blocking(move || {
+                let cpu_before = thread_cpu_time();
+                let found = process_agents::scan(&roots, &mounts, &entries);
+                (found, thread_cpu_time().saturating_sub(cpu_before))
+            })
+            .await;
+            match scanned {
+                Ok(found) => Some(found),
+                Err(err) => {
+                    tracing::error!(%err, "listing processes failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut scan_cpu = Duration::ZERO;
+        if let Some((found, cpu)) = found {
+            scan_cpu = cpu;
+            self.rescan_due = false;
+            for item in found {
+                self.follow_process_agent(item);
+            }
+        }
         // The kept files travel to the blocking pool and back with each work item.
         let work: Vec<Work> = self
             .tracked
@@ -248,6 +347,12 @@ impl ContainerSampler {
                 t.pid.map(|pid| Work {
                     id: id.clone(),
                     pid,
+                    procfs_pids: t
+                        .process
+                        .as_ref()
+                        .filter(|_| t.usage_from_procfs)
+                        .map(|p| p.pids.clone()),
+                    cpus_by_affinity: t.process.as_ref().is_some_and(|p| !p.own_cpuset()),
                     latency: agent::class_of(&t.listed.labels) == Some(AgentClass::Latency),
                     reader: t.reader.take(),
                     result: None,
@@ -268,11 +373,14 @@ impl ContainerSampler {
             Ok(done) => done,
             Err(err) => {
                 tracing::error!(%err, "cgroup reading task failed");
-                return Duration::ZERO;
+                return scan_cpu;
             }
         };
         let now = Instant::now();
-        let fallbacks = self.fallback_readings(client, &done, now).await;
+        let fallbacks = match client {
+            Some(client) => self.fallback_readings(client, &done, now).await,
+            None => HashMap::new(),
+        };
         for item in done {
             let counters = match item.result {
                 Some(Ok(counters)) => Some(counters),
@@ -284,13 +392,38 @@ impl ContainerSampler {
                 tracked.last_run_delay = item
                     .tasks
                     .and_then(|tasks| tracked.run_delay.update(now, tasks));
-                if let Some(counters) = counters {
-                    tracked.source = counters.source;
-                    tracked.usage.update(now, counters);
+                match counters {
+                    Some(counters) => {
+                        tracked.source = counters.source;
+                        tracked.usage.update(now, counters);
+                    }
+                    // A process agent's main process left: match again at once.
+                    None if tracked.process.is_some() => self.rescan_due = true,
+                    None => {}
                 }
             }
         }
-        cpu
+        cpu + scan_cpu
+    }
+
+    /// Take one entry's latest match: a new main process (or a move between cgroups) means
+    /// a new reader, as a restarted container does.
+    fn follow_process_agent(&mut self, found: process_agents::Found) {
+        let id = found.listed.id.clone();
+        let mut tracked = match self.tracked.remove(&id) {
+            Some(old)
+                if old.pid == found.main
+                    && old.process.as_ref().map(|p| &p.cgroups) == Some(&found.process.cgroups) =>
+            {
+                old
+            }
+            _ => Tracked::new(found.listed.clone()),
+        };
+        tracked.listed = found.listed;
+        tracked.pid = found.main;
+        tracked.usage_from_procfs = !found.own_usage_cgroup;
+        tracked.process = Some(found.process);
+        self.tracked.insert(id, tracked);
     }
 
     /// Docker's stats for the containers whose cgroup could not be read, a few calls at a
@@ -304,7 +437,7 @@ impl ContainerSampler {
     ) -> HashMap<String, CgroupCounters> {
         let due: Vec<String> = done
             .iter()
-            .filter(|item| matches!(item.result, Some(Err(_))))
+            .filter(|item| matches!(item.result, Some(Err(_))) && !is_process_agent(&item.id))
             .filter(|item| {
                 self.tracked
                     .get(&item.id)
@@ -362,6 +495,11 @@ impl ContainerSampler {
 struct Work {
     id: String,
     pid: i32,
+    /// A process agent whose cgroup holds others: its processes, summed from /proc.
+    procfs_pids: Option<Vec<i32>>,
+    /// A process agent whose cpuset cgroup holds others: its CPUs are its main process's
+    /// affinity (what the coordinator sets), not the cgroup's cpuset.
+    cpus_by_affinity: bool,
     /// Latency agents' stall is measured tick by tick (their fixes are validated on it).
     latency: bool,
     reader: Option<CgroupReader>,
@@ -374,27 +512,46 @@ struct Work {
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
 fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Vec<Work> {
     for item in &mut work {
-        if item.reader.is_none() {
-            let resolved =
-                cgroups::read_proc_cgroups(roots, item.pid).and_then(|cg| mounts.reader(&cg));
-            match resolved {
-                Ok(reader) => item.reader = Some(reader),
-                Err(err) => {
-                    item.result = Some(Err(err));
-                    continue;
-                }
-            }
-        }
-        if let Some(reader) = &mut item.reader {
-            reader.set_psi_every_read(item.latency);
-            item.result = Some(reader.read());
-            item.numa_memory_bytes = reader.numa_memory_bytes();
-            if item.latency {
-                item.tasks = Some(schedstat::task_times(roots, &reader.procs()));
-            }
+        read_one(roots, mounts, item);
+        if item.cpus_by_affinity
+            && let Some(Ok(counters)) = &mut item.result
+        {
+            counters.cpuset_cpus =
+                process_agents::allowed_cpus(roots, item.pid).unwrap_or_default();
         }
     }
     work
+}
+
+fn read_one(roots: &HostRoots, mounts: &CgroupMounts, item: &mut Work) {
+    if let Some(pids) = &item.procfs_pids {
+        item.result = Some(
+            process_agents::procfs_counters(roots, pids).ok_or_else(|| HostError::Parse {
+                path: roots.proc.clone(),
+                what: "none of the agent's processes is left".to_string(),
+            }),
+        );
+        return;
+    }
+    if item.reader.is_none() {
+        let resolved =
+            cgroups::read_proc_cgroups(roots, item.pid).and_then(|cg| mounts.reader(&cg));
+        match resolved {
+            Ok(reader) => item.reader = Some(reader),
+            Err(err) => {
+                item.result = Some(Err(err));
+                return;
+            }
+        }
+    }
+    if let Some(reader) = &mut item.reader {
+        reader.set_psi_every_read(item.latency);
+        item.result = Some(reader.read());
+        item.numa_memory_bytes = reader.numa_memory_bytes();
+        if item.latency {
+            item.tasks = Some(schedstat::task_times(roots, &reader.procs()));
+        }
+    }
 }
 
 fn container_stat(t: &Tracked) -> ContainerStat {
@@ -422,6 +579,7 @@ fn container_stat(t: &Tracked) -> ContainerStat {
         numa_memory_bytes: t.numa_memory_bytes.clone(),
         run_delay: t.last_run_delay,
         cpu_history: t.usage.cpu_history.clone(),
+        process: t.process.clone(),
         ..ContainerStat::default()
     };
     if let Some(c) = t.usage.counters() {

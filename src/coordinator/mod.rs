@@ -180,10 +180,7 @@ pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
         };
         for (knob, before, after) in settings(stat, &grant_of(allocation), &all, true) {
             intents.push(Intent {
-                target: IntentTarget::Container {
-                    id: stat.id.clone(),
-                    name: stat.name.clone(),
-                },
+                target: IntentTarget::agent(stat),
                 knob,
                 expected_before: before,
                 after,
@@ -257,8 +254,10 @@ fn settings(
     whole_plan: bool,
 ) -> Vec<(Knob, String, String)> {
     let mut out = Vec::new();
+    // A process agent's shared cgroups are not ours to set (the pane says why).
+    let settable = |knob: &Knob| stat.process.as_ref().is_none_or(|p| p.can_set(knob));
     let mut add = |knob: Knob, differs: bool, given: bool, read: String, planned: String| {
-        if differs || (whole_plan && given) {
+        if (differs || (whole_plan && given)) && settable(&knob) {
             out.push((knob, read, planned));
         }
     };

@@ -8,7 +8,7 @@ use crate::model::{Change, Knob, Target};
 use crate::model::{Intent, IntentTarget};
 use crate::optimizer::actuators::{
     Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_memory_nodes,
-    plan_process,
+    plan_process, plan_process_agent,
 };
 use crate::optimizer::change::ActuatorError;
 
@@ -40,6 +40,15 @@ pub fn plan(
                     &containers,
                     id,
                     intent.knob.clone(),
+                    &intent.after,
+                )?);
+            }
+            IntentTarget::ProcessAgent { name, process, .. } => {
+                changes.extend(plan_process_agent(
+                    roots,
+                    name,
+                    process,
+                    &intent.knob,
                     &intent.after,
                 )?);
             }

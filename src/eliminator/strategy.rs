@@ -58,8 +58,19 @@ pub fn propose_all(
         .iter()
         .filter(|s| s.handles(bottleneck))
         .flat_map(|s| s.propose(bottleneck, snap, context))
+        .map(without_unsettable)
         .filter(|fix| fix.risk.allowed_in(mode) && !fix.intents.is_empty())
         .collect()
+}
+
+/// The fix without the intents a process agent cannot take (a knob of a cgroup it shares
+/// with other processes): proposing them would only fail at apply.
+fn without_unsettable(mut fix: Fix) -> Fix {
+    fix.intents.retain(|intent| match &intent.target {
+        IntentTarget::ProcessAgent { process, .. } => process.can_set(&intent.knob),
+        _ => true,
+    });
+    fix
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,13 +95,6 @@ fn container_of<'a>(snap: &'a Snapshot, bottleneck: &Bottleneck) -> Option<&'a C
     match &bottleneck.subject {
         Subject::Container { id, .. } => running(snap).find(|c| &c.id == id),
         _ => None,
-    }
-}
-
-fn container_target(c: &ContainerStat) -> IntentTarget {
-    IntentTarget::Container {
-        id: c.id.clone(),
-        name: c.name.clone(),
     }
 }
 
@@ -200,7 +204,7 @@ impl EliminationStrategy for BatchShares {
         let intents = targets
             .iter()
             .map(|c| Intent {
-                target: container_target(c),
+                target: IntentTarget::agent(c),
                 knob: Knob::ContainerCpuShares,
                 expected_before: c.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
                 after: BATCH_SHARES.to_string(),
@@ -306,7 +310,7 @@ impl EliminationStrategy for IsolateLatency {
                 .iter()
                 .filter(|c| c.cpuset_cpus != after)
                 .map(|c| Intent {
-                    target: container_target(c),
+                    target: IntentTarget::agent(c),
                     knob: Knob::ContainerCpusetCpus,
                     expected_before: c.cpuset_cpus.clone(),
                     after: after.to_string(),
@@ -358,7 +362,7 @@ impl EliminationStrategy for CapRunaway {
             metric: format!("{} CPU %", c.name),
             measure: Measure::ContainerCpuPct { id: c.id.clone() },
             intents: vec![Intent {
-                target: container_target(c),
+                target: IntentTarget::agent(c),
                 knob: Knob::ContainerCpuQuota,
                 expected_before: c
                     .cpu_limit_cores
@@ -404,7 +408,7 @@ impl EliminationStrategy for RaiseThrottledQuota {
             metric: format!("{} throttled periods per tick", c.name),
             measure: Measure::ContainerThrottledPeriods { id: c.id.clone() },
             intents: vec![Intent {
-                target: container_target(c),
+                target: IntentTarget::agent(c),
                 knob: Knob::ContainerCpuQuota,
                 expected_before: cores_text(limit),
                 after: cores_text(raised),
@@ -508,7 +512,7 @@ impl EliminationStrategy for RaiseMemoryLimit {
             metric: format!("{} memory as % of its limit", c.name),
             measure: Measure::ContainerMemoryOfLimitPct { id: c.id.clone() },
             intents: vec![Intent {
-                target: container_target(c),
+                target: IntentTarget::agent(c),
                 knob: Knob::ContainerMemoryLimit,
                 expected_before: limit.to_string(),
                 after: raised.to_string(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sutazai_balancer::BalancerConfig;
 use sutazai_cache::CacheConfig;
 
-use crate::containers::DockerConfig;
+use crate::containers::{AgentEntry, DockerConfig};
 use crate::coordinator::CoordinatorConfig;
 use crate::eliminator::DetectConfig;
 use crate::host::HostConfig;
@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub report_writer: Option<ReportWriter>,
     pub host: HostConfig,
     pub docker: DockerConfig,
+    /// `[[agents]]`: plain processes that count as agents.
+    pub agents: Vec<AgentEntry>,
     pub optimizer: OptimizerConfig,
     pub detect: DetectConfig,
     pub cache: CacheConfig,

@@ -166,9 +166,10 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
                 ..ContainersSnapshot::default()
             };
             let (tx, rx) = watch::channel(initial);
-            if config.docker.enabled {
+            if config.docker.enabled || !config.agents.is_empty() {
                 let sampler = ContainerSampler::new(
                     &config.docker,
+                    &config.agents,
                     roots.clone(),
                     mounts.clone(),
                     interval,

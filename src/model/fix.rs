@@ -45,6 +45,30 @@ pub enum IntentTarget {
     HostFile {
         path: String,
     },
+    /// An agent that is plain processes: a container's knobs turn its own cgroups' files,
+    /// and its CPUs fall back to every thread's affinity where its cpuset cgroup is shared.
+    ProcessAgent {
+        id: String,
+        name: String,
+        process: super::process_agent::ProcessAgent,
+    },
+}
+
+impl IntentTarget {
+    /// The target for a container-level knob of an agent, container or process agent.
+    pub fn agent(stat: &super::snapshot::ContainerStat) -> IntentTarget {
+        match &stat.process {
+            Some(process) => IntentTarget::ProcessAgent {
+                id: stat.id.clone(),
+                name: stat.name.clone(),
+                process: process.clone(),
+            },
+            None => IntentTarget::Container {
+                id: stat.id.clone(),
+                name: stat.name.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

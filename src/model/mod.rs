@@ -11,6 +11,7 @@ pub mod fix;
 pub mod identity;
 pub mod mode;
 pub mod need;
+pub mod process_agent;
 pub mod proposal;
 pub mod snapshot;
 
@@ -20,5 +21,6 @@ pub use fix::{Fix, Intent, IntentTarget, Measure, Risk};
 pub use identity::ProcessId;
 pub use mode::Mode;
 pub use need::{Allocation, AllocationState, CoordinatorSnapshot, Declaration, Need};
+pub use process_agent::{AgentCgroups, PROCESS_AGENT_PREFIX, ProcessAgent, is_process_agent};
 pub use proposal::{Guard, Proposal, ProposalStatus, Validation, Verdict};
 pub use snapshot::*;

@@ -413,6 +413,8 @@ pub enum UsageSource {
     CgroupV2,
     /// bollard's one-shot stats, only when the cgroup files could not be found.
     DockerStats,
+    /// Summed from each process's /proc files: a process agent whose cgroup holds others.
+    Procfs,
     /// Not running, or nothing could be read yet.
     #[default]
     None,
@@ -466,6 +468,9 @@ pub struct ContainerStat {
     pub run_delay: Option<RunDelay>,
     /// Recent CPU percent samples, oldest first, for a sparkline.
     pub cpu_history: VecDeque<f32>,
+    /// Set for an agent that is plain processes (`[[agents]]`), not a container.
+    #[serde(default)]
+    pub process: Option<super::process_agent::ProcessAgent>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -463,6 +463,7 @@ fn target_label(target: &IntentTarget) -> String {
             format!("container {name} (pid {pid})")
         }
         IntentTarget::Container { name, .. } => format!("container {name}"),
+        IntentTarget::ProcessAgent { name, .. } => format!("agent {name}"),
         IntentTarget::HostFile { path } => path.clone(),
     }
 }

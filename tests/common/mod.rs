@@ -460,6 +460,7 @@ pub fn container(i: usize) -> ContainerStat {
         priority: Some((i % 5) as i32),
         need: None,
         need_error: None,
+        process: None,
         pid: Some(10_000 + i as i32),
         cgroup: Some(format!("/docker/{}", container_id(i))),
         source: UsageSource::CgroupV1,

@@ -18,12 +18,14 @@
 //!   process, under the host-file safety rules.
 //! - [`HostActuators`]: routes a change to whichever of them handles it.
 
+mod agent_cgroup;
 mod cgroup_file;
 mod container;
 mod host_file;
 mod numa;
 mod thread;
 
+pub use agent_cgroup::plan_process_agent;
 pub use cgroup_file::{CgroupFileActuator, cgroup_file_names, plan_cgroup, process_cgroup};
 use container::is_container_knob;
 pub use container::{ContainerActuator, plan_container, plan_container_with};

@@ -194,6 +194,7 @@ fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
                 format!("{name} pid {pid} (all threads)")
             }
             IntentTarget::Container { name, .. } => name.clone(),
+            IntentTarget::ProcessAgent { name, .. } => name.clone(),
             IntentTarget::HostFile { path } => path.clone(),
         };
         // A plan restates what it keeps (it replaces the plan before it): say so, not "0 -> 0".

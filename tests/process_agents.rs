@@ -1,0 +1,222 @@
+//! Agents that are plain processes (`[[agents]]`, issue 16) on the real host. Two processes
+//! become agents through the config: a latency agent matched by its command name, in v1
+//! cpuset, cpu, cpuacct and memory cgroups of its own that the test makes, and a batch agent
+//! matched by its command line, left in the test's own (shared) cgroups. With the coordinator
+//! enforcing, the first gets a CPU of its own written to its cpuset cgroup, the second is
+//! moved off it by the affinity of its threads (its cgroup is not its own to change); when
+//! the first exits its CPU goes back; a rollback restores both exactly.
+
+// Tests and benches may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Duration;
+
+use support::RunningEngine;
+use sutazai_top::config::Config;
+use sutazai_top::engine::Command;
+use sutazai_top::host::cgroups::CgroupMounts;
+use sutazai_top::host::{HostRoots, parse_cpu_list};
+use sutazai_top::model::{Allocation, AllocationState, ContainerStat, Snapshot, UsageSource};
+
+/// The hierarchies the latency agent gets cgroups of its own in.
+const CONTROLLERS: [&str; 4] = ["cpuset", "cpu", "cpuacct", "memory"];
+
+/// A copy of `sleep` under a name of our own (so its comm is unique), run for 600 s.
+fn start_named(dir: &Path, name: &str) -> (Child, PathBuf) {
+    let binary = dir.join(name);
+    std::fs::copy("/bin/sleep", &binary).unwrap();
+    let child = Process::new(&binary)
+        .arg("600")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, binary)
+}
+
+/// Test cgroups holding one process; on drop the process is killed and the dirs removed.
+struct OwnCgroups {
+    dirs: Vec<PathBuf>,
+}
+
+impl OwnCgroups {
+    fn create(name: &str, pid: u32) -> OwnCgroups {
+        let mounts = CgroupMounts::detect(&HostRoots::default());
+        let mut guard = OwnCgroups { dirs: Vec::new() };
+        for controller in CONTROLLERS {
+            let mount = mounts.v1.get(controller).unwrap();
+            let dir = mount.join(name);
+            std::fs::create_dir(&dir).unwrap();
+            guard.dirs.push(dir.clone());
+            if controller == "cpuset" {
+                // A v1 cpuset cgroup starts empty: give it its parent's CPUs and nodes.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let parent = std::fs::read(mount.join(file)).unwrap();
+                    std::fs::write(dir.join(file), parent).unwrap();
+                }
+            }
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+        guard
+    }
+
+    fn read(&self, controller: &str, file: &str) -> String {
+        let index = CONTROLLERS.iter().position(|c| *c == controller).unwrap();
+        std::fs::read_to_string(self.dirs[index].join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for OwnCgroups {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Kills and reaps on drop, panics included.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn allowed_cpus(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    parse_cpu_list(list.trim())
+}
+
+fn agent<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a ContainerStat> {
+    let id = format!("proc:{name}");
+    snap.containers.agents.iter().find(|a| a.id == id)
+}
+
+fn allocation<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a Allocation> {
+    let id = format!("proc:{name}");
+    snap.coordinator.as_ref()?.agents.iter().find(|a| a.id == id)
+}
+
+#[test]
+fn process_agents_from_the_config_are_agents_and_get_their_cores() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test makes cgroups and must run as root"
+    );
+    let mounts = CgroupMounts::detect(&HostRoots::default());
+    assert!(
+        CONTROLLERS.iter().all(|c| mounts.v1.contains_key(*c)),
+        "this test needs v1 cpuset, cpu, cpuacct and memory hierarchies: {mounts:?}"
+    );
+    let cpus = parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap());
+    assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
+
+    let bins = tempfile::tempdir().unwrap();
+    let tag = std::process::id() % 100_000;
+    let (latency_name, batch_name) = (format!("pa-l-{tag}"), format!("pa-b-{tag}"));
+    let (latency, _) = start_named(bins.path(), &latency_name);
+    let latency_pid = latency.id();
+    let mut latency = Reaped(latency);
+    let (batch, batch_binary) = start_named(bins.path(), &batch_name);
+    let batch_pid = batch.id();
+    let _batch = Reaped(batch);
+    let own = OwnCgroups::create(&format!("sutazai-pa-{tag}"), latency_pid);
+    let cpuset_before = own.read("cpuset", "cpuset.cpus");
+
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+interval_ms = 300
+[docker]
+enabled = false
+[coordinator]
+enforce = true
+
+[[agents]]
+name = "{latency_name}"
+comm = "{latency_name}"
+class = "latency"
+cpus = 1
+priority = 9
+
+[[agents]]
+name = "{batch_name}"
+cmdline = "{} 600"
+class = "batch"
+"#,
+        batch_binary.display()
+    );
+    let mut config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    config.optimizer.state_dir = state.path().to_path_buf();
+    let mut engine = RunningEngine::start_managing(config);
+
+    let snap = engine.wait_for(Duration::from_secs(20), "the plan in place", |s| {
+        [&latency_name, &batch_name]
+            .iter()
+            .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
+    });
+    // Both are agents, with what matched and which cgroups are theirs.
+    let l = agent(&snap, &latency_name).unwrap();
+    assert_eq!(l.pid, Some(latency_pid as i32));
+    assert_eq!(l.source, UsageSource::CgroupV1);
+    let process = l.process.as_ref().unwrap();
+    assert!(process.own_cpuset() && process.shared.is_empty(), "{process:?}");
+    let b = agent(&snap, &batch_name).unwrap();
+    assert_eq!(b.pid, Some(batch_pid as i32));
+    assert_eq!(b.source, UsageSource::Procfs, "its cgroup holds the test too");
+    let process = b.process.as_ref().unwrap();
+    assert!(!process.own_cpuset(), "{process:?}");
+    assert!(
+        process.shared.iter().any(|s| s.starts_with("cpuset:")),
+        "{process:?}"
+    );
+
+    // The latency agent's CPU is written to its own cpuset; the batch agent is kept off
+    // it by its threads' affinity.
+    let mine = allocation(&snap, &latency_name).unwrap();
+    assert_eq!(mine.state, AllocationState::Exclusive);
+    assert_eq!(mine.cpus.len(), 1);
+    let exclusive = mine.cpus[0];
+    assert_eq!(own.read("cpuset", "cpuset.cpus"), exclusive.to_string());
+    let shared: Vec<u32> = cpus.iter().copied().filter(|c| *c != exclusive).collect();
+    assert_eq!(allowed_cpus(batch_pid), shared);
+    assert!(!snap.changes.active.is_empty(), "applied through the journal");
+
+    // The latency agent exits: its CPU goes back to the batch agent.
+    let _ = latency.0.kill();
+    let _ = latency.0.wait();
+    engine.wait_for(Duration::from_secs(20), "the CPU given back", |s| {
+        allocation(s, &batch_name).is_some_and(|a| a.in_place)
+            && agent(s, &latency_name).is_some_and(|a| a.state == "exited")
+    });
+    assert_eq!(allowed_cpus(batch_pid), cpus);
+
+    // A rollback restores the host as it was.
+    let commands = engine.handle.commands.clone();
+    engine
+        .runtime
+        .block_on(commands.send(Command::RollbackAll))
+        .unwrap();
+    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
+        s.changes.active.is_empty()
+    });
+    assert_eq!(allowed_cpus(batch_pid), cpus);
+    assert_eq!(own.read("cpuset", "cpuset.cpus"), cpuset_before);
+}
