@@ -27,10 +27,6 @@ fn allocation<'a>(snap: &'a Snapshot, c: &Container) -> Option<&'a sutazai_top::
         .find(|a| a.id == c.id)
 }
 
-/// Each test's engine sees every agent on the host: one test at a time, so one's containers
-/// never take the other's CPUs.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn online_cpus() -> Vec<u32> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
     sutazai_top::host::parse_cpu_list(&text)
@@ -38,7 +34,7 @@ fn online_cpus() -> Vec<u32> {
 
 #[test]
 fn declared_agents_get_their_cores_for_real_and_give_them_back() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = support::cpu_tests_lock();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
     let state = tempfile::tempdir().unwrap();
@@ -154,7 +150,7 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
 /// kept in the state dir, planned for and applied; `DELETE` gives the labels back.
 #[test]
 fn an_agent_registered_through_the_api_is_planned_for_and_forgotten_on_delete() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = support::cpu_tests_lock();
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
     let mut config = test_config(300);

@@ -40,10 +40,6 @@ fn policies(pid: i32) -> Vec<i64> {
         .collect()
 }
 
-/// The tests here load the whole host and the engine sees every batch agent on it: one at a
-/// time, so one test's containers never become the other's targets.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A batch-class agent burning a CPU.
 fn batch_hog(name: &str) -> Container {
     Container::run(
@@ -73,7 +69,7 @@ fn send(engine: &RunningEngine, command: Command) {
 
 #[test]
 fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = support::cpu_tests_lock();
     let state = tempfile::tempdir().unwrap();
     let config = loop_config(&state);
     let a = batch_hog("hog-a");
@@ -168,7 +164,7 @@ fn saturation_is_detected_proposed_applied_for_real_and_rolled_back() {
 
 #[test]
 fn auto_fix_applies_and_a_fix_that_does_not_help_rolls_back_on_its_own() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = support::cpu_tests_lock();
     let state = tempfile::tempdir().unwrap();
     let mut config = loop_config(&state);
     config.optimizer.auto_fix = true;

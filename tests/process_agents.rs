@@ -5,6 +5,11 @@
 //! enforcing, the first gets a CPU of its own written to its cpuset cgroup, the second is
 //! moved off it by the affinity of its threads (its cgroup is not its own to change); when
 //! the first exits its CPU goes back; a rollback restores both exactly.
+//!
+//! Rebalancing by load on the same kind of agents: an idle exclusive agent and a shared
+//! pool saturated by spinning shells; the coordinator proposes lending the idle CPU and the
+//! step is approved. With one spinner per CPU, host CPU pressure falls and the step is
+//! kept; with two per CPU it does not, and the step is rolled back and the plan restored.
 
 // Tests and benches may unwrap: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -116,6 +121,7 @@ fn allocation<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a Allocation> {
 
 #[test]
 fn process_agents_from_the_config_are_agents_and_get_their_cores() {
+    let _one = support::cpu_tests_lock();
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "this test makes cgroups and must run as root"
@@ -219,4 +225,166 @@ class = "batch"
     });
     assert_eq!(allowed_cpus(batch_pid), cpus);
     assert_eq!(own.read("cpuset", "cpuset.cpus"), cpuset_before);
+}
+
+/// A shell spinning on a CPU, its command line marked so an entry can match it.
+fn spinner(marker: &str) -> Reaped {
+    let child = Process::new("sh")
+        .args(["-c", &format!("while :; do :; done # {marker}")])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Reaped(child)
+}
+
+#[test]
+fn an_idle_exclusive_agent_lends_its_cpu_to_a_saturated_pool_and_the_pressure_proves_it() {
+    // One spinner per CPU: on the pool's one CPU they wait, on every CPU they do not.
+    lend_and_judge(1, true);
+}
+
+#[test]
+fn a_rebalance_that_does_not_ease_the_pressure_is_rolled_back_and_the_plan_restored() {
+    // Two spinners per CPU wait whatever the pool holds: lending helps nothing.
+    lend_and_judge(2, false);
+}
+
+/// An idle exclusive agent and `per_cpu` spinners per CPU in the shared pool: the
+/// rebalance is proposed and approved; validation keeps it when `helps`, else rolls it back
+/// and the declared plan comes back.
+fn lend_and_judge(per_cpu: usize, helps: bool) {
+    let _one = support::cpu_tests_lock();
+    let cpus = parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap());
+    assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
+    assert!(
+        std::path::Path::new("/proc/pressure/cpu").exists(),
+        "the pressure proof needs PSI (/proc/pressure/cpu)"
+    );
+    let bins = tempfile::tempdir().unwrap();
+    let tag = std::process::id() % 100_000;
+    let (idle_name, pool_name) = (format!("pa-i-{tag}"), format!("pa-p-{tag}"));
+    let (idle, _) = start_named(bins.path(), &idle_name);
+    let idle_pid = idle.id();
+    let _idle = Reaped(idle);
+    let marker = format!("sutazai-spin-{tag}");
+    let spinners: Vec<Reaped> = (0..cpus.len() * per_cpu)
+        .map(|_| spinner(&marker))
+        .collect();
+
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+interval_ms = 500
+mode = "balanced"
+[docker]
+enabled = false
+[optimizer]
+validation_secs = 12
+[coordinator]
+enforce = true
+rebalance_window_secs = 5
+
+[[agents]]
+name = "{idle_name}"
+comm = "{idle_name}"
+class = "batch"
+cpus = {}
+exclusive = true
+
+[[agents]]
+name = "{pool_name}"
+cmdline = "{marker}"
+class = "batch"
+"#,
+        cpus.len() - 1
+    );
+    let mut config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    config.optimizer.state_dir = state.path().to_path_buf();
+    let mut engine = RunningEngine::start_managing(config);
+
+    // The declared plan: the idle agent holds every CPU but one, the spinners share one.
+    let snap = engine.wait_for(Duration::from_secs(20), "the declared plan in place", |s| {
+        [&idle_name, &pool_name]
+            .iter()
+            .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
+    });
+    let pool_pids = &agent(&snap, &pool_name).unwrap().process.as_ref().unwrap().pids;
+    assert_eq!(pool_pids.len(), spinners.len(), "one agent of every spinner");
+    let held = allocation(&snap, &idle_name).unwrap().cpus.clone();
+    assert_eq!(held.len(), cpus.len() - 1);
+
+    // Saturated pool, waiting tasks, an idle exclusive CPU: a rebalance is proposed.
+    let snap = engine.wait_for(Duration::from_secs(40), "a rebalance proposed", |s| {
+        s.proposals.iter().any(|p| {
+            p.fix.strategy == "coordinator-rebalance" && p.status.is_open()
+        })
+    });
+    let proposal = snap
+        .proposals
+        .iter()
+        .find(|p| p.fix.strategy == "coordinator-rebalance" && p.status.is_open())
+        .unwrap();
+    assert_eq!(
+        proposal.bottleneck.kind,
+        sutazai_top::model::BottleneckKind::LoadImbalance
+    );
+    assert!(proposal.fix.summary.contains(&idle_name), "{}", proposal.fix.summary);
+    let id = proposal.id;
+    let commands = engine.handle.commands.clone();
+    engine
+        .runtime
+        .block_on(commands.send(Command::Apply(id)))
+        .unwrap();
+
+    // Applied: the pool has a CPU more, the spinners run on it.
+    let snap = engine.wait_for(Duration::from_secs(20), "the lent CPU in the pool", |s| {
+        let every_cpu = s
+            .coordinator
+            .as_ref()
+            .is_some_and(|v| v.shared.len() == cpus.len());
+        every_cpu && allocation(s, &pool_name).is_some_and(|a| a.in_place)
+    });
+    let view = snap.coordinator.as_ref().unwrap();
+    assert_eq!(view.rebalanced.values().copied().collect::<Vec<_>>(), vec![-1]);
+    let spinner_pid = u32::try_from(pool_pids[0]).unwrap();
+    assert_eq!(allowed_cpus(spinner_pid), cpus);
+    assert!(!allowed_cpus(idle_pid).is_empty());
+
+    // Validation judges it on host CPU pressure: kept if it fell, else rolled back, and
+    // the declared plan is put back.
+    let snap = engine.wait_for(Duration::from_secs(40), "the step judged", |s| {
+        s.proposals
+            .iter()
+            .any(|p| p.id == id && p.validation.verdict.is_some())
+    });
+    let judged = snap.proposals.iter().find(|p| p.id == id).unwrap();
+    let helped = matches!(
+        judged.validation.verdict,
+        Some(sutazai_top::model::Verdict::Helped { .. })
+    );
+    assert_eq!(helped, helps, "{:?}", judged.validation);
+    if !helps {
+        engine.wait_for(Duration::from_secs(30), "the declared plan back", |s| {
+            let rolled_back = s.proposals.iter().any(|p| {
+                p.id == id && matches!(p.status, sutazai_top::model::ProposalStatus::RolledBack { .. })
+            });
+            let declared = s.coordinator.as_ref().is_some_and(|v| v.rebalanced.is_empty());
+            rolled_back
+                && declared
+                && allocation(s, &idle_name).is_some_and(|a| a.in_place && a.cpus == held)
+        });
+        let shared: Vec<u32> = cpus.iter().copied().filter(|c| !held.contains(c)).collect();
+        assert_eq!(allowed_cpus(spinner_pid), shared);
+    }
+
+    // A rollback gives the spinners back their CPUs as they were.
+    engine
+        .runtime
+        .block_on(commands.send(Command::RollbackAll))
+        .unwrap();
+    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
+        s.changes.active.is_empty()
+    });
+    assert_eq!(allowed_cpus(spinner_pid), cpus);
+    drop(spinners);
 }

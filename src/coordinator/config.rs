@@ -19,6 +19,12 @@ pub struct CoordinatorConfig {
     /// A declared memory need becomes a limit this much above it, in percent.
     #[serde(deserialize_with = "memory_headroom_pct")]
     pub memory_headroom_pct: u32,
+    /// Propose a new plan when the load says this one is wrong (see `rebalance`).
+    pub rebalance: bool,
+    /// How long an imbalance must hold before a rebalance is proposed, and between two
+    /// steps, in seconds.
+    #[serde(deserialize_with = "rebalance_window_secs")]
+    pub rebalance_window_secs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -29,6 +35,8 @@ impl Default for CoordinatorConfig {
             reserved_cpus: String::new(),
             min_shared_cpus: 1,
             memory_headroom_pct: 10,
+            rebalance: true,
+            rebalance_window_secs: 30,
         }
     }
 }
@@ -61,6 +69,10 @@ fn min_shared_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 
 fn memory_headroom_pct<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     sutazai_config_check::in_range(d, "memory_headroom_pct", 0..=100)
+}
+
+fn rebalance_window_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    sutazai_config_check::in_range(d, "rebalance_window_secs", 5..=3600)
 }
 
 #[cfg(test)]

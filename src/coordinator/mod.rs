@@ -7,6 +7,7 @@
 
 pub mod allocate;
 pub mod config;
+pub mod rebalance;
 pub mod registry;
 
 use std::time::Instant;
@@ -23,6 +24,12 @@ use allocate::{Grant, Request, allocate};
 /// The strategy name on the fixes the coordinator offers.
 pub const STRATEGY: &str = "coordinator";
 
+/// Whether fixes of `strategy` carry a whole plan (the declared one, or one rebalanced), so
+/// that applying one replaces the plan before it.
+pub fn is_plan(strategy: &str) -> bool {
+    strategy == STRATEGY || strategy == rebalance::STRATEGY
+}
+
 /// The plan for the running agents `snap` shows, and whether each is in place.
 pub fn plan(snap: &Snapshot, config: &CoordinatorConfig) -> CoordinatorSnapshot {
     plan_with(snap, config, &[])
@@ -35,6 +42,16 @@ pub fn plan_with(
     snap: &Snapshot,
     config: &CoordinatorConfig,
     declared: &[Declaration],
+) -> CoordinatorSnapshot {
+    plan_adjusted(snap, config, declared, &rebalance::Adjustments::new())
+}
+
+/// As `plan_with`, with the exclusive CPUs of some agents changed by rebalancing.
+pub fn plan_adjusted(
+    snap: &Snapshot,
+    config: &CoordinatorConfig,
+    declared: &[Declaration],
+    adjustments: &rebalance::Adjustments,
 ) -> CoordinatorSnapshot {
     let started = Instant::now();
     let running: Vec<&ContainerStat> = snap
@@ -53,7 +70,10 @@ pub fn plan_with(
             id: a.id.clone(),
             name: a.name.clone(),
             priority: a.priority,
-            need: a.need.clone(),
+            need: rebalance::adjusted(
+                a.need.clone(),
+                adjustments.get(&a.id).copied().unwrap_or(0),
+            ),
             need_error: a.need_error.clone(),
         })
         .chain(waiting.iter().map(|d| Request {
@@ -115,6 +135,11 @@ pub fn plan_with(
         agents,
         plan_us: started.elapsed().as_micros() as u64,
         declared: declared.to_vec(),
+        rebalanced: adjustments
+            .iter()
+            .filter(|(id, delta)| **delta != 0 && running.iter().any(|s| s.id == **id))
+            .map(|(id, delta)| (id.clone(), *delta))
+            .collect(),
     }
 }
 

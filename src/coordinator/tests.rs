@@ -625,3 +625,138 @@ fn a_registered_agent_not_yet_running_holds_its_cpus() {
         .collect();
     assert_eq!(afters, vec![(Knob::ContainerCpusetCpus, "1-3".to_string())]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Rebalancing by load
+// ---------------------------------------------------------------------------------------
+
+/// Four CPUs with the given busy percents, host CPU pressure `waiting`, and agents whose
+/// cpusets already show the plan (`exclusive`'s CPUs for each exclusive agent).
+fn loaded(busy: [f32; 4], waiting: f32, agents: Vec<ContainerStat>) -> Snapshot {
+    let mut snap = Snapshot {
+        topology: Arc::new(topology(1, 4, 1)),
+        ..Snapshot::default()
+    };
+    snap.cpu.per_cpu = busy
+        .iter()
+        .enumerate()
+        .map(|(id, busy)| {
+            let times = crate::model::CpuTimes {
+                user: *busy,
+                idle: 100.0 - busy,
+                ..Default::default()
+            };
+            (id as u32, times)
+        })
+        .collect();
+    snap.pressure.cpu = Some(crate::model::PsiResource {
+        some: crate::model::PsiLine {
+            avg10: waiting,
+            ..Default::default()
+        },
+        full: None,
+    });
+    snap.containers.agents = agents;
+    // Settle the host on the plan, so the plan is in place.
+    let view = plan(&snap, &CoordinatorConfig::default());
+    for a in &mut snap.containers.agents {
+        let planned = view.agents.iter().find(|p| p.id == a.id).unwrap();
+        a.cpuset_cpus = crate::host::format_cpu_list(&planned.cpus);
+        a.cpuset_mems = crate::host::format_cpu_list(&planned.mems);
+        a.cpu_weight = planned.cpu_shares.map(|s| weight_as_read(s, a.source));
+    }
+    assert!(plan(&snap, &CoordinatorConfig::default()).out_of_place().next().is_none());
+    snap
+}
+
+#[test]
+fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_keeps_one() {
+    let embed = agent("embed", &[("sutazai.class", "batch"), ("sutazai.cpus", "2"), ("sutazai.exclusive", "true")], "");
+    let llm = agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "1")], "");
+    let batch = agent("batch", &[("sutazai.class", "batch")], "");
+    let snap = loaded([3.0, 2.0, 1.0, 99.0], 45.0, vec![embed, llm, batch]);
+    let config = CoordinatorConfig::default();
+    let view = plan(&snap, &config);
+    let by_name = |v: &CoordinatorSnapshot, n: &str| v.agents.iter().find(|a| a.name == n).unwrap().clone();
+    assert_eq!(by_name(&view, "embed").cpus, vec![0, 1]);
+    assert_eq!(by_name(&view, "llm").cpus, vec![2]);
+    assert_eq!(view.shared, vec![3]);
+
+    let found = rebalance::assess(&snap, &view, 1).expect("the pool is saturated");
+    assert_eq!((found.name.as_str(), found.delta), ("embed", -1));
+    let adjust: rebalance::Adjustments = [(found.id.clone(), -1)].into();
+    let next = plan_adjusted(&snap, &config, &[], &adjust);
+    assert_eq!(by_name(&next, "embed").cpus.len(), 1);
+    assert_eq!(next.shared.len(), 2, "one CPU more in the pool: {next:?}");
+    assert!(rebalance::took(&next, &view, &found));
+    let fix = rebalance::fix(&next, &snap, &found).unwrap();
+    assert_eq!(fix.strategy, rebalance::STRATEGY);
+    assert_eq!(fix.risk, Risk::Medium);
+    assert_eq!(fix.measure, Measure::HostPsiCpuSome);
+    assert_eq!(next.rebalanced.get(&found.id), Some(&-1));
+
+    // Lent down to one CPU, embed lends its last one too (it is batch); a latency agent
+    // alone never lends its only core.
+    let lent = plan_adjusted(&snap, &config, &[], &[(found.id.clone(), -2)].into());
+    assert_eq!(by_name(&lent, "embed").state, AllocationState::Shared);
+    let only_llm = loaded(
+        [99.0, 99.0, 1.0, 99.0],
+        45.0,
+        vec![
+            agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "1")], ""),
+            agent("batch", &[("sutazai.class", "batch")], ""),
+        ],
+    );
+    let view = plan(&only_llm, &config);
+    assert!(rebalance::assess(&only_llm, &view, 1).is_none(), "{view:?}");
+
+    // No pressure, no rebalance: a busy pool whose tasks do not wait is fine.
+    let calm = loaded([3.0, 2.0, 1.0, 99.0], 2.0, snap.containers.agents.clone());
+    assert!(rebalance::assess(&calm, &plan(&calm, &config), 1).is_none());
+}
+
+#[test]
+fn a_saturated_exclusive_agent_gets_a_cpu_more_from_an_idle_pool_never_below_the_minimum() {
+    let mut embed = agent("embed", &[("sutazai.class", "batch"), ("sutazai.cpus", "1"), ("sutazai.exclusive", "true")], "");
+    embed.cpu_pct = 100.0;
+    embed.pressure.cpu = Some(crate::model::PsiResource {
+        some: crate::model::PsiLine {
+            avg10: 40.0,
+            ..Default::default()
+        },
+        full: None,
+    });
+    let snap = loaded([100.0, 5.0, 5.0, 5.0], 0.0, vec![embed.clone(), agent("batch", &[], "")]);
+    let config = CoordinatorConfig::default();
+    let view = plan(&snap, &config);
+    let found = rebalance::assess(&snap, &view, 1).expect("embed is saturated");
+    assert_eq!((found.name.as_str(), found.delta), ("embed", 1));
+    let next = plan_adjusted(&snap, &config, &[], &[(found.id.clone(), 1)].into());
+    assert!(rebalance::took(&next, &view, &found), "{next:?}");
+    assert_eq!(next.shared.len(), 2);
+    // The pool at its minimum gives nothing.
+    assert!(rebalance::assess(&snap, &view, 3).is_none());
+    // An agent that does not use its CPU itself is not starved by the plan.
+    let mut idle_embed = snap.clone();
+    idle_embed.containers.agents[0].cpu_pct = 10.0;
+    assert!(rebalance::assess(&idle_embed, &view, 1).is_none());
+}
+
+#[test]
+fn an_imbalance_is_proposed_only_once_it_has_held_its_window() {
+    let imbalance = |id: &str, delta| rebalance::Imbalance {
+        id: id.to_string(),
+        name: id.to_string(),
+        delta,
+        evidence: vec![],
+    };
+    let mut watch = rebalance::Watch::default();
+    assert!(watch.sustained(0, Some(imbalance("a", -1)), 30_000).is_none());
+    assert!(watch.sustained(29_000, Some(imbalance("a", -1)), 30_000).is_none());
+    assert!(watch.sustained(30_000, Some(imbalance("a", -1)), 30_000).is_some());
+    // Another agent or direction starts again; a tick without it forgets it.
+    assert!(watch.sustained(31_000, Some(imbalance("b", -1)), 30_000).is_none());
+    assert!(watch.sustained(62_000, Some(imbalance("b", 1)), 30_000).is_none());
+    assert!(watch.sustained(63_000, None, 30_000).is_none());
+    assert!(watch.sustained(94_000, Some(imbalance("b", 1)), 30_000).is_none());
+}

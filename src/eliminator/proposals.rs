@@ -50,6 +50,21 @@ impl ProposalBook {
         self.proposals.iter().find(|p| p.id == id)
     }
 
+    /// Whether a proposal of a strategy `family` accepts, applying, applied or rolled back,
+    /// already carries every change of `fix` (so offering it again would only repeat it).
+    pub fn carried(&self, fix: &Fix, family: impl Fn(&str) -> bool) -> bool {
+        self.proposals.iter().any(|p| {
+            family(&p.fix.strategy)
+                && matches!(
+                    p.status,
+                    ProposalStatus::Applying
+                        | ProposalStatus::Applied { .. }
+                        | ProposalStatus::RolledBack { .. }
+                )
+                && carries(&p.fix, fix)
+        })
+    }
+
     pub fn set_status(&mut self, id: u64, status: ProposalStatus) {
         if let Some(p) = self.proposals.iter_mut().find(|p| p.id == id) {
             p.status = status;

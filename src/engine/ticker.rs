@@ -234,6 +234,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         declarations: load_declarations(&config, manages_host && host_info_is_root),
         off_plan_since: None,
         pending_since: Default::default(),
+        rebalancing: Default::default(),
         own_cpus: None,
         cooldown_until: Instant::now(),
         following: false,
@@ -340,6 +341,8 @@ struct Ticker {
     off_plan_since: Option<u64>,
     /// The first tick each pending agent (by id) was pending.
     pending_since: std::collections::HashMap<String, u64>,
+    /// Rebalancing by load: the adjustments in force and the step proposed last.
+    rebalancing: coordination::Rebalancing,
     /// The CPUs the engine started with and those it last confined itself to (`None`:
     /// never moved).
     own_cpus: Option<(Vec<u32>, Vec<u32>)>,
@@ -534,6 +537,7 @@ impl Ticker {
         // `enforce`, its allocation is on its way before the tick would have come.
         if let Some((bottleneck, fix)) = self.coordinate(&mut snap) {
             self.proposals.offer(&bottleneck, fix, &snap);
+            self.rebalancing.note_offered(&self.proposals);
             snap.proposals = self.proposals.list().to_vec();
         }
         snapshots.send_replace(Arc::new(snap));

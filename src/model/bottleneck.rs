@@ -20,6 +20,9 @@ pub enum BottleneckKind {
     OffPlan,
     /// An agent whose declared need does not fit now (the reason is its evidence's metric).
     AllocationPending,
+    /// The plan does not fit the load: the shared pool under pressure while an exclusive
+    /// agent's CPUs sit idle, or an exclusive agent saturated while the shared pool idles.
+    LoadImbalance,
 }
 
 /// What a bottleneck is about. Containers by id and processes by (pid, start time), so
@@ -73,7 +76,7 @@ pub struct Bottleneck {
 
 impl BottleneckKind {
     /// Every kind, for listings that must show each (metrics at zero included).
-    pub const ALL: [BottleneckKind; 10] = [
+    pub const ALL: [BottleneckKind; 11] = [
         BottleneckKind::CpuSaturation,
         BottleneckKind::MemoryPressure,
         BottleneckKind::IoSaturation,
@@ -84,6 +87,7 @@ impl BottleneckKind {
         BottleneckKind::NumaImbalance,
         BottleneckKind::OffPlan,
         BottleneckKind::AllocationPending,
+        BottleneckKind::LoadImbalance,
     ];
 
     /// The name used in JSON and in bottleneck ids ("noisy_neighbour").
@@ -99,6 +103,7 @@ impl BottleneckKind {
             BottleneckKind::NumaImbalance => "numa_imbalance",
             BottleneckKind::OffPlan => "off_plan",
             BottleneckKind::AllocationPending => "allocation_pending",
+            BottleneckKind::LoadImbalance => "load_imbalance",
         }
     }
 }

@@ -251,6 +251,10 @@ pub struct CoordinatorSnapshot {
     /// Declarations registered through the API, running agents or not.
     #[serde(default)]
     pub declared: Vec<Declaration>,
+    /// Exclusive CPUs changed by rebalancing, by agent id: -1 lent to the shared pool, +1
+    /// given from it. Empty while the plan is as declared.
+    #[serde(default)]
+    pub rebalanced: BTreeMap<String, i32>,
 }
 
 impl CoordinatorSnapshot {

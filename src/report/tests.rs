@@ -85,6 +85,7 @@ fn the_plan_is_in_both_reports() {
         ],
         plan_us: 42,
         declared: vec![],
+        rebalanced: Default::default(),
     });
     let json: serde_json::Value = serde_json::from_str(&to_json(&snap).unwrap()).unwrap();
     assert_eq!(json["coordinator"]["status"], "running");

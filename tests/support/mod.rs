@@ -257,9 +257,15 @@ impl RunningEngine {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "timed out waiting for {what}; last snapshot seq {}: {:?}",
+                "timed out waiting for {what}; last snapshot seq {}: {:?}; notice {:?}; \
+                 proposals {:?}",
                 snap.seq,
-                snap.containers.status
+                snap.containers.status,
+                snap.notice.as_ref().map(|n| &n.text),
+                snap.proposals
+                    .iter()
+                    .map(|p| (p.id, &p.fix.strategy, &p.status))
+                    .collect::<Vec<_>>()
             );
             let changed = self
                 .runtime
@@ -273,4 +279,21 @@ impl RunningEngine {
     pub fn latest(&self) -> Arc<Snapshot> {
         self.handle.snapshots.borrow().clone()
     }
+}
+
+/// Held while a test gives CPUs away (the coordinator's tests): they must not run beside
+/// each other, whether as threads of one test binary (`cargo test`) or as processes
+/// (`cargo nextest`). An advisory lock on a file, released when dropped.
+pub struct CpuTestsLock(#[allow(dead_code)] std::fs::File);
+
+pub fn cpu_tests_lock() -> CpuTestsLock {
+    // flock: every open of the file is locked apart, threads of one process included.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("sutazai-test-cpus.lock"))
+        .expect("the lock file of the CPU tests");
+    file.lock().expect("locking the CPU tests' lock file");
+    CpuTestsLock(file)
 }

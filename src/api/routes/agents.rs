@@ -37,6 +37,9 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
                 "in_place": a.in_place,
                 "running": !a.waiting,
                 "declared_through": declared_through(view, a, stat),
+                // Plain processes from [[agents]]: what matched, and the cgroups that are
+                // not theirs to change (why only some knobs are set).
+                "process": stat.and_then(|c| c.process.as_ref()),
                 "used": stat.map(|c| serde_json::json!({
                     "cpu_pct": c.cpu_pct,
                     "memory_bytes": c.mem_bytes,
@@ -59,7 +62,7 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
     })
 }
 
-/// "api", "labels", or null when nothing is declared.
+/// "api", "labels" ("config" for a process agent), or null when nothing is declared.
 fn declared_through(
     view: &CoordinatorSnapshot,
     allocation: &crate::model::Allocation,
@@ -72,6 +75,7 @@ fn declared_through(
     });
     match (by_api, &allocation.need) {
         (true, _) => Some("api"),
+        (false, Some(_)) if stat.is_some_and(|s| s.process.is_some()) => Some("config"),
         (false, Some(_)) => Some("labels"),
         (false, None) => None,
     }

@@ -7,7 +7,79 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::Ticker;
-use crate::model::{Bottleneck, Fix, Snapshot};
+use crate::coordinator::rebalance::{self, Adjustments, Imbalance, Watch};
+use crate::eliminator::proposals::ProposalBook;
+use crate::model::{Bottleneck, CoordinatorSnapshot, Fix, ProposalStatus, Snapshot};
+
+/// Rebalancing by load: the adjustments in force (from the last step applied and not
+/// rolled back since) and the step proposed last. The proposal's status is the truth: a
+/// step the validation or the operator rolled back takes its adjustment with it.
+#[derive(Debug, Default)]
+pub(super) struct Rebalancing {
+    kept: Adjustments,
+    step: Option<Step>,
+    watch: Watch,
+}
+
+#[derive(Debug)]
+struct Step {
+    /// Known once the book took the offer.
+    proposal: Option<u64>,
+    imbalance: Imbalance,
+    /// In force before it, and with it.
+    previous: Adjustments,
+    adjust: Adjustments,
+    applied: bool,
+    /// When it was offered (snapshot clock).
+    at_ms: u64,
+}
+
+impl Rebalancing {
+    /// The adjustments in force, after following the last step's proposal.
+    fn in_force(&mut self, proposals: &ProposalBook) -> Adjustments {
+        if let Some(step) = &mut self.step {
+            let status = step.proposal.and_then(|id| proposals.get(id)).map(|p| &p.status);
+            match status {
+                Some(ProposalStatus::Proposed | ProposalStatus::Applying) => {}
+                Some(ProposalStatus::Applied { .. }) => {
+                    step.applied = true;
+                    self.kept = step.adjust.clone();
+                }
+                // Superseded by a later plan, which was made with it and carried it.
+                Some(ProposalStatus::Stale { .. }) if step.applied => {}
+                _ => {
+                    // Rolled back, failed, dismissed, gone stale unapplied, or forgotten.
+                    self.kept = step.previous.clone();
+                    self.step = None;
+                    self.watch.reset();
+                }
+            }
+        }
+        self.kept.clone()
+    }
+
+    /// After the book took an offer: which proposal a new step became (none: the book
+    /// refused it, and the step is dropped).
+    pub(super) fn note_offered(&mut self, proposals: &ProposalBook) {
+        if let Some(step) = &mut self.step
+            && step.proposal.is_none()
+        {
+            step.proposal = proposals.open_of(rebalance::STRATEGY).map(|p| p.id);
+            if step.proposal.is_none() {
+                self.step = None;
+            }
+        }
+    }
+
+    /// The step waiting for the operator, if any.
+    fn open(&self, proposals: &ProposalBook) -> Option<&Step> {
+        self.step.as_ref().filter(|s| {
+            s.proposal
+                .and_then(|id| proposals.get(id))
+                .is_some_and(|p| p.status.is_open())
+        })
+    }
+}
 
 impl Ticker {
     /// The coordinator's plan for this tick into the snapshot, and, while the host is not as
@@ -18,17 +90,97 @@ impl Ticker {
             return None;
         }
         crate::coordinator::registry::overlay(&mut snap.containers.agents, &self.declarations);
-        let view = crate::coordinator::plan_with(snap, &self.coordinator, &self.declarations);
-        let offer = crate::coordinator::fix(&view, snap).and_then(|fix| {
+        let adjust = self.rebalancing.in_force(&self.proposals);
+        let view = self.plan(snap, &adjust);
+        // While a plan is being applied the host is between two plans: nothing to offer.
+        let applying = self.proposals.list().iter().any(|p| {
+            p.status == ProposalStatus::Applying && crate::coordinator::is_plan(&p.fix.strategy)
+        });
+        if applying {
+            self.keep_off_exclusive_cpus(&view);
+            snap.coordinator = Some(view);
+            return None;
+        }
+        // A plan a rebalance carried (the host not read since it applied) is not offered again.
+        let carried = |fix: &Fix| self.proposals.carried(fix, crate::coordinator::is_plan);
+        let mut offer = crate::coordinator::fix(&view, snap)
+            .filter(|fix| !carried(fix))
+            .and_then(|fix| {
             let since = *self.off_plan_since.get_or_insert(snap.seq);
             crate::coordinator::off_plan(&view, since).map(|b| (b, fix))
         });
         if offer.is_none() {
             self.off_plan_since = None;
+            offer = self.rebalance(snap, &view, &adjust);
         }
         self.keep_off_exclusive_cpus(&view);
         snap.coordinator = Some(view);
         offer
+    }
+
+    fn plan(&self, snap: &Snapshot, adjust: &Adjustments) -> CoordinatorSnapshot {
+        crate::coordinator::plan_adjusted(snap, &self.coordinator, &self.declarations, adjust)
+    }
+
+    /// While the plan is in place: a step of rebalancing once an imbalance has held its
+    /// window (and the last step's window has passed), or the open step again while its
+    /// imbalance holds (so it does not go stale).
+    fn rebalance(
+        &mut self,
+        snap: &Snapshot,
+        view: &CoordinatorSnapshot,
+        adjust: &Adjustments,
+    ) -> Option<(Bottleneck, Fix)> {
+        // A step departs from what was declared: medium risk, which the mode may rule out.
+        let allowed = crate::model::Risk::Medium.allowed_in(snap.mode);
+        if !self.coordinator.rebalance || !self.manages_host || !allowed {
+            return None;
+        }
+        let window_ms = self.coordinator.rebalance_window_secs.saturating_mul(1000);
+        let found = rebalance::assess(snap, view, self.coordinator.min_shared_cpus);
+        if let Some(step) = self.rebalancing.open(&self.proposals) {
+            let same = found
+                .as_ref()
+                .is_some_and(|f| f.id == step.imbalance.id && f.delta == step.imbalance.delta);
+            if !same {
+                return None; // it goes stale with its bottleneck
+            }
+            let candidate = self.plan(snap, &step.adjust);
+            let fix = rebalance::fix(&candidate, snap, &step.imbalance)?;
+            return Some((step.imbalance.bottleneck(snap.seq), fix));
+        }
+        let settling = self
+            .rebalancing
+            .step
+            .as_ref()
+            .is_some_and(|s| snap.taken_at_ms.saturating_sub(s.at_ms) < window_ms);
+        if settling {
+            self.rebalancing.watch.reset();
+            return None;
+        }
+        let imbalance = self
+            .rebalancing
+            .watch
+            .sustained(snap.taken_at_ms, found, window_ms)?;
+        let mut next = adjust.clone();
+        *next.entry(imbalance.id.clone()).or_default() += imbalance.delta;
+        next.retain(|_, delta| *delta != 0);
+        let candidate = self.plan(snap, &next);
+        if !rebalance::took(&candidate, view, &imbalance) {
+            return None;
+        }
+        let fix = rebalance::fix(&candidate, snap, &imbalance)?;
+        tracing::info!(agent = %imbalance.name, delta = imbalance.delta, "the coordinator proposes a rebalance");
+        let bottleneck = imbalance.bottleneck(snap.seq);
+        self.rebalancing.step = Some(Step {
+            proposal: None,
+            imbalance,
+            previous: adjust.clone(),
+            adjust: next,
+            applied: false,
+            at_ms: snap.taken_at_ms,
+        });
+        Some((bottleneck, fix))
     }
 
     /// The engine's own threads stay off the CPUs exclusive agents hold (once the host shows

@@ -158,12 +158,12 @@ fn apply_blocking(
     }
     let changes =
         crate::eliminator::plan::plan(intents, roots, endpoint).map_err(gone_or_failed)?;
-    if changes.is_empty() {
-        let view = (!supersede.is_empty())
-            .then(|| crate::optimizer::view::read_changes(dir, roots).ok())
-            .flatten();
-        return Ok((None, view));
+    if changes.is_empty() && supersede.is_empty() {
+        return Ok((None, None));
     }
+    // A plan put in place by rolling back the one before (a rebalance lending the last
+    // exclusive CPU, say) changes nothing itself; an empty batch stands for it, so it is
+    // judged and rolled back like any other, and its rollback brings the declared plan back.
     // Two open batches on one knob would undo out of order: refuse the second.
     for open in optimizer.open_batches() {
         let clash = open.changes.iter().any(|(held, _)| {
@@ -228,6 +228,7 @@ impl Ticker {
             .update(&bottlenecks, snap, &self.strategies, &self.strategy_context);
         if let Some((bottleneck, fix)) = offer {
             self.proposals.offer(&bottleneck, fix, snap);
+            self.rebalancing.note_offered(&self.proposals);
         }
         snap.bottlenecks = bottlenecks;
     }
@@ -324,14 +325,14 @@ impl Ticker {
     /// A coordinator plan supersedes the plans applied before it: their batches are rolled
     /// back first, and their proposals say so.
     fn superseded_by(&mut self, proposal: &crate::model::Proposal) -> Vec<u64> {
-        if proposal.fix.strategy != crate::coordinator::STRATEGY {
+        if !crate::coordinator::is_plan(&proposal.fix.strategy) {
             return Vec::new();
         }
         let earlier: Vec<(u64, u64)> = self
             .proposals
             .list()
             .iter()
-            .filter(|p| p.fix.strategy == crate::coordinator::STRATEGY)
+            .filter(|p| crate::coordinator::is_plan(&p.fix.strategy))
             .filter_map(|p| match p.status {
                 ProposalStatus::Applied { batch } => Some((p.id, batch)),
                 _ => None,
@@ -372,7 +373,7 @@ impl Ticker {
                 let planned = self
                     .proposals
                     .get(id)
-                    .is_some_and(|p| p.fix.strategy == crate::coordinator::STRATEGY);
+                    .is_some_and(|p| crate::coordinator::is_plan(&p.fix.strategy));
                 if !planned {
                     self.proposals.suppress(id, now_ms());
                 }
