@@ -102,6 +102,7 @@ pub fn plan_adjusted(
             cpu_shares: grant.cpu_shares,
             memory_limit_bytes: grant.memory_limit_bytes,
             waiting: false,
+            rebalanced: adjustments.get(&stat.id).copied().unwrap_or(0),
         })
         .collect();
     agents.extend(
@@ -121,6 +122,7 @@ pub fn plan_adjusted(
                 // No container to change yet.
                 in_place: true,
                 waiting: true,
+                rebalanced: 0,
             }),
     );
     agents.sort_by(|a, b| {
@@ -135,11 +137,6 @@ pub fn plan_adjusted(
         agents,
         plan_us: started.elapsed().as_micros() as u64,
         declared: declared.to_vec(),
-        rebalanced: adjustments
-            .iter()
-            .filter(|(id, delta)| **delta != 0 && running.iter().any(|s| s.id == **id))
-            .map(|(id, delta)| (id.clone(), *delta))
-            .collect(),
     }
 }
 

@@ -693,7 +693,8 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
     assert_eq!(fix.strategy, rebalance::STRATEGY);
     assert_eq!(fix.risk, Risk::Medium);
     assert_eq!(fix.measure, Measure::HostPsiCpuSome);
-    assert_eq!(next.rebalanced.get(&found.id), Some(&-1));
+    assert_eq!(by_name(&next, "embed").rebalanced, -1);
+    assert!(next.rebalanced() && !view.rebalanced());
 
     // Lent down to one CPU, embed lends its last one too (it is batch); a latency agent
     // alone never lends its only core.

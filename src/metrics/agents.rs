@@ -168,6 +168,20 @@ pub(super) fn coordinator_families(snap: &Snapshot, f: &mut Families) {
         "Agents whose settings are not yet what the plan says.",
     )
     .push(Labels::none(), view.out_of_place().count());
+    let rebalanced = f.gauge(
+        "coordinator_rebalanced_cpus",
+        None,
+        "Exclusive CPUs rebalancing moved from what was declared: lent to the shared pool \
+         (direction=lent) or given from it (direction=given).",
+    );
+    let moved = |sign: i32| -> i32 {
+        view.agents
+            .iter()
+            .map(|a| (a.rebalanced * sign).max(0))
+            .sum()
+    };
+    rebalanced.push(labels([("direction", "lent")]), moved(-1));
+    rebalanced.push(labels([("direction", "given")]), moved(1));
     let by_id: std::collections::HashMap<&str, &ContainerStat> = snap
         .containers
         .agents

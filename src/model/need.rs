@@ -233,6 +233,10 @@ pub struct Allocation {
     /// Declared through the API but not running: its CPUs are held for it all the same.
     #[serde(default)]
     pub waiting: bool,
+    /// Exclusive CPUs changed by rebalancing: -1 lent to the shared pool, +1 given from
+    /// it; 0 as declared.
+    #[serde(default)]
+    pub rebalanced: i32,
 }
 
 /// The coordinator's view for the faces: who owns which CPU, and each agent's allocation.
@@ -251,13 +255,14 @@ pub struct CoordinatorSnapshot {
     /// Declarations registered through the API, running agents or not.
     #[serde(default)]
     pub declared: Vec<Declaration>,
-    /// Exclusive CPUs changed by rebalancing, by agent id: -1 lent to the shared pool, +1
-    /// given from it. Empty while the plan is as declared.
-    #[serde(default)]
-    pub rebalanced: BTreeMap<String, i32>,
 }
 
 impl CoordinatorSnapshot {
+    /// Whether rebalancing changed anyone's grant from what was declared.
+    pub fn rebalanced(&self) -> bool {
+        self.agents.iter().any(|a| a.rebalanced != 0)
+    }
+
     /// Who owns `cpu`: "reserved", "shared", an exclusive agent's name, or "offline".
     pub fn owner_of(&self, cpu: u32) -> &str {
         if self.reserved.contains(&cpu) {

@@ -653,7 +653,10 @@ fn coordinator(html: &mut String, r: &Report) {
             esc(&a.name),
             a.priority,
             esc(&a.need.as_ref().map_or("-".to_string(), |n| n.describe())),
-            esc(a.state.label()),
+            esc(&match a.rebalanced {
+                0 => a.state.label().to_string(),
+                delta => format!("{} (rebalanced {delta:+} CPU)", a.state.label()),
+            }),
             esc(&list(&a.cpus)),
             esc(&list(&a.mems)),
             a.cpu_shares.map_or("-".to_string(), |s| s.to_string()),

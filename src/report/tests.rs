@@ -68,6 +68,7 @@ fn the_plan_is_in_both_reports() {
         memory_limit_bytes: None,
         in_place: false,
         waiting: false,
+        rebalanced: 0,
     };
     snap.coordinator = Some(CoordinatorSnapshot {
         enforce: true,
@@ -85,7 +86,6 @@ fn the_plan_is_in_both_reports() {
         ],
         plan_us: 42,
         declared: vec![],
-        rebalanced: Default::default(),
     });
     let json: serde_json::Value = serde_json::from_str(&to_json(&snap).unwrap()).unwrap();
     assert_eq!(json["coordinator"]["status"], "running");

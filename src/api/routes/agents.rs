@@ -35,6 +35,8 @@ pub(super) fn agents(view: &CoordinatorSnapshot, snap: &Snapshot) -> serde_json:
                     "memory_limit_bytes": a.memory_limit_bytes,
                 },
                 "in_place": a.in_place,
+                // Exclusive CPUs changed by rebalancing: -1 lent, +1 given; 0 as declared.
+                "rebalanced": a.rebalanced,
                 "running": !a.waiting,
                 "declared_through": declared_through(view, a, stat),
                 // Plain processes from [[agents]]: what matched, and the cgroups that are

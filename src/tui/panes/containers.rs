@@ -447,7 +447,16 @@ fn alloc_cell(allocation: Option<&Allocation>) -> TextCell {
         return TextCell::left("-".to_string(), theme::dim());
     };
     let (text, style) = match &a.state {
-        AllocationState::Exclusive => (format!("excl {}", a.cpus.len()), theme::good()),
+        // A grant rebalanced by load says so: "excl 3+" (given one more), "excl 1-" (lent).
+        AllocationState::Exclusive => {
+            let sign = match a.rebalanced.signum() {
+                1 => "+",
+                -1 => "-",
+                _ => "",
+            };
+            (format!("excl {}{sign}", a.cpus.len()), theme::good())
+        }
+        AllocationState::Shared if a.rebalanced < 0 => ("lent".to_string(), Style::new()),
         AllocationState::Shared => ("shared".to_string(), Style::new()),
         AllocationState::Pending { .. } => ("pending".to_string(), theme::warning()),
         AllocationState::Misdeclared { .. } => ("misdecl".to_string(), theme::warning()),
