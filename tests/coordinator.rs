@@ -120,8 +120,10 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
     assert_eq!(
         sutazai_top::host::parse_cpu_list(&cpuset(&batch)),
         cpus,
-        "{:?}",
-        snap.coordinator
+        "{:?} {:?} {:?}",
+        snap.coordinator,
+        snap.proposals.iter().map(|p| (p.id, &p.fix.strategy, &p.status, &p.fix.intents)).collect::<Vec<_>>(),
+        snap.changes.active
     );
     engine.wait_for(
         Duration::from_secs(5),
@@ -286,4 +288,111 @@ fn a_cpu_going_offline_leaves_the_plan() {
         "{:?}",
         snap.notice
     );
+}
+
+/// The shared parent cgroup, removed on drop (after the test's containers, declared later,
+/// are gone: Docker removes their cgroups with them).
+struct ParentDir(std::path::PathBuf);
+
+impl Drop for ParentDir {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_cpus(path: &std::path::Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(path).unwrap();
+    sutazai_top::host::parse_cpu_list(text.trim())
+}
+
+/// Prevention at birth: with `[coordinator] shared_parent`, the engine creates the parent
+/// cgroup and keeps it to the shared pool; a batch agent started under it
+/// (`--cgroup-parent`) is born off the latency agent's exclusive CPU, with no plan to catch
+/// up with it. The parent follows the pool back when the
+/// latency agent leaves, and a rollback restores it.
+#[test]
+fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
+    let _one = support::cpu_tests_lock();
+    let cpus = online_cpus();
+    assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
+    let name = format!("sutazai-test-parent-{}", std::process::id());
+    let parent = ParentDir(std::path::PathBuf::from("/sys/fs/cgroup/cpuset").join(&name));
+    let parent_cpus = parent.0.join("cpuset.cpus");
+    let mut config = test_config(300);
+    config.optimizer.state_dir = tempfile::tempdir().unwrap().keep();
+    config.coordinator.enforce = true;
+    config.coordinator.shared_parent = name.clone();
+    let mut engine = RunningEngine::start_managing(config);
+    assert_eq!(read_cpus(&parent_cpus), cpus, "created with every CPU");
+
+    let latency = Container::run(
+        &unique("parent-latency"),
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=latency",
+            "--label",
+            "sutazai.cpus=1",
+        ],
+        &["sleep", "600"],
+    );
+    let snap = engine.wait_for(Duration::from_secs(20), "the parent on the pool", |s| {
+        s.coordinator.as_ref().is_some_and(|v| {
+            v.parent.as_ref().is_some_and(|p| p.in_place() && p.cpus.len() < cpus.len())
+        }) && allocation(s, &latency).is_some_and(|a| a.in_place)
+    });
+    let exclusive = allocation(&snap, &latency).unwrap().cpus.clone();
+    let shared: Vec<u32> = cpus.iter().copied().filter(|c| !exclusive.contains(c)).collect();
+    assert_eq!(read_cpus(&parent_cpus), shared);
+
+    // Born confined: its CPUs are the pool's from its first instruction.
+    let parent_flag = format!("--cgroup-parent=/{name}");
+    let batch = Container::run(
+        &unique("parent-batch"),
+        &["--label", "sutazai.agent=1", "--label", "sutazai.class=batch", &parent_flag],
+        &["sleep", "600"],
+    );
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &batch.id]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(sutazai_top::host::parse_cpu_list(&allowed), shared);
+    engine.wait_for(Duration::from_secs(10), "the batch agent in place", |s| {
+        allocation(s, &batch).is_some_and(|a| a.in_place)
+    });
+    // (The plan may still set the same list through Docker: it planned before it had read
+    // the new container's cgroup.)
+    let set = cpuset(&batch);
+    assert!(set.is_empty() || sutazai_top::host::parse_cpu_list(&set) == shared, "{set}");
+
+    // The latency agent leaves: the pool, the parent and the agent inside get every CPU.
+    latency.remove();
+    engine.wait_for(Duration::from_secs(20), "the pool back to every CPU", |s| {
+        s.coordinator.as_ref().is_some_and(|v| {
+            v.parent.as_ref().is_some_and(|p| p.in_place() && p.cpus == cpus)
+        }) && allocation(s, &batch).is_some_and(|a| a.in_place)
+    });
+    assert_eq!(read_cpus(&parent_cpus), cpus);
+
+    let commands = engine.handle.commands.clone();
+    engine
+        .runtime
+        .block_on(commands.send(Command::RollbackAll))
+        .unwrap();
+    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
+        s.changes.active.is_empty()
+    });
+    assert_eq!(read_cpus(&parent_cpus), cpus);
+    drop(engine);
+    drop(batch);
 }

@@ -268,10 +268,16 @@ impl ContainerSampler {
     async fn relist(&mut self, client: &Docker) -> Result<(), docker::DockerError> {
         let listed = docker::list(client).await?;
         self.total_seen = listed.len();
-        let mut next: HashMap<String, Tracked> = self
+        // Process agents are not Docker's to list: they stay as they are.
+        let process_ids: Vec<String> = self
             .tracked
-            .drain()
-            .filter(|(id, _)| is_process_agent(id))
+            .keys()
+            .filter(|id| is_process_agent(id))
+            .cloned()
+            .collect();
+        let mut next: HashMap<String, Tracked> = process_ids
+            .into_iter()
+            .filter_map(|id| self.tracked.remove_entry(&id))
             .collect();
         for item in listed {
             if !self.rule.is_agent(&item.labels) {

@@ -25,6 +25,10 @@ pub struct CoordinatorConfig {
     /// steps, in seconds.
     #[serde(deserialize_with = "rebalance_window_secs")]
     pub rebalance_window_secs: u64,
+    /// A cgroup (as Docker's `--cgroup-parent` names it, "sutazai-shared") kept to the
+    /// shared pool's CPUs, so agents started under it are born confined; "" for none.
+    #[serde(deserialize_with = "shared_parent")]
+    pub shared_parent: String,
 }
 
 impl Default for CoordinatorConfig {
@@ -37,6 +41,7 @@ impl Default for CoordinatorConfig {
             memory_headroom_pct: 10,
             rebalance: true,
             rebalance_window_secs: 30,
+            shared_parent: String::new(),
         }
     }
 }
@@ -69,6 +74,23 @@ fn min_shared_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 
 fn memory_headroom_pct<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     sutazai_config_check::in_range(d, "memory_headroom_pct", 0..=100)
+}
+
+/// One plain directory name below the hierarchy's root: the engine creates it there.
+fn shared_parent<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let name = text.trim().trim_start_matches('/');
+    let fine = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if name.is_empty() && text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fine) || name.starts_with('.') {
+        return Err(serde::de::Error::custom(format!(
+            "shared_parent = {text:?}: give one cgroup name of letters, digits, '.', '_' or '-' \
+             (as in --cgroup-parent /sutazai-shared), or \"\" for none"
+        )));
+    }
+    Ok(name.to_string())
 }
 
 fn rebalance_window_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

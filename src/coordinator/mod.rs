@@ -16,8 +16,9 @@ pub use config::CoordinatorConfig;
 
 use crate::host::{format_cpu_list, parse_cpu_list};
 use crate::model::{
-    Allocation, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Declaration,
-    Evidence, Fix, Intent, IntentTarget, Knob, Measure, Risk, Snapshot, Subject, UsageSource,
+    Allocation, AllocationState, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Declaration,
+    Evidence, Fix, Intent, IntentTarget, Knob, Measure, Risk, SharedParent, Snapshot, Subject,
+    UsageSource,
 };
 use allocate::{Grant, Request, allocate};
 
@@ -43,17 +44,40 @@ pub fn plan_with(
     config: &CoordinatorConfig,
     declared: &[Declaration],
 ) -> CoordinatorSnapshot {
-    plan_adjusted(snap, config, declared, &rebalance::Adjustments::new())
+    let inputs = Inputs {
+        declared,
+        ..Inputs::default()
+    };
+    plan_from(snap, config, &inputs)
 }
 
-/// As `plan_with`, with the exclusive CPUs of some agents changed by rebalancing.
-pub fn plan_adjusted(
-    snap: &Snapshot,
-    config: &CoordinatorConfig,
-    declared: &[Declaration],
-    adjustments: &rebalance::Adjustments,
-) -> CoordinatorSnapshot {
+/// What a plan is made from besides the snapshot and the config.
+#[derive(Debug, Default)]
+pub struct Inputs<'a> {
+    /// Declarations registered through the API.
+    pub declared: &'a [Declaration],
+    /// Exclusive CPUs changed by rebalancing.
+    pub adjustments: rebalance::Adjustments,
+    /// The shared parent cgroup as read; the plan fills in its CPUs.
+    pub parent: Option<SharedParent>,
+}
+
+/// An agent started under the shared parent (`--cgroup-parent`): its CPUs can only be the
+/// shared pool's.
+fn under(parent: Option<&SharedParent>, stat: &ContainerStat) -> bool {
+    let (Some(parent), Some(cgroup)) = (parent, &stat.cgroup) else {
+        return false;
+    };
+    cgroup
+        .strip_prefix(parent.cgroup.trim_end_matches('/'))
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The plan, from everything it is made from.
+pub fn plan_from(snap: &Snapshot, config: &CoordinatorConfig, inputs: &Inputs) -> CoordinatorSnapshot {
     let started = Instant::now();
+    let (declared, adjustments) = (inputs.declared, &inputs.adjustments);
+    let parent = inputs.parent.as_ref();
     let running: Vec<&ContainerStat> = snap
         .containers
         .agents
@@ -66,15 +90,23 @@ pub fn plan_adjusted(
         .collect();
     let requests: Vec<Request> = running
         .iter()
-        .map(|a| Request {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            priority: a.priority,
-            need: rebalance::adjusted(
+        .map(|a| {
+            let mut need = rebalance::adjusted(
                 a.need.clone(),
                 adjustments.get(&a.id).copied().unwrap_or(0),
-            ),
-            need_error: a.need_error.clone(),
+            );
+            if under(parent, a)
+                && let Some(need) = &mut need
+            {
+                need.exclusive = false; // pending below, with the reason
+            }
+            Request {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                priority: a.priority,
+                need,
+                need_error: a.need_error.clone(),
+            }
         })
         .chain(waiting.iter().map(|d| Request {
             id: format!("declared:{}", d.agent),
@@ -90,6 +122,20 @@ pub fn plan_adjusted(
     let mut agents: Vec<Allocation> = running
         .iter()
         .zip(grants.by_ref())
+        .map(|(stat, mut grant)| {
+            let exclusive = stat.need.as_ref().is_some_and(|n| n.exclusive);
+            if exclusive && under(parent, stat) {
+                grant.state = AllocationState::Pending {
+                    why: format!(
+                        "asks for CPUs of its own, but runs under the shared parent {} \
+                         (--cgroup-parent), which holds only the shared pool; start it \
+                         without --cgroup-parent",
+                        parent.map_or("", |p| p.cgroup.as_str())
+                    ),
+                };
+            }
+            (stat, grant)
+        })
         .map(|(stat, grant)| Allocation {
             in_place: settings(stat, &grant, &all, false).is_empty(),
             id: stat.id.clone(),
@@ -130,6 +176,10 @@ pub fn plan_adjusted(
             .cmp(&a.priority)
             .then_with(|| a.name.cmp(&b.name))
     });
+    let parent = parent.filter(|_| !plan.shared.is_empty()).map(|p| SharedParent {
+        cpus: plan.shared.clone(),
+        ..p.clone()
+    });
     CoordinatorSnapshot {
         enforce: config.enforce,
         reserved: plan.reserved,
@@ -137,6 +187,7 @@ pub fn plan_adjusted(
         agents,
         plan_us: started.elapsed().as_micros() as u64,
         declared: declared.to_vec(),
+        parent,
     }
 }
 
@@ -162,7 +213,7 @@ pub fn pending(view: &CoordinatorSnapshot, mut since: impl FnMut(&str) -> u64) -
     view.agents
         .iter()
         .filter_map(|a| match &a.state {
-            crate::model::AllocationState::Pending { why } => Some(Bottleneck {
+            AllocationState::Pending { why } => Some(Bottleneck {
                 kind: BottleneckKind::AllocationPending,
                 subject: Subject::Container {
                     id: a.id.clone(),
@@ -186,7 +237,7 @@ pub fn pending(view: &CoordinatorSnapshot, mut since: impl FnMut(&str) -> u64) -
 /// now (see `settings`).
 pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
     let to_change = view.out_of_place().count();
-    if to_change == 0 {
+    if to_change == 0 && !view.parent_out_of_place() {
         return None;
     }
     let all = Everything::of(snap);
@@ -208,6 +259,9 @@ pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
                 after,
             });
         }
+    }
+    if let Some(parent) = &view.parent {
+        intents = around_parent(parent, intents, snap, &all);
     }
     if intents.is_empty() {
         return None;
@@ -233,6 +287,47 @@ pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
         measure: Measure::LatencyAgentsPsiCpuSome,
         intents,
     })
+}
+
+/// The agents' intents with the shared parent's CPUs set around them. A v1 cpuset keeps a
+/// child's CPUs within its parent's, so when the pool moves the parent first grows to every
+/// CPU (always allowed), the agents inside move, then it shrinks to the pool; a rollback
+/// undoes it in reverse, through the same values.
+fn around_parent(
+    parent: &SharedParent,
+    agents: Vec<Intent>,
+    snap: &Snapshot,
+    all: &Everything,
+) -> Vec<Intent> {
+    let set_to = |cpus: &[u32]| Intent {
+        target: IntentTarget::Cgroup {
+            path: parent.target.clone(),
+        },
+        knob: Knob::CgroupFile {
+            file: "cpuset.cpus".to_string(),
+        },
+        expected_before: format_cpu_list(&parent.cpus_read),
+        after: format_cpu_list(cpus),
+    };
+    let inside = |intent: &Intent| match &intent.target {
+        IntentTarget::Container { id, .. } => snap
+            .containers
+            .agents
+            .iter()
+            .any(|a| a.id == *id && under(Some(parent), a)),
+        _ => false,
+    };
+    let grows = !parent.cpus.iter().all(|c| parent.cpus_read.contains(c));
+    let moves = agents
+        .iter()
+        .any(|i| i.knob == Knob::ContainerCpusetCpus && inside(i));
+    let mut intents = Vec::with_capacity(agents.len() + 2);
+    if grows || moves {
+        intents.push(set_to(&all.cpus));
+    }
+    intents.extend(agents);
+    intents.push(set_to(&parent.cpus));
+    intents
 }
 
 fn grant_of(allocation: &Allocation) -> Grant {

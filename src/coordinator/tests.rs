@@ -685,7 +685,7 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
     let found = rebalance::assess(&snap, &view, 1).expect("the pool is saturated");
     assert_eq!((found.name.as_str(), found.delta), ("embed", -1));
     let adjust: rebalance::Adjustments = [(found.id.clone(), -1)].into();
-    let next = plan_adjusted(&snap, &config, &[], &adjust);
+    let next = plan_from(&snap, &config, &Inputs { adjustments: adjust.clone(), ..Inputs::default() });
     assert_eq!(by_name(&next, "embed").cpus.len(), 1);
     assert_eq!(next.shared.len(), 2, "one CPU more in the pool: {next:?}");
     assert!(rebalance::took(&next, &view, &found));
@@ -698,7 +698,7 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
 
     // Lent down to one CPU, embed lends its last one too (it is batch); a latency agent
     // alone never lends its only core.
-    let lent = plan_adjusted(&snap, &config, &[], &[(found.id.clone(), -2)].into());
+    let lent = plan_from(&snap, &config, &Inputs { adjustments: [(found.id.clone(), -2)].into(), ..Inputs::default() });
     assert_eq!(by_name(&lent, "embed").state, AllocationState::Shared);
     let only_llm = loaded(
         [99.0, 99.0, 1.0, 99.0],
@@ -732,7 +732,7 @@ fn a_saturated_exclusive_agent_gets_a_cpu_more_from_an_idle_pool_never_below_the
     let view = plan(&snap, &config);
     let found = rebalance::assess(&snap, &view, 1).expect("embed is saturated");
     assert_eq!((found.name.as_str(), found.delta), ("embed", 1));
-    let next = plan_adjusted(&snap, &config, &[], &[(found.id.clone(), 1)].into());
+    let next = plan_from(&snap, &config, &Inputs { adjustments: [(found.id.clone(), 1)].into(), ..Inputs::default() });
     assert!(rebalance::took(&next, &view, &found), "{next:?}");
     assert_eq!(next.shared.len(), 2);
     // The pool at its minimum gives nothing.
@@ -760,4 +760,80 @@ fn an_imbalance_is_proposed_only_once_it_has_held_its_window() {
     assert!(watch.sustained(62_000, Some(imbalance("b", 1)), 30_000).is_none());
     assert!(watch.sustained(63_000, None, 30_000).is_none());
     assert!(watch.sustained(94_000, Some(imbalance("b", 1)), 30_000).is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared parent
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_shared_parent_follows_the_pool_around_the_agents_inside_it() {
+    let mut snap = Snapshot {
+        topology: Arc::new(topology(1, 4, 1)),
+        ..Snapshot::default()
+    };
+    let mut batch = agent("batch", &[("sutazai.class", "batch")], "0-3");
+    batch.cgroup = Some("/sutazai-shared/batch-id".to_string());
+    let mut greedy = agent("greedy", &[("sutazai.cpus", "1"), ("sutazai.exclusive", "true")], "0-3");
+    greedy.cgroup = Some("/sutazai-shared/greedy-id".to_string());
+    snap.containers.agents = vec![
+        agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "2")], ""),
+        batch,
+        greedy,
+    ];
+    let inputs = Inputs {
+        parent: Some(SharedParent {
+            cgroup: "/sutazai-shared".to_string(),
+            target: "fs/cgroup/cpuset/sutazai-shared".into(),
+            cpus_read: vec![0, 1, 2, 3],
+            cpus: vec![],
+        }),
+        ..Inputs::default()
+    };
+    let view = plan_from(&snap, &CoordinatorConfig::default(), &inputs);
+    assert_eq!(view.shared, vec![2, 3]);
+    let parent = view.parent.as_ref().unwrap();
+    assert_eq!(parent.cpus, vec![2, 3]);
+    assert!(view.parent_out_of_place());
+    // Under the shared parent, no CPU of its own: pending, saying why.
+    let greedy = view.agents.iter().find(|a| a.name == "greedy").unwrap();
+    match &greedy.state {
+        AllocationState::Pending { why } => assert!(why.contains("--cgroup-parent"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    let planned = fix(&view, &snap).unwrap();
+    let parent_steps: Vec<(usize, &str)> = planned
+        .intents
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i.target, IntentTarget::Cgroup { .. }))
+        .map(|(at, i)| (at, i.after.as_str()))
+        .collect();
+    // Grown to every CPU first, shrunk to the pool last, the agents in between.
+    assert_eq!(parent_steps, vec![(0, "0-3"), (planned.intents.len() - 1, "2-3")]);
+    let batch_at = planned
+        .intents
+        .iter()
+        .position(|i| matches!(&i.target, IntentTarget::Container { name, .. } if name == "batch"))
+        .unwrap();
+    assert!(batch_at > 0 && batch_at < planned.intents.len() - 1);
+
+    // In place once the host shows it; nothing to do, parent included.
+    for a in &mut snap.containers.agents {
+        let planned = view.agents.iter().find(|p| p.id == a.id).unwrap();
+        a.cpuset_cpus = crate::host::format_cpu_list(&planned.cpus);
+        a.cpuset_mems = crate::host::format_cpu_list(&planned.mems);
+        a.cpu_weight = planned.cpu_shares.map(|s| weight_as_read(s, a.source));
+    }
+    let settled = Inputs {
+        parent: Some(SharedParent {
+            cpus_read: vec![2, 3],
+            ..view.parent.clone().unwrap()
+        }),
+        ..Inputs::default()
+    };
+    let view = plan_from(&snap, &CoordinatorConfig::default(), &settled);
+    assert!(!view.parent_out_of_place());
+    assert!(fix(&view, &snap).is_none(), "{view:?}");
 }

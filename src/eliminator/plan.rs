@@ -8,7 +8,7 @@ use crate::model::{Change, Knob, Target};
 use crate::model::{Intent, IntentTarget};
 use crate::optimizer::actuators::{
     Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_memory_nodes,
-    plan_process, plan_process_agent,
+    plan_cgroup, plan_process, plan_process_agent,
 };
 use crate::optimizer::change::ActuatorError;
 
@@ -52,6 +52,15 @@ pub fn plan(
                     &intent.after,
                 )?);
             }
+            IntentTarget::Cgroup { path } => {
+                let Knob::CgroupFile { file } = &intent.knob else {
+                    return Err(ActuatorError::Unsupported(format!(
+                        "{:?} is not a cgroup file",
+                        intent.knob
+                    )));
+                };
+                changes.push(plan_cgroup(roots, path, file, &intent.after)?);
+            }
             IntentTarget::HostFile { .. } => {
                 let before = host_files.read(&Target::Host, &intent.knob)?;
                 changes.push(Change {
@@ -61,6 +70,17 @@ pub fn plan(
                     after: intent.after.clone(),
                 });
             }
+        }
+    }
+    // A knob changed twice in one batch (a parent cpuset grown for its children, then
+    // shrunk) starts the second time where the first left it, so undoing in reverse
+    // order passes through the same values.
+    for later in 1..changes.len() {
+        let earlier = changes[..later].iter().rev().find(|c| {
+            c.target == changes[later].target && c.knob == changes[later].knob
+        });
+        if let Some(earlier) = earlier {
+            changes[later].before = earlier.after.clone();
         }
     }
     // Nothing to do is not a change: drop changes whose value is already in place.

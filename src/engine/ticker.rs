@@ -235,6 +235,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         off_plan_since: None,
         pending_since: Default::default(),
         rebalancing: Default::default(),
+        shared_parent: None,
         own_cpus: None,
         cooldown_until: Instant::now(),
         following: false,
@@ -254,6 +255,17 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
     if let Some(why) = reserved_not_online(&config, &ticker.topology) {
         tracing::warn!("{why}");
         ticker.set_notice(why, true);
+    }
+    let name = &config.coordinator.shared_parent;
+    if config.coordinator.enabled && manages_host && host_info_is_root && !name.is_empty() {
+        match crate::optimizer::actuators::ensure_shared_parent(&roots, name) {
+            Ok(target) => ticker.shared_parent = Some((format!("/{name}"), target)),
+            Err(why) => {
+                let text = format!("[coordinator] shared_parent {name:?}: {why}");
+                tracing::warn!("{text}");
+                ticker.set_notice(text, true);
+            }
+        }
     }
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -343,6 +355,8 @@ struct Ticker {
     pending_since: std::collections::HashMap<String, u64>,
     /// Rebalancing by load: the adjustments in force and the step proposed last.
     rebalancing: coordination::Rebalancing,
+    /// `[coordinator] shared_parent`, once it exists: its cgroup name and target path.
+    shared_parent: Option<(String, PathBuf)>,
     /// The CPUs the engine started with and those it last confined itself to (`None`:
     /// never moved).
     own_cpus: Option<(Vec<u32>, Vec<u32>)>,

@@ -45,6 +45,11 @@ pub enum IntentTarget {
     HostFile {
         path: String,
     },
+    /// A cgroup directory the engine keeps (the coordinator's shared parent), relative to
+    /// the sys root; the knob names the file.
+    Cgroup {
+        path: std::path::PathBuf,
+    },
     /// An agent that is plain processes: a container's knobs turn its own cgroups' files,
     /// and its CPUs fall back to every thread's affinity where its cpuset cgroup is shared.
     ProcessAgent {

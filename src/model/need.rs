@@ -255,6 +255,28 @@ pub struct CoordinatorSnapshot {
     /// Declarations registered through the API, running agents or not.
     #[serde(default)]
     pub declared: Vec<Declaration>,
+    /// The shared parent cgroup (`[coordinator] shared_parent`), kept to the shared pool so
+    /// agents started under it (`--cgroup-parent`) are born confined to it.
+    #[serde(default)]
+    pub parent: Option<SharedParent>,
+}
+
+/// The shared parent cgroup: its CPUs as read and as planned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SharedParent {
+    /// As Docker's `--cgroup-parent` names it ("/sutazai-shared").
+    pub cgroup: String,
+    /// Its cpuset directory relative to the sys root ("fs/cgroup/cpuset/sutazai-shared").
+    pub target: std::path::PathBuf,
+    pub cpus_read: Vec<u32>,
+    /// The shared pool.
+    pub cpus: Vec<u32>,
+}
+
+impl SharedParent {
+    pub fn in_place(&self) -> bool {
+        self.cpus_read == self.cpus
+    }
 }
 
 impl CoordinatorSnapshot {
@@ -285,6 +307,11 @@ impl CoordinatorSnapshot {
     /// Agents whose allocation is not on the host yet.
     pub fn out_of_place(&self) -> impl Iterator<Item = &Allocation> {
         self.agents.iter().filter(|a| !a.in_place)
+    }
+
+    /// The shared parent's CPUs are not the shared pool yet.
+    pub fn parent_out_of_place(&self) -> bool {
+        self.parent.as_ref().is_some_and(|p| !p.in_place())
     }
 }
 

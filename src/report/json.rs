@@ -464,6 +464,7 @@ fn target_label(target: &IntentTarget) -> String {
         }
         IntentTarget::Container { name, .. } => format!("container {name}"),
         IntentTarget::ProcessAgent { name, .. } => format!("agent {name}"),
+        IntentTarget::Cgroup { path } => format!("cgroup {}", path.display()),
         IntentTarget::HostFile { path } => path.clone(),
     }
 }

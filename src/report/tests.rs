@@ -86,6 +86,7 @@ fn the_plan_is_in_both_reports() {
         ],
         plan_us: 42,
         declared: vec![],
+        parent: None,
     });
     let json: serde_json::Value = serde_json::from_str(&to_json(&snap).unwrap()).unwrap();
     assert_eq!(json["coordinator"]["status"], "running");

@@ -119,7 +119,28 @@ impl Ticker {
     }
 
     fn plan(&self, snap: &Snapshot, adjust: &Adjustments) -> CoordinatorSnapshot {
-        crate::coordinator::plan_adjusted(snap, &self.coordinator, &self.declarations, adjust)
+        let inputs = crate::coordinator::Inputs {
+            declared: &self.declarations,
+            adjustments: adjust.clone(),
+            parent: self.shared_parent_read(),
+        };
+        crate::coordinator::plan_from(snap, &self.coordinator, &inputs)
+    }
+
+    /// The shared parent's CPUs as the host has them now (one small file); `None` when
+    /// there is none, or it cannot be read (removed under us: the plan leaves it out).
+    fn shared_parent_read(&self) -> Option<crate::model::SharedParent> {
+        let (cgroup, target) = self.shared_parent.as_ref()?;
+        let file = self.roots.sys.join(target).join("cpuset.cpus");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|err| tracing::debug!(file = %file.display(), %err, "shared parent unread"))
+            .ok()?;
+        Some(crate::model::SharedParent {
+            cgroup: cgroup.clone(),
+            target: target.clone(),
+            cpus_read: crate::host::parse_cpu_list(text.trim()),
+            cpus: Vec::new(),
+        })
     }
 
     /// While the plan is in place: a step of rebalancing once an imbalance has held its

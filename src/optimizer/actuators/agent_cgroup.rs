@@ -157,3 +157,39 @@ fn affinity_of_every_process(
     }
     Ok(changes)
 }
+
+/// The coordinator's shared parent cgroup `name` at the root of the v1 cpuset hierarchy,
+/// created when missing with the root's CPUs and memory nodes (a new v1 cpuset has none, and
+/// nothing could run in it). Returns its target path ("fs/cgroup/cpuset/sutazai-shared").
+///
+/// Creating it is not journaled: the empty directory changes nothing for any process until
+/// an operator starts agents under it, and it is the engine's own, as its state dir is. Its
+/// CPUs are set by the coordinator's plans, through the journal.
+pub fn ensure_shared_parent(roots: &HostRoots, name: &str) -> Result<std::path::PathBuf, String> {
+    let mounts = crate::host::cgroups::CgroupMounts::detect(roots);
+    let Some(mount) = mounts.v1.get("cpuset") else {
+        return Err(
+            "no v1 cpuset hierarchy: a shared parent needs cgroup v1 (cgroupfs) for now".into(),
+        );
+    };
+    let target = mount
+        .strip_prefix(&roots.sys)
+        .map_err(|_| format!("{} is not under the sys root", mount.display()))?
+        .join(name);
+    let dir = roots.sys.join(&target);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => return Ok(target),
+        Ok(_) => return Err(format!("{} exists and is not a cgroup", dir.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(format!("{}: {err}", dir.display())),
+    }
+    std::fs::create_dir(&dir).map_err(|err| format!("creating {}: {err}", dir.display()))?;
+    for file in ["cpuset.mems", "cpuset.cpus"] {
+        let from_root = std::fs::read_to_string(mount.join(file))
+            .map_err(|err| format!("reading {}: {err}", mount.join(file).display()))?;
+        std::fs::write(dir.join(file), from_root.trim())
+            .map_err(|err| format!("writing {}: {err}", dir.join(file).display()))?;
+    }
+    tracing::info!(cgroup = %dir.display(), "created the shared parent cgroup");
+    Ok(target)
+}

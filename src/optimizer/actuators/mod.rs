@@ -25,7 +25,7 @@ mod host_file;
 mod numa;
 mod thread;
 
-pub use agent_cgroup::plan_process_agent;
+pub use agent_cgroup::{ensure_shared_parent, plan_process_agent};
 pub use cgroup_file::{CgroupFileActuator, cgroup_file_names, plan_cgroup, process_cgroup};
 use container::is_container_knob;
 pub use container::{ContainerActuator, plan_container, plan_container_with};

@@ -195,6 +195,7 @@ fn details(p: &Proposal, app: &App) -> Vec<Line<'static>> {
             }
             IntentTarget::Container { name, .. } => name.clone(),
             IntentTarget::ProcessAgent { name, .. } => name.clone(),
+            IntentTarget::Cgroup { path } => path.display().to_string(),
             IntentTarget::HostFile { path } => path.clone(),
         };
         // A plan restates what it keeps (it replaces the plan before it): say so, not "0 -> 0".
