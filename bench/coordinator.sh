@@ -10,6 +10,10 @@
 #              [coordinator] enforce = true (the engine already running);
 #   settled  – the same agents right after, the allocation long in place (what is left
 #              once the start-up window is over);
+#   prevented – all five started together again, the latency agent's need registered
+#              ahead (POST /api/agents: registering reserves its CPU) and the batch agents
+#              started under the shared parent (--cgroup-parent, [coordinator]
+#              shared_parent), so they are born on the shared pool;
 # plus the time from `docker run` returning for the latency agent to its allocation
 # showing in `docker inspect` (target: 2 s), and the ratios (target: with/alone p99 <= 1.3).
 # Everything the engine changed is rolled back at the end (`stop --rollback`).
@@ -37,6 +41,7 @@ cleanup() {
   fi
   docker ps -aq --filter "name=$PREFIX" | xargs -r docker rm -f >/dev/null 2>&1 || true
   rm -rf "$work"
+  rmdir "/sys/fs/cgroup/cpuset/$PREFIX-shared" 2>/dev/null || true
 }
 trap cleanup EXIT
 remove_agents() { docker ps -aq --filter "name=$PREFIX" | xargs -r docker rm -f >/dev/null 2>&1 || true; }
@@ -55,9 +60,9 @@ start_latency_agent() {
       chmod +x /www/cgi-bin/work
       exec httpd -f -p 127.0.0.1:'"$PORT"' -h /www' >/dev/null
 }
-start_batch_agents() {
+start_batch_agents() {   # [extra docker run args...]
   for i in 1 2 3 4; do
-    docker run -d --network none --name "$PREFIX-batch-$i" \
+    docker run -d --network none --name "$PREFIX-batch-$i" "$@" \
       --label sutazai.agent=1 --label sutazai.class=batch "$IMAGE" sh -c 'while :; do :; done' >/dev/null
   done
 }
@@ -105,6 +110,7 @@ runtime_dir = "$work/run"
 state_dir = "$work/state"
 [coordinator]
 enforce = true
+shared_parent = "$PREFIX-shared"
 [log]
 level = "warn"
 EOF
@@ -135,6 +141,20 @@ with=$(phase)
 wait "$watcher" || true
 echo "phase settled: the same agents, the allocation in place..." >&2
 settled=$(phase)
+remove_agents
+sleep 2
+
+echo "phase prevented: registered ahead, batch agents born under the shared parent..." >&2
+curl -sf --unix-socket "$work/run/api.sock" http://localhost/api/agents \
+  -d "{\"agent_id\": \"$PREFIX-agent\", \"cpu_cores\": 1, \"priority\": 9}" >/dev/null
+for _ in $(seq 1 100); do   # until the plan holding its CPU is applied (the parent shrunk)
+  [ "$(cat "/sys/fs/cgroup/cpuset/$PREFIX-shared/cpuset.cpus" 2>/dev/null)" = "$CLIENT_CPU" ] && break
+  sleep 0.1
+done
+start_latency_agent
+start_batch_agents --cgroup-parent "/$PREFIX-shared"
+wait_for_httpd
+prevented=$(phase)
 allocation="never (within 20 s)"
 if [ -s "$work/allocated" ]; then
   read -r at cpus <"$work/allocated"
@@ -148,15 +168,18 @@ printf '%-8s p50 %8s ms   p99 %8s ms   errors %s\n' alone "$(field "$alone" p50_
 printf '%-8s p50 %8s ms   p99 %8s ms   errors %s\n' without "$(field "$without" p50_ms)" "$(field "$without" p99_ms)" "$(field "$without" errors)"
 printf '%-8s p50 %8s ms   p99 %8s ms   errors %s\n' with "$(field "$with" p50_ms)" "$(field "$with" p99_ms)" "$(field "$with" errors)"
 printf '%-8s p50 %8s ms   p99 %8s ms   errors %s\n' settled "$(field "$settled" p50_ms)" "$(field "$settled" p99_ms)" "$(field "$settled" errors)"
-"$PY" - "$alone" "$without" "$with" "$settled" <<'PY'
+printf '%-9s p50 %7s ms   p99 %8s ms   errors %s\n' prevented "$(field "$prevented" p50_ms)" "$(field "$prevented" p99_ms)" "$(field "$prevented" errors)"
+"$PY" - "$alone" "$without" "$with" "$settled" "$prevented" <<'PY'
 import json, sys
-a, n, w, s = (json.loads(x) for x in sys.argv[1:5])
+a, n, w, s, p = (json.loads(x) for x in sys.argv[1:6])
 def ratio(x, y):
     return x / y if x and y else float("nan")
 print(f"p99 with/alone {ratio(w['p99_ms'], a['p99_ms']):.2f}x (target <= 1.3), "
       f"without/alone {ratio(n['p99_ms'], a['p99_ms']):.2f}x, without/with {ratio(n['p99_ms'], w['p99_ms']):.2f}x")
 print(f"p50 with/alone {ratio(w['p50_ms'], a['p50_ms']):.2f}x, without/alone {ratio(n['p50_ms'], a['p50_ms']):.2f}x")
 print(f"settled: p99 {ratio(s['p99_ms'], a['p99_ms']):.2f}x alone, p50 {ratio(s['p50_ms'], a['p50_ms']):.2f}x alone")
+print(f"prevented (registered ahead, batch under the shared parent): p99 {ratio(p['p99_ms'], a['p99_ms']):.2f}x alone "
+      f"(target <= 1.3), p50 {ratio(p['p50_ms'], a['p50_ms']):.2f}x alone")
 PY
 printf 'allocation applied after the latency agent started: %s (target <= 2 s)\n' "$allocation"
 printf '\n%s\n' "$agents"

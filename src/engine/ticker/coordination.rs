@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::Ticker;
 use crate::coordinator::rebalance::{self, Adjustments, Imbalance, Watch};
 use crate::eliminator::proposals::ProposalBook;
-use crate::model::{Bottleneck, CoordinatorSnapshot, Fix, ProposalStatus, Snapshot};
+use crate::model::{Bottleneck, CoordinatorSnapshot, Fix, ProposalStatus, Snapshot, Verdict};
 
 /// Rebalancing by load: the adjustments in force (from the last step applied and not
 /// rolled back since) and the step proposed last. The proposal's status is the truth: a
@@ -19,6 +19,10 @@ pub(super) struct Rebalancing {
     kept: Adjustments,
     step: Option<Step>,
     watch: Watch,
+    /// An operator rolled a step back: the declared plan is not pushed back on its own
+    /// (an operator's rollback sticks until the plan changes). `Some(None)` until the
+    /// declared plan's changes are known, then those changes.
+    held: Option<Option<Vec<crate::model::Intent>>>,
 }
 
 #[derive(Debug)]
@@ -47,6 +51,22 @@ impl Rebalancing {
                 }
                 // Superseded by a later plan, which was made with it and carried it.
                 Some(ProposalStatus::Stale { .. }) if step.applied => {}
+                Some(ProposalStatus::RolledBack { .. }) => {
+                    // Validation rolled it back (a verdict against it): the declared plan
+                    // comes back. Anyone else did: that rollback sticks.
+                    let judged_bad = step.proposal.and_then(|id| proposals.get(id)).is_some_and(|p| {
+                        matches!(
+                            p.validation.verdict,
+                            Some(Verdict::DidNotHelp { .. } | Verdict::Regressed { .. })
+                        )
+                    });
+                    if !judged_bad {
+                        self.held = Some(None);
+                    }
+                    self.kept = step.previous.clone();
+                    self.step = None;
+                    self.watch.reset();
+                }
                 _ => {
                     // Rolled back, failed, dismissed, gone stale unapplied, or forgotten.
                     self.kept = step.previous.clone();
@@ -56,6 +76,23 @@ impl Rebalancing {
             }
         }
         self.kept.clone()
+    }
+
+    /// Whether `fix` (the declared plan's) waits because an operator rolled a step back: the
+    /// first fix after that rollback is held, and so is every same one after it.
+    fn holds(&mut self, fix: &Fix) -> bool {
+        match &mut self.held {
+            None => false,
+            Some(held @ None) => {
+                *held = Some(fix.intents.clone());
+                true
+            }
+            Some(Some(intents)) if *intents == fix.intents => true,
+            Some(Some(_)) => {
+                self.held = None; // the plan changed
+                false
+            }
+        }
     }
 
     /// After the book took an offer: which proposal a new step became (none: the book
@@ -103,9 +140,12 @@ impl Ticker {
         }
         // A plan a rebalance carried (the host not read since it applied) is not offered again.
         let carried = |fix: &Fix| self.proposals.carried(fix, crate::coordinator::is_plan);
-        let mut offer = crate::coordinator::fix(&view, snap)
-            .filter(|fix| !carried(fix))
-            .and_then(|fix| {
+        let fix = crate::coordinator::fix(&view, snap);
+        if fix.is_none() {
+            self.rebalancing.held = None; // in place: nothing held any more
+        }
+        let fix = fix.filter(|fix| !carried(fix) && !self.rebalancing.holds(fix));
+        let mut offer = fix.and_then(|fix| {
             let since = *self.off_plan_since.get_or_insert(snap.seq);
             crate::coordinator::off_plan(&view, since).map(|b| (b, fix))
         });
