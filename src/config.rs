@@ -320,7 +320,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(need.cpus, Some(2.0));
-        assert!(need.exclusive, "a latency agent asking whole CPUs gets them alone");
+        assert!(
+            need.exclusive,
+            "a latency agent asking whole CPUs gets them alone"
+        );
         assert_eq!(need.memory_bytes, Some(4 << 30));
         assert_eq!(need.numa, Some(0));
         assert_eq!(entry.labels["sutazai.priority"], "7");
@@ -331,7 +334,10 @@ mod tests {
             ("comm = \"x\"\ncpus = 0\n", &["cpus", "above 0"]),
             ("comm = \"x\"\nmemory = \"4x\"\n", &["memory", "4x"]),
             ("comm = \"x\"\nclass = \"fast\"\n", &["class", "fast"]),
-            ("comm = \"x\"\ncpus = 1.5\nexclusive = true\n", &["exclusive", "whole"]),
+            (
+                "comm = \"x\"\ncpus = 1.5\nexclusive = true\n",
+                &["exclusive", "whole"],
+            ),
             ("cgroup = \"relative/x\"\n", &["cgroup", "absolute"]),
             ("comm = \"x\"\ncolour = 1\n", &["colour"]),
         ] {
@@ -344,7 +350,9 @@ mod tests {
             );
         }
         let twice = format!("{head}comm = \"x\"\n{head}comm = \"y\"\n");
-        let err = Config::parse(&twice, Path::new("x")).unwrap_err().to_string();
+        let err = Config::parse(&twice, Path::new("x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"a\" is given twice"), "{err}");
     }
 

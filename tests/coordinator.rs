@@ -122,7 +122,10 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
         cpus,
         "{:?} {:?} {:?}",
         snap.coordinator,
-        snap.proposals.iter().map(|p| (p.id, &p.fix.strategy, &p.status, &p.fix.intents)).collect::<Vec<_>>(),
+        snap.proposals
+            .iter()
+            .map(|p| (p.id, &p.fix.strategy, &p.status, &p.fix.intents))
+            .collect::<Vec<_>>(),
         snap.changes.active
     );
     engine.wait_for(
@@ -344,18 +347,39 @@ fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
     );
     let snap = engine.wait_for(Duration::from_secs(20), "the parent on the pool", |s| {
         s.coordinator.as_ref().is_some_and(|v| {
-            v.parent.as_ref().is_some_and(|p| p.in_place() && p.cpus.len() < cpus.len())
+            v.parent
+                .as_ref()
+                .is_some_and(|p| p.in_place() && p.cpus.len() < cpus.len())
         }) && allocation(s, &latency).is_some_and(|a| a.in_place)
     });
     let exclusive = allocation(&snap, &latency).unwrap().cpus.clone();
-    let shared: Vec<u32> = cpus.iter().copied().filter(|c| !exclusive.contains(c)).collect();
-    assert_eq!(read_cpus(&parent_cpus), shared);
+    let shared: Vec<u32> = cpus
+        .iter()
+        .copied()
+        .filter(|c| !exclusive.contains(c))
+        .collect();
+    assert_eq!(
+        read_cpus(&parent_cpus),
+        shared,
+        "{:?} {:?}",
+        snap.coordinator,
+        snap.proposals
+            .iter()
+            .map(|p| (p.id, &p.status, &p.fix.intents))
+            .collect::<Vec<_>>()
+    );
 
     // Born confined: its CPUs are the pool's from its first instruction.
     let parent_flag = format!("--cgroup-parent=/{name}");
     let batch = Container::run(
         &unique("parent-batch"),
-        &["--label", "sutazai.agent=1", "--label", "sutazai.class=batch", &parent_flag],
+        &[
+            "--label",
+            "sutazai.agent=1",
+            "--label",
+            "sutazai.class=batch",
+            &parent_flag,
+        ],
         &["sleep", "600"],
     );
     let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &batch.id]);
@@ -373,13 +397,18 @@ fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
     // (The plan may still set the same list through Docker: it planned before it had read
     // the new container's cgroup.)
     let set = cpuset(&batch);
-    assert!(set.is_empty() || sutazai_top::host::parse_cpu_list(&set) == shared, "{set}");
+    assert!(
+        set.is_empty() || sutazai_top::host::parse_cpu_list(&set) == shared,
+        "{set}"
+    );
 
     // The latency agent leaves: the pool, the parent and the agent inside get every CPU.
     latency.remove();
     engine.wait_for(Duration::from_secs(20), "the pool back to every CPU", |s| {
         s.coordinator.as_ref().is_some_and(|v| {
-            v.parent.as_ref().is_some_and(|p| p.in_place() && p.cpus == cpus)
+            v.parent
+                .as_ref()
+                .is_some_and(|p| p.in_place() && p.cpus == cpus)
         }) && allocation(s, &batch).is_some_and(|a| a.in_place)
     });
     assert_eq!(read_cpus(&parent_cpus), cpus);

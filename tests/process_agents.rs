@@ -116,7 +116,11 @@ fn agent<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a ContainerStat> {
 
 fn allocation<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a Allocation> {
     let id = format!("proc:{name}");
-    snap.coordinator.as_ref()?.agents.iter().find(|a| a.id == id)
+    snap.coordinator
+        .as_ref()?
+        .agents
+        .iter()
+        .find(|a| a.id == id)
 }
 
 #[test]
@@ -183,10 +187,17 @@ class = "batch"
     assert_eq!(l.pid, Some(latency_pid as i32));
     assert_eq!(l.source, UsageSource::CgroupV1);
     let process = l.process.as_ref().unwrap();
-    assert!(process.own_cpuset() && process.shared.is_empty(), "{process:?}");
+    assert!(
+        process.own_cpuset() && process.shared.is_empty(),
+        "{process:?}"
+    );
     let b = agent(&snap, &batch_name).unwrap();
     assert_eq!(b.pid, Some(batch_pid as i32));
-    assert_eq!(b.source, UsageSource::Procfs, "its cgroup holds the test too");
+    assert_eq!(
+        b.source,
+        UsageSource::Procfs,
+        "its cgroup holds the test too"
+    );
     let process = b.process.as_ref().unwrap();
     assert!(!process.own_cpuset(), "{process:?}");
     assert!(
@@ -203,7 +214,10 @@ class = "batch"
     assert_eq!(own.read("cpuset", "cpuset.cpus"), exclusive.to_string());
     let shared: Vec<u32> = cpus.iter().copied().filter(|c| *c != exclusive).collect();
     assert_eq!(allowed_cpus(batch_pid), shared);
-    assert!(!snap.changes.active.is_empty(), "applied through the journal");
+    assert!(
+        !snap.changes.active.is_empty(),
+        "applied through the journal"
+    );
 
     // The latency agent exits: its CPU goes back to the batch agent.
     let _ = latency.0.kill();
@@ -308,16 +322,25 @@ class = "batch"
             .iter()
             .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
     });
-    let pool_pids = &agent(&snap, &pool_name).unwrap().process.as_ref().unwrap().pids;
-    assert_eq!(pool_pids.len(), spinners.len(), "one agent of every spinner");
+    let pool_pids = &agent(&snap, &pool_name)
+        .unwrap()
+        .process
+        .as_ref()
+        .unwrap()
+        .pids;
+    assert_eq!(
+        pool_pids.len(),
+        spinners.len(),
+        "one agent of every spinner"
+    );
     let held = allocation(&snap, &idle_name).unwrap().cpus.clone();
     assert_eq!(held.len(), cpus.len() - 1);
 
     // Saturated pool, waiting tasks, an idle exclusive CPU: a rebalance is proposed.
     let snap = engine.wait_for(Duration::from_secs(40), "a rebalance proposed", |s| {
-        s.proposals.iter().any(|p| {
-            p.fix.strategy == "coordinator-rebalance" && p.status.is_open()
-        })
+        s.proposals
+            .iter()
+            .any(|p| p.fix.strategy == "coordinator-rebalance" && p.status.is_open())
     });
     let proposal = snap
         .proposals
@@ -328,7 +351,11 @@ class = "batch"
         proposal.bottleneck.kind,
         sutazai_top::model::BottleneckKind::LoadImbalance
     );
-    assert!(proposal.fix.summary.contains(&idle_name), "{}", proposal.fix.summary);
+    assert!(
+        proposal.fix.summary.contains(&idle_name),
+        "{}",
+        proposal.fix.summary
+    );
     let id = proposal.id;
     let commands = engine.handle.commands.clone();
     engine
@@ -367,7 +394,11 @@ class = "batch"
     if !helps {
         engine.wait_for(Duration::from_secs(30), "the declared plan back", |s| {
             let rolled_back = s.proposals.iter().any(|p| {
-                p.id == id && matches!(p.status, sutazai_top::model::ProposalStatus::RolledBack { .. })
+                p.id == id
+                    && matches!(
+                        p.status,
+                        sutazai_top::model::ProposalStatus::RolledBack { .. }
+                    )
             });
             let declared = s.coordinator.as_ref().is_some_and(|v| !v.rebalanced());
             rolled_back

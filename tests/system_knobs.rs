@@ -421,3 +421,71 @@ fn real_host_knobs_round_trip_byte_identical() {
         assert_eq!(after, before, "after rolling back {}", fix.strategy);
     }
 }
+
+/// A plan replacing another (`Optimizer::supersede`) goes straight from the old batch's
+/// values to its own, never back through the values from before it; a knob only the old
+/// batch set is put back; and rolling the new batch back restores the host from before
+/// both.
+#[test]
+fn a_replacing_batch_starts_from_the_values_before_the_one_it_replaces() {
+    let (_dir, roots) = fixture();
+    let journal = tempfile::tempdir().expect("journal dir");
+    let actuators = HostActuators::new(roots.clone());
+    let (mut optimizer, _) = Optimizer::open(journal.path(), actuators.clone()).expect("journal");
+    let knob = |path: &str| sutazai_top::model::Knob::HostFile {
+        path: PathBuf::from(path),
+    };
+    let change = |path: &str, before: &str, after: &str| Change {
+        target: Target::Host,
+        knob: knob(path),
+        before: before.to_string(),
+        after: after.to_string(),
+    };
+    let read = |path: &str| actuators.read(&Target::Host, &knob(path)).expect("read");
+    let old = optimizer
+        .apply(
+            "old plan",
+            &[
+                change(SWAPPINESS, "60", "10"),
+                change(DIRTY_RATIO, "20", "10"),
+            ],
+        )
+        .expect("old plan");
+    // The new plan keeps swappiness at 10 (as read now), leaves the dirty ratio alone and
+    // sets the background ratio.
+    let new = optimizer
+        .supersede(
+            &[old],
+            "new plan",
+            vec![
+                change(SWAPPINESS, "10", "10"),
+                change(DIRTY_BACKGROUND_RATIO, "10", "5"),
+            ],
+        )
+        .expect("new plan");
+    assert_eq!(read(SWAPPINESS), "10");
+    assert_eq!(
+        read(DIRTY_RATIO),
+        "20",
+        "only the old plan set it: put back"
+    );
+    assert_eq!(read(DIRTY_BACKGROUND_RATIO), "5");
+    let open = optimizer.open_batches();
+    assert_eq!(open.iter().map(|b| b.batch).collect::<Vec<_>>(), vec![new]);
+    let swappiness = open[0]
+        .changes
+        .iter()
+        .find(|(c, _)| c.knob == knob(SWAPPINESS))
+        .expect("kept in the new batch");
+    assert_eq!(
+        swappiness.0.before, "60",
+        "from the value before the old plan"
+    );
+
+    let report = optimizer.rollback(new).expect("rollback");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(read(SWAPPINESS), "60");
+    assert_eq!(read(DIRTY_RATIO), "20");
+    assert_eq!(read(DIRTY_BACKGROUND_RATIO), "10");
+    assert!(optimizer.open_batches().is_empty());
+}

@@ -127,7 +127,9 @@ impl TryFrom<RawAgentEntry> for AgentEntry {
             cgroup: non_empty("cgroup", raw.cgroup.clone())?,
         };
         if matcher.comm.is_none() && matcher.cmdline.is_none() && matcher.cgroup.is_none() {
-            return Err(named("give comm, cmdline or cgroup to match its processes".into()));
+            return Err(named(
+                "give comm, cmdline or cgroup to match its processes".into(),
+            ));
         }
         if let Some(comm) = &matcher.comm
             && comm.len() > COMM_MAX

@@ -319,8 +319,11 @@ impl ContainerSampler {
         let rescan = !self.entries.is_empty()
             && (self.rescan_due || self.ticks.is_multiple_of(process_agents::RESCAN_EVERY));
         let found = if rescan {
-            let (roots, mounts, entries) =
-                (self.roots.clone(), self.mounts.clone(), self.entries.clone());
+            let (roots, mounts, entries) = (
+                self.roots.clone(),
+                self.mounts.clone(),
+                self.entries.clone(),
+            );
             let scanned = tokio::task::spawn_blocking(move || {
                 let cpu_before = thread_cpu_time();
                 let found = process_agents::scan(&roots, &mounts, &entries);
@@ -531,12 +534,13 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
 
 fn read_one(roots: &HostRoots, mounts: &CgroupMounts, item: &mut Work) {
     if let Some(pids) = &item.procfs_pids {
-        item.result = Some(
-            process_agents::procfs_counters(roots, pids).ok_or_else(|| HostError::Parse {
-                path: roots.proc.clone(),
-                what: "none of the agent's processes is left".to_string(),
-            }),
-        );
+        item.result =
+            Some(
+                process_agents::procfs_counters(roots, pids).ok_or_else(|| HostError::Parse {
+                    path: roots.proc.clone(),
+                    what: "none of the agent's processes is left".to_string(),
+                }),
+            );
         return;
     }
     if item.reader.is_none() {

@@ -185,7 +185,11 @@ fn ownership(
             .map(|t| parse_proc_cgroup(&t))
     };
     let Some(main_cg) = read(main) else {
-        return (AgentCgroups::default(), vec!["cgroup: unreadable".into()], false);
+        return (
+            AgentCgroups::default(),
+            vec!["cgroup: unreadable".into()],
+            false,
+        );
     };
     let others: Vec<ProcCgroups> = pids[1..].iter().filter_map(|&p| read(p)).collect();
     let mine: HashSet<i32> = pids.iter().copied().collect();
@@ -194,7 +198,11 @@ fn ownership(
     let mut own = |controller: &str| -> Option<PathBuf> {
         let (mount, path, pick): (_, _, fn(&ProcCgroups, &str) -> Option<String>) = if v1 {
             let pick = |cg: &ProcCgroups, c: &str| cg.v1.get(c).cloned();
-            (mounts.v1.get(controller)?, main_cg.v1.get(controller)?, pick)
+            (
+                mounts.v1.get(controller)?,
+                main_cg.v1.get(controller)?,
+                pick,
+            )
         } else {
             let pick = |cg: &ProcCgroups, _: &str| cg.unified.clone();
             (mounts.unified.as_ref()?, main_cg.unified.as_ref()?, pick)
@@ -206,7 +214,10 @@ fn ownership(
         if path == "/" {
             return refuse("cgroup / is the root, shared by every process".into());
         }
-        if others.iter().any(|cg| pick(cg, controller).as_ref() != Some(path)) {
+        if others
+            .iter()
+            .any(|cg| pick(cg, controller).as_ref() != Some(path))
+        {
             return refuse(format!("processes are in different {controller} cgroups"));
         }
         let dir = mounts.cgroup_dir(mount, path)?;

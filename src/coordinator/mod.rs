@@ -16,9 +16,9 @@ pub use config::CoordinatorConfig;
 
 use crate::host::{format_cpu_list, parse_cpu_list};
 use crate::model::{
-    Allocation, AllocationState, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot, Declaration,
-    Evidence, Fix, Intent, IntentTarget, Knob, Measure, Risk, SharedParent, Snapshot, Subject,
-    UsageSource,
+    Allocation, AllocationState, Bottleneck, BottleneckKind, ContainerStat, CoordinatorSnapshot,
+    Declaration, Evidence, Fix, Intent, IntentTarget, Knob, Measure, Risk, SharedParent, Snapshot,
+    Subject, UsageSource,
 };
 use allocate::{Grant, Request, allocate};
 
@@ -74,7 +74,11 @@ fn under(parent: Option<&SharedParent>, stat: &ContainerStat) -> bool {
 }
 
 /// The plan, from everything it is made from.
-pub fn plan_from(snap: &Snapshot, config: &CoordinatorConfig, inputs: &Inputs) -> CoordinatorSnapshot {
+pub fn plan_from(
+    snap: &Snapshot,
+    config: &CoordinatorConfig,
+    inputs: &Inputs,
+) -> CoordinatorSnapshot {
     let started = Instant::now();
     let (declared, adjustments) = (inputs.declared, &inputs.adjustments);
     let parent = inputs.parent.as_ref();
@@ -91,10 +95,8 @@ pub fn plan_from(snap: &Snapshot, config: &CoordinatorConfig, inputs: &Inputs) -
     let requests: Vec<Request> = running
         .iter()
         .map(|a| {
-            let mut need = rebalance::adjusted(
-                a.need.clone(),
-                adjustments.get(&a.id).copied().unwrap_or(0),
-            );
+            let mut need =
+                rebalance::adjusted(a.need.clone(), adjustments.get(&a.id).copied().unwrap_or(0));
             if under(parent, a)
                 && let Some(need) = &mut need
             {
@@ -176,10 +178,12 @@ pub fn plan_from(snap: &Snapshot, config: &CoordinatorConfig, inputs: &Inputs) -
             .cmp(&a.priority)
             .then_with(|| a.name.cmp(&b.name))
     });
-    let parent = parent.filter(|_| !plan.shared.is_empty()).map(|p| SharedParent {
-        cpus: plan.shared.clone(),
-        ..p.clone()
-    });
+    let parent = parent
+        .filter(|_| !plan.shared.is_empty())
+        .map(|p| SharedParent {
+            cpus: plan.shared.clone(),
+            ..p.clone()
+        });
     CoordinatorSnapshot {
         enforce: config.enforce,
         reserved: plan.reserved,
@@ -194,15 +198,35 @@ pub fn plan_from(snap: &Snapshot, config: &CoordinatorConfig, inputs: &Inputs) -
 /// The bottleneck that says the plan is not in place yet; `None` when it is.
 pub fn off_plan(view: &CoordinatorSnapshot, since_seq: u64) -> Option<Bottleneck> {
     let n = view.out_of_place().count();
-    (n > 0).then(|| Bottleneck {
-        kind: BottleneckKind::OffPlan,
-        subject: Subject::Host,
-        evidence: vec![Evidence {
+    let mut evidence = Vec::new();
+    if n > 0 {
+        evidence.push(Evidence {
             metric: "agents not as the coordinator planned".to_string(),
             value: n as f64,
             threshold: 0.0,
             unit: "agents".to_string(),
-        }],
+        });
+    }
+    if let Some(parent) = view.parent.as_ref().filter(|p| !p.in_place()) {
+        // Before any agent runs, when a need was registered ahead: what makes it prevention.
+        evidence.push(Evidence {
+            metric: format!(
+                "CPUs of the shared parent {} beyond the shared pool",
+                parent.cgroup
+            ),
+            value: parent
+                .cpus_read
+                .iter()
+                .filter(|c| !parent.cpus.contains(c))
+                .count() as f64,
+            threshold: 0.0,
+            unit: "CPUs".to_string(),
+        });
+    }
+    (!evidence.is_empty()).then(|| Bottleneck {
+        kind: BottleneckKind::OffPlan,
+        subject: Subject::Host,
+        evidence,
         since_seq,
     })
 }

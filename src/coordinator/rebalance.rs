@@ -139,11 +139,7 @@ pub fn assess(snap: &Snapshot, view: &CoordinatorSnapshot, min_shared: usize) ->
                 delta: -1,
                 evidence: vec![
                     pool_evidence(POOL_BUSY_PCT),
-                    evidence(
-                        "host PSI cpu some avg10".into(),
-                        host_waiting,
-                        WAITING_PCT,
-                    ),
+                    evidence("host PSI cpu some avg10".into(), host_waiting, WAITING_PCT),
                     evidence(format!("{}'s exclusive CPUs busy", a.name), idle, IDLE_PCT),
                 ],
             });
@@ -156,8 +152,12 @@ pub fn assess(snap: &Snapshot, view: &CoordinatorSnapshot, min_shared: usize) ->
                     return false;
                 };
                 let own_pct = f64::from(s.cpu_pct) / a.cpus.len().max(1) as f64;
-                let waits = s.pressure.cpu.is_some_and(|p| f64::from(p.some.avg10) >= AGENT_WAITING_PCT)
-                    || s.run_delay.is_some_and(|d| d.wait_per_run >= AGENT_WAIT_PER_RUN)
+                let waits = s
+                    .pressure
+                    .cpu
+                    .is_some_and(|p| f64::from(p.some.avg10) >= AGENT_WAITING_PCT)
+                    || s.run_delay
+                        .is_some_and(|d| d.wait_per_run >= AGENT_WAIT_PER_RUN)
                     || host_waiting >= WAITING_PCT;
                 *busy >= SATURATED_PCT && own_pct >= SATURATED_PCT && waits
             })
@@ -183,7 +183,11 @@ pub fn assess(snap: &Snapshot, view: &CoordinatorSnapshot, min_shared: usize) ->
 
 /// Whether the plan made with an imbalance's adjustment really changes that agent's grant
 /// the way asked (a CPU more that does not fit would leave it pending instead).
-pub fn took(view: &CoordinatorSnapshot, before: &CoordinatorSnapshot, imbalance: &Imbalance) -> bool {
+pub fn took(
+    view: &CoordinatorSnapshot,
+    before: &CoordinatorSnapshot,
+    imbalance: &Imbalance,
+) -> bool {
     let cpus_of = |v: &CoordinatorSnapshot| {
         v.agents
             .iter()

@@ -665,19 +665,37 @@ fn loaded(busy: [f32; 4], waiting: f32, agents: Vec<ContainerStat>) -> Snapshot 
         a.cpuset_mems = crate::host::format_cpu_list(&planned.mems);
         a.cpu_weight = planned.cpu_shares.map(|s| weight_as_read(s, a.source));
     }
-    assert!(plan(&snap, &CoordinatorConfig::default()).out_of_place().next().is_none());
+    assert!(
+        plan(&snap, &CoordinatorConfig::default())
+            .out_of_place()
+            .next()
+            .is_none()
+    );
     snap
 }
 
 #[test]
 fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_keeps_one() {
-    let embed = agent("embed", &[("sutazai.class", "batch"), ("sutazai.cpus", "2"), ("sutazai.exclusive", "true")], "");
-    let llm = agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "1")], "");
+    let embed = agent(
+        "embed",
+        &[
+            ("sutazai.class", "batch"),
+            ("sutazai.cpus", "2"),
+            ("sutazai.exclusive", "true"),
+        ],
+        "",
+    );
+    let llm = agent(
+        "llm",
+        &[("sutazai.class", "latency"), ("sutazai.cpus", "1")],
+        "",
+    );
     let batch = agent("batch", &[("sutazai.class", "batch")], "");
     let snap = loaded([3.0, 2.0, 1.0, 99.0], 45.0, vec![embed, llm, batch]);
     let config = CoordinatorConfig::default();
     let view = plan(&snap, &config);
-    let by_name = |v: &CoordinatorSnapshot, n: &str| v.agents.iter().find(|a| a.name == n).unwrap().clone();
+    let by_name =
+        |v: &CoordinatorSnapshot, n: &str| v.agents.iter().find(|a| a.name == n).unwrap().clone();
     assert_eq!(by_name(&view, "embed").cpus, vec![0, 1]);
     assert_eq!(by_name(&view, "llm").cpus, vec![2]);
     assert_eq!(view.shared, vec![3]);
@@ -685,7 +703,14 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
     let found = rebalance::assess(&snap, &view, 1).expect("the pool is saturated");
     assert_eq!((found.name.as_str(), found.delta), ("embed", -1));
     let adjust: rebalance::Adjustments = [(found.id.clone(), -1)].into();
-    let next = plan_from(&snap, &config, &Inputs { adjustments: adjust.clone(), ..Inputs::default() });
+    let next = plan_from(
+        &snap,
+        &config,
+        &Inputs {
+            adjustments: adjust.clone(),
+            ..Inputs::default()
+        },
+    );
     assert_eq!(by_name(&next, "embed").cpus.len(), 1);
     assert_eq!(next.shared.len(), 2, "one CPU more in the pool: {next:?}");
     assert!(rebalance::took(&next, &view, &found));
@@ -698,13 +723,24 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
 
     // Lent down to one CPU, embed lends its last one too (it is batch); a latency agent
     // alone never lends its only core.
-    let lent = plan_from(&snap, &config, &Inputs { adjustments: [(found.id.clone(), -2)].into(), ..Inputs::default() });
+    let lent = plan_from(
+        &snap,
+        &config,
+        &Inputs {
+            adjustments: [(found.id.clone(), -2)].into(),
+            ..Inputs::default()
+        },
+    );
     assert_eq!(by_name(&lent, "embed").state, AllocationState::Shared);
     let only_llm = loaded(
         [99.0, 99.0, 1.0, 99.0],
         45.0,
         vec![
-            agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "1")], ""),
+            agent(
+                "llm",
+                &[("sutazai.class", "latency"), ("sutazai.cpus", "1")],
+                "",
+            ),
             agent("batch", &[("sutazai.class", "batch")], ""),
         ],
     );
@@ -718,7 +754,15 @@ fn an_idle_exclusive_agent_lends_a_cpu_to_a_saturated_pool_and_a_latency_agent_k
 
 #[test]
 fn a_saturated_exclusive_agent_gets_a_cpu_more_from_an_idle_pool_never_below_the_minimum() {
-    let mut embed = agent("embed", &[("sutazai.class", "batch"), ("sutazai.cpus", "1"), ("sutazai.exclusive", "true")], "");
+    let mut embed = agent(
+        "embed",
+        &[
+            ("sutazai.class", "batch"),
+            ("sutazai.cpus", "1"),
+            ("sutazai.exclusive", "true"),
+        ],
+        "",
+    );
     embed.cpu_pct = 100.0;
     embed.pressure.cpu = Some(crate::model::PsiResource {
         some: crate::model::PsiLine {
@@ -727,12 +771,23 @@ fn a_saturated_exclusive_agent_gets_a_cpu_more_from_an_idle_pool_never_below_the
         },
         full: None,
     });
-    let snap = loaded([100.0, 5.0, 5.0, 5.0], 0.0, vec![embed.clone(), agent("batch", &[], "")]);
+    let snap = loaded(
+        [100.0, 5.0, 5.0, 5.0],
+        0.0,
+        vec![embed.clone(), agent("batch", &[], "")],
+    );
     let config = CoordinatorConfig::default();
     let view = plan(&snap, &config);
     let found = rebalance::assess(&snap, &view, 1).expect("embed is saturated");
     assert_eq!((found.name.as_str(), found.delta), ("embed", 1));
-    let next = plan_from(&snap, &config, &Inputs { adjustments: [(found.id.clone(), 1)].into(), ..Inputs::default() });
+    let next = plan_from(
+        &snap,
+        &config,
+        &Inputs {
+            adjustments: [(found.id.clone(), 1)].into(),
+            ..Inputs::default()
+        },
+    );
     assert!(rebalance::took(&next, &view, &found), "{next:?}");
     assert_eq!(next.shared.len(), 2);
     // The pool at its minimum gives nothing.
@@ -752,14 +807,38 @@ fn an_imbalance_is_proposed_only_once_it_has_held_its_window() {
         evidence: vec![],
     };
     let mut watch = rebalance::Watch::default();
-    assert!(watch.sustained(0, Some(imbalance("a", -1)), 30_000).is_none());
-    assert!(watch.sustained(29_000, Some(imbalance("a", -1)), 30_000).is_none());
-    assert!(watch.sustained(30_000, Some(imbalance("a", -1)), 30_000).is_some());
+    assert!(
+        watch
+            .sustained(0, Some(imbalance("a", -1)), 30_000)
+            .is_none()
+    );
+    assert!(
+        watch
+            .sustained(29_000, Some(imbalance("a", -1)), 30_000)
+            .is_none()
+    );
+    assert!(
+        watch
+            .sustained(30_000, Some(imbalance("a", -1)), 30_000)
+            .is_some()
+    );
     // Another agent or direction starts again; a tick without it forgets it.
-    assert!(watch.sustained(31_000, Some(imbalance("b", -1)), 30_000).is_none());
-    assert!(watch.sustained(62_000, Some(imbalance("b", 1)), 30_000).is_none());
+    assert!(
+        watch
+            .sustained(31_000, Some(imbalance("b", -1)), 30_000)
+            .is_none()
+    );
+    assert!(
+        watch
+            .sustained(62_000, Some(imbalance("b", 1)), 30_000)
+            .is_none()
+    );
     assert!(watch.sustained(63_000, None, 30_000).is_none());
-    assert!(watch.sustained(94_000, Some(imbalance("b", 1)), 30_000).is_none());
+    assert!(
+        watch
+            .sustained(94_000, Some(imbalance("b", 1)), 30_000)
+            .is_none()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -774,10 +853,18 @@ fn the_shared_parent_follows_the_pool_around_the_agents_inside_it() {
     };
     let mut batch = agent("batch", &[("sutazai.class", "batch")], "0-3");
     batch.cgroup = Some("/sutazai-shared/batch-id".to_string());
-    let mut greedy = agent("greedy", &[("sutazai.cpus", "1"), ("sutazai.exclusive", "true")], "0-3");
+    let mut greedy = agent(
+        "greedy",
+        &[("sutazai.cpus", "1"), ("sutazai.exclusive", "true")],
+        "0-3",
+    );
     greedy.cgroup = Some("/sutazai-shared/greedy-id".to_string());
     snap.containers.agents = vec![
-        agent("llm", &[("sutazai.class", "latency"), ("sutazai.cpus", "2")], ""),
+        agent(
+            "llm",
+            &[("sutazai.class", "latency"), ("sutazai.cpus", "2")],
+            "",
+        ),
         batch,
         greedy,
     ];
@@ -811,7 +898,10 @@ fn the_shared_parent_follows_the_pool_around_the_agents_inside_it() {
         .map(|(at, i)| (at, i.after.as_str()))
         .collect();
     // Grown to every CPU first, shrunk to the pool last, the agents in between.
-    assert_eq!(parent_steps, vec![(0, "0-3"), (planned.intents.len() - 1, "2-3")]);
+    assert_eq!(
+        parent_steps,
+        vec![(0, "0-3"), (planned.intents.len() - 1, "2-3")]
+    );
     let batch_at = planned
         .intents
         .iter()

@@ -7,13 +7,27 @@ use crate::host::HostRoots;
 use crate::model::{Change, Knob, Target};
 use crate::model::{Intent, IntentTarget};
 use crate::optimizer::actuators::{
-    Actuator, ContainerActuator, HostFileActuator, plan_container_with, plan_memory_nodes,
-    plan_cgroup, plan_process, plan_process_agent,
+    Actuator, ContainerActuator, HostFileActuator, plan_cgroup, plan_container_with,
+    plan_memory_nodes, plan_process, plan_process_agent,
 };
 use crate::optimizer::change::ActuatorError;
 
-/// The changes that carry out `intents`, with `before` read from the host.
+/// The changes that carry out `intents`, with `before` read from the host; those already
+/// in place are left out.
 pub fn plan(
+    intents: &[Intent],
+    roots: &HostRoots,
+    docker_endpoint: &str,
+) -> Result<Vec<Change>, ActuatorError> {
+    let mut changes = plan_all(intents, roots, docker_endpoint)?;
+    // Nothing to do is not a change: drop changes whose value is already in place.
+    changes.retain(|c| c.before.trim() != c.after.trim());
+    Ok(changes)
+}
+
+/// As `plan`, keeping the changes already in place (a plan that replaces another needs
+/// them: see `Optimizer::supersede`).
+pub fn plan_all(
     intents: &[Intent],
     roots: &HostRoots,
     docker_endpoint: &str,
@@ -76,14 +90,13 @@ pub fn plan(
     // shrunk) starts the second time where the first left it, so undoing in reverse
     // order passes through the same values.
     for later in 1..changes.len() {
-        let earlier = changes[..later].iter().rev().find(|c| {
-            c.target == changes[later].target && c.knob == changes[later].knob
-        });
+        let earlier = changes[..later]
+            .iter()
+            .rev()
+            .find(|c| c.target == changes[later].target && c.knob == changes[later].knob);
         if let Some(earlier) = earlier {
             changes[later].before = earlier.after.clone();
         }
     }
-    // Nothing to do is not a change: drop changes whose value is already in place.
-    changes.retain(|c| c.before.trim() != c.after.trim());
     Ok(changes)
 }

@@ -236,6 +236,7 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         pending_since: Default::default(),
         rebalancing: Default::default(),
         shared_parent: None,
+        plan_failed_last: false,
         own_cpus: None,
         cooldown_until: Instant::now(),
         following: false,
@@ -357,6 +358,8 @@ struct Ticker {
     rebalancing: coordination::Rebalancing,
     /// `[coordinator] shared_parent`, once it exists: its cgroup name and target path.
     shared_parent: Option<(String, PathBuf)>,
+    /// The last plan applied failed (the next failure waits, as any fix's does).
+    plan_failed_last: bool,
     /// The CPUs the engine started with and those it last confined itself to (`None`:
     /// never moved).
     own_cpus: Option<(Vec<u32>, Vec<u32>)>,

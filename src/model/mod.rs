@@ -20,9 +20,7 @@ pub use change::{Change, Knob, Target};
 pub use fix::{Fix, Intent, IntentTarget, Measure, Risk};
 pub use identity::ProcessId;
 pub use mode::Mode;
-pub use need::{
-    Allocation, AllocationState, CoordinatorSnapshot, Declaration, Need, SharedParent,
-};
+pub use need::{Allocation, AllocationState, CoordinatorSnapshot, Declaration, Need, SharedParent};
 pub use process_agent::{AgentCgroups, PROCESS_AGENT_PREFIX, ProcessAgent, is_process_agent};
 pub use proposal::{Guard, Proposal, ProposalStatus, Validation, Verdict};
 pub use snapshot::*;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::actuators::Actuator;
 use super::change::ActuatorError;
-use super::journal::{BatchState, Journal, JournalError, Recovery};
+use super::journal::{BatchState, ChangeState, Journal, JournalError, Recovery};
 use crate::model::Change;
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,102 @@ impl<A: Actuator> Optimizer<A> {
             .open_batches()
             .into_iter()
             .find(|b| b.batch == batch)
+    }
+
+    /// Replace the open batches `old` (oldest first) by one applying `changes`, without
+    /// passing through the values from before them: a knob they changed that `changes`
+    /// sets again starts, in the new batch, from the value they found, so rolling the new
+    /// batch back restores the host from before all of them; every other knob they changed
+    /// is undone now, last first. Changes already in place are then left out, `changes` are
+    /// applied as `apply` does (an empty batch stands for a plan that needed nothing more),
+    /// and the old batches are closed. If the new batch fails, the old ones are rolled back,
+    /// as if they had been undone first.
+    pub fn supersede(
+        &mut self,
+        old: &[u64],
+        label: &str,
+        mut changes: Vec<Change>,
+    ) -> Result<u64, ApplyError> {
+        let states: Vec<BatchState> = old
+            .iter()
+            .map(|&b| self.find(b).ok_or(ApplyError::NotOpen(b)))
+            .collect::<Result<_, _>>()?;
+        let key = |c: &Change| (c.target.clone(), c.knob.clone());
+        // The value each knob had before the oldest batch that changed it.
+        let mut found: std::collections::HashMap<_, String> = std::collections::HashMap::new();
+        for state in &states {
+            let applied = state
+                .changes
+                .iter()
+                .filter(|(_, s)| *s == ChangeState::Applied);
+            for (change, _) in applied {
+                found
+                    .entry(key(change))
+                    .or_insert_with(|| change.before.clone());
+            }
+        }
+        // Only a knob's first change in the new batch starts from there.
+        let mut seen = std::collections::HashSet::new();
+        for change in &mut changes {
+            if seen.insert(key(change))
+                && let Some(before) = found.get(&key(change))
+            {
+                change.before = before.clone();
+            }
+        }
+        changes.retain(|c| c.before.trim() != c.after.trim());
+        let kept: std::collections::HashSet<_> = changes.iter().map(key).collect();
+        for state in states.iter().rev() {
+            for (index, change) in state.to_undo() {
+                if kept.contains(&key(&change)) {
+                    continue;
+                }
+                match self.actuator.undo(&change) {
+                    Ok(()) | Err(ActuatorError::Gone(_)) => {
+                        self.journal.undone(state.batch, index)?
+                    }
+                    Err(error) => {
+                        return Err(self.give_up_superseding(old, index, error));
+                    }
+                }
+            }
+        }
+        match self.apply(label, &changes) {
+            Ok(batch) => {
+                for &b in old {
+                    self.journal.close(b)?;
+                }
+                Ok(batch)
+            }
+            Err(err) => {
+                for &b in old.iter().rev() {
+                    if let Err(undo) = self.rollback(b) {
+                        tracing::error!(batch = b, %undo, "rolling back a replaced plan failed");
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A knob of a batch being replaced could not be undone: roll the old batches back as
+    /// far as they go, and say why.
+    fn give_up_superseding(
+        &mut self,
+        old: &[u64],
+        index: usize,
+        error: ActuatorError,
+    ) -> ApplyError {
+        for &b in old.iter().rev() {
+            if let Err(undo) = self.rollback(b) {
+                tracing::error!(batch = b, %undo, "rolling back a replaced plan failed");
+            }
+        }
+        ApplyError::Undone {
+            index,
+            total: 0,
+            error,
+        }
     }
 
     /// Undo one open batch, last change first. Also restores the change that may have been

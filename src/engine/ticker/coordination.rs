@@ -42,7 +42,10 @@ impl Rebalancing {
     /// The adjustments in force, after following the last step's proposal.
     fn in_force(&mut self, proposals: &ProposalBook) -> Adjustments {
         if let Some(step) = &mut self.step {
-            let status = step.proposal.and_then(|id| proposals.get(id)).map(|p| &p.status);
+            let status = step
+                .proposal
+                .and_then(|id| proposals.get(id))
+                .map(|p| &p.status);
             match status {
                 Some(ProposalStatus::Proposed | ProposalStatus::Applying) => {}
                 Some(ProposalStatus::Applied { .. }) => {
@@ -54,12 +57,15 @@ impl Rebalancing {
                 Some(ProposalStatus::RolledBack { .. }) => {
                     // Validation rolled it back (a verdict against it): the declared plan
                     // comes back. Anyone else did: that rollback sticks.
-                    let judged_bad = step.proposal.and_then(|id| proposals.get(id)).is_some_and(|p| {
-                        matches!(
-                            p.validation.verdict,
-                            Some(Verdict::DidNotHelp { .. } | Verdict::Regressed { .. })
-                        )
-                    });
+                    let judged_bad =
+                        step.proposal
+                            .and_then(|id| proposals.get(id))
+                            .is_some_and(|p| {
+                                matches!(
+                                    p.validation.verdict,
+                                    Some(Verdict::DidNotHelp { .. } | Verdict::Regressed { .. })
+                                )
+                            });
                     if !judged_bad {
                         self.held = Some(None);
                     }

@@ -123,10 +123,10 @@ fn follow_blocking(dir: &std::path::Path, roots: &HostRoots) -> Result<Vec<Strin
     Ok(lines)
 }
 
-/// Plan and apply a proposal's intents under the journal lock, after rolling back the
-/// batches it supersedes (a coordinator plan replaces the one before: one plan batch is
-/// active at a time, so a rollback always restores the host from before any plan). Blocking,
-/// off the runtime.
+/// Plan and apply a proposal's intents under the journal lock, replacing the batches it
+/// supersedes (a coordinator plan replaces the one before: one plan batch is active at a
+/// time, so a rollback always restores the host from before any plan). Blocking, off the
+/// runtime.
 fn apply_blocking(
     dir: &std::path::Path,
     roots: &HostRoots,
@@ -149,27 +149,25 @@ fn apply_blocking(
             why: other.to_string(),
         },
     };
-    for &batch in supersede {
-        optimizer
-            .rollback(batch)
-            .map_err(|err| ProposalStatus::Failed {
-                why: format!("the plan it replaces (batch {batch}) did not roll back: {err}"),
-            })?;
-    }
-    let changes =
-        crate::eliminator::plan::plan(intents, roots, endpoint).map_err(gone_or_failed)?;
+    let planned = if supersede.is_empty() {
+        crate::eliminator::plan::plan(intents, roots, endpoint)
+    } else {
+        crate::eliminator::plan::plan_all(intents, roots, endpoint)
+    };
+    let changes = planned.map_err(gone_or_failed)?;
     if changes.is_empty() && supersede.is_empty() {
         return Ok((None, None));
     }
-    // A plan put in place by rolling back the one before (a rebalance lending the last
-    // exclusive CPU, say) changes nothing itself; an empty batch stands for it, so it is
-    // judged and rolled back like any other, and its rollback brings the declared plan back.
-    // Two open batches on one knob would undo out of order: refuse the second.
+    // Two open batches on one knob would undo out of order: refuse the second. (The plan
+    // batches it replaces are not in the way: they close as it applies.)
     for open in optimizer.open_batches() {
+        if supersede.contains(&open.batch) {
+            continue;
+        }
         let clash = open.changes.iter().any(|(held, _)| {
-            changes
-                .iter()
-                .any(|c| c.target == held.target && c.knob == held.knob)
+            changes.iter().any(|c| {
+                c.target == held.target && c.knob == held.knob && c.before.trim() != c.after.trim()
+            })
         });
         if clash {
             return Err(ProposalStatus::Stale {
@@ -180,7 +178,15 @@ fn apply_blocking(
             });
         }
     }
-    let batch = optimizer.apply(label, &changes).map_err(|err| match err {
+    // A plan replacing plans goes from their values to its own without passing through
+    // the host from before them (where an agent born meanwhile under the shared parent
+    // would get every CPU); its rollback restores the host from before all of them.
+    let applied = if supersede.is_empty() {
+        optimizer.apply(label, &changes)
+    } else {
+        optimizer.supersede(supersede, label, changes)
+    };
+    let batch = applied.map_err(|err| match err {
         ApplyError::Undone { error, .. } => gone_or_failed(error),
         other => ProposalStatus::Failed {
             why: other.to_string(),
@@ -343,7 +349,7 @@ impl Ticker {
                 id,
                 ProposalStatus::Stale {
                     why: format!(
-                        "superseded by proposal {}: batch {batch} rolled back before it applied",
+                        "superseded by proposal {}: batch {batch} replaced by its batch",
                         proposal.id
                     ),
                 },
@@ -355,6 +361,7 @@ impl Ticker {
     pub(super) fn finish_apply(&mut self, id: u64, outcome: Result<ApplyOutcome, String>) {
         match outcome {
             Ok(Ok((Some(batch), view))) => {
+                self.plan_failed_last = false;
                 self.proposals.applied(id, batch, now_ms());
                 self.set_notice(
                     format!("proposal {id} applied as batch {batch}; r in Proposals rolls it back"),
@@ -389,7 +396,17 @@ impl Ticker {
                 );
             }
             Ok(Err(status)) => {
-                self.proposals.suppress(id, now_ms());
+                // A plan that failed once is tried again at once: the usual cause is an
+                // agent born meanwhile under the shared parent, which the next tick sees.
+                let plan = self
+                    .proposals
+                    .get(id)
+                    .is_some_and(|p| crate::coordinator::is_plan(&p.fix.strategy));
+                if plan && !self.plan_failed_last {
+                    self.plan_failed_last = true;
+                } else {
+                    self.proposals.suppress(id, now_ms());
+                }
                 let text = match &status {
                     ProposalStatus::Stale { why } | ProposalStatus::Failed { why } => why.clone(),
                     other => other.label().to_string(),

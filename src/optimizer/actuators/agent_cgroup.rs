@@ -51,7 +51,11 @@ pub fn plan_process_agent(
                 }
                 return affinity_of_every_process(roots, agent, after);
             };
-            one(dir, file, &everything_spelled(roots, cgroups.v2, dir, file, after)?)?
+            one(
+                dir,
+                file,
+                &everything_spelled(roots, cgroups.v2, dir, file, after)?,
+            )?
         }
         Knob::ContainerCpuShares => {
             let dir = cgroups.cpu.as_ref().ok_or_else(|| shared("cpu"))?;
