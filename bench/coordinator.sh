@@ -112,7 +112,7 @@ state_dir = "$work/state"
 enforce = true
 shared_parent = "$PREFIX-shared"
 [log]
-level = "warn"
+level = "info"
 EOF
 "$BIN" --config "$work/config.toml" serve 2>"$work/serve.log" &
 serve_started=1
@@ -162,6 +162,8 @@ if [ -s "$work/allocated" ]; then
   allocation="$elapsed s (cpuset $cpus)"
 fi
 agents=$("$BIN" --config "$work/config.toml" status 2>/dev/null | head -20 || true)
+journal=$("$BIN" --config "$work/config.toml" journal 2>&1 | head -20 || true)
+cp "$work/serve.log" /tmp/sutazai-bench-coordinator-serve.log 2>/dev/null || true
 
 printf '\n== a latency agent (sutazai.cpus=1) starting with four CPU-burning batch agents (%s req/s, %ss per phase) ==\n' "$RATE" "$SECONDS_PER_PHASE"
 printf '%-8s p50 %8s ms   p99 %8s ms   errors %s\n' alone "$(field "$alone" p50_ms)" "$(field "$alone" p99_ms)" "$(field "$alone" errors)"
@@ -182,4 +184,4 @@ print(f"prevented (registered ahead, batch under the shared parent): p99 {ratio(
       f"(target <= 1.3), p50 {ratio(p['p50_ms'], a['p50_ms']):.2f}x alone")
 PY
 printf 'allocation applied after the latency agent started: %s (target <= 2 s)\n' "$allocation"
-printf '\n%s\n' "$agents"
+printf '\n%s\n\n%s\n(the engine log: /tmp/sutazai-bench-coordinator-serve.log)\n' "$agents" "$journal"

@@ -305,6 +305,19 @@ impl Ticker {
             self.set_notice("read-only (not root): nothing is applied".to_string(), true);
             return;
         }
+        // One plan at a time: a plan replaces the one applied before it, which it can only
+        // know once that one is applied (`enforce` tries again at the next tick).
+        let plan = crate::coordinator::is_plan(&proposal.fix.strategy);
+        let plan_in_flight = self.proposals.list().iter().any(|p| {
+            p.status == ProposalStatus::Applying && crate::coordinator::is_plan(&p.fix.strategy)
+        });
+        if plan && plan_in_flight {
+            self.set_notice(
+                format!("proposal {id} waits: another plan is being applied"),
+                false,
+            );
+            return;
+        }
         self.proposals.applying(id);
         let mut snap = (**snapshots.borrow()).clone();
         snap.proposals = self.proposals.list().to_vec();
