@@ -5,6 +5,8 @@
 //! container's cgroup from its main pid's /proc/<pid>/cgroup (never a guessed path, so the
 //! cgroupfs and systemd drivers, v1 and v2 all work), and every tick reads the counters.
 //! A dead daemon is a status on the snapshot and a reconnect with backoff, never a crash.
+//! The same sampler follows the agents that are plain processes (`[[agents]]`, see
+//! `process_agents`), with Docker or without it.
 
 pub mod agent;
 pub mod backends;

@@ -223,7 +223,10 @@ pub fn off_plan(view: &CoordinatorSnapshot, since_seq: u64) -> Option<Bottleneck
             unit: "CPUs".to_string(),
         });
     }
-    (!evidence.is_empty()).then(|| Bottleneck {
+    if evidence.is_empty() {
+        return None;
+    }
+    Some(Bottleneck {
         kind: BottleneckKind::OffPlan,
         subject: Subject::Host,
         evidence,

@@ -284,7 +284,7 @@ impl RunningEngine {
 /// Held while a test gives CPUs away (the coordinator's tests): they must not run beside
 /// each other, whether as threads of one test binary (`cargo test`) or as processes
 /// (`cargo nextest`). An advisory lock on a file, released when dropped.
-pub struct CpuTestsLock(#[allow(dead_code)] std::fs::File);
+pub struct CpuTestsLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 pub fn cpu_tests_lock() -> CpuTestsLock {
     // flock: every open of the file is locked apart, threads of one process included.
@@ -294,6 +294,8 @@ pub fn cpu_tests_lock() -> CpuTestsLock {
         .write(true)
         .open(std::env::temp_dir().join("sutazai-test-cpus.lock"))
         .expect("the lock file of the CPU tests");
-    file.lock().expect("locking the CPU tests' lock file");
-    CpuTestsLock(file)
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+        Ok(locked) => CpuTestsLock(locked),
+        Err((_, err)) => panic!("locking the CPU tests' lock file: {err}"),
+    }
 }
