@@ -136,14 +136,7 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
 
     // Roll everything back: the batch agent may use every CPU again, as before. (Docker
     // cannot clear a cpuset to "", so every CPU may read as the full list.)
-    let commands = engine.handle.commands.clone();
-    engine
-        .runtime
-        .block_on(commands.send(Command::RollbackAll))
-        .unwrap();
-    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
-        s.changes.active.is_empty()
-    });
+    engine.roll_back_all();
     let restored = cpuset(&batch);
     assert!(
         restored.is_empty() || sutazai_top::host::parse_cpu_list(&restored) == cpus,
@@ -413,14 +406,7 @@ fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
     });
     assert_eq!(read_cpus(&parent_cpus), cpus);
 
-    let commands = engine.handle.commands.clone();
-    engine
-        .runtime
-        .block_on(commands.send(Command::RollbackAll))
-        .unwrap();
-    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
-        s.changes.active.is_empty()
-    });
+    engine.roll_back_all();
     assert_eq!(read_cpus(&parent_cpus), cpus);
     drop(engine);
     drop(batch);

@@ -9,7 +9,7 @@
 //! Rebalancing by load on the same kind of agents: an idle exclusive agent and a shared
 //! pool saturated by spinning shells; the coordinator proposes lending the idle CPU and the
 //! step is approved. With one spinner per CPU, host CPU pressure falls and the step is
-//! kept; with two per CPU it does not, and the step is rolled back and the plan restored.
+//! kept; with three per CPU it does not, and the step is rolled back and the plan restored.
 
 // Tests and benches may unwrap: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -114,6 +114,22 @@ fn agent<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a ContainerStat> {
     snap.containers.agents.iter().find(|a| a.id == id)
 }
 
+/// An engine managing the host, from a config text, its journal in `state`.
+fn engine_for(text: &str, state: &Path) -> RunningEngine {
+    let mut config = Config::parse(text, Path::new("test.toml")).unwrap();
+    config.optimizer.state_dir = state.to_path_buf();
+    RunningEngine::start_managing(config)
+}
+
+/// The first snapshot where every one of `names` is as planned.
+fn in_place(engine: &mut RunningEngine, what: &str, names: &[&str]) -> std::sync::Arc<Snapshot> {
+    engine.wait_for(Duration::from_secs(20), what, |s| {
+        names
+            .iter()
+            .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
+    })
+}
+
 fn allocation<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a Allocation> {
     let id = format!("proc:{name}");
     snap.coordinator
@@ -173,15 +189,13 @@ class = "batch"
 "#,
         batch_binary.display()
     );
-    let mut config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    config.optimizer.state_dir = state.path().to_path_buf();
-    let mut engine = RunningEngine::start_managing(config);
+    let mut engine = engine_for(&text, state.path());
 
-    let snap = engine.wait_for(Duration::from_secs(20), "the plan in place", |s| {
-        [&latency_name, &batch_name]
-            .iter()
-            .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
-    });
+    let snap = in_place(
+        &mut engine,
+        "the plan in place",
+        &[&latency_name, &batch_name],
+    );
     // Both are agents, with what matched and which cgroups are theirs.
     let l = agent(&snap, &latency_name).unwrap();
     assert_eq!(l.pid, Some(latency_pid as i32));
@@ -229,14 +243,7 @@ class = "batch"
     assert_eq!(allowed_cpus(batch_pid), cpus);
 
     // A rollback restores the host as it was.
-    let commands = engine.handle.commands.clone();
-    engine
-        .runtime
-        .block_on(commands.send(Command::RollbackAll))
-        .unwrap();
-    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
-        s.changes.active.is_empty()
-    });
+    engine.roll_back_all();
     assert_eq!(allowed_cpus(batch_pid), cpus);
     assert_eq!(own.read("cpuset", "cpuset.cpus"), cpuset_before);
 }
@@ -259,8 +266,8 @@ fn an_idle_exclusive_agent_lends_its_cpu_to_a_saturated_pool_and_the_pressure_pr
 
 #[test]
 fn a_rebalance_that_does_not_ease_the_pressure_is_rolled_back_and_the_plan_restored() {
-    // Two spinners per CPU wait whatever the pool holds: lending helps nothing.
-    lend_and_judge(2, false);
+    // Three spinners per CPU wait whatever the pool holds: lending helps nothing.
+    lend_and_judge(3, false);
 }
 
 /// An idle exclusive agent and `per_cpu` spinners per CPU in the shared pool: the
@@ -312,16 +319,14 @@ class = "batch"
 "#,
         cpus.len() - 1
     );
-    let mut config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    config.optimizer.state_dir = state.path().to_path_buf();
-    let mut engine = RunningEngine::start_managing(config);
+    let mut engine = engine_for(&text, state.path());
 
     // The declared plan: the idle agent holds every CPU but one, the spinners share one.
-    let snap = engine.wait_for(Duration::from_secs(20), "the declared plan in place", |s| {
-        [&idle_name, &pool_name]
-            .iter()
-            .all(|n| allocation(s, n).is_some_and(|a| a.in_place))
-    });
+    let snap = in_place(
+        &mut engine,
+        "the declared plan in place",
+        &[&idle_name, &pool_name],
+    );
     let pool_pids = &agent(&snap, &pool_name)
         .unwrap()
         .process
@@ -410,13 +415,7 @@ class = "batch"
     }
 
     // A rollback gives the spinners back their CPUs as they were.
-    engine
-        .runtime
-        .block_on(commands.send(Command::RollbackAll))
-        .unwrap();
-    engine.wait_for(Duration::from_secs(20), "nothing active", |s| {
-        s.changes.active.is_empty()
-    });
+    engine.roll_back_all();
     assert_eq!(allowed_cpus(spinner_pid), cpus);
     drop(spinners);
 }

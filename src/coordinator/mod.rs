@@ -280,7 +280,7 @@ pub fn fix(view: &CoordinatorSnapshot, snap: &Snapshot) -> Option<Fix> {
         };
         for (knob, before, after) in settings(stat, &grant_of(allocation), &all, true) {
             intents.push(Intent {
-                target: IntentTarget::agent(stat),
+                target: stat.intent_target(),
                 knob,
                 expected_before: before,
                 after,

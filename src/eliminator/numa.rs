@@ -242,7 +242,7 @@ fn confine(strategy: &str, snap: &Snapshot, c: &ContainerStat) -> Option<Fix> {
     }
     let cpus = format_cpu_list(&cpus);
     let mems = home.to_string();
-    let target = IntentTarget::agent(c);
+    let target = c.intent_target();
     let mut intents = Vec::new();
     if c.cpuset_cpus != cpus {
         intents.push(intent(

@@ -204,7 +204,7 @@ impl EliminationStrategy for BatchShares {
         let intents = targets
             .iter()
             .map(|c| Intent {
-                target: IntentTarget::agent(c),
+                target: c.intent_target(),
                 knob: Knob::ContainerCpuShares,
                 expected_before: c.cpu_weight.map(|w| w.to_string()).unwrap_or_default(),
                 after: BATCH_SHARES.to_string(),
@@ -310,7 +310,7 @@ impl EliminationStrategy for IsolateLatency {
                 .iter()
                 .filter(|c| c.cpuset_cpus != after)
                 .map(|c| Intent {
-                    target: IntentTarget::agent(c),
+                    target: c.intent_target(),
                     knob: Knob::ContainerCpusetCpus,
                     expected_before: c.cpuset_cpus.clone(),
                     after: after.to_string(),
@@ -362,7 +362,7 @@ impl EliminationStrategy for CapRunaway {
             metric: format!("{} CPU %", c.name),
             measure: Measure::ContainerCpuPct { id: c.id.clone() },
             intents: vec![Intent {
-                target: IntentTarget::agent(c),
+                target: c.intent_target(),
                 knob: Knob::ContainerCpuQuota,
                 expected_before: c
                     .cpu_limit_cores
@@ -408,7 +408,7 @@ impl EliminationStrategy for RaiseThrottledQuota {
             metric: format!("{} throttled periods per tick", c.name),
             measure: Measure::ContainerThrottledPeriods { id: c.id.clone() },
             intents: vec![Intent {
-                target: IntentTarget::agent(c),
+                target: c.intent_target(),
                 knob: Knob::ContainerCpuQuota,
                 expected_before: cores_text(limit),
                 after: cores_text(raised),
@@ -512,7 +512,7 @@ impl EliminationStrategy for RaiseMemoryLimit {
             metric: format!("{} memory as % of its limit", c.name),
             measure: Measure::ContainerMemoryOfLimitPct { id: c.id.clone() },
             intents: vec![Intent {
-                target: IntentTarget::agent(c),
+                target: c.intent_target(),
                 knob: Knob::ContainerMemoryLimit,
                 expected_before: limit.to_string(),
                 after: raised.to_string(),

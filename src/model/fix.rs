@@ -59,23 +59,6 @@ pub enum IntentTarget {
     },
 }
 
-impl IntentTarget {
-    /// The target for a container-level knob of an agent, container or process agent.
-    pub fn agent(stat: &super::snapshot::ContainerStat) -> IntentTarget {
-        match &stat.process {
-            Some(process) => IntentTarget::ProcessAgent {
-                id: stat.id.clone(),
-                name: stat.name.clone(),
-                process: process.clone(),
-            },
-            None => IntentTarget::Container {
-                id: stat.id.clone(),
-                name: stat.name.clone(),
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Intent {
     pub target: IntentTarget,

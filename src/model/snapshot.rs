@@ -473,6 +473,23 @@ pub struct ContainerStat {
     pub process: Option<super::process_agent::ProcessAgent>,
 }
 
+impl ContainerStat {
+    /// The target for a container-level knob of this agent, container or process agent.
+    pub fn intent_target(&self) -> super::fix::IntentTarget {
+        match &self.process {
+            Some(process) => super::fix::IntentTarget::ProcessAgent {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                process: process.clone(),
+            },
+            None => super::fix::IntentTarget::Container {
+                id: self.id.clone(),
+                name: self.name.clone(),
+            },
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // History, health, notices
 // ---------------------------------------------------------------------------------------------

@@ -276,6 +276,17 @@ impl RunningEngine {
         }
     }
 
+    /// Roll every open batch back and wait until nothing is active.
+    pub fn roll_back_all(&mut self) {
+        let commands = self.handle.commands.clone();
+        self.runtime
+            .block_on(commands.send(sutazai_top::engine::Command::RollbackAll))
+            .expect("the engine takes commands");
+        self.wait_for(Duration::from_secs(20), "nothing active", |s| {
+            s.changes.active.is_empty()
+        });
+    }
+
     pub fn latest(&self) -> Arc<Snapshot> {
         self.handle.snapshots.borrow().clone()
     }
@@ -294,8 +305,15 @@ pub fn cpu_tests_lock() -> CpuTestsLock {
         .write(true)
         .open(std::env::temp_dir().join("sutazai-test-cpus.lock"))
         .expect("the lock file of the CPU tests");
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
-        Ok(locked) => CpuTestsLock(locked),
+    let locked = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+        Ok(locked) => locked,
         Err((_, err)) => panic!("locking the CPU tests' lock file: {err}"),
-    }
+    };
+    // An engine of an earlier test in this process may have left our threads off the CPUs
+    // it granted (it keeps off exclusive CPUs); processes we start would inherit that.
+    let online =
+        std::fs::read_to_string("/sys/devices/system/cpu/online").expect("the online CPUs");
+    let every = sutazai_top::host::parse_cpu_list(online.trim());
+    sutazai_top::host::own_affinity::confine_self(&every).expect("back on every CPU");
+    CpuTestsLock(locked)
 }
