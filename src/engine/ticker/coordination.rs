@@ -34,8 +34,9 @@ struct Step {
     previous: Adjustments,
     adjust: Adjustments,
     applied: bool,
-    /// When it was offered (snapshot clock).
+    /// When it was offered (snapshot clock, and the tick).
     at_ms: u64,
+    since_seq: u64,
 }
 
 impl Rebalancing {
@@ -214,7 +215,7 @@ impl Ticker {
             }
             let candidate = self.plan(snap, &step.adjust);
             let fix = rebalance::fix(&candidate, snap, &step.imbalance)?;
-            return Some((step.imbalance.bottleneck(snap.seq), fix));
+            return Some((step.imbalance.bottleneck(step.since_seq), fix));
         }
         let settling = self
             .rebalancing
@@ -246,6 +247,7 @@ impl Ticker {
             adjust: next,
             applied: false,
             at_ms: snap.taken_at_ms,
+            since_seq: snap.seq,
         });
         Some((bottleneck, fix))
     }
