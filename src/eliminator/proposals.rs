@@ -338,11 +338,16 @@ impl ProposalBook {
 }
 
 /// Every change of `new` is one `done` made (same target, knob and value).
+/// Every intent of `new` has its own match in `done` (same target, knob and value): a plan
+/// may set one knob twice (a shared parent grown, then shrunk), and one change of `done`
+/// cannot stand for two of `new`.
 fn carries(done: &Fix, new: &Fix) -> bool {
+    let mut unused: Vec<&crate::model::Intent> = done.intents.iter().collect();
     new.intents.iter().all(|i| {
-        done.intents
+        let found = unused
             .iter()
-            .any(|d| d.target == i.target && d.knob == i.knob && d.after == i.after)
+            .position(|d| d.target == i.target && d.knob == i.knob && d.after == i.after);
+        found.map(|at| unused.swap_remove(at)).is_some()
     })
 }
 
@@ -357,6 +362,35 @@ fn risk_name(p: &Proposal) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_change_done_stands_for_one_change_asked() {
+        use crate::model::{Intent, IntentTarget, Knob, Measure};
+        let set = |path: &str, after: &str| Intent {
+            target: IntentTarget::Cgroup { path: path.into() },
+            knob: Knob::CgroupFile {
+                file: "cpuset.cpus".into(),
+            },
+            expected_before: String::new(),
+            after: after.into(),
+        };
+        let fix = |intents: Vec<Intent>| Fix {
+            strategy: "coordinator".into(),
+            summary: String::new(),
+            risk: Risk::Low,
+            metric: String::new(),
+            measure: Measure::HostPsiCpuSome,
+            intents,
+        };
+        // Grown to every CPU, then shrunk: done. Grown twice (back to every CPU): not done.
+        let done = fix(vec![set("p", "0-1"), set("c", "1"), set("p", "1")]);
+        assert!(!carries(
+            &done,
+            &fix(vec![set("p", "0-1"), set("p", "0-1")])
+        ));
+        assert!(carries(&done, &fix(vec![set("p", "0-1"), set("c", "1")])));
+        assert!(carries(&done, &fix(vec![set("p", "0-1"), set("p", "1")])));
+    }
     use crate::model::{BottleneckKind, Fix, Intent, IntentTarget, Knob, Mode, Risk};
 
     /// A strategy that proposes one fix of its own name and risk for any bottleneck.
