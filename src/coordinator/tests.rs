@@ -367,7 +367,11 @@ fn any_case() -> impl Strategy<Value = (Topology, Vec<Request>, CoordinatorConfi
         proptest::collection::vec(0u32..64, 0..3),
     )
         .prop_map(
-            |(nodes, cores, smt, requests, reserved, min_shared, offline)| {
+            |(nodes, cores, smt, mut requests, reserved, min_shared, offline)| {
+                // Agents are told apart by id (a container's, a process agent's name): two
+                // requests with one id are one agent, not a case to plan.
+                let mut ids = std::collections::HashSet::new();
+                requests.retain(|r: &Request| ids.insert(r.id.clone()));
                 let mut topo = topology(nodes, cores, smt);
                 for cpu in &mut topo.cpus {
                     if offline.contains(&cpu.id) && cpu.id != 0 {
