@@ -339,6 +339,7 @@ mod tests {
                 &["exclusive", "whole"],
             ),
             ("cgroup = \"relative/x\"\n", &["cgroup", "absolute"]),
+            ("cgroup = \"/\"\n", &["cgroup", "root"]),
             ("comm = \"x\"\ncolour = 1\n", &["colour"]),
         ] {
             let err = Config::parse(&format!("{head}{body}"), Path::new("x"))

@@ -140,10 +140,13 @@ impl TryFrom<RawAgentEntry> for AgentEntry {
             )));
         }
         if let Some(cgroup) = &matcher.cgroup
-            && (!cgroup.starts_with('/') || cgroup.split('/').any(|p| p == ".." || p == "."))
+            && (!cgroup.starts_with('/')
+                || cgroup.trim_end_matches('/').is_empty()
+                || cgroup.split('/').any(|p| p == ".." || p == "."))
         {
             return Err(named(format!(
-                "cgroup = {cgroup:?}: give an absolute path as /proc/<pid>/cgroup shows it"
+                "cgroup = {cgroup:?}: give an absolute path as /proc/<pid>/cgroup shows it, \
+                 below the root (the root holds every process)"
             )));
         }
         let labels = labels_of(&raw);
