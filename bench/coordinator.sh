@@ -41,7 +41,8 @@ cleanup() {
   fi
   docker ps -aq --filter "name=$PREFIX" | xargs -r docker rm -f >/dev/null 2>&1 || true
   rm -rf "$work"
-  rmdir "/sys/fs/cgroup/cpuset/$PREFIX-shared" 2>/dev/null || true
+  # The shared parent, in every hierarchy Docker made it in.
+  for hierarchy in /sys/fs/cgroup/*/; do rmdir "$hierarchy$PREFIX-shared" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 remove_agents() { docker ps -aq --filter "name=$PREFIX" | xargs -r docker rm -f >/dev/null 2>&1 || true; }

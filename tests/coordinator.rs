@@ -286,17 +286,23 @@ fn a_cpu_going_offline_leaves_the_plan() {
     );
 }
 
-/// The shared parent cgroup, removed on drop (after the test's containers, declared later,
-/// are gone: Docker removes their cgroups with them).
-struct ParentDir(std::path::PathBuf);
+/// The shared parent cgroup, removed on drop from every hierarchy (Docker makes it in each
+/// one when it starts a container under it), after the test's containers are gone.
+struct ParentDir(String);
 
 impl Drop for ParentDir {
     fn drop(&mut self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let dir = hierarchy.path().join(&self.0);
+            for _ in 0..100 {
+                if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -316,8 +322,10 @@ fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
     let cpus = online_cpus();
     assert!(cpus.len() >= 2, "needs two CPUs: one exclusive, one shared");
     let name = format!("sutazai-test-parent-{}", std::process::id());
-    let parent = ParentDir(std::path::PathBuf::from("/sys/fs/cgroup/cpuset").join(&name));
-    let parent_cpus = parent.0.join("cpuset.cpus");
+    let _parent = ParentDir(name.clone());
+    let parent_cpus = std::path::Path::new("/sys/fs/cgroup/cpuset")
+        .join(&name)
+        .join("cpuset.cpus");
     let mut config = test_config(300);
     config.optimizer.state_dir = tempfile::tempdir().unwrap().keep();
     config.coordinator.enforce = true;
