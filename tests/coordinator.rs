@@ -96,16 +96,7 @@ fn declared_agents_get_their_cores_for_real_and_give_them_back() {
         "applied through the journal"
     );
     // The engine (in this process) keeps its threads off the exclusive CPU.
-    let ours = || {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let list = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_string();
-        sutazai_top::host::parse_cpu_list(&list)
-    };
+    let ours = || sutazai_top::host::own_affinity::current().unwrap();
     engine.wait_for(
         Duration::from_secs(5),
         "the engine off the exclusive CPU",
@@ -383,14 +374,10 @@ fn agents_started_under_the_shared_parent_are_born_on_the_shared_pool() {
         &["sleep", "600"],
     );
     let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &batch.id]);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let allowed = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_eq!(sutazai_top::host::parse_cpu_list(&allowed), shared);
+    let roots = sutazai_top::host::HostRoots::default();
+    let allowed =
+        sutazai_top::containers::process_agents::allowed_cpus(&roots, pid.parse().unwrap());
+    assert_eq!(sutazai_top::host::parse_cpu_list(&allowed.unwrap()), shared);
     engine.wait_for(Duration::from_secs(10), "the batch agent in place", |s| {
         allocation(s, &batch).is_some_and(|a| a.in_place)
     });

@@ -101,12 +101,9 @@ impl Drop for Reaped {
 }
 
 fn allowed_cpus(pid: u32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap();
-    parse_cpu_list(list.trim())
+    let roots = HostRoots::default();
+    let list = sutazai_top::containers::process_agents::allowed_cpus(&roots, pid as i32);
+    parse_cpu_list(&list.unwrap())
 }
 
 fn agent<'a>(snap: &'a Snapshot, name: &str) -> Option<&'a ContainerStat> {
