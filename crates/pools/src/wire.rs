@@ -1,11 +1,21 @@
-//! Frames on the pools' Unix socket, little-endian:
+//! Frames on the pools' Unix socket, little-endian. A pool is named by `u8 n` and `n`
+//! bytes (n = 0: the default pool).
 //!
 //! - request: `u32 length` of what follows, `u8 op`, then the op's body:
-//!   `PUT` the bytes; `GET` and `RELEASE` a 32-byte id; `STATS` nothing;
-//! - reply: `u32 length`, `u8 status` (0 ok, 1 error), then: for `PUT` the id, `u64 size`
-//!   and `u8 1` when the content was there already; for `GET` `u64 size`, with the object's
-//!   descriptor attached (`SCM_RIGHTS`); for `STATS` a line of `key=value`; for an error
-//!   its message in UTF-8.
+//!   - `PUT`: the pool, then the bytes;
+//!   - `PUT_FD`: the pool, with a descriptor attached (`SCM_RIGHTS`) to read the bytes
+//!     from: a memfd the store can seal is taken as it is (no copy), any other is read;
+//!   - `GET`, `RELEASE`: a 32-byte id;
+//!   - `ALLOCATE`: `u64 size`, the pool; `SEAL`: `u64 segment`, the pool;
+//!   - `CREATE_POOL`: `u64 size`, `u8 codec` (0 lz4, 1 zlib, 2 none), the name;
+//!   - `STATS`: nothing.
+//! - reply: `u32 length`, `u8 status` (0 ok, 1 error), then:
+//!   - `PUT`, `PUT_FD`, `SEAL`: the id, `u64 size`, `u8 1` when the content was there already;
+//!   - `GET`: `u64 size`, with the object's descriptor attached (read-only by its seals);
+//!   - `ALLOCATE`: `u64 segment`, with the segment's descriptor attached (writable);
+//!   - `CREATE_POOL`: `u8 1` when it was created, 0 when it existed as asked;
+//!   - `STATS`: one line of `key=value` per pool;
+//!   - an error: its message in UTF-8.
 //!
 //! A frame longer than the server's limit, or an unknown op, is an error, and the
 //! connection is closed: after garbage, nothing later on the stream can be trusted.
@@ -20,6 +30,13 @@ pub const OP_PUT: u8 = 1;
 pub const OP_GET: u8 = 2;
 pub const OP_RELEASE: u8 = 3;
 pub const OP_STATS: u8 = 4;
+pub const OP_PUT_FD: u8 = 5;
+pub const OP_ALLOCATE: u8 = 6;
+pub const OP_SEAL: u8 = 7;
+pub const OP_CREATE_POOL: u8 = 8;
+
+/// A put's reply: id, size, deduplicated.
+pub const PUT_REPLY: usize = 41;
 
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERROR: u8 = 1;
@@ -57,15 +74,17 @@ pub fn read_frame(stream: &mut UnixStream, limit: usize) -> std::io::Result<Opti
     Ok(Some((frame[0], body)))
 }
 
-/// Read a frame's length and head byte; `Ok(None)` at a clean end of stream. The body
-/// (`length - 1` bytes) is left on the stream for the caller.
-pub fn read_head(stream: &mut UnixStream) -> std::io::Result<Option<(u8, usize)>> {
+/// Read a request's length and op, with the descriptor attached to it if any (`recvmsg`);
+/// `Ok(None)` at a clean end of stream. The body is left on the stream.
+pub fn read_head_with_fd(
+    stream: &mut UnixStream,
+) -> std::io::Result<Option<(u8, usize, Option<OwnedFd>)>> {
     let mut head = [0u8; 5];
-    match stream.read_exact(&mut head[..4]) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let (got, fd) = recv_with_fd(stream, &mut head)?;
+    if got == 0 {
+        return Ok(None);
     }
+    stream.read_exact(&mut head[got..])?;
     let length = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if length == 0 {
         return Err(std::io::Error::new(
@@ -73,8 +92,48 @@ pub fn read_head(stream: &mut UnixStream) -> std::io::Result<Option<(u8, usize)>
             "an empty frame",
         ));
     }
-    stream.read_exact(&mut head[4..])?;
-    Ok(Some((head[4], length - 1)))
+    Ok(Some((head[4], length - 1, fd)))
+}
+
+/// One `recvmsg` into `buf`, keeping the first descriptor passed (any others are closed).
+fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fd = None;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: the kernel just installed this descriptor in our table for us
+                // (SCM_RIGHTS); nothing else owns it. Extra ones are closed on drop.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
+}
+
+/// A pool's name as sent: `u8 n`, then `n` bytes.
+pub fn pool_field(name: &str) -> std::io::Result<Vec<u8>> {
+    let n = u8::try_from(name.len())
+        .map_err(|_| std::io::Error::other("a pool name is at most 255 bytes"))?;
+    let mut out = vec![n];
+    out.extend_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+/// Split a pool's name off the front of `body`: the name and the rest.
+pub fn split_pool(body: &[u8]) -> Option<(&str, &[u8])> {
+    let (&n, rest) = body.split_first()?;
+    let name = rest.get(..n as usize)?;
+    Some((std::str::from_utf8(name).ok()?, &rest[n as usize..]))
 }
 
 /// Read and drop `length` bytes (a put too large to keep), without holding them.
@@ -125,29 +184,10 @@ pub fn read_frame_with_fd(
     limit: usize,
 ) -> std::io::Result<(u8, Vec<u8>, Option<OwnedFd>)> {
     let mut first = [0u8; 64];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (got, fd) = {
-        let mut iov = [IoSliceMut::new(&mut first)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
-        let mut fd = None;
-        for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for raw in fds {
-                    // SAFETY: the kernel just installed this descriptor in our table for
-                    // us (SCM_RIGHTS); nothing else owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    fd.get_or_insert(owned);
-                }
-            }
-        }
-        (msg.bytes, fd)
-    };
+    let (got, fd) = recv_with_fd(stream, &mut first)?;
+    if got == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     if got < 5 {
         let mut more = vec![0u8; 5 - got];
         stream.read_exact(&mut more)?;

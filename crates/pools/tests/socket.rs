@@ -13,17 +13,14 @@ use sutazai_pools::{Client, ClientError, ObjectId, Server, ServerConfig};
 
 fn server(dir: &tempfile::TempDir, capacity: u64) -> Server {
     Server::start(&ServerConfig {
-        socket: dir.path().join("pools.sock"),
-        mode: 0o600,
-        pool: "default".into(),
-        capacity,
         max_held_per_client: 64,
+        ..ServerConfig::single(dir.path().join("pools.sock"), capacity)
     })
     .unwrap()
 }
 
 fn refs(server: &Server, id: &ObjectId) -> Option<u64> {
-    server.store.lock().unwrap().refs(id)
+    server.pools().holding(id).ok()?.refs(id)
 }
 
 /// Wait (a client's end is seen by the server's thread a moment later).
@@ -50,7 +47,7 @@ fn two_agents_putting_the_same_weights_share_one_copy_read_in_place() {
     assert_eq!(first.id, ObjectId::of(&weights));
     let stats = b.stats().unwrap();
     assert!(
-        stats.contains("objects=1 physical_bytes=4194304 logical_bytes=8388608"),
+        stats.contains("objects=1 segments=0 physical_bytes=4194304 logical_bytes=8388608"),
         "{stats}"
     );
 
@@ -132,4 +129,123 @@ fn bad_input_is_refused_and_contained() {
 
     // After all that, what the good client holds is intact.
     assert_eq!(good.get(&kept.id).unwrap().as_slice(), b"kept");
+}
+
+#[test]
+fn a_memfd_put_is_adopted_without_a_copy_and_a_file_is_read() {
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, 64 << 20);
+    let mut client = Client::connect(server.socket()).unwrap();
+
+    // A memfd the client wrote: the store seals it and keeps that very file.
+    let bytes = vec![3u8; 1 << 20];
+    let mut memfd = sutazai_pools::memfd::create("mine").unwrap();
+    memfd.write_all(&bytes).unwrap();
+    let put = client.put_fd("", memfd.as_fd()).unwrap();
+    assert_eq!(put.id, ObjectId::of(&bytes));
+    assert!(memfd.write_all(b"x").is_err(), "sealed: not even its maker can change it");
+    let (mine, theirs) = (
+        nix::sys::stat::fstat(memfd.as_fd()).unwrap(),
+        nix::sys::stat::fstat(raw_get(&server, &put.id).as_fd()).unwrap(),
+    );
+    assert_eq!(mine.st_ino, theirs.st_ino, "the same file: adopted, not copied");
+
+    // A regular file is read into a memfd of the store's.
+    let path = dir.path().join("weights.bin");
+    std::fs::write(&path, b"from a file").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let put = client.put_fd("", file.as_fd()).unwrap();
+    assert_eq!(put.id, ObjectId::of(b"from a file"));
+    assert_eq!(client.get(&put.id).unwrap().as_slice(), b"from a file");
+
+    // A descriptor of something unreadable (a directory) is refused, the client stays.
+    let dir_fd = std::fs::File::open(dir.path()).unwrap();
+    let err = client.put_fd("", dir_fd.as_fd()).err().unwrap();
+    assert!(err.to_string().contains("reading the descriptor"), "{err}");
+    assert!(client.stats().is_ok());
+}
+
+/// A get on a raw connection: the descriptor itself (the client maps it; tests look at it).
+fn raw_get(server: &Server, id: &ObjectId) -> std::os::fd::OwnedFd {
+    let mut raw = UnixStream::connect(server.socket()).unwrap();
+    sutazai_pools::wire::write_frame(&mut raw, sutazai_pools::wire::OP_GET, &id.0).unwrap();
+    let (status, _, fd) = sutazai_pools::wire::read_frame_with_fd(&mut raw, 1024).unwrap();
+    assert_eq!(status, sutazai_pools::wire::STATUS_OK);
+    fd.unwrap()
+}
+
+#[test]
+fn a_reader_cannot_change_what_it_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, 1 << 20);
+    let put = Client::connect(server.socket()).unwrap().put(b"immutable").unwrap();
+    let mut file = std::fs::File::from(raw_get(&server, &put.id));
+    assert!(file.write_all(b"X").is_err(), "write");
+    assert!(file.set_len(100).is_err(), "grow");
+    assert!(file.set_len(1).is_err(), "shrink");
+    let mut reader = Client::connect(server.socket()).unwrap();
+    assert_eq!(reader.get(&put.id).unwrap().as_slice(), b"immutable");
+}
+
+#[test]
+fn a_segment_is_filled_by_one_agent_and_read_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, 1 << 20);
+    let mut writer = Client::connect(server.socket()).unwrap();
+    assert!(writer.create_pool("shared", 1 << 16, sutazai_pools::Compression::None).unwrap());
+    assert!(!writer.create_pool("shared", 1 << 16, sutazai_pools::Compression::None).unwrap());
+    let differs = writer.create_pool("shared", 1 << 17, sutazai_pools::Compression::None);
+    assert!(differs.err().unwrap().to_string().contains("another size"));
+
+    let segment = writer.allocate("shared", 11).unwrap();
+    segment.write_at(0, b"hello world").unwrap();
+    let too_big = writer.allocate("shared", 1 << 20).err().unwrap();
+    assert!(too_big.to_string().contains("pool shared cannot fit"), "{too_big}");
+    let put = writer.seal(segment).unwrap();
+    assert_eq!(put.id, ObjectId::of(b"hello world"));
+
+    let mut reader = Client::connect(server.socket()).unwrap();
+    assert_eq!(reader.get(&put.id).unwrap().as_slice(), b"hello world");
+    let stats = reader.stats().unwrap();
+    assert!(stats.contains("pool=shared compression=none capacity=65536 used=11 objects=1"), "{stats}");
+    let unknown = reader.allocate("nowhere", 1).err().unwrap();
+    assert!(unknown.to_string().contains("no pool \"nowhere\""), "{unknown}");
+}
+
+#[test]
+fn clients_see_the_store_restart_and_can_put_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = server(&dir, 1 << 20);
+    let mut client = Client::connect(first.socket()).unwrap();
+    let put = client.put(b"before").unwrap();
+    let mapped = client.get(&put.id).unwrap();
+    // A second store on the same socket is refused while the first answers.
+    let again = Server::start(&ServerConfig::single(dir.path().join("pools.sock"), 1 << 20));
+    assert!(again.err().unwrap().to_string().contains("another store answers"));
+
+    first.stop();
+    let err = client.put(b"after").err().unwrap();
+    assert!(matches!(err, ClientError::StoreRestarted), "{err}");
+    assert!(err.to_string().contains("put them again"));
+    assert_eq!(mapped.as_slice(), b"before", "a map made before stays readable");
+
+    let second = server(&dir, 1 << 20);
+    let mut client = Client::connect(second.socket()).unwrap();
+    assert!(client.get(&put.id).is_err(), "objects do not survive the store");
+    assert!(!client.put(b"before").unwrap().deduplicated);
+}
+
+#[test]
+fn a_client_passing_many_descriptors_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, 1 << 20); // at most 64 held per client
+    let mut client = Client::connect(server.socket()).unwrap();
+    for i in 0..64u32 {
+        client.put(&i.to_le_bytes()).unwrap();
+    }
+    let err = client.put(b"one too many").err().unwrap();
+    assert!(err.to_string().contains("the most one client may"), "{err}");
+    let mut other = Client::connect(server.socket()).unwrap();
+    assert!(other.put(b"one too many").is_ok(), "the bound is per client");
 }
