@@ -20,6 +20,7 @@ pub use crate::optimizer::{OptimizerConfig, SchedulerPolicy, UncleanExit};
 pub use sutazai_balancer::BalancerConfig;
 
 pub use crate::coordinator::CoordinatorConfig;
+pub use sutazai_pools::{ObjectStoreConfig, PoolConfig};
 pub use sutazai_cache::CacheConfig;
 
 /// The shortest tick the engine accepts; faster sampling costs more than it shows.
@@ -60,6 +61,10 @@ pub struct Config {
     pub cache: CacheConfig,
     pub balancer: BalancerConfig,
     pub coordinator: CoordinatorConfig,
+    /// `[object_store]`: the shared-memory object store served to agents.
+    pub object_store: ObjectStoreConfig,
+    /// `[[pools]]`: pools beside the default one.
+    pub pools: Vec<PoolConfig>,
 }
 
 /// `sutazai-top serve`: the engine as a service.
@@ -109,6 +114,8 @@ impl Default for Config {
             cache: CacheConfig::default(),
             balancer: BalancerConfig::default(),
             coordinator: CoordinatorConfig::default(),
+            object_store: ObjectStoreConfig::default(),
+            pools: Vec::new(),
         }
     }
 }
@@ -159,6 +166,16 @@ impl Config {
                 message,
             });
         }
+        if let Some((key, problem)) = sutazai_pools::config::problem(&config.object_store, &config.pools) {
+            let message = match pools_line(text, &key) {
+                Some(line) => format!("line {line}: {problem}"),
+                None => problem,
+            };
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
         Ok(config)
     }
 
@@ -201,6 +218,9 @@ impl Config {
             cache: self.cache.clone(),
             balancer: self.balancer.clone(),
             coordinator: self.coordinator.clone(),
+            object_store: self.object_store.clone(),
+            pools: self.pools.clone(),
+            runtime_dir: self.service.runtime_dir.clone(),
         }
     }
 
@@ -253,6 +273,28 @@ fn line_of(text: &str, problem: &str) -> Option<usize> {
     Some(at + 1)
 }
 
+/// The line of a pools rule's key: `pools[2]` is the third `[[pools]]` table, an
+/// `object_store.<key>` that key's line.
+fn pools_line(text: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+    let found = match key.strip_prefix("pools[") {
+        Some(rest) => {
+            let index: usize = rest.split(']').next()?.parse().ok()?;
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.starts_with("[[pools]]"))
+                .nth(index)?
+                .0
+        }
+        None => {
+            let name = key.strip_prefix("object_store.")?;
+            lines.iter().position(|l| l.starts_with(name))?
+        }
+    };
+    Some(found + 1)
+}
+
 /// A tracing filter, checked as the logger will read it.
 fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let level = String::deserialize(d)?;
@@ -273,6 +315,19 @@ mod tests {
         let text = include_str!("../config.toml.example");
         let parsed = Config::parse(text, Path::new("config.toml.example")).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn pools_rules_name_the_entry_and_its_line() {
+        let text = "[object_store]\nshared_memory_size_mb = 64\n\n[[pools]]\nname = \"a\"\n\
+                    size_mb = 8\n[[pools]]\nname = \"a\"\nsize_mb = 4\n";
+        let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("line 7: [[pools]] name \"a\" is given twice"), "{err}");
+        let text = "[object_store]\nshared_memory_size_mb = 64\nagent_quota_mb = 65\n";
+        let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("line 3: object_store.agent_quota_mb = 65"), "{err}");
+        let config = Config::parse("[object_store]\nsocket_mode = 0o660\n", Path::new("x")).unwrap();
+        assert_eq!(config.object_store.socket_mode, 0o660);
     }
 
     #[test]

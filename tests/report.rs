@@ -137,7 +137,9 @@ fn json_report_of_a_running_engine_matches_the_schema() {
         "{}",
         report["cache"]
     );
-    assert_eq!(report["pools"]["status"], "not built");
+    // The report engine only observes: the pools are not served by it, and it says so.
+    assert_eq!(report["pools"]["status"], "not served");
+    assert!(report["pools"].get("stats").is_none());
     // The test config leaves the balancer off: said so, no figures.
     assert_eq!(report["balancer"]["status"], "off");
     assert!(report["balancer"].get("stats").is_none());
@@ -254,7 +256,7 @@ fn html_report_is_self_contained_escaped_with_charts_and_tables() {
         html.contains("helped 62% (30.0 -&gt; 11.5)"),
         "verdict missing"
     );
-    assert!(html.contains("not built"));
+    assert!(html.contains("<h2>Memory pools</h2>"));
     assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>"));
 }
 

@@ -237,14 +237,63 @@ fn docker_states_explain_themselves() {
 }
 
 #[test]
-fn panes_without_an_engine_show_no_numbers() {
-    let snap = common::numa64();
+fn pools_not_served_show_why_and_no_numbers() {
+    let mut snap = common::numa64();
+    snap.pools.not_serving = Some("[object_store] enabled = false".into());
     let buffer = render(&snap, &focused(Pane::Pools), SMALL);
     // The body: below the header and tab bar, above the summary line.
     let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
-    assert!(body.contains("not built yet"), "{body}");
+    assert!(body.contains("Memory pools not served: [object_store] enabled = false"), "{body}");
+    snap.pools.not_serving = None;
+    let buffer = render(&snap, &focused(Pane::Pools), SMALL);
+    let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
     let digits: String = body.chars().filter(char::is_ascii_digit).collect();
     assert!(digits.is_empty(), "the pools pane shows numbers: {digits}");
+}
+
+#[test]
+fn the_pools_pane_shows_each_pool_and_what_sharing_saves_each_agent() {
+    use sutazai_pools::{AgentUse, PoolSnapshot, PoolsSnapshot};
+    const MIB: u64 = 1 << 20;
+    let mut snap = common::numa64();
+    let agent = |name: &str, saved| AgentUse {
+        agent: name.into(),
+        pool: "default".into(),
+        objects: 1,
+        held_bytes: 256 * MIB,
+        saved_bytes: saved,
+        ..AgentUse::default()
+    };
+    snap.pools.serving = Some(PoolsSnapshot {
+        socket: "/run/sutazai-top/pools.sock".into(),
+        clients: 8,
+        pools: vec![PoolSnapshot {
+            name: "default".into(),
+            compression: "lz4".into(),
+            capacity_bytes: 4096 * MIB,
+            used_bytes: 256 * MIB,
+            objects: 1,
+            physical_bytes: 256 * MIB,
+            logical_bytes: 2048 * MIB,
+            evictions: 3,
+            refused: 2,
+            ..PoolSnapshot::default()
+        }],
+        agents: vec![agent("embedder-1", 224 * MIB), agent("llm-7", 224 * MIB)],
+    });
+    let buffer = render(&snap, &focused(Pane::Pools), SMALL);
+    let rows: Vec<String> = (3..23).map(|y| row_text(&buffer, y)).collect();
+    let body = rows.join("\n");
+    assert!(body.contains("/run/sutazai-top/pools.sock · 8 clients"), "{body}");
+    let pool = rows.iter().find(|r| r.starts_with("│default")).expect(&body);
+    assert!(pool.contains("256M/4.0G"), "{pool}");
+    assert!(pool.contains("8.00x"), "dedup ratio: {pool}");
+    let llm = rows.iter().find(|r| r.contains("llm-7")).expect(&body);
+    assert!(llm.contains("256M") && llm.contains("224M"), "held and saved: {llm}");
+    // Refusals stand out.
+    let y = 3 + rows.iter().position(|r| r.starts_with("│default")).unwrap() as u16;
+    let refused_x = (0..80).rev().find(|&x| buffer[(x, y)].symbol() == "2").unwrap();
+    assert_eq!(buffer[(refused_x, y)].style().fg, sutazai_top::tui::theme::warning().fg);
 }
 
 /// The cache pane's body (below the header and tab bar, above the summary line) at 80x24.

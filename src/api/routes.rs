@@ -3,6 +3,7 @@
 
 mod agents;
 mod balancer;
+mod pools;
 
 use std::time::Instant;
 
@@ -52,6 +53,7 @@ pub enum Action {
     Agents,
     Declare,
     Undeclare,
+    Pools,
 }
 
 /// A method and a path pattern; `{name}` matches one path segment.
@@ -94,6 +96,7 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/api/cache/{key}", Action::CachePut),
     route("DELETE", "/api/cache/{key}", Action::CacheDelete),
     route("GET", "/api/balancer", Action::BalancerStats),
+    route("GET", "/api/pools", Action::Pools),
     route("GET", "/api/agents", Action::Agents),
     route("POST", "/api/agents", Action::Declare),
     route("DELETE", "/api/agents/{agent}", Action::Undeclare),
@@ -341,6 +344,10 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
                 StatusCode::NOT_FOUND,
                 "the load balancer is off ([balancer] enabled = false)",
             ),
+        },
+        Action::Pools => match pools::pools(&snap.pools) {
+            Ok(view) => Reply::json(StatusCode::OK, &view),
+            Err(why) => Reply::error(StatusCode::NOT_FOUND, &why),
         },
         Action::BalancerAdd => match balancer_add(state, body).await {
             Ok(added) => Reply::json(StatusCode::CREATED, &added),

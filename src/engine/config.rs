@@ -38,4 +38,8 @@ pub struct EngineConfig {
     pub cache: CacheConfig,
     pub balancer: BalancerConfig,
     pub coordinator: CoordinatorConfig,
+    pub object_store: sutazai_pools::ObjectStoreConfig,
+    pub pools: Vec<sutazai_pools::PoolConfig>,
+    /// Where the pools' socket goes when `[object_store] socket` is empty.
+    pub runtime_dir: PathBuf,
 }

@@ -9,6 +9,7 @@
 //! called from here on a plain thread, change the host.
 
 pub mod config;
+pub mod pools;
 pub mod sampler;
 
 use std::sync::Arc;

@@ -249,6 +249,8 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
         notice_seq: 0,
         cache: cache.clone(),
         balancer: balancer.clone(),
+        pools: None,
+        pools_not_serving: None,
     };
     if let Some(reason) = balancer_failed {
         ticker.set_notice(reason, true);
@@ -271,9 +273,31 @@ fn start(config: EngineConfig, manages_host: bool) -> (EngineHandle, JoinHandle<
     let (snap_tx, snap_rx) = watch::channel(Arc::new(ticker.compose()));
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let balancer_at_exit = balancer.clone();
+    match (manages_host, config.object_store.enabled) {
+        (false, _) => {
+            ticker.pools_not_serving = Some(
+                "this engine only observes: the dashboard or `sutazai-top serve` serves the pools"
+                    .into(),
+            );
+        }
+        (true, false) => {
+            ticker.pools_not_serving = Some("[object_store] enabled = false".into());
+        }
+        (true, true) => match super::pools::start(&config, snap_rx.clone(), roots.clone()) {
+            Ok(server) => ticker.pools = Some(Arc::new(server)),
+            Err(why) => {
+                tracing::warn!("memory pools not served: {why}");
+                ticker.pools_not_serving = Some(why);
+            }
+        },
+    }
+    let pools_at_exit = ticker.pools.clone();
     let engine = tokio::spawn(async move {
         ticker.run(snap_tx, cmd_rx).await;
         let _ = shutdown_tx.send(true);
+        if let Some(pools) = pools_at_exit {
+            pools.stop();
+        }
         if let Some(balancer) = balancer_at_exit {
             // Joins the proxy's thread after in-flight requests finish (a few seconds at most).
             let _ = tokio::task::spawn_blocking(move || balancer.shutdown()).await;
@@ -379,6 +403,9 @@ struct Ticker {
     cache: Option<Arc<sutazai_cache::Cache>>,
     /// The load balancer; its counters go into every snapshot.
     balancer: Option<Arc<sutazai_balancer::Balancer>>,
+    /// The memory pools' store, or why this engine does not serve it.
+    pools: Option<Arc<sutazai_pools::Server>>,
+    pools_not_serving: Option<String>,
 }
 
 impl Ticker {
@@ -647,6 +674,10 @@ impl Ticker {
             notice: self.notice.clone(),
             cache: self.cache.as_ref().map(|cache| cache.tick()),
             balancer: self.balancer.as_ref().map(|balancer| balancer.snapshot()),
+            pools: crate::model::PoolsView {
+                serving: self.pools.as_ref().map(|pools| pools.snapshot()),
+                not_serving: self.pools_not_serving.clone(),
+            },
         }
     }
 

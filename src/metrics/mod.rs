@@ -18,6 +18,7 @@
 
 mod agents;
 mod balancer;
+mod pools;
 mod engine;
 mod host;
 
@@ -48,6 +49,7 @@ pub fn render(snap: &Snapshot) -> String {
     agents::coordinator_families(snap, &mut families);
     engine::engine_families(snap, &mut families);
     balancer::balancer_families(snap, &mut families);
+    pools::pools_families(snap, &mut families);
     engine::alert_families(&mut families);
 
     let mut registry = Registry::with_prefix("sutazai");

@@ -57,6 +57,18 @@ pub struct Snapshot {
     /// The resource coordinator's plan; `None` when `[coordinator] enabled = false`.
     #[serde(default)]
     pub coordinator: Option<super::need::CoordinatorSnapshot>,
+    /// The shared-memory pools: served, or why not.
+    #[serde(default)]
+    pub pools: PoolsView,
+}
+
+/// The pools as a face shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct PoolsView {
+    /// The store's figures while the engine serves it.
+    pub serving: Option<sutazai_pools::PoolsSnapshot>,
+    /// Why it does not: disabled, an engine that only observes, the socket taken...
+    pub not_serving: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]

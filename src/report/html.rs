@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::escape::esc;
-use super::json::{AgentProfile, Outcome, PartStatus, ProposalEntry, Report};
+use super::json::{AgentProfile, Outcome, ProposalEntry, Report};
 use super::svg::{self, Line};
 use crate::model::PsiResource;
 
@@ -69,7 +69,7 @@ pub fn page(r: &Report) -> String {
     proposals(&mut html, &r.proposals);
     changes(&mut html, r);
     agents(&mut html, &r.agents);
-    not_built(&mut html, r);
+    parts(&mut html, r);
     let _ = write!(
         html,
         r#"<footer>Written by {} {} (report format {}). Self-contained: no scripts, no network. The JSON report holds every figure of the snapshot.</footer></main></body></html>"#,
@@ -748,20 +748,73 @@ fn balancer_row(html: &mut String, x: &sutazai_balancer::BackendSnapshot) {
     );
 }
 
-fn not_built(html: &mut String, r: &Report) {
+/// The engine's serving parts: the coordinator, the cache, the balancer and the pools.
+fn parts(html: &mut String, r: &Report) {
     coordinator(html, r);
     cache(html, r);
     balancer(html, r);
-    html.push_str("<h2>Pools</h2><table><tbody>");
-    let parts: [(&str, &PartStatus); 1] = [("Memory pools", &r.pools)];
-    for (name, part) in parts {
+    pools(html, r);
+}
+
+/// The memory pools: a row per pool and per agent, or why they are not served.
+fn pools(html: &mut String, r: &Report) {
+    let section = &r.pools;
+    let Some(store) = heading(html, "Memory pools", section.stats, section.status, &section.note) else {
+        return;
+    };
+    let _ = write!(
+        html,
+        "<p>socket {} · {} clients</p><table><thead><tr><th>Pool</th><th>Codec</th>\
+         <th>Used / capacity</th><th>Objects</th><th>Physical</th><th>Logical</th>\
+         <th>Dedup</th><th>Compressed</th><th>Evicted</th><th>Refused</th></tr></thead><tbody>",
+        esc(&store.socket),
+        store.clients
+    );
+    let ratio = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{r:.2}x"));
+    for p in &store.pools {
         let _ = write!(
             html,
-            r#"<tr><td>{}</td><td class="notbuilt">{}: {}</td></tr>"#,
-            esc(name),
-            esc(part.status),
-            esc(part.note)
+            "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td></tr>",
+            esc(&p.name),
+            esc(&p.compression),
+            mib(p.used_bytes),
+            mib(p.capacity_bytes),
+            p.objects,
+            mib(p.physical_bytes),
+            mib(p.logical_bytes),
+            ratio(p.dedup_ratio()),
+            p.packed_objects,
+            ratio(p.compression_ratio()),
+            p.evictions,
+            mib(p.evicted_bytes),
+            p.refused
         );
     }
     html.push_str("</tbody></table>");
+    if store.agents.is_empty() {
+        html.push_str(r#"<p class="muted">no agent holds anything</p>"#);
+        return;
+    }
+    html.push_str(
+        "<table><thead><tr><th>Agent</th><th>Pool</th><th>Objects</th><th>Held</th>\
+         <th>Saved by sharing</th><th>Segments</th></tr></thead><tbody>",
+    );
+    for a in &store.agents {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.agent),
+            esc(&a.pool),
+            a.objects,
+            mib(a.held_bytes),
+            mib(a.saved_bytes),
+            mib(a.segment_bytes)
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

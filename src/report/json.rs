@@ -33,7 +33,7 @@ pub struct Report<'a> {
     /// The agents' cache: its figures when it runs.
     pub cache: CacheSection<'a>,
     /// The serving parts of the product this build does not have yet.
-    pub pools: PartStatus,
+    pub pools: PoolsSection<'a>,
     /// The load balancer: its figures per pool and backend when it runs.
     pub balancer: BalancerSection<'a>,
     /// The resource coordinator: its plan when it runs.
@@ -190,10 +190,14 @@ pub struct BatchLine<'a> {
     pub interrupted: bool,
 }
 
+/// The memory pools as the report shows them: "running" with the store's figures, or
+/// "not served" and why.
 #[derive(Debug, Serialize)]
-pub struct PartStatus {
+pub struct PoolsSection<'a> {
     pub status: &'static str,
-    pub note: &'static str,
+    pub note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<&'a sutazai_pools::PoolsSnapshot>,
 }
 
 /// The cache as the report shows it: "running" with the engine's own figures, or "off".
@@ -274,10 +278,27 @@ fn coordinator_section(snap: &Snapshot) -> CoordinatorSection<'_> {
     }
 }
 
-const NOT_BUILT: PartStatus = PartStatus {
-    status: "not built",
-    note: "this part of the product does not exist in this build; no figures are reported",
-};
+fn pools_section(snap: &Snapshot) -> PoolsSection<'_> {
+    match &snap.pools.serving {
+        Some(store) => PoolsSection {
+            status: "running",
+            note: "per pool its space, objects, physical and logical bytes (deduplication), \
+                   compressed objects, evictions and refusals; per agent what it holds and \
+                   what sharing saves it"
+                .into(),
+            stats: Some(store),
+        },
+        None => PoolsSection {
+            status: "not served",
+            note: snap
+                .pools
+                .not_serving
+                .clone()
+                .unwrap_or_else(|| "this face has no engine serving the pools".into()),
+            stats: None,
+        },
+    }
+}
 
 impl<'a> Report<'a> {
     pub fn new(snap: &'a Snapshot) -> Report<'a> {
@@ -295,7 +316,7 @@ impl<'a> Report<'a> {
             proposals: snap.proposals.iter().map(proposal_entry).collect(),
             changes: changes_section(snap),
             cache: cache_section(snap),
-            pools: NOT_BUILT,
+            pools: pools_section(snap),
             balancer: balancer_section(snap),
             coordinator: coordinator_section(snap),
             snapshot: snap,

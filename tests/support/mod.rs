@@ -4,7 +4,7 @@
 pub mod wire;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -94,12 +94,24 @@ pub fn unique(name: &str) -> String {
     format!("sutazai-test-{}-{name}", std::process::id())
 }
 
-/// A test config: fast tick, no config file involved.
+/// A test config: fast tick, no config file involved. The memory pools are off: an engine
+/// that runs for the host would serve them on /run's socket; tests that want them give a
+/// socket of their own (`with_pools`).
 pub fn test_config(interval_ms: u64) -> Config {
-    Config {
+    let mut config = Config {
         interval_ms,
         ..Config::default()
-    }
+    };
+    config.object_store.enabled = false;
+    config
+}
+
+/// The memory pools served on a socket in `dir`.
+pub fn with_pools(mut config: Config, dir: &Path, size_mb: u64) -> Config {
+    config.object_store.enabled = true;
+    config.object_store.socket = dir.join("pools.sock");
+    config.object_store.shared_memory_size_mb = size_mb;
+    config
 }
 
 /// The engine and its API in a temp dir (the API tests and the cache API tests); everything

@@ -201,6 +201,13 @@ impl Pool {
         self.agents.remove(&client);
     }
 
+    /// The client's agent is known now.
+    pub fn rename(&mut self, client: ClientId, agent: &str) {
+        if let Some(name) = self.agents.get_mut(&client) {
+            *name = agent.to_string();
+        }
+    }
+
     /// A writable segment of `size` bytes (fixed: it can neither shrink nor grow), counted
     /// against the pool and the agent until sealed or released with its client.
     pub fn allocate(&mut self, who: &Holder, size: u64) -> Result<(u64, OwnedFd), StoreError> {

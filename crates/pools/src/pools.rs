@@ -14,6 +14,8 @@ use crate::Compression;
 pub struct ClientInfo {
     pub pid: Option<i32>,
     pub agent: String,
+    /// Named by the engine (a container, an `[[agents]]` entry), not just by its process.
+    pub resolved: bool,
 }
 
 pub struct Pools {
@@ -66,6 +68,26 @@ impl Pools {
 
     pub fn connected(&mut self, client: ClientId, info: ClientInfo) {
         self.clients.insert(client, info);
+    }
+
+    /// Clients not named as an agent yet, with their pids.
+    pub fn unnamed(&self) -> Vec<(ClientId, i32)> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| !c.resolved)
+            .filter_map(|(id, c)| Some((*id, c.pid?)))
+            .collect()
+    }
+
+    /// Name a client's agent (what it holds counts for that agent from now on).
+    pub fn name(&mut self, client: ClientId, agent: &str) {
+        if let Some(info) = self.clients.get_mut(&client) {
+            info.agent = agent.to_string();
+            info.resolved = true;
+        }
+        for pool in &mut self.pools {
+            pool.rename(client, agent);
+        }
     }
 
     /// A client went away: everything it held, in every pool, is released.

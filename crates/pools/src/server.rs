@@ -26,8 +26,9 @@ use crate::wire::{self, STATUS_ERROR, STATUS_OK};
 pub const MAX_CLIENTS: usize = 256;
 
 /// Names the agent a client process belongs to (by its pid, from the socket's peer
-/// credentials); the engine maps pids to containers and `[[agents]]`.
-pub type AgentOf = Arc<dyn Fn(i32) -> String + Send + Sync>;
+/// credentials); the engine maps pids to containers and `[[agents]]`. `None`: no agent
+/// known for it (yet): the client is named by its process, and asked about again each second.
+pub type AgentOf = Arc<dyn Fn(i32) -> Option<String> + Send + Sync>;
 
 /// What a server is started with.
 #[derive(Clone)]
@@ -59,7 +60,7 @@ impl ServerConfig {
             }],
             max_held_per_client: 4096,
             cold_after: Duration::from_secs(60),
-            agent_of: Arc::new(|pid| format!("pid {pid}")),
+            agent_of: Arc::new(|_| None),
         }
     }
 }
@@ -129,10 +130,10 @@ impl Server {
             .name("pools-accept".into())
             .spawn(move || accept(listener, accepting, agent_of))
             .map_err(io)?;
-        let (compressing, after) = (shared.clone(), config.cold_after);
+        let (background, after, agent_of) = (shared.clone(), config.cold_after, config.agent_of.clone());
         std::thread::Builder::new()
-            .name("pools-compress".into())
-            .spawn(move || compress_cold(&compressing, after))
+            .name("pools-background".into())
+            .spawn(move || each_second(&background, after, &agent_of))
             .map_err(io)?;
         Ok(Server {
             shared,
@@ -200,8 +201,13 @@ fn accept(listener: UnixListener, shared: Arc<Shared>, agent_of: AgentOf) {
         let pid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
             .ok()
             .map(|c| c.pid());
-        let agent = pid.map_or_else(|| format!("client {client}"), |pid| agent_of(pid));
-        lock(&shared.pools).connected(client, ClientInfo { pid, agent });
+        let agent = pid.and_then(|pid| agent_of(pid));
+        let info = ClientInfo {
+            pid,
+            resolved: agent.is_some(),
+            agent: agent.unwrap_or_else(|| by_process(client, pid)),
+        };
+        lock(&shared.pools).connected(client, info);
         if let Ok(copy) = stream.try_clone() {
             lock(&shared.streams).insert(client, copy);
         }
@@ -518,12 +524,27 @@ fn stats_lines(snapshot: &PoolsSnapshot) -> String {
         .collect()
 }
 
-/// Compress unreferenced objects idle for `after`, outside the lock; a object got meanwhile
-/// stays as it is.
-fn compress_cold(shared: &Shared, after: Duration) {
+/// A client no agent is known for, named by its process: "pid 42 (python3)".
+fn by_process(client: ClientId, pid: Option<i32>) -> String {
+    let Some(pid) = pid else {
+        return format!("client {client}");
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("pid {pid} ({})", comm.trim())
+}
+
+/// Each second: name the clients that connected before their agent was known, and compress
+/// unreferenced objects idle for `after` (outside the lock; one got meanwhile stays whole).
+fn each_second(shared: &Shared, after: Duration, agent_of: &AgentOf) {
     let tick = after.min(Duration::from_secs(1));
     while !shared.stopping.load(Ordering::SeqCst) {
         std::thread::sleep(tick);
+        let unnamed = lock(&shared.pools).unnamed();
+        for (client, pid) in unnamed {
+            if let Some(agent) = agent_of(pid) {
+                lock(&shared.pools).name(client, &agent);
+            }
+        }
         let cold = lock(&shared.pools).cold(after);
         for (pool, id, fd, size, codec) in cold {
             let Ok(len) = usize::try_from(size) else { continue };

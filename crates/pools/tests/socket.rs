@@ -249,3 +249,25 @@ fn a_client_passing_many_descriptors_is_bounded() {
     let mut other = Client::connect(server.socket()).unwrap();
     assert!(other.put(b"one too many").is_ok(), "the bound is per client");
 }
+
+#[test]
+fn a_cold_object_is_compressed_in_the_background_and_a_get_thaws_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerConfig {
+        cold_after: Duration::from_millis(200),
+        ..ServerConfig::single(dir.path().join("pools.sock"), 64 << 20)
+    })
+    .unwrap();
+    let mut client = Client::connect(server.socket()).unwrap();
+    let text: Vec<u8> = b"the same prompt prefix, again and again. ".repeat(50_000);
+    let put = client.put(&text).unwrap();
+    client.release(&put.id).unwrap();
+    eventually("the object compressed", || server.snapshot().pools[0].packed_objects == 1);
+    let pool = &server.snapshot().pools[0];
+    assert!(pool.compression_ratio().unwrap() > 10.0, "{pool:?}");
+    assert!(pool.used_bytes < text.len() as u64 / 10);
+    let mapped = client.get(&put.id).unwrap();
+    assert!(mapped.as_slice() == text.as_slice());
+    let pool = &server.snapshot().pools[0];
+    assert_eq!((pool.packed_objects, pool.thaws), (0, 1), "whole again while referenced");
+}

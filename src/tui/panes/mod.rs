@@ -17,7 +17,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::widgets::Block;
 
 use crate::model::Snapshot;
 use crate::tui::app::{App, Pane};
@@ -32,7 +32,7 @@ pub fn render(frame: &mut Frame, area: Rect, pane: Pane, snap: &Snapshot, app: &
         Pane::Containers => containers::render(frame, area, snap, app, focused),
         Pane::Processes => processes::render(frame, area, snap, app, focused),
         Pane::Io => io::render(frame, area, snap, focused),
-        Pane::Pools => pools::render(frame, area, focused),
+        Pane::Pools => pools::render(frame, area, snap, focused),
         Pane::Cache => cache::render(frame, area, snap, focused),
         Pane::Balancer => balancer::render(frame, area, snap, focused),
         Pane::Proposals => proposals::render(frame, area, snap, app, focused),
@@ -51,28 +51,6 @@ pub fn pane_block(title: Line<'_>, focused: bool) -> Block<'_> {
         (theme::border(), title.style(theme::title()))
     };
     Block::bordered().border_style(border).title(title)
-}
-
-/// A pane whose engine part does not exist yet: says so, shows no numbers. With room for
-/// a single line (the compact row of the grid) it shows `short` instead of `text`, so no
-/// sentence is cut in the middle.
-pub fn render_not_built(
-    frame: &mut Frame,
-    area: Rect,
-    pane: Pane,
-    focused: bool,
-    (text, short): (&str, &str),
-) {
-    let block = pane_block(Line::from(format!(" {} ", pane.title())), focused);
-    let one_line = block.inner(area).height <= 1;
-    let shown = if one_line { short } else { text };
-    let body = Paragraph::new(vec![Line::from(Span::styled(
-        shown.to_string(),
-        theme::dim(),
-    ))])
-    .wrap(Wrap { trim: true })
-    .block(block);
-    frame.render_widget(body, area);
 }
 
 /// A horizontal bar `width` cells wide, filled to `pct` percent, coloured by load.
