@@ -41,16 +41,26 @@ pub const PUT_REPLY: usize = 41;
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERROR: u8 = 1;
 
-/// Write one frame: `u32 length`, `head` byte, `body`.
+/// Write one frame: `u32 length`, `head` byte, `body`. A small frame goes in one write, so
+/// the reader wakes once for it.
 pub fn write_frame(stream: &mut UnixStream, head: u8, body: &[u8]) -> std::io::Result<()> {
     let length = u32::try_from(body.len() + 1)
         .map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
     let mut header = [0u8; 5];
     header[..4].copy_from_slice(&length.to_le_bytes());
     header[4] = head;
+    if body.len() <= SMALL_FRAME {
+        let mut frame = Vec::with_capacity(5 + body.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(body);
+        return stream.write_all(&frame);
+    }
     stream.write_all(&header)?;
     stream.write_all(body)
 }
+
+/// Frames up to this size are copied into one buffer and written at once.
+const SMALL_FRAME: usize = 64 * 1024;
 
 /// Read one frame of at most `limit` bytes: its head byte and body. `Ok(None)` at a clean
 /// end of stream before a frame.
