@@ -150,6 +150,18 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Start a program as an agent would run: with --ksm the whole of its memory is open to
+    /// KSM merging (Linux 6.4+; kept by its children). Pair it with an [[agents]] entry
+    /// matching the program, and the Pools pane shows what KSM merges for it.
+    /// Example: sutazai-top run --ksm -- python3 embedder.py
+    Run {
+        /// Make every anonymous page of the program mergeable (PR_SET_MEMORY_MERGE).
+        #[arg(long)]
+        ksm: bool,
+        /// The program and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
     /// Measure the engine's own CPU time per sampling round and its memory (for bench/).
     #[command(hide = true)]
     BenchObserve {
@@ -254,6 +266,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             cli::service::serve(config, &runtime)
         }
         Some(Cmd::Status) => runtime.block_on(cli::service::status(&config)),
+        // The process becomes the program (exec ends the runtime's threads with it).
+        Some(Cmd::Run { ksm, command }) => cli::run::exec(ksm, &command, &config.host.sys_root),
         Some(Cmd::Stop { rollback, keep }) => {
             init_stderr_logging(&config.log.level);
             let choice = (rollback || keep).then_some(rollback);

@@ -215,3 +215,37 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_agent_started_with_ksm_merging_shows_beside_the_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of sleep under a name of our own, so the [[agents]] entry matches it alone.
+    let program = dir.path().join("ksm-sleeper");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let text = "[[agents]]\nname = \"ksm-agent\"\ncomm = \"ksm-sleeper\"\n";
+    let mut config = Config::parse(text, Path::new("test.toml")).unwrap();
+    config.interval_ms = 200;
+    config.docker.enabled = false;
+    config.object_store = with_pools(test_config(200), dir.path(), 16).object_store;
+    let mut served = Served::start_managing(config, tempfile::tempdir().unwrap());
+    let mut child = Process::new(env!("CARGO_BIN_EXE_sutazai-top"))
+        .args(["run", "--ksm", "--"])
+        .arg(&program)
+        .arg("600")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let snap = served.engine.wait_for(Duration::from_secs(20), "its KSM counters", |s| {
+        s.containers
+            .agents
+            .iter()
+            .any(|a| a.name == "ksm-agent" && a.ksm.is_some_and(|k| k.merge_any))
+    });
+    assert_eq!(snap.ksm_outside_pools()[0].0, "ksm-agent");
+    served.engine.wait_for(Duration::from_secs(5), "a later tick", |s| s.seq > snap.seq);
+    let json: serde_json::Value = serde_json::from_slice(&served.get("/api/pools").body).unwrap();
+    assert_eq!(json["ksm"][0]["agent"], "ksm-agent", "{json}");
+    assert_eq!(json["ksm"][0]["ksm"]["merge_any"], true, "{json}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -281,10 +281,24 @@ fn the_pools_pane_shows_each_pool_and_what_sharing_saves_each_agent() {
         }],
         agents: vec![agent("embedder-1", 224 * MIB), agent("llm-7", 224 * MIB)],
     });
+    // An agent outside the pools whose memory KSM merges.
+    snap.containers.agents.push(sutazai_top::model::ContainerStat {
+        name: "ksm-agent".into(),
+        ksm: Some(sutazai_top::model::AgentKsm {
+            merging_pages: 16384,
+            merging_bytes: 64 * MIB,
+            profit_bytes: 60 * MIB as i64,
+            merge_any: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let buffer = render(&snap, &focused(Pane::Pools), SMALL);
     let rows: Vec<String> = (3..23).map(|y| row_text(&buffer, y)).collect();
     let body = rows.join("\n");
     assert!(body.contains("/run/sutazai-top/pools.sock · 8 clients"), "{body}");
+    let ksm = rows.iter().find(|r| r.contains("ksm-agent")).expect(&body);
+    assert!(ksm.contains("64M") && ksm.contains("60M") && ksm.contains("whole process"), "{ksm}");
     let pool = rows.iter().find(|r| r.starts_with("│default")).expect(&body);
     assert!(pool.contains("256M/4.0G"), "{pool}");
     assert!(pool.contains("8.00x"), "dedup ratio: {pool}");

@@ -345,7 +345,7 @@ pub async fn dispatch(state: &State, action: Action, params: &[String], body: &[
                 "the load balancer is off ([balancer] enabled = false)",
             ),
         },
-        Action::Pools => match pools::pools(&snap.pools) {
+        Action::Pools => match pools::pools(&snap) {
             Ok(view) => Reply::json(StatusCode::OK, &view),
             Err(why) => Reply::error(StatusCode::NOT_FOUND, &why),
         },

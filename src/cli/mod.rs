@@ -4,4 +4,5 @@ pub mod bench;
 pub mod changes;
 pub mod faces;
 pub mod report;
+pub mod run;
 pub mod service;

@@ -70,6 +70,8 @@ struct Tracked {
     process: Option<ProcessAgent>,
     /// A process agent whose cgroup holds others: usage summed from /proc instead.
     usage_from_procfs: bool,
+    /// What KSM merges for its processes, as last read.
+    ksm: Option<crate::model::AgentKsm>,
 }
 
 impl Tracked {
@@ -86,6 +88,7 @@ impl Tracked {
             fallback_paused_until: None,
             process: None,
             usage_from_procfs: false,
+            ksm: None,
         }
     }
 }
@@ -351,6 +354,7 @@ impl ContainerSampler {
             }
         }
         // The kept files travel to the blocking pool and back with each work item.
+        let read_ksm = self.ticks % KSM_EVERY == 1;
         let work: Vec<Work> = self
             .tracked
             .iter_mut()
@@ -369,6 +373,8 @@ impl ContainerSampler {
                     result: None,
                     numa_memory_bytes: Vec::new(),
                     tasks: None,
+                    read_ksm,
+                    ksm: None,
                 })
             })
             .collect();
@@ -400,6 +406,9 @@ impl ContainerSampler {
             if let Some(tracked) = self.tracked.get_mut(&item.id) {
                 tracked.reader = item.reader;
                 tracked.numa_memory_bytes = item.numa_memory_bytes;
+                if item.read_ksm {
+                    tracked.ksm = item.ksm;
+                }
                 tracked.last_run_delay = item
                     .tasks
                     .and_then(|tasks| tracked.run_delay.update(now, tasks));
@@ -518,7 +527,14 @@ struct Work {
     numa_memory_bytes: Vec<u64>,
     /// Latency agents: each task's run and wait times.
     tasks: Option<HashMap<i32, TaskTimes>>,
+    /// Read KSM's counters of its processes this round.
+    read_ksm: bool,
+    ksm: Option<crate::model::AgentKsm>,
 }
+
+/// KSM's per-process counters are read every this many rounds (they move slowly: ksmd
+/// scans a few hundred pages per wake-up).
+const KSM_EVERY: u64 = 5;
 
 /// Resolve (once) and read each container's cgroup. Blocking file I/O.
 fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Vec<Work> {
@@ -535,6 +551,18 @@ fn read_all(roots: &HostRoots, mounts: &CgroupMounts, mut work: Vec<Work>) -> Ve
 }
 
 fn read_one(roots: &HostRoots, mounts: &CgroupMounts, item: &mut Work) {
+    read_usage_of(roots, mounts, item);
+    if item.read_ksm {
+        let pids = match (&item.procfs_pids, &item.reader) {
+            (Some(pids), _) => pids.clone(),
+            (None, Some(reader)) => reader.procs(),
+            (None, None) => vec![item.pid],
+        };
+        item.ksm = crate::host::ksm::read_agent(&roots.proc, &pids);
+    }
+}
+
+fn read_usage_of(roots: &HostRoots, mounts: &CgroupMounts, item: &mut Work) {
     if let Some(pids) = &item.procfs_pids {
         item.result =
             Some(
@@ -592,6 +620,7 @@ fn container_stat(t: &Tracked) -> ContainerStat {
         run_delay: t.last_run_delay,
         cpu_history: t.usage.cpu_history.clone(),
         process: t.process.clone(),
+        ksm: t.ksm,
         ..ContainerStat::default()
     };
     if let Some(c) = t.usage.counters() {

@@ -25,6 +25,7 @@ pub mod disks;
 pub mod files;
 pub mod health;
 pub mod info;
+pub mod ksm;
 pub mod memory;
 pub mod net;
 pub mod own_affinity;

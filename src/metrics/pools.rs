@@ -6,6 +6,7 @@ use crate::model::Snapshot;
 use sutazai_pools::{AgentUse, PoolSnapshot};
 
 pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
+    ksm_families(snap, f);
     f.gauge(
         "pools_serving",
         None,
@@ -71,5 +72,27 @@ fn agent_families(agents: &[AgentUse], f: &mut Families) {
         for a in &agents {
             family.push(labels([("agent", &a.agent), ("pool", &a.pool)]), pick(a));
         }
+    }
+}
+
+/// What KSM merges for agents that hold nothing in the pools.
+fn ksm_families(snap: &Snapshot, f: &mut Families) {
+    let all = snap.ksm_outside_pools();
+    let rows = unique_by(&all, |(agent, _)| agent);
+    let merged = f.gauge(
+        "agent_ksm_merging",
+        bytes(),
+        "Memory of an agent outside the pools that KSM merged with identical pages (/proc/<pid>/ksm_stat).",
+    );
+    for (agent, ksm) in rows.iter().copied() {
+        merged.push(labels([("agent", agent)]), ksm.merging_bytes);
+    }
+    let profit = f.gauge(
+        "agent_ksm_profit",
+        bytes(),
+        "What KSM merging saves the agent less its metadata (may be negative).",
+    );
+    for (agent, ksm) in rows.iter().copied() {
+        profit.push(labels([("agent", agent)]), ksm.profit_bytes as f64);
     }
 }

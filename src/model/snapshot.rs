@@ -62,6 +62,44 @@ pub struct Snapshot {
     pub pools: PoolsView,
 }
 
+impl Snapshot {
+    /// Agents holding nothing in the pools whose memory KSM may merge (marked mergeable, or
+    /// merged already), most merged first: what the Pools pane and API show for them.
+    pub fn ksm_outside_pools(&self) -> Vec<(String, AgentKsm)> {
+        let in_pools = |name: &str| {
+            self.pools
+                .serving
+                .as_ref()
+                .is_some_and(|s| s.agents.iter().any(|a| a.agent == name))
+        };
+        let mut rows: Vec<(String, AgentKsm)> = self
+            .containers
+            .agents
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), a.ksm?)))
+            .filter(|(_, k)| k.merge_any || k.mergeable || k.merging_pages > 0)
+            .filter(|(name, _)| !in_pools(name))
+            .collect();
+        rows.sort_by(|a, b| b.1.merging_bytes.cmp(&a.1.merging_bytes).then(a.0.cmp(&b.0)));
+        rows
+    }
+}
+
+/// KSM's counters for an agent's processes, summed (/proc/<pid>/ksm_stat).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct AgentKsm {
+    /// Pages of its memory merged with identical pages elsewhere, and their bytes.
+    pub merging_pages: u64,
+    pub merging_bytes: u64,
+    pub rmap_items: u64,
+    /// What merging saves less what its metadata costs, in bytes (may be negative).
+    pub profit_bytes: i64,
+    /// Some process has the whole of its memory mergeable (PR_SET_MEMORY_MERGE).
+    pub merge_any: bool,
+    /// Some process has areas marked mergeable (madvise).
+    pub mergeable: bool,
+}
+
 /// The pools as a face shows them.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct PoolsView {
@@ -483,6 +521,10 @@ pub struct ContainerStat {
     /// Set for an agent that is plain processes (`[[agents]]`), not a container.
     #[serde(default)]
     pub process: Option<super::process_agent::ProcessAgent>,
+    /// What KSM merges for its processes (read every few ticks); `None` where the kernel
+    /// has no /proc/<pid>/ksm_stat.
+    #[serde(default)]
+    pub ksm: Option<AgentKsm>,
 }
 
 impl ContainerStat {

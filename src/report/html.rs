@@ -759,9 +759,37 @@ fn parts(html: &mut String, r: &Report) {
 /// The memory pools: a row per pool and per agent, or why they are not served.
 fn pools(html: &mut String, r: &Report) {
     let section = &r.pools;
-    let Some(store) = heading(html, "Memory pools", section.stats, section.status, &section.note) else {
+    let served = heading(html, "Memory pools", section.stats, section.status, &section.note);
+    if let Some(store) = served {
+        pool_tables(html, store);
+    }
+    ksm_table(html, &r.snapshot.ksm_outside_pools());
+}
+
+/// What KSM merges for agents that hold nothing in the pools.
+fn ksm_table(html: &mut String, rows: &[(String, crate::model::AgentKsm)]) {
+    if rows.is_empty() {
+        html.push_str(r#"<p class="muted">KSM: no agent outside the pools has mergeable memory</p>"#);
         return;
-    };
+    }
+    html.push_str(
+        "<h3>KSM, for agents outside the pools</h3><table><thead><tr><th>Agent</th>\
+         <th>Merged</th><th>Profit</th><th>Mergeable</th></tr></thead><tbody>",
+    );
+    for (agent, ksm) in rows {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{:.1} MiB</td><td>{}</td></tr>",
+            esc(agent),
+            mib(ksm.merging_bytes),
+            ksm.profit_bytes as f64 / (1024.0 * 1024.0),
+            if ksm.merge_any { "whole process" } else { "areas (madvise)" }
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
+fn pool_tables(html: &mut String, store: &sutazai_pools::PoolsSnapshot) {
     let _ = write!(
         html,
         "<p>socket {} · {} clients</p><table><thead><tr><th>Pool</th><th>Codec</th>\

@@ -461,6 +461,7 @@ pub fn container(i: usize) -> ContainerStat {
         need: None,
         need_error: None,
         process: None,
+        ksm: None,
         pid: Some(10_000 + i as i32),
         cgroup: Some(format!("/docker/{}", container_id(i))),
         source: UsageSource::CgroupV1,

@@ -1,10 +1,12 @@
 //! `GET /api/pools`: the memory pools as the Pools pane shows them, ratios included.
 
-use crate::model::PoolsView;
+use crate::model::Snapshot;
 
-/// Each pool's figures with its deduplication and compression ratios, and per agent what
-/// it holds and what sharing saves it; `Err` says why the store is not served.
-pub(super) fn pools(view: &PoolsView) -> Result<serde_json::Value, String> {
+/// Each pool's figures with its deduplication and compression ratios, per agent what it
+/// holds and what sharing saves it, and what KSM merges for agents outside the pools;
+/// `Err` says why the store is not served.
+pub(super) fn pools(snap: &Snapshot) -> Result<serde_json::Value, String> {
+    let view = &snap.pools;
     let Some(store) = &view.serving else {
         return Err(view
             .not_serving
@@ -28,5 +30,10 @@ pub(super) fn pools(view: &PoolsView) -> Result<serde_json::Value, String> {
         "clients": store.clients,
         "pools": pools,
         "agents": store.agents,
+        "ksm": snap
+            .ksm_outside_pools()
+            .into_iter()
+            .map(|(agent, ksm)| serde_json::json!({"agent": agent, "ksm": ksm}))
+            .collect::<Vec<_>>(),
     }))
 }

@@ -24,10 +24,17 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, focused: bool) {
     let width = usize::from(inner.width);
     let paragraph = match (&snap.pools.serving, inner.height) {
         (None, 1) => Paragraph::new(Line::styled("not served", theme::dim())),
-        (None, _) => Paragraph::new(Line::styled(not_served(snap), theme::dim()))
-            .wrap(ratatui::widgets::Wrap { trim: true }),
+        (None, _) => {
+            let mut lines = vec![Line::styled(not_served(snap), theme::dim())];
+            lines.extend(ksm_lines(snap));
+            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true })
+        }
         (Some(store), 1) => Paragraph::new(summary_line(store)),
-        (Some(store), _) => Paragraph::new(full_lines(store, width)),
+        (Some(store), _) => {
+            let mut lines = full_lines(store, width);
+            lines.extend(ksm_lines(snap));
+            Paragraph::new(lines)
+        }
     };
     frame.render_widget(paragraph, inner);
 }
@@ -139,6 +146,36 @@ fn agent_line(agent: &AgentUse) -> Line<'static> {
         Span::styled(format!("{:>9}", short_bytes(agent.saved_bytes as f64)), theme::good()),
         Span::raw(format!(" {:>9}", short_bytes(agent.segment_bytes as f64))),
     ])
+}
+
+/// For agents that do not use the pools: what KSM merges for them.
+fn ksm_lines(snap: &Snapshot) -> Vec<Line<'static>> {
+    let rows = snap.ksm_outside_pools();
+    if rows.is_empty() {
+        return vec![Line::styled(
+            "KSM: no agent outside the pools has mergeable memory (sutazai-top run --ksm -- CMD \
+             starts one whose memory is)",
+            theme::dim(),
+        )];
+    }
+    let mut lines = vec![Line::styled(
+        format!("{:<24} {:>12} {:>12}  {}", "KSM (NOT IN POOLS)", "MERGED", "PROFIT", "MERGEABLE"),
+        theme::table_header(),
+    )];
+    for (name, ksm) in rows {
+        let profit = match ksm.profit_bytes {
+            p if p < 0 => format!("-{}", short_bytes(p.unsigned_abs() as f64)),
+            p => short_bytes(p as f64),
+        };
+        lines.push(Line::raw(format!(
+            "{:<24} {:>12} {:>12}  {}",
+            clip(&name, 24),
+            short_bytes(ksm.merging_bytes as f64),
+            profit,
+            if ksm.merge_any { "whole process" } else { "areas (madvise)" }
+        )));
+    }
+    lines
 }
 
 fn clip(text: &str, width: usize) -> String {
