@@ -156,25 +156,20 @@ impl Config {
                 message: format!("[[agents]] name = {:?} is given twice", twice.name),
             });
         }
+        // A rule across keys, told with the line it points at when the text spells it so.
+        let invalid = |line: Option<usize>, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: match line {
+                Some(line) => format!("line {line}: {problem}"),
+                None => problem,
+            },
+        };
         if let Some(problem) = config.balancer.problem() {
-            let message = match line_of(text, &problem) {
-                Some(line) => format!("line {line}: {problem}"),
-                None => problem,
-            };
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            });
+            return Err(invalid(line_of(text, &problem), problem));
         }
-        if let Some((key, problem)) = sutazai_pools::config::problem(&config.object_store, &config.pools) {
-            let message = match pools_line(text, &key) {
-                Some(line) => format!("line {line}: {problem}"),
-                None => problem,
-            };
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            });
+        let pools = sutazai_pools::config::problem(&config.object_store, &config.pools);
+        if let Some((key, problem)) = pools {
+            return Err(invalid(pools_line(text, &key), problem));
         }
         Ok(config)
     }

@@ -2,8 +2,9 @@
 //! library client, `clients/python`) put the same weights and the store keeps one copy; the
 //! engine names each client's agent from its `[[agents]]` entry; the faces (`GET /api/pools`,
 //! `/metrics`) show what sharing saves each one; an agent that dies releases what it held;
-//! the Python client's own suite passes against the engine; and a client sees the store
-//! restart and can put again.
+//! the Python client's own suite passes against the engine; a client sees the store restart
+//! and can put again; an agent in a container reaches the store through the mounted socket
+//! and is named by its container; an agent started with `run --ksm` shows beside the pools.
 
 // Tests may unwrap: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -248,4 +249,36 @@ fn an_agent_started_with_ksm_merging_shows_beside_the_pools() {
     assert_eq!(json["ksm"][0]["ksm"]["merge_any"], true, "{json}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn an_agent_in_a_container_reaches_the_store_through_a_mounted_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("pools.sock");
+    // The default mode (0600, root only) lets the container's root in: it is the host's
+    // root (no user namespace).
+    let config = with_pools(test_config(200), dir.path(), 16);
+    let mut served = Served::start_managing(config, tempfile::tempdir().unwrap());
+    let name = support::unique("pools-agent");
+    // The host's Python, read-only, in the busybox image; the socket mounted in, as the
+    // README shows; no network.
+    let script = "import sys, time\nsys.path.insert(0, '/clients')\nimport sutazai_pools\n\
+                  c = sutazai_pools.Client('/run/sutazai-pools.sock')\n\
+                  c.put(b'embedding table ' * 10000)\ntime.sleep(600)\n";
+    let mounts = [
+        format!("{}:/run/sutazai-pools.sock", socket.display()),
+        format!("{}:/clients:ro", clients_dir()),
+        "/usr:/usr:ro".to_string(),
+        "/usr/lib:/lib:ro".to_string(),
+        "/usr/lib64:/lib64:ro".to_string(),
+    ];
+    let mut extra = vec!["--label", "sutazai.agent=1"];
+    for mount in &mounts {
+        extra.extend(["-v", mount.as_str()]);
+    }
+    let _container = support::Container::run(&name, &extra, &["/usr/bin/python3", "-c", script]);
+    let snap = served.engine.wait_for(Duration::from_secs(30), "the container named as the agent", |s| {
+        use_of(s, &name).is_some()
+    });
+    assert_eq!(use_of(&snap, &name).unwrap().held_bytes, 160_000);
 }

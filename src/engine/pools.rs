@@ -28,6 +28,10 @@ pub fn start(
 ) -> Result<sutazai_pools::Server, String> {
     let store = &config.object_store;
     let socket = socket_path(config);
+    // The socket's directory follows the rule of every owned path (created 0700 if missing:
+    // root only; for a group, point `socket` into a directory of mode 0750 or 0755).
+    sutazai_owned_paths::OwnedDir::of(&socket)
+        .map_err(|e| format!("[object_store] socket {}: {e}", socket.display()))?;
     let group = match store.socket_group.as_str() {
         "" => None,
         name => match nix::unistd::Group::from_name(name) {

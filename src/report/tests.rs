@@ -37,7 +37,9 @@ fn reports_are_new_files_that_parse() {
     // A snapshot without cache figures: the cache is off, never given invented numbers.
     assert_eq!(value["cache"]["status"], "off");
     assert!(value["cache"].get("stats").is_none());
-    assert_eq!(value["pools"]["status"], "not built");
+    // Nor pool figures: no engine serves them here, and the report says why.
+    assert_eq!(value["pools"]["status"], "not served");
+    assert!(value["pools"].get("stats").is_none());
     // Nor balancer figures: it is off, and says how it would be turned on.
     assert_eq!(value["balancer"]["status"], "off");
     assert!(value["balancer"].get("stats").is_none());
@@ -281,7 +283,7 @@ fn html_escapes_everything_and_draws_empty_charts() {
     assert!(html.contains("&lt;b&gt;&amp;&#39;&quot;"));
     assert!(!html.contains("<b>&'"));
     assert!(html.contains("no samples yet"));
-    assert!(html.contains("not built"));
+    assert!(html.contains("not served: this face has no engine serving the pools"));
     assert!(html.contains("off: the load balancer is disabled"));
 }
 

@@ -109,7 +109,8 @@ impl Pool {
     }
 
     /// Store `bytes` once per content and give the holder a reference. Returns the id and
-    /// whether the content was there already.
+    /// whether the content was there already. It hashes and copies in the caller's hold of
+    /// the pool: the server hashes and copies first, then calls `put_sealed`.
     pub fn put_bytes(&mut self, who: &Holder, bytes: &[u8]) -> Result<(ObjectId, bool), StoreError> {
         let id = ObjectId::of(bytes);
         if self.objects.contains_key(&id) {
@@ -140,6 +141,14 @@ impl Pool {
         self.insert(id, fd, size);
         self.hold(who, id)?;
         Ok(false)
+    }
+
+    /// One more reference to an object the pool has (a put of bytes it holds already).
+    pub fn put_sealed_existing(&mut self, who: &Holder, id: ObjectId) -> Result<(), StoreError> {
+        if !self.objects.contains_key(&id) {
+            return Err(StoreError::Unknown(id.hex()));
+        }
+        self.hold(who, id)
     }
 
     pub fn get(&mut self, who: &Holder, id: &ObjectId) -> Result<Found, StoreError> {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,23 +92,24 @@ pub enum StartError {
 }
 
 impl Server {
-    /// Bind the socket (a stale one from an earlier run is replaced, a live one refused) and
-    /// serve on threads of its own.
+    /// Bind the socket (a stale one from an earlier run is replaced, a live one refused, any
+    /// other file left alone and refused) and serve on threads of its own. Its directory
+    /// must exist: the caller checks it (the engine holds it to the rule of owned paths).
     pub fn start(config: &ServerConfig) -> Result<Server, StartError> {
         let path = &config.socket;
         let io = |source| StartError::Socket {
             path: path.clone(),
             source,
         };
-        if UnixStream::connect(path).is_ok() {
-            return Err(StartError::InUse(path.clone()));
-        }
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(io(std::io::Error::other("exists and is not a socket")));
+            }
+            Ok(_) if UnixStream::connect(path).is_ok() => return Err(StartError::InUse(path.clone())),
+            // A stale socket from an earlier run: nothing answers on it.
+            Ok(_) => std::fs::remove_file(path).map_err(io)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.mode)).map_err(io)?;
@@ -272,11 +273,18 @@ fn put_bytes(
     shared: &Shared,
     length: usize,
 ) -> Option<std::io::Result<()>> {
+    if length == 0 {
+        let _ = refuse(stream, &StoreError::Invalid("a put names a pool".into()));
+        return None; // the next byte would be another frame's: closed
+    }
     let mut n = [0u8; 1];
     stream.read_exact(&mut n).ok()?;
+    let Some(size) = length.checked_sub(1 + n[0] as usize) else {
+        let _ = refuse(stream, &StoreError::Invalid("a pool name longer than its frame".into()));
+        return None;
+    };
     let mut name = vec![0u8; n[0] as usize];
     stream.read_exact(&mut name).ok()?;
-    let size = length.checked_sub(1 + name.len())?;
     let name = String::from_utf8_lossy(&name).into_owned();
     let capacity = lock(&shared.pools).pool(&name).map(|p| p.spec.capacity);
     let refusal = match capacity {
@@ -293,14 +301,38 @@ fn put_bytes(
     }
     let mut bytes = vec![0u8; size];
     stream.read_exact(&mut bytes).ok()?;
-    let mut pools = lock(&shared.pools);
-    let who = pools.holder(client);
-    let put = pools.pool(&name).and_then(|p| p.put_bytes(&who, &bytes));
-    drop(pools);
+    // Hashed, and copied into a sealed memfd, outside the lock (only when new).
+    let id = ObjectId::of(&bytes);
+    let put = store_new(shared, client, &name, id, &bytes);
     Some(match put {
         Ok((id, existed)) => put_reply(stream, &id, size as u64, existed),
         Err(e) => refuse(stream, &e),
     })
+}
+
+/// Reference object `id` if the pool has it, else store `bytes` (hashing to `id`) as new;
+/// whether it was there already.
+fn store_new(
+    shared: &Shared,
+    client: ClientId,
+    pool: &str,
+    id: ObjectId,
+    bytes: &[u8],
+) -> Result<(ObjectId, bool), StoreError> {
+    {
+        let mut pools = lock(&shared.pools);
+        let who = pools.holder(client);
+        let pool = pools.pool(pool)?;
+        if pool.contains(&id) {
+            pool.put_sealed_existing(&who, id)?;
+            return Ok((id, true));
+        }
+    }
+    let fd = memfd::sealed_with(&memfd_name(&id), bytes).map_err(StoreError::Memory)?;
+    let mut pools = lock(&shared.pools);
+    let who = pools.holder(client);
+    let existed = pools.pool(pool)?.put_sealed(&who, id, fd, bytes.len() as u64)?;
+    Ok((id, existed))
 }
 
 fn answer(

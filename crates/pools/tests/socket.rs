@@ -100,7 +100,9 @@ fn bad_input_is_refused_and_contained() {
         &[sutazai_pools::wire::OP_GET],
     ]
     .concat();
-    for garbage in [&huge_get[..], &[2, 0, 0, 0, 99, 0][..]] {
+    let empty_put = [1, 0, 0, 0, sutazai_pools::wire::OP_PUT];
+    let name_past_frame = [3, 0, 0, 0, sutazai_pools::wire::OP_PUT, 200, b'x'];
+    for garbage in [&huge_get[..], &[2, 0, 0, 0, 99, 0][..], &empty_put[..], &name_past_frame[..]] {
         let mut raw = UnixStream::connect(server.socket()).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         raw.write_all(garbage).unwrap();
@@ -270,4 +272,16 @@ fn a_cold_object_is_compressed_in_the_background_and_a_get_thaws_it() {
     assert!(mapped.as_slice() == text.as_slice());
     let pool = &server.snapshot().pools[0];
     assert_eq!((pool.packed_objects, pool.thaws), (0, 1), "whole again while referenced");
+}
+
+#[test]
+fn a_socket_path_that_is_another_file_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pools.sock");
+    std::fs::write(&path, b"precious").unwrap();
+    let err = Server::start(&ServerConfig::single(path.clone(), 1 << 20)).err().unwrap();
+    assert!(err.to_string().contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    let missing = dir.path().join("no-such-dir/pools.sock");
+    assert!(Server::start(&ServerConfig::single(missing, 1 << 20)).is_err());
 }
