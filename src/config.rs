@@ -20,8 +20,8 @@ pub use crate::optimizer::{OptimizerConfig, SchedulerPolicy, UncleanExit};
 pub use sutazai_balancer::BalancerConfig;
 
 pub use crate::coordinator::CoordinatorConfig;
-pub use sutazai_pools::{ObjectStoreConfig, PoolConfig};
 pub use sutazai_cache::CacheConfig;
+pub use sutazai_pools::{ObjectStoreConfig, PoolConfig};
 
 /// The shortest tick the engine accepts; faster sampling costs more than it shows.
 pub const MIN_INTERVAL_MS: u64 = 250;
@@ -317,11 +317,18 @@ mod tests {
         let text = "[object_store]\nshared_memory_size_mb = 64\n\n[[pools]]\nname = \"a\"\n\
                     size_mb = 8\n[[pools]]\nname = \"a\"\nsize_mb = 4\n";
         let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
-        assert!(err.contains("line 7: [[pools]] name \"a\" is given twice"), "{err}");
+        assert!(
+            err.contains("line 7: [[pools]] name \"a\" is given twice"),
+            "{err}"
+        );
         let text = "[object_store]\nshared_memory_size_mb = 64\nagent_quota_mb = 65\n";
         let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
-        assert!(err.contains("line 3: object_store.agent_quota_mb = 65"), "{err}");
-        let config = Config::parse("[object_store]\nsocket_mode = 0o660\n", Path::new("x")).unwrap();
+        assert!(
+            err.contains("line 3: object_store.agent_quota_mb = 65"),
+            "{err}"
+        );
+        let config =
+            Config::parse("[object_store]\nsocket_mode = 0o660\n", Path::new("x")).unwrap();
         assert_eq!(config.object_store.socket_mode, 0o660);
     }
 

@@ -104,14 +104,24 @@ fn python_agents_share_one_copy_and_the_faces_show_what_each_saves() {
     assert_eq!((dedup_a.as_str(), dedup_b.as_str()), ("False", "True"));
 
     // The engine names each client by its [[agents]] entry (once the agent is seen).
-    let snap = served.engine.wait_for(Duration::from_secs(20), "both agents named", |s| {
-        use_of(s, "embedder-a").is_some() && use_of(s, "embedder-b").is_some()
-    });
+    let snap = served
+        .engine
+        .wait_for(Duration::from_secs(20), "both agents named", |s| {
+            use_of(s, "embedder-a").is_some() && use_of(s, "embedder-b").is_some()
+        });
     let store = snap.pools.serving.as_ref().unwrap();
     let pool = &store.pools[0];
     assert_eq!(pool.name, "default");
-    assert_eq!((pool.objects, pool.physical_bytes), (1, 4 * MIB), "one copy");
-    assert_eq!(pool.logical_bytes, 8 * MIB, "what two private copies would take");
+    assert_eq!(
+        (pool.objects, pool.physical_bytes),
+        (1, 4 * MIB),
+        "one copy"
+    );
+    assert_eq!(
+        pool.logical_bytes,
+        8 * MIB,
+        "what two private copies would take"
+    );
     assert_eq!(pool.capacity_bytes, 64 * MIB);
     let a_use = use_of(&snap, "embedder-a").unwrap();
     assert_eq!((a_use.held_bytes, a_use.saved_bytes), (4 * MIB, 2 * MIB));
@@ -124,9 +134,14 @@ fn python_agents_share_one_copy_and_the_faces_show_what_each_saves() {
     assert!(mapped.as_slice() == expected.as_slice());
 
     // The faces: the API and the metrics carry the same figures (as of a tick after the get).
-    served.engine.wait_for(Duration::from_secs(10), "the reader counted", |s| {
-        s.pools.serving.as_ref().is_some_and(|p| p.agents.len() == 3)
-    });
+    served
+        .engine
+        .wait_for(Duration::from_secs(10), "the reader counted", |s| {
+            s.pools
+                .serving
+                .as_ref()
+                .is_some_and(|p| p.agents.len() == 3)
+        });
     let api = served.get("/api/pools");
     assert_eq!(api.status, 200, "{}", api.text());
     let json: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
@@ -134,11 +149,20 @@ fn python_agents_share_one_copy_and_the_faces_show_what_each_saves() {
     assert_eq!(json["pools"][0]["physical_bytes"], 4 * MIB);
     let held_by = |json: &serde_json::Value| -> Vec<String> {
         let agents = json["agents"].as_array().unwrap();
-        agents.iter().map(|a| a["agent"].as_str().unwrap().to_string()).collect()
+        agents
+            .iter()
+            .map(|a| a["agent"].as_str().unwrap().to_string())
+            .collect()
     };
     let ours = format!("pid {}", std::process::id());
-    assert!(held_by(&json).iter().any(|a| a.starts_with(&ours)), "{json}");
-    assert!(json["pools"][0]["dedup_ratio"].as_f64().unwrap() >= 2.9, "{json}");
+    assert!(
+        held_by(&json).iter().any(|a| a.starts_with(&ours)),
+        "{json}"
+    );
+    assert!(
+        json["pools"][0]["dedup_ratio"].as_f64().unwrap() >= 2.9,
+        "{json}"
+    );
     let metrics = served.get("/metrics").text();
     assert!(metrics.contains("sutazai_pools_serving 1\n"), "{metrics}");
     assert!(
@@ -152,9 +176,11 @@ fn python_agents_share_one_copy_and_the_faces_show_what_each_saves() {
 
     // An agent that dies releases what it held; what the others hold is intact.
     drop(a);
-    served.engine.wait_for(Duration::from_secs(10), "embedder-a's hold released", |s| {
-        use_of(s, "embedder-a").is_none()
-    });
+    served
+        .engine
+        .wait_for(Duration::from_secs(10), "embedder-a's hold released", |s| {
+            use_of(s, "embedder-a").is_none()
+        });
     assert!(mapped.as_slice() == expected.as_slice());
     b.go();
     drop(mapped);
@@ -162,7 +188,9 @@ fn python_agents_share_one_copy_and_the_faces_show_what_each_saves() {
 }
 
 fn split(line: &str) -> (String, String) {
-    let (id, dedup) = line.split_once(' ').unwrap_or_else(|| panic!("agent said {line:?}"));
+    let (id, dedup) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("agent said {line:?}"));
     (id.to_string(), dedup.to_string())
 }
 
@@ -195,24 +223,37 @@ fn a_python_client_sees_the_store_restart_and_puts_again() {
     let mut agent = PythonAgent::start(&socket, "pools-agent", &script);
     assert_eq!(agent.line(), "put");
     let commands = engine.handle.commands.clone();
-    engine.runtime.block_on(commands.send(Command::Quit)).unwrap();
+    engine
+        .runtime
+        .block_on(commands.send(Command::Quit))
+        .unwrap();
     wait_until("the socket removed", || !socket.exists());
     agent.go();
     let said = agent.line();
-    assert!(said.starts_with("restarted: the store restarted or stopped"), "{said}");
+    assert!(
+        said.starts_with("restarted: the store restarted or stopped"),
+        "{said}"
+    );
 
     let mut engine = RunningEngine::start_managing(config);
     engine.wait_for(Duration::from_secs(10), "the store served again", |s| {
         s.pools.serving.is_some()
     });
     agent.go();
-    assert_eq!(agent.line(), "dedup False", "objects do not survive the store");
+    assert_eq!(
+        agent.line(),
+        "dedup False",
+        "objects do not survive the store"
+    );
 }
 
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -236,14 +277,18 @@ fn an_agent_started_with_ksm_merging_shows_beside_the_pools() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let snap = served.engine.wait_for(Duration::from_secs(20), "its KSM counters", |s| {
-        s.containers
-            .agents
-            .iter()
-            .any(|a| a.name == "ksm-agent" && a.ksm.is_some_and(|k| k.merge_any))
-    });
+    let snap = served
+        .engine
+        .wait_for(Duration::from_secs(20), "its KSM counters", |s| {
+            s.containers
+                .agents
+                .iter()
+                .any(|a| a.name == "ksm-agent" && a.ksm.is_some_and(|k| k.merge_any))
+        });
     assert_eq!(snap.ksm_outside_pools()[0].0, "ksm-agent");
-    served.engine.wait_for(Duration::from_secs(5), "a later tick", |s| s.seq > snap.seq);
+    served
+        .engine
+        .wait_for(Duration::from_secs(5), "a later tick", |s| s.seq > snap.seq);
     let json: serde_json::Value = serde_json::from_slice(&served.get("/api/pools").body).unwrap();
     assert_eq!(json["ksm"][0]["agent"], "ksm-agent", "{json}");
     assert_eq!(json["ksm"][0]["ksm"]["merge_any"], true, "{json}");
@@ -277,8 +322,10 @@ fn an_agent_in_a_container_reaches_the_store_through_a_mounted_socket() {
         extra.extend(["-v", mount.as_str()]);
     }
     let _container = support::Container::run(&name, &extra, &["/usr/bin/python3", "-c", script]);
-    let snap = served.engine.wait_for(Duration::from_secs(30), "the container named as the agent", |s| {
-        use_of(s, &name).is_some()
-    });
+    let snap = served.engine.wait_for(
+        Duration::from_secs(30),
+        "the container named as the agent",
+        |s| use_of(s, &name).is_some(),
+    );
     assert_eq!(use_of(&snap, &name).unwrap().held_bytes, 160_000);
 }

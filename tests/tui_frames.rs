@@ -243,7 +243,10 @@ fn pools_not_served_show_why_and_no_numbers() {
     let buffer = render(&snap, &focused(Pane::Pools), SMALL);
     // The body: below the header and tab bar, above the summary line.
     let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
-    assert!(body.contains("Memory pools not served: [object_store] enabled = false"), "{body}");
+    assert!(
+        body.contains("Memory pools not served: [object_store] enabled = false"),
+        "{body}"
+    );
     snap.pools.not_serving = None;
     let buffer = render(&snap, &focused(Pane::Pools), SMALL);
     let body: String = (3..23).map(|y| row_text(&buffer, y)).collect();
@@ -282,32 +285,52 @@ fn the_pools_pane_shows_each_pool_and_what_sharing_saves_each_agent() {
         agents: vec![agent("embedder-1", 224 * MIB), agent("llm-7", 224 * MIB)],
     });
     // An agent outside the pools whose memory KSM merges.
-    snap.containers.agents.push(sutazai_top::model::ContainerStat {
-        name: "ksm-agent".into(),
-        ksm: Some(sutazai_top::model::AgentKsm {
-            merging_pages: 16384,
-            merging_bytes: 64 * MIB,
-            profit_bytes: 60 * MIB as i64,
-            merge_any: true,
+    snap.containers
+        .agents
+        .push(sutazai_top::model::ContainerStat {
+            name: "ksm-agent".into(),
+            ksm: Some(sutazai_top::model::AgentKsm {
+                merging_pages: 16384,
+                merging_bytes: 64 * MIB,
+                profit_bytes: 60 * MIB as i64,
+                merge_any: true,
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        });
     let buffer = render(&snap, &focused(Pane::Pools), SMALL);
     let rows: Vec<String> = (3..23).map(|y| row_text(&buffer, y)).collect();
     let body = rows.join("\n");
-    assert!(body.contains("/run/sutazai-top/pools.sock · 8 clients"), "{body}");
+    assert!(
+        body.contains("/run/sutazai-top/pools.sock · 8 clients"),
+        "{body}"
+    );
     let ksm = rows.iter().find(|r| r.contains("ksm-agent")).expect(&body);
-    assert!(ksm.contains("64M") && ksm.contains("60M") && ksm.contains("whole process"), "{ksm}");
-    let pool = rows.iter().find(|r| r.starts_with("│default")).expect(&body);
+    assert!(
+        ksm.contains("64M") && ksm.contains("60M") && ksm.contains("whole process"),
+        "{ksm}"
+    );
+    let pool = rows
+        .iter()
+        .find(|r| r.starts_with("│default"))
+        .expect(&body);
     assert!(pool.contains("256M/4.0G"), "{pool}");
     assert!(pool.contains("8.00x"), "dedup ratio: {pool}");
     let llm = rows.iter().find(|r| r.contains("llm-7")).expect(&body);
-    assert!(llm.contains("256M") && llm.contains("224M"), "held and saved: {llm}");
+    assert!(
+        llm.contains("256M") && llm.contains("224M"),
+        "held and saved: {llm}"
+    );
     // Refusals stand out.
     let y = 3 + rows.iter().position(|r| r.starts_with("│default")).unwrap() as u16;
-    let refused_x = (0..80).rev().find(|&x| buffer[(x, y)].symbol() == "2").unwrap();
-    assert_eq!(buffer[(refused_x, y)].style().fg, sutazai_top::tui::theme::warning().fg);
+    let refused_x = (0..80)
+        .rev()
+        .find(|&x| buffer[(x, y)].symbol() == "2")
+        .unwrap();
+    assert_eq!(
+        buffer[(refused_x, y)].style().fg,
+        sutazai_top::tui::theme::warning().fg
+    );
 }
 
 /// The cache pane's body (below the header and tab bar, above the summary line) at 80x24.

@@ -36,7 +36,11 @@ pub fn start(
         "" => None,
         name => match nix::unistd::Group::from_name(name) {
             Ok(Some(group)) => Some(group.gid.as_raw()),
-            Ok(None) => return Err(format!("[object_store] socket_group {name:?}: no such group")),
+            Ok(None) => {
+                return Err(format!(
+                    "[object_store] socket_group {name:?}: no such group"
+                ));
+            }
             Err(e) => return Err(format!("[object_store] socket_group {name:?}: {e}")),
         },
     };
@@ -69,7 +73,10 @@ pub fn agent_of(snapshot: &Snapshot, roots: &HostRoots, pid: i32) -> Option<Stri
     }
     let cgroups = read_proc_cgroups(roots, pid).ok()?;
     let paths: Vec<&String> = cgroups.unified.iter().chain(cgroups.v1.values()).collect();
-    agents.iter().find(|a| holds(a, &paths)).map(|a| a.name.clone())
+    agents
+        .iter()
+        .find(|a| holds(a, &paths))
+        .map(|a| a.name.clone())
 }
 
 /// Whether a container's cgroup is one of `paths`, or above one of them.

@@ -70,9 +70,15 @@ mod tests {
                     ksm_process_profit -4096\nksm_merge_any: yes\nksm_mergeable: no\nbogus\n\
                     ksm_merging_pages_x 9\n";
         let ksm = parse_ksm_stat(text);
-        assert_eq!((ksm.merging_pages, ksm.rmap_items, ksm.profit_bytes), (7, 12, -4096));
+        assert_eq!(
+            (ksm.merging_pages, ksm.rmap_items, ksm.profit_bytes),
+            (7, 12, -4096)
+        );
         assert!(ksm.merge_any && !ksm.mergeable);
-        assert_eq!(parse_ksm_stat("ksm_merging_pages lots\n"), AgentKsm::default());
+        assert_eq!(
+            parse_ksm_stat("ksm_merging_pages lots\n"),
+            AgentKsm::default()
+        );
     }
 
     #[test]

@@ -18,9 +18,9 @@
 
 mod agents;
 mod balancer;
-mod pools;
 mod engine;
 mod host;
+mod pools;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

@@ -16,19 +16,57 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
     let Some(store) = &snap.pools.serving else {
         return;
     };
-    f.gauge("pools_clients", None, "Client connections to the pools now.")
-        .push(Labels::none(), store.clients);
+    f.gauge(
+        "pools_clients",
+        None,
+        "Client connections to the pools now.",
+    )
+    .push(Labels::none(), store.clients);
     let pools = unique_by(&store.pools, |p| &p.name);
     type Pick = fn(&PoolSnapshot) -> u64;
     let gauges: [(&'static str, bool, &'static str, Pick); 8] = [
-        ("pools_capacity", true, "Size of the pool.", |p| p.capacity_bytes),
-        ("pools_used", true, "Objects as stored (compressed ones at their compressed size) plus writable segments.", |p| p.used_bytes),
-        ("pools_physical", true, "Each object once, as stored.", |p| p.physical_bytes),
-        ("pools_logical", true, "Each object once per client holding it: what private copies would take.", |p| p.logical_bytes),
-        ("pools_unreferenced", true, "Objects no one references: what eviction may free.", |p| p.unreferenced_bytes),
-        ("pools_segment", true, "Writable segments not sealed yet.", |p| p.segment_bytes),
-        ("pools_objects", false, "Objects in the pool.", |p| p.objects as u64),
-        ("pools_packed_objects", false, "Objects compressed now (cold, unreferenced).", |p| p.packed_objects as u64),
+        ("pools_capacity", true, "Size of the pool.", |p| {
+            p.capacity_bytes
+        }),
+        (
+            "pools_used",
+            true,
+            "Objects as stored (compressed ones at their compressed size) plus writable segments.",
+            |p| p.used_bytes,
+        ),
+        (
+            "pools_physical",
+            true,
+            "Each object once, as stored.",
+            |p| p.physical_bytes,
+        ),
+        (
+            "pools_logical",
+            true,
+            "Each object once per client holding it: what private copies would take.",
+            |p| p.logical_bytes,
+        ),
+        (
+            "pools_unreferenced",
+            true,
+            "Objects no one references: what eviction may free.",
+            |p| p.unreferenced_bytes,
+        ),
+        (
+            "pools_segment",
+            true,
+            "Writable segments not sealed yet.",
+            |p| p.segment_bytes,
+        ),
+        ("pools_objects", false, "Objects in the pool.", |p| {
+            p.objects as u64
+        }),
+        (
+            "pools_packed_objects",
+            false,
+            "Objects compressed now (cold, unreferenced).",
+            |p| p.packed_objects as u64,
+        ),
     ];
     for (name, in_bytes, help, pick) in gauges {
         let family = f.gauge(name, if in_bytes { bytes() } else { None }, help);
@@ -37,12 +75,42 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
         }
     }
     let counters: [(&'static str, bool, &'static str, Pick); 6] = [
-        ("pools_evictions", false, "Unreferenced objects evicted (garbage collected) since start.", |p| p.evictions),
-        ("pools_evicted", true, "Bytes of the objects evicted since start.", |p| p.evicted_bytes),
-        ("pools_compressions", false, "Cold objects compressed since start.", |p| p.compressions),
-        ("pools_thaws", false, "Compressed objects decompressed for a get since start.", |p| p.thaws),
-        ("pools_refused", false, "Puts, gets and allocations refused since start (full, quota, a client's bound).", |p| p.refused),
-        ("pools_compressed_from", true, "Bytes compressed since start, before compression.", |p| p.compressed_from_bytes),
+        (
+            "pools_evictions",
+            false,
+            "Unreferenced objects evicted (garbage collected) since start.",
+            |p| p.evictions,
+        ),
+        (
+            "pools_evicted",
+            true,
+            "Bytes of the objects evicted since start.",
+            |p| p.evicted_bytes,
+        ),
+        (
+            "pools_compressions",
+            false,
+            "Cold objects compressed since start.",
+            |p| p.compressions,
+        ),
+        (
+            "pools_thaws",
+            false,
+            "Compressed objects decompressed for a get since start.",
+            |p| p.thaws,
+        ),
+        (
+            "pools_refused",
+            false,
+            "Puts, gets and allocations refused since start (full, quota, a client's bound).",
+            |p| p.refused,
+        ),
+        (
+            "pools_compressed_from",
+            true,
+            "Bytes compressed since start, before compression.",
+            |p| p.compressed_from_bytes,
+        ),
     ];
     for (name, in_bytes, help, pick) in counters {
         let family = f.counter(name, if in_bytes { bytes() } else { None }, help);
@@ -50,7 +118,11 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
             family.push(labels([("pool", &pool.name)]), pick(pool));
         }
     }
-    let dedup = f.gauge("pools_dedup", ratio(), "Logical over physical bytes: copies saved by deduplication (1: none).");
+    let dedup = f.gauge(
+        "pools_dedup",
+        ratio(),
+        "Logical over physical bytes: copies saved by deduplication (1: none).",
+    );
     for pool in &pools {
         if let Some(value) = pool.dedup_ratio() {
             dedup.push(labels([("pool", &pool.name)]), value);
@@ -63,9 +135,21 @@ fn agent_families(agents: &[AgentUse], f: &mut Families) {
     let agents = unique_by(agents, |a| (&a.agent, &a.pool));
     type Pick = fn(&AgentUse) -> u64;
     let figures: [(&'static str, &'static str, Pick); 3] = [
-        ("pools_agent_held", "What the agent maps from the pool (each object it holds, whole).", |a| a.held_bytes),
-        ("pools_agent_saved", "What sharing saves the agent: (1 - 1/k) of each object held by k clients.", |a| a.saved_bytes),
-        ("pools_agent_segment", "The agent's writable segments not sealed yet.", |a| a.segment_bytes),
+        (
+            "pools_agent_held",
+            "What the agent maps from the pool (each object it holds, whole).",
+            |a| a.held_bytes,
+        ),
+        (
+            "pools_agent_saved",
+            "What sharing saves the agent: (1 - 1/k) of each object held by k clients.",
+            |a| a.saved_bytes,
+        ),
+        (
+            "pools_agent_segment",
+            "The agent's writable segments not sealed yet.",
+            |a| a.segment_bytes,
+        ),
     ];
     for (name, help, pick) in figures {
         let family = f.gauge(name, bytes(), help);

@@ -80,7 +80,11 @@ impl Snapshot {
             .filter(|(_, k)| k.merge_any || k.mergeable || k.merging_pages > 0)
             .filter(|(name, _)| !in_pools(name))
             .collect();
-        rows.sort_by(|a, b| b.1.merging_bytes.cmp(&a.1.merging_bytes).then(a.0.cmp(&b.0)));
+        rows.sort_by(|a, b| {
+            b.1.merging_bytes
+                .cmp(&a.1.merging_bytes)
+                .then(a.0.cmp(&b.0))
+        });
         rows
     }
 }

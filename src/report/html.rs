@@ -759,7 +759,13 @@ fn parts(html: &mut String, r: &Report) {
 /// The memory pools: a row per pool and per agent, or why they are not served.
 fn pools(html: &mut String, r: &Report) {
     let section = &r.pools;
-    let served = heading(html, "Memory pools", section.stats, section.status, &section.note);
+    let served = heading(
+        html,
+        "Memory pools",
+        section.stats,
+        section.status,
+        &section.note,
+    );
     if let Some(store) = served {
         pool_tables(html, store);
     }
@@ -769,7 +775,9 @@ fn pools(html: &mut String, r: &Report) {
 /// What KSM merges for agents that hold nothing in the pools.
 fn ksm_table(html: &mut String, rows: &[(String, crate::model::AgentKsm)]) {
     if rows.is_empty() {
-        html.push_str(r#"<p class="muted">KSM: no agent outside the pools has mergeable memory</p>"#);
+        html.push_str(
+            r#"<p class="muted">KSM: no agent outside the pools has mergeable memory</p>"#,
+        );
         return;
     }
     html.push_str(
@@ -783,7 +791,11 @@ fn ksm_table(html: &mut String, rows: &[(String, crate::model::AgentKsm)]) {
             esc(agent),
             mib(ksm.merging_bytes),
             ksm.profit_bytes as f64 / (1024.0 * 1024.0),
-            if ksm.merge_any { "whole process" } else { "areas (madvise)" }
+            if ksm.merge_any {
+                "whole process"
+            } else {
+                "areas (madvise)"
+            }
         );
     }
     html.push_str("</tbody></table>");

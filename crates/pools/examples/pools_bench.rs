@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use sutazai_pools::{Client, Compression};
 
-const SIZES: [(usize, &str, usize); 3] = [(4 << 10, "4KiB", 5000), (1 << 20, "1MiB", 3000), (256 << 20, "256MiB", 3000)];
+const SIZES: [(usize, &str, usize); 3] = [
+    (4 << 10, "4KiB", 5000),
+    (1 << 20, "1MiB", 3000),
+    (256 << 20, "256MiB", 3000),
+];
 const PUT_SIZE: usize = 256 << 20;
 const PUT_ROUNDS: usize = 5;
 
@@ -56,7 +60,9 @@ fn get_latency(client: &mut Client) {
 
 fn put_throughput(client: &mut Client) {
     // A pool of its own without compression: a put must not wait on packing the last one.
-    client.create_pool("bench-put", 2 * PUT_SIZE as u64, Compression::None).unwrap();
+    client
+        .create_pool("bench-put", 2 * PUT_SIZE as u64, Compression::None)
+        .unwrap();
     let mut bytes = noise(PUT_SIZE, 2);
     let (mut from_bytes, mut from_memfd, mut memcpy) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..PUT_ROUNDS {
@@ -81,7 +87,11 @@ fn put_throughput(client: &mut Client) {
         black_box(&copy);
         memcpy.push(start.elapsed());
     }
-    for (what, took) in [("put_bytes", from_bytes), ("put_memfd", from_memfd), ("memcpy", memcpy)] {
+    for (what, took) in [
+        ("put_bytes", from_bytes),
+        ("put_memfd", from_memfd),
+        ("memcpy", memcpy),
+    ] {
         let best = took.iter().min().copied().unwrap_or_default();
         let mut sorted = took.clone();
         sorted.sort_unstable();
@@ -98,7 +108,10 @@ fn put_throughput(client: &mut Client) {
 
 fn noise(len: usize, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; len];
-    blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut out);
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
     out
 }
 

@@ -66,7 +66,8 @@ impl Client {
     /// the store then seals and keeps as it is.
     pub fn put_in(&mut self, pool: &str, bytes: &[u8]) -> Result<Put, ClientError> {
         if bytes.len() >= MEMFD_PUT_FROM {
-            let mut file = memfd::create("sutazai-pool-put").map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+            let mut file = memfd::create("sutazai-pool-put")
+                .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
             file.write_all(bytes)?;
             return self.put_fd(pool, file.as_fd());
         }
@@ -80,7 +81,12 @@ impl Client {
     /// (and can no longer be written, by anyone); a file or pipe is read.
     pub fn put_fd(&mut self, pool: &str, fd: BorrowedFd<'_>) -> Result<Put, ClientError> {
         let body = wire::pool_field(pool)?;
-        self.check(wire::write_frame_with_fd(&self.stream, wire::OP_PUT_FD, &body, fd))?;
+        self.check(wire::write_frame_with_fd(
+            &self.stream,
+            wire::OP_PUT_FD,
+            &body,
+            fd,
+        ))?;
         put_of(&self.reply()?)
     }
 
@@ -124,7 +130,12 @@ impl Client {
 
     /// `create_pool`: a pool of `size` bytes (until the store stops); true when created,
     /// false when it existed as asked.
-    pub fn create_pool(&mut self, name: &str, size: u64, codec: Compression) -> Result<bool, ClientError> {
+    pub fn create_pool(
+        &mut self,
+        name: &str,
+        size: u64,
+        codec: Compression,
+    ) -> Result<bool, ClientError> {
         let mut body = size.to_le_bytes().to_vec();
         body.push(match codec {
             Compression::Lz4 => 0,
@@ -182,7 +193,9 @@ impl Client {
 fn gone_or_io(e: std::io::Error) -> ClientError {
     use std::io::ErrorKind::*;
     match e.kind() {
-        UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => ClientError::StoreRestarted,
+        UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => {
+            ClientError::StoreRestarted
+        }
         _ => ClientError::Io(e),
     }
 }

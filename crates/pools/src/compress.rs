@@ -76,7 +76,11 @@ mod tests {
             let packed = codec.compress(&bytes).unwrap();
             assert!(packed.len() < bytes.len() / 2, "{}", codec.name());
             assert_eq!(codec.decompress(&packed, bytes.len()).unwrap(), bytes);
-            assert!(codec.decompress(&packed[..packed.len() / 2], bytes.len()).is_err());
+            assert!(
+                codec
+                    .decompress(&packed[..packed.len() / 2], bytes.len())
+                    .is_err()
+            );
         }
         assert_eq!(Compression::None.compress(&bytes), None);
         assert_eq!(Compression::parse("zlib"), Some(Compression::Zlib));

@@ -127,7 +127,10 @@ pub fn problem(store: &ObjectStoreConfig, pools: &[PoolConfig]) -> Option<(Strin
             return Some((key, format!("[[pools]] name {:?}: {why}", pool.name)));
         }
         if pools[..i].iter().any(|p| p.name == pool.name) {
-            return Some((key, format!("[[pools]] name {:?} is given twice", pool.name)));
+            return Some((
+                key,
+                format!("[[pools]] name {:?} is given twice", pool.name),
+            ));
         }
         if pool.agent_quota_mb > pool.size_mb {
             return Some((
@@ -195,14 +198,23 @@ mod tests {
         .unwrap();
         let specs = both.object_store.pools(&both.pools);
         assert_eq!(specs.len(), 2);
-        assert_eq!((specs[0].name.as_str(), specs[0].capacity), ("default", 64 * MIB));
+        assert_eq!(
+            (specs[0].name.as_str(), specs[0].capacity),
+            ("default", 64 * MIB)
+        );
         assert_eq!(specs[1].compression, Compression::Zlib);
         assert_eq!(specs[1].agent_quota, 32 * MIB);
         assert_eq!(problem(&both.object_store, &both.pools), None);
 
         for (text, says) in [
-            ("[[pools]]\nname = \"w\"\nsize_mb = 0\n", "size_mb = 0 must be"),
-            ("[[pools]]\nname = \"w\"\nsize_mb = 1\ncompression = \"zstd\"\n", "zstd"),
+            (
+                "[[pools]]\nname = \"w\"\nsize_mb = 0\n",
+                "size_mb = 0 must be",
+            ),
+            (
+                "[[pools]]\nname = \"w\"\nsize_mb = 1\ncompression = \"zstd\"\n",
+                "zstd",
+            ),
             ("[object_store]\nsocket_mode = 4095\n", "socket_mode"),
             ("[object_store]\ncold_after_secs = 0\n", "cold_after_secs"),
             ("[[pools]]\nname = \"w\"\n", "size_mb"),
@@ -222,7 +234,11 @@ mod tests {
         };
         let store = ObjectStoreConfig::default();
         let cases = [
-            (vec![pool("default", 1, 0)], "pools[0]", "shared_memory_size_mb"),
+            (
+                vec![pool("default", 1, 0)],
+                "pools[0]",
+                "shared_memory_size_mb",
+            ),
             (vec![pool("a b", 1, 0)], "pools[0]", "letters"),
             (vec![pool("a", 1, 0), pool("a", 2, 0)], "pools[1]", "twice"),
             (vec![pool("a", 1, 2)], "pools[0]", "more than its size_mb"),

@@ -39,14 +39,16 @@ pub fn seal(fd: BorrowedFd<'_>) -> Result<(), String> {
     if have.contains(immutable()) {
         return Ok(()); // sealed by its maker already: as good
     }
-    fcntl(fd, FcntlArg::F_ADD_SEALS(immutable() | SealFlag::F_SEAL_SEAL)).map_err(|e| {
-        match e {
-            nix::errno::Errno::EBUSY => {
-                "it is still mapped writable: unmap it before sealing".to_string()
-            }
-            nix::errno::Errno::EPERM => "it does not allow sealing".to_string(),
-            e => format!("sealing: {e}"),
+    fcntl(
+        fd,
+        FcntlArg::F_ADD_SEALS(immutable() | SealFlag::F_SEAL_SEAL),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EBUSY => {
+            "it is still mapped writable: unmap it before sealing".to_string()
         }
+        nix::errno::Errno::EPERM => "it does not allow sealing".to_string(),
+        e => format!("sealing: {e}"),
     })?;
     Ok(())
 }
@@ -77,7 +79,16 @@ impl ReadMap {
             Some(length) => Some(
                 // SAFETY: a fresh read-only shared mapping of `len` bytes; nothing aliases it
                 // mutably, and the kernel keeps it valid until munmap in `drop`.
-                unsafe { mmap(None, length, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }?,
+                unsafe {
+                    mmap(
+                        None,
+                        length,
+                        ProtFlags::PROT_READ,
+                        MapFlags::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                }?,
             ),
         };
         Ok(ReadMap { ptr, len })

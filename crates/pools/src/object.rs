@@ -49,7 +49,9 @@ pub enum StoreError {
         held: u64,
         objects: usize,
     },
-    #[error("agent {agent} holds {held} bytes in pool {pool}; {size} more would pass its quota of {quota}")]
+    #[error(
+        "agent {agent} holds {held} bytes in pool {pool}; {size} more would pass its quota of {quota}"
+    )]
     Quota {
         agent: String,
         pool: String,

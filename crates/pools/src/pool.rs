@@ -111,7 +111,11 @@ impl Pool {
     /// Store `bytes` once per content and give the holder a reference. Returns the id and
     /// whether the content was there already. It hashes and copies in the caller's hold of
     /// the pool: the server hashes and copies first, then calls `put_sealed`.
-    pub fn put_bytes(&mut self, who: &Holder, bytes: &[u8]) -> Result<(ObjectId, bool), StoreError> {
+    pub fn put_bytes(
+        &mut self,
+        who: &Holder,
+        bytes: &[u8],
+    ) -> Result<(ObjectId, bool), StoreError> {
         let id = ObjectId::of(bytes);
         if self.objects.contains_key(&id) {
             self.hold(who, id)?;
@@ -222,7 +226,8 @@ impl Pool {
     pub fn allocate(&mut self, who: &Holder, size: u64) -> Result<(u64, OwnedFd), StoreError> {
         let number = self.next_segment;
         self.admit(who, None, size)?;
-        let file = memfd::create(&format!("sutazai-segment-{number}")).map_err(StoreError::Memory)?;
+        let file =
+            memfd::create(&format!("sutazai-segment-{number}")).map_err(StoreError::Memory)?;
         file.set_len(size)
             .map_err(|e| StoreError::Memory(format!("sizing the segment: {e}")))?;
         let seals = nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW;
@@ -248,7 +253,11 @@ impl Pool {
     /// Seal a segment the client filled into an object (deduplicated like a put), so that
     /// another agent can get it read-only. Fails, keeping the segment, while the client
     /// still maps it writable.
-    pub fn seal_segment(&mut self, who: &Holder, number: u64) -> Result<(ObjectId, bool), StoreError> {
+    pub fn seal_segment(
+        &mut self,
+        who: &Holder,
+        number: u64,
+    ) -> Result<(ObjectId, bool), StoreError> {
         let segment = match self.segments.get(&number) {
             Some(s) if s.client == who.client => s,
             _ => return Err(StoreError::NoSegment(number)),
@@ -447,7 +456,12 @@ impl Pool {
         let size = self.objects.get(&id).map_or(0, |o| o.size);
         self.check_quota(who, Some(&id), size)?;
         self.clock += 1;
-        *self.held.entry(who.client).or_default().entry(id).or_insert(0) += 1;
+        *self
+            .held
+            .entry(who.client)
+            .or_default()
+            .entry(id)
+            .or_insert(0) += 1;
         self.agents.insert(who.client, who.agent.clone());
         if let Some(object) = self.objects.get_mut(&id) {
             object.refs += 1;
@@ -484,7 +498,11 @@ impl Pool {
             return Ok(()); // one more reference to one it holds
         }
         let count = held.map_or(0, |h| h.len())
-            + self.segments.values().filter(|s| s.client == who.client).count();
+            + self
+                .segments
+                .values()
+                .filter(|s| s.client == who.client)
+                .count();
         if count >= who.max_held {
             return Err(StoreError::TooManyHeld(count));
         }
@@ -493,7 +511,12 @@ impl Pool {
 
     /// An agent may hold at most the quota (objects it references, counted once each,
     /// plus its segments).
-    fn check_quota(&self, who: &Holder, id: Option<&ObjectId>, size: u64) -> Result<(), StoreError> {
+    fn check_quota(
+        &self,
+        who: &Holder,
+        id: Option<&ObjectId>,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let quota = self.spec.agent_quota;
         if quota == 0 {
             return Ok(());
@@ -567,7 +590,9 @@ impl Pool {
         if self.used() + size <= capacity {
             return Ok(());
         }
-        let keep_bytes = keep.and_then(|id| self.objects.get(id)).map_or(0, Object::physical);
+        let keep_bytes = keep
+            .and_then(|id| self.objects.get(id))
+            .map_or(0, Object::physical);
         if self.pinned().0 + keep_bytes + size > capacity {
             return Err(self.full(size));
         }

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::Compression;
 use crate::config::{DEFAULT_POOL, PoolSpec};
 use crate::object::{ClientId, ObjectId, StoreError};
 use crate::pool::{Holder, Pool};
 use crate::snapshot::PoolsSnapshot;
-use crate::Compression;
 
 /// A connected client: its process (from the socket's peer credentials) and its agent.
 #[derive(Debug, Clone)]
@@ -101,28 +101,38 @@ impl Pools {
     /// `create_pool`: a new pool; asking again for one that exists as asked is no error.
     pub fn create(&mut self, spec: PoolSpec) -> Result<bool, StoreError> {
         if let Some(pool) = self.pools.iter().find(|p| p.spec.name == spec.name) {
-            let same = pool.spec.capacity == spec.capacity && pool.spec.compression == spec.compression;
-            return if same { Ok(false) } else { Err(StoreError::PoolDiffers(spec.name)) };
+            let same =
+                pool.spec.capacity == spec.capacity && pool.spec.compression == spec.compression;
+            return if same {
+                Ok(false)
+            } else {
+                Err(StoreError::PoolDiffers(spec.name))
+            };
         }
         if let Some(why) = crate::config::name_problem(&spec.name) {
             return Err(StoreError::Invalid(format!("pool {:?}: {why}", spec.name)));
         }
         if self.pools.len() >= MAX_POOLS {
-            return Err(StoreError::Invalid(format!("{MAX_POOLS} pools exist, the most")));
+            return Err(StoreError::Invalid(format!(
+                "{MAX_POOLS} pools exist, the most"
+            )));
         }
         self.pools.push(Pool::new(spec));
         Ok(true)
     }
 
     /// Objects to compress in the background: (pool, id, descriptor, size, codec).
-    pub fn cold(&self, after: Duration) -> Vec<(String, ObjectId, std::os::fd::OwnedFd, u64, Compression)> {
+    pub fn cold(
+        &self,
+        after: Duration,
+    ) -> Vec<(String, ObjectId, std::os::fd::OwnedFd, u64, Compression)> {
         let now = Instant::now();
         self.pools
             .iter()
             .flat_map(|pool| {
-                pool.cold(now, after)
-                    .into_iter()
-                    .map(|(id, fd, size)| (pool.spec.name.clone(), id, fd, size, pool.spec.compression))
+                pool.cold(now, after).into_iter().map(|(id, fd, size)| {
+                    (pool.spec.name.clone(), id, fd, size, pool.spec.compression)
+                })
             })
             .collect()
     }

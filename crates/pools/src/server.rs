@@ -105,7 +105,9 @@ impl Server {
             Ok(meta) if !meta.file_type().is_socket() => {
                 return Err(io(std::io::Error::other("exists and is not a socket")));
             }
-            Ok(_) if UnixStream::connect(path).is_ok() => return Err(StartError::InUse(path.clone())),
+            Ok(_) if UnixStream::connect(path).is_ok() => {
+                return Err(StartError::InUse(path.clone()));
+            }
             // A stale socket from an earlier run: nothing answers on it.
             Ok(_) => std::fs::remove_file(path).map_err(io)?,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -131,7 +133,8 @@ impl Server {
             .name("pools-accept".into())
             .spawn(move || accept(listener, accepting, agent_of))
             .map_err(io)?;
-        let (background, after, agent_of) = (shared.clone(), config.cold_after, config.agent_of.clone());
+        let (background, after, agent_of) =
+            (shared.clone(), config.cold_after, config.agent_of.clone());
         std::thread::Builder::new()
             .name("pools-background".into())
             .spawn(move || each_second(&background, after, &agent_of))
@@ -280,7 +283,10 @@ fn put_bytes(
     let mut n = [0u8; 1];
     stream.read_exact(&mut n).ok()?;
     let Some(size) = length.checked_sub(1 + n[0] as usize) else {
-        let _ = refuse(stream, &StoreError::Invalid("a pool name longer than its frame".into()));
+        let _ = refuse(
+            stream,
+            &StoreError::Invalid("a pool name longer than its frame".into()),
+        );
         return None;
     };
     let mut name = vec![0u8; n[0] as usize];
@@ -289,9 +295,11 @@ fn put_bytes(
     let capacity = lock(&shared.pools).pool(&name).map(|p| p.spec.capacity);
     let refusal = match capacity {
         Err(e) => Some(e),
-        Ok(capacity) if size as u64 > capacity => {
-            Some(lock(&shared.pools).pool(&name).map_or_else(|e| e, |p| p.too_large(size as u64)))
-        }
+        Ok(capacity) if size as u64 > capacity => Some(
+            lock(&shared.pools)
+                .pool(&name)
+                .map_or_else(|e| e, |p| p.too_large(size as u64)),
+        ),
         Ok(_) => None,
     };
     if let Some(refusal) = refusal {
@@ -331,7 +339,9 @@ fn store_new(
     let fd = memfd::sealed_with(&memfd_name(&id), bytes).map_err(StoreError::Memory)?;
     let mut pools = lock(&shared.pools);
     let who = pools.holder(client);
-    let existed = pools.pool(pool)?.put_sealed(&who, id, fd, bytes.len() as u64)?;
+    let existed = pools
+        .pool(pool)?
+        .put_sealed(&who, id, fd, bytes.len() as u64)?;
     Ok((id, existed))
 }
 
@@ -349,13 +359,20 @@ fn answer(
             Ok(id) if op == wire::OP_GET => return get(stream, client, shared, &id),
             Ok(id) => {
                 let mut pools = lock(&shared.pools);
-                pools.holding(&id).and_then(|p| p.release(client, &id)).map(|()| Vec::new())
+                pools
+                    .holding(&id)
+                    .and_then(|p| p.release(client, &id))
+                    .map(|()| Vec::new())
             }
         },
         wire::OP_PUT_FD => match (wire::split_pool(body), fd) {
             (Some((name, [])), Some(fd)) => put_fd(client, shared, name, fd),
-            (_, None) => Err(StoreError::Invalid("a put from a descriptor carries one".into())),
-            _ => Err(StoreError::Invalid("a put from a descriptor names a pool only".into())),
+            (_, None) => Err(StoreError::Invalid(
+                "a put from a descriptor carries one".into(),
+            )),
+            _ => Err(StoreError::Invalid(
+                "a put from a descriptor names a pool only".into(),
+            )),
         },
         wire::OP_ALLOCATE => match sized(body) {
             Some((size, name)) => {
@@ -375,7 +392,9 @@ fn answer(
                     Err(e) => Err(e),
                 }
             }
-            None => Err(StoreError::Invalid("allocate: a u64 size and a pool".into())),
+            None => Err(StoreError::Invalid(
+                "allocate: a u64 size and a pool".into(),
+            )),
         },
         wire::OP_SEAL => match sized(body) {
             Some((segment, name)) => {
@@ -383,7 +402,11 @@ fn answer(
                 let who = pools.holder(client);
                 match pools.pool(name).and_then(|p| p.seal_segment(&who, segment)) {
                     Ok((id, existed)) => {
-                        let size = pools.holding(&id).ok().and_then(|p| p.size(&id)).unwrap_or(0);
+                        let size = pools
+                            .holding(&id)
+                            .ok()
+                            .and_then(|p| p.size(&id))
+                            .unwrap_or(0);
                         drop(pools);
                         return put_reply(stream, &id, size, existed);
                     }
@@ -406,7 +429,12 @@ fn answer(
 
 /// A get: the descriptor of a ready object; a compressed one is decompressed (outside the
 /// lock) into a new sealed memfd first.
-fn get(stream: &mut UnixStream, client: ClientId, shared: &Shared, id: &ObjectId) -> std::io::Result<()> {
+fn get(
+    stream: &mut UnixStream,
+    client: ClientId,
+    shared: &Shared,
+    id: &ObjectId,
+) -> std::io::Result<()> {
     for _ in 0..3 {
         let mut pools = lock(&shared.pools);
         let who = pools.holder(client);
@@ -414,7 +442,12 @@ fn get(stream: &mut UnixStream, client: ClientId, shared: &Shared, id: &ObjectId
         drop(pools);
         let (packed, size, codec) = match found {
             Ok(Found::Ready(fd, size)) => {
-                return wire::write_frame_with_fd(stream, STATUS_OK, &size.to_le_bytes(), fd.as_fd());
+                return wire::write_frame_with_fd(
+                    stream,
+                    STATUS_OK,
+                    &size.to_le_bytes(),
+                    fd.as_fd(),
+                );
             }
             Ok(Found::Packed(packed, size, codec)) => (packed, size, codec),
             Err(e) => return refuse(stream, &e),
@@ -425,13 +458,19 @@ fn get(stream: &mut UnixStream, client: ClientId, shared: &Shared, id: &ObjectId
             .and_then(|bytes| memfd::sealed_with(&memfd_name(id), &bytes));
         let thawed = match thawed {
             Ok(fd) => lock(&shared.pools).holding(id).and_then(|p| p.thaw(id, fd)),
-            Err(why) => Err(StoreError::Memory(format!("decompressing {}: {why}", id.hex()))),
+            Err(why) => Err(StoreError::Memory(format!(
+                "decompressing {}: {why}",
+                id.hex()
+            ))),
         };
         if let Err(e) = thawed {
             return refuse(stream, &e);
         }
     }
-    refuse(stream, &StoreError::Memory("the object was compressed again while read".into()))
+    refuse(
+        stream,
+        &StoreError::Memory("the object was compressed again while read".into()),
+    )
 }
 
 /// A put from a descriptor: a memfd the store can seal is taken as it is (the bytes are not
@@ -444,7 +483,11 @@ fn put_fd(
     fd: OwnedFd,
 ) -> Result<Vec<u8>, StoreError> {
     let capacity = lock(&shared.pools).pool(name)?.spec.capacity;
-    let too_large = |size: u64| lock(&shared.pools).pool(name).map_or_else(|e| e, |p| p.too_large(size));
+    let too_large = |size: u64| {
+        lock(&shared.pools)
+            .pool(name)
+            .map_or_else(|e| e, |p| p.too_large(size))
+    };
     let sealed = match size_of(&fd) {
         Some(size) if size > capacity => return Err(too_large(size)),
         Some(_) if memfd::seal(fd.as_fd()).is_ok() => fd,
@@ -476,8 +519,10 @@ enum Copied {
 /// Read what `fd` holds (up to `limit` bytes) into a new sealed memfd; the kernel copies
 /// (`copy_file_range` or `sendfile` where it can).
 fn copy_in(fd: OwnedFd, limit: u64) -> Result<OwnedFd, Copied> {
-    let failed = |what: &str, e: std::io::Error| Copied::Failed(StoreError::Invalid(format!("{what}: {e}")));
-    let mut target = memfd::create("sutazai-pool-put").map_err(|e| Copied::Failed(StoreError::Memory(e)))?;
+    let failed =
+        |what: &str, e: std::io::Error| Copied::Failed(StoreError::Invalid(format!("{what}: {e}")));
+    let mut target =
+        memfd::create("sutazai-pool-put").map_err(|e| Copied::Failed(StoreError::Memory(e)))?;
     let source = std::fs::File::from(fd);
     let copied = std::io::copy(&mut source.take(limit + 1), &mut target)
         .map_err(|e| failed("reading the descriptor", e))?;
@@ -514,7 +559,11 @@ fn create_pool(shared: &Shared, body: &[u8]) -> Result<bool, StoreError> {
         0 => Compression::Lz4,
         1 => Compression::Zlib,
         2 => Compression::None,
-        _ => return Err(StoreError::Invalid(format!("codec {codec}: 0 lz4, 1 zlib, 2 none"))),
+        _ => {
+            return Err(StoreError::Invalid(format!(
+                "codec {codec}: 0 lz4, 1 zlib, 2 none"
+            )));
+        }
     };
     let name = std::str::from_utf8(name).map_err(|_| bad())?;
     if capacity == 0 {
@@ -579,7 +628,9 @@ fn each_second(shared: &Shared, after: Duration, agent_of: &AgentOf) {
         }
         let cold = lock(&shared.pools).cold(after);
         for (pool, id, fd, size, codec) in cold {
-            let Ok(len) = usize::try_from(size) else { continue };
+            let Ok(len) = usize::try_from(size) else {
+                continue;
+            };
             let packed = match ReadMap::new(fd.as_fd(), len) {
                 Ok(map) => codec.compress(map.as_slice()),
                 Err(e) => {
@@ -596,7 +647,12 @@ fn each_second(shared: &Shared, after: Duration, agent_of: &AgentOf) {
     }
 }
 
-fn put_reply(stream: &mut UnixStream, id: &ObjectId, size: u64, existed: bool) -> std::io::Result<()> {
+fn put_reply(
+    stream: &mut UnixStream,
+    id: &ObjectId,
+    size: u64,
+    existed: bool,
+) -> std::io::Result<()> {
     let mut reply = id.0.to_vec();
     reply.extend_from_slice(&size.to_le_bytes());
     reply.push(u8::from(existed));

@@ -102,7 +102,12 @@ fn bad_input_is_refused_and_contained() {
     .concat();
     let empty_put = [1, 0, 0, 0, sutazai_pools::wire::OP_PUT];
     let name_past_frame = [3, 0, 0, 0, sutazai_pools::wire::OP_PUT, 200, b'x'];
-    for garbage in [&huge_get[..], &[2, 0, 0, 0, 99, 0][..], &empty_put[..], &name_past_frame[..]] {
+    for garbage in [
+        &huge_get[..],
+        &[2, 0, 0, 0, 99, 0][..],
+        &empty_put[..],
+        &name_past_frame[..],
+    ] {
         let mut raw = UnixStream::connect(server.socket()).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         raw.write_all(garbage).unwrap();
@@ -146,12 +151,18 @@ fn a_memfd_put_is_adopted_without_a_copy_and_a_file_is_read() {
     memfd.write_all(&bytes).unwrap();
     let put = client.put_fd("", memfd.as_fd()).unwrap();
     assert_eq!(put.id, ObjectId::of(&bytes));
-    assert!(memfd.write_all(b"x").is_err(), "sealed: not even its maker can change it");
+    assert!(
+        memfd.write_all(b"x").is_err(),
+        "sealed: not even its maker can change it"
+    );
     let (mine, theirs) = (
         nix::sys::stat::fstat(memfd.as_fd()).unwrap(),
         nix::sys::stat::fstat(raw_get(&server, &put.id).as_fd()).unwrap(),
     );
-    assert_eq!(mine.st_ino, theirs.st_ino, "the same file: adopted, not copied");
+    assert_eq!(
+        mine.st_ino, theirs.st_ino,
+        "the same file: adopted, not copied"
+    );
 
     // A regular file is read into a memfd of the store's.
     let path = dir.path().join("weights.bin");
@@ -181,7 +192,10 @@ fn raw_get(server: &Server, id: &ObjectId) -> std::os::fd::OwnedFd {
 fn a_reader_cannot_change_what_it_got() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(&dir, 1 << 20);
-    let put = Client::connect(server.socket()).unwrap().put(b"immutable").unwrap();
+    let put = Client::connect(server.socket())
+        .unwrap()
+        .put(b"immutable")
+        .unwrap();
     let mut file = std::fs::File::from(raw_get(&server, &put.id));
     assert!(file.write_all(b"X").is_err(), "write");
     assert!(file.set_len(100).is_err(), "grow");
@@ -195,24 +209,41 @@ fn a_segment_is_filled_by_one_agent_and_read_by_another() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(&dir, 1 << 20);
     let mut writer = Client::connect(server.socket()).unwrap();
-    assert!(writer.create_pool("shared", 1 << 16, sutazai_pools::Compression::None).unwrap());
-    assert!(!writer.create_pool("shared", 1 << 16, sutazai_pools::Compression::None).unwrap());
+    assert!(
+        writer
+            .create_pool("shared", 1 << 16, sutazai_pools::Compression::None)
+            .unwrap()
+    );
+    assert!(
+        !writer
+            .create_pool("shared", 1 << 16, sutazai_pools::Compression::None)
+            .unwrap()
+    );
     let differs = writer.create_pool("shared", 1 << 17, sutazai_pools::Compression::None);
     assert!(differs.err().unwrap().to_string().contains("another size"));
 
     let segment = writer.allocate("shared", 11).unwrap();
     segment.write_at(0, b"hello world").unwrap();
     let too_big = writer.allocate("shared", 1 << 20).err().unwrap();
-    assert!(too_big.to_string().contains("pool shared cannot fit"), "{too_big}");
+    assert!(
+        too_big.to_string().contains("pool shared cannot fit"),
+        "{too_big}"
+    );
     let put = writer.seal(segment).unwrap();
     assert_eq!(put.id, ObjectId::of(b"hello world"));
 
     let mut reader = Client::connect(server.socket()).unwrap();
     assert_eq!(reader.get(&put.id).unwrap().as_slice(), b"hello world");
     let stats = reader.stats().unwrap();
-    assert!(stats.contains("pool=shared compression=none capacity=65536 used=11 objects=1"), "{stats}");
+    assert!(
+        stats.contains("pool=shared compression=none capacity=65536 used=11 objects=1"),
+        "{stats}"
+    );
     let unknown = reader.allocate("nowhere", 1).err().unwrap();
-    assert!(unknown.to_string().contains("no pool \"nowhere\""), "{unknown}");
+    assert!(
+        unknown.to_string().contains("no pool \"nowhere\""),
+        "{unknown}"
+    );
 }
 
 #[test]
@@ -223,18 +254,34 @@ fn clients_see_the_store_restart_and_can_put_again() {
     let put = client.put(b"before").unwrap();
     let mapped = client.get(&put.id).unwrap();
     // A second store on the same socket is refused while the first answers.
-    let again = Server::start(&ServerConfig::single(dir.path().join("pools.sock"), 1 << 20));
-    assert!(again.err().unwrap().to_string().contains("another store answers"));
+    let again = Server::start(&ServerConfig::single(
+        dir.path().join("pools.sock"),
+        1 << 20,
+    ));
+    assert!(
+        again
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("another store answers")
+    );
 
     first.stop();
     let err = client.put(b"after").err().unwrap();
     assert!(matches!(err, ClientError::StoreRestarted), "{err}");
     assert!(err.to_string().contains("put them again"));
-    assert_eq!(mapped.as_slice(), b"before", "a map made before stays readable");
+    assert_eq!(
+        mapped.as_slice(),
+        b"before",
+        "a map made before stays readable"
+    );
 
     let second = server(&dir, 1 << 20);
     let mut client = Client::connect(second.socket()).unwrap();
-    assert!(client.get(&put.id).is_err(), "objects do not survive the store");
+    assert!(
+        client.get(&put.id).is_err(),
+        "objects do not survive the store"
+    );
     assert!(!client.put(b"before").unwrap().deduplicated);
 }
 
@@ -249,7 +296,10 @@ fn a_client_passing_many_descriptors_is_bounded() {
     let err = client.put(b"one too many").err().unwrap();
     assert!(err.to_string().contains("the most one client may"), "{err}");
     let mut other = Client::connect(server.socket()).unwrap();
-    assert!(other.put(b"one too many").is_ok(), "the bound is per client");
+    assert!(
+        other.put(b"one too many").is_ok(),
+        "the bound is per client"
+    );
 }
 
 #[test]
@@ -264,14 +314,20 @@ fn a_cold_object_is_compressed_in_the_background_and_a_get_thaws_it() {
     let text: Vec<u8> = b"the same prompt prefix, again and again. ".repeat(50_000);
     let put = client.put(&text).unwrap();
     client.release(&put.id).unwrap();
-    eventually("the object compressed", || server.snapshot().pools[0].packed_objects == 1);
+    eventually("the object compressed", || {
+        server.snapshot().pools[0].packed_objects == 1
+    });
     let pool = &server.snapshot().pools[0];
     assert!(pool.compression_ratio().unwrap() > 10.0, "{pool:?}");
     assert!(pool.used_bytes < text.len() as u64 / 10);
     let mapped = client.get(&put.id).unwrap();
     assert!(mapped.as_slice() == text.as_slice());
     let pool = &server.snapshot().pools[0];
-    assert_eq!((pool.packed_objects, pool.thaws), (0, 1), "whole again while referenced");
+    assert_eq!(
+        (pool.packed_objects, pool.thaws),
+        (0, 1),
+        "whole again while referenced"
+    );
 }
 
 #[test]
@@ -279,7 +335,9 @@ fn a_socket_path_that_is_another_file_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pools.sock");
     std::fs::write(&path, b"precious").unwrap();
-    let err = Server::start(&ServerConfig::single(path.clone(), 1 << 20)).err().unwrap();
+    let err = Server::start(&ServerConfig::single(path.clone(), 1 << 20))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("is not a socket"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     let missing = dir.path().join("no-such-dir/pools.sock");

@@ -40,7 +40,11 @@ pub fn render(frame: &mut Frame, area: Rect, snap: &Snapshot, focused: bool) {
 }
 
 fn not_served(snap: &Snapshot) -> String {
-    let why = snap.pools.not_serving.as_deref().unwrap_or("no store in this engine");
+    let why = snap
+        .pools
+        .not_serving
+        .as_deref()
+        .unwrap_or("no store in this engine");
     format!("Memory pools not served: {why}. Nothing is measured here.")
 }
 
@@ -51,18 +55,21 @@ fn ratio(value: Option<f64>) -> String {
 /// The one line of the grid's compact row.
 fn summary_line(store: &PoolsSnapshot) -> Line<'static> {
     let (used, capacity, physical, logical) = store.pools.iter().fold((0, 0, 0, 0), |t, p| {
-        (t.0 + p.used_bytes, t.1 + p.capacity_bytes, t.2 + p.physical_bytes, t.3 + p.logical_bytes)
+        (
+            t.0 + p.used_bytes,
+            t.1 + p.capacity_bytes,
+            t.2 + p.physical_bytes,
+            t.3 + p.logical_bytes,
+        )
     });
     let dedup = (physical > 0).then(|| logical as f64 / physical as f64);
-    Line::from(vec![
-        Span::raw(format!(
-            "{} of {} · dedup {} · {} clients",
-            short_bytes(used as f64),
-            short_bytes(capacity as f64),
-            ratio(dedup),
-            store.clients
-        )),
-    ])
+    Line::from(vec![Span::raw(format!(
+        "{} of {} · dedup {} · {} clients",
+        short_bytes(used as f64),
+        short_bytes(capacity as f64),
+        ratio(dedup),
+        store.clients
+    ))])
 }
 
 fn full_lines(store: &PoolsSnapshot, width: usize) -> Vec<Line<'static>> {
@@ -75,7 +82,11 @@ fn full_lines(store: &PoolsSnapshot, width: usize) -> Vec<Line<'static>> {
         format!(
             "{:<12} {}{:>11} {:>8} {:>7} {:>7} {:>8} {:>7}",
             "POOL",
-            if with_bar { " ".repeat(BAR_WIDTH + 1) } else { String::new() },
+            if with_bar {
+                " ".repeat(BAR_WIDTH + 1)
+            } else {
+                String::new()
+            },
             "USED/SIZE",
             "OBJECTS",
             "DEDUP",
@@ -121,7 +132,11 @@ fn pool_line(pool: &PoolSnapshot, with_bar: bool) -> Line<'static> {
     };
     spans.push(Span::raw(format!(
         "{:>11} {:>8} {:>7} {:>7} {:>8} ",
-        format!("{}/{}", short_bytes(pool.used_bytes as f64), short_bytes(pool.capacity_bytes as f64)),
+        format!(
+            "{}/{}",
+            short_bytes(pool.used_bytes as f64),
+            short_bytes(pool.capacity_bytes as f64)
+        ),
         fmt_count(pool.objects as f64),
         ratio(pool.dedup_ratio()),
         packed,
@@ -137,13 +152,20 @@ fn pool_line(pool: &PoolSnapshot, with_bar: bool) -> Line<'static> {
 
 fn agent_line(agent: &AgentUse) -> Line<'static> {
     Line::from(vec![
-        Span::raw(format!("{:<24} {:<12} ", clip(&agent.agent, 24), clip(&agent.pool, 12))),
+        Span::raw(format!(
+            "{:<24} {:<12} ",
+            clip(&agent.agent, 24),
+            clip(&agent.pool, 12)
+        )),
         Span::raw(format!(
             "{:>7} {:>9} ",
             fmt_count(agent.objects as f64),
             short_bytes(agent.held_bytes as f64)
         )),
-        Span::styled(format!("{:>9}", short_bytes(agent.saved_bytes as f64)), theme::good()),
+        Span::styled(
+            format!("{:>9}", short_bytes(agent.saved_bytes as f64)),
+            theme::good(),
+        ),
         Span::raw(format!(" {:>9}", short_bytes(agent.segment_bytes as f64))),
     ])
 }
@@ -159,7 +181,10 @@ fn ksm_lines(snap: &Snapshot) -> Vec<Line<'static>> {
         )];
     }
     let mut lines = vec![Line::styled(
-        format!("{:<24} {:>12} {:>12}  {}", "KSM (NOT IN POOLS)", "MERGED", "PROFIT", "MERGEABLE"),
+        format!(
+            "{:<24} {:>12} {:>12}  {}",
+            "KSM (NOT IN POOLS)", "MERGED", "PROFIT", "MERGEABLE"
+        ),
         theme::table_header(),
     )];
     for (name, ksm) in rows {
@@ -172,7 +197,11 @@ fn ksm_lines(snap: &Snapshot) -> Vec<Line<'static>> {
             clip(&name, 24),
             short_bytes(ksm.merging_bytes as f64),
             profit,
-            if ksm.merge_any { "whole process" } else { "areas (madvise)" }
+            if ksm.merge_any {
+                "whole process"
+            } else {
+                "areas (madvise)"
+            }
         )));
     }
     lines

@@ -26,11 +26,16 @@ fn client(client: ClientId, agent: &str) -> Holder {
 
 /// Bytes lz4 packs well (a quarter of their size or less).
 fn compressible(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| seed.wrapping_add((i / 64) as u8 % 4)).collect()
+    (0..len)
+        .map(|i| seed.wrapping_add((i / 64) as u8 % 4))
+        .collect()
 }
 
 fn read(fd: &OwnedFd, size: u64) -> Vec<u8> {
-    ReadMap::new(fd.as_fd(), size as usize).unwrap().as_slice().to_vec()
+    ReadMap::new(fd.as_fd(), size as usize)
+        .unwrap()
+        .as_slice()
+        .to_vec()
 }
 
 #[test]
@@ -43,11 +48,19 @@ fn the_same_bytes_are_stored_once_and_counted_per_holder() {
     assert_eq!(a, b);
     let (figures, agents) = pool.snapshot();
     assert_eq!(
-        (figures.objects, figures.physical_bytes, figures.logical_bytes),
+        (
+            figures.objects,
+            figures.physical_bytes,
+            figures.logical_bytes
+        ),
         (1, 7, 14)
     );
     assert_eq!(agents.len(), 2);
-    assert_eq!(agents[0].saved_bytes, 7 - 7 / 2, "half of it is the other's");
+    assert_eq!(
+        agents[0].saved_bytes,
+        7 - 7 / 2,
+        "half of it is the other's"
+    );
     assert_eq!(pool.refs(&a), Some(2));
     pool.client_gone(1);
     assert_eq!(pool.refs(&a), Some(1));
@@ -73,7 +86,10 @@ fn unreferenced_objects_go_first_and_referenced_ones_never() {
     let err = pool.put_bytes(&who, b"dddddd").unwrap_err();
     assert!(err.to_string().contains("8 held"), "{err}");
     let (figures, _) = pool.snapshot();
-    assert_eq!(figures.objects, 2, "nothing evicted for a put that cannot fit");
+    assert_eq!(
+        figures.objects, 2,
+        "nothing evicted for a put that cannot fit"
+    );
     assert_eq!(figures.refused, 1);
 }
 
@@ -98,11 +114,18 @@ fn a_full_pool_compresses_before_it_evicts_and_a_get_thaws() {
     let Found::Packed(packed, len, codec) = pool.get(&client(2, "y"), &cold_id).unwrap() else {
         panic!("packed")
     };
-    assert_eq!(pool.refs(&cold_id), Some(0), "no reference until it is ready");
+    assert_eq!(
+        pool.refs(&cold_id),
+        Some(0),
+        "no reference until it is ready"
+    );
     let bytes = codec.decompress(&packed, len as usize).unwrap();
     let fd = memfd::sealed_with("t", &bytes).unwrap();
     // No room for it whole while the other two are referenced: refused, kept packed.
-    assert!(matches!(pool.thaw(&cold_id, fd), Err(StoreError::Full { .. })));
+    assert!(matches!(
+        pool.thaw(&cold_id, fd),
+        Err(StoreError::Full { .. })
+    ));
     assert!(pool.is_packed(&cold_id));
     pool.client_gone(1);
     let fd = memfd::sealed_with("t", &bytes).unwrap();
@@ -120,15 +143,24 @@ fn cold_objects_are_offered_for_compression_and_a_got_one_is_kept_whole() {
     let who = client(1, "x");
     let (id, _) = pool.put_bytes(&who, &compressible(10_000, 0)).unwrap();
     let later = Instant::now() + Duration::from_secs(120);
-    assert!(pool.cold(later, Duration::from_secs(60)).is_empty(), "referenced");
+    assert!(
+        pool.cold(later, Duration::from_secs(60)).is_empty(),
+        "referenced"
+    );
     pool.release(1, &id).unwrap();
-    assert!(pool.cold(Instant::now(), Duration::from_secs(60)).is_empty(), "not idle yet");
+    assert!(
+        pool.cold(Instant::now(), Duration::from_secs(60))
+            .is_empty(),
+        "not idle yet"
+    );
     let cold = pool.cold(later, Duration::from_secs(60));
     assert_eq!(cold.len(), 1);
     let (_, fd, size) = &cold[0];
     let packed = Compression::Zlib.compress(&read(fd, *size)).unwrap();
     // Got meanwhile: its reader maps the memfd, so it stays whole.
-    let Found::Ready(..) = pool.get(&who, &id).unwrap() else { panic!() };
+    let Found::Ready(..) = pool.get(&who, &id).unwrap() else {
+        panic!()
+    };
     pool.packed(&id, packed.clone());
     assert!(!pool.is_packed(&id));
     pool.release(1, &id).unwrap();
@@ -136,7 +168,10 @@ fn cold_objects_are_offered_for_compression_and_a_got_one_is_kept_whole() {
     assert!(pool.is_packed(&id));
     // Incompressible bytes are left whole and not offered again.
     let mut noise = vec![0u8; 10_000];
-    blake3::Hasher::new().update(b"noise").finalize_xof().fill(&mut noise);
+    blake3::Hasher::new()
+        .update(b"noise")
+        .finalize_xof()
+        .fill(&mut noise);
     let (noisy, _) = pool.put_bytes(&who, &noise).unwrap();
     pool.release(1, &noisy).unwrap();
     pool.packed(&noisy, Compression::Lz4.compress(&noise).unwrap());
@@ -152,13 +187,17 @@ fn an_agent_quota_counts_each_object_once_across_its_clients() {
     pool.put_bytes(&client(2, "a"), b"123456").unwrap();
     let err = pool.put_bytes(&client(2, "a"), b"abcdef").unwrap_err();
     assert!(
-        err.to_string().contains("agent a holds 6 bytes in pool p; 6 more would pass its quota of 10"),
+        err.to_string()
+            .contains("agent a holds 6 bytes in pool p; 6 more would pass its quota of 10"),
         "{err}"
     );
     pool.put_bytes(&client(3, "b"), b"abcdef").unwrap();
     // Getting what another agent put counts too.
     let id = ObjectId::of(b"abcdef");
-    assert!(matches!(pool.get(&client(1, "a"), &id), Err(StoreError::Quota { .. })));
+    assert!(matches!(
+        pool.get(&client(1, "a"), &id),
+        Err(StoreError::Quota { .. })
+    ));
     let err = pool.allocate(&client(1, "a"), 5).err().unwrap();
     assert!(matches!(err, StoreError::Quota { .. }), "{err}");
 }
@@ -172,7 +211,10 @@ fn a_segment_is_written_then_sealed_into_a_shared_object() {
     file.write_all(b"hello").unwrap();
     assert!(file.set_len(6).is_err(), "its size is fixed");
     assert_eq!(pool.snapshot().0.segment_bytes, 5);
-    assert!(matches!(pool.seal_segment(&client(2, "other"), number), Err(StoreError::NoSegment(_))));
+    assert!(matches!(
+        pool.seal_segment(&client(2, "other"), number),
+        Err(StoreError::NoSegment(_))
+    ));
     {
         // Mapped writable: sealing waits until it is unmapped.
         let map = unsafe_writable_map(&file, 5);
@@ -183,10 +225,18 @@ fn a_segment_is_written_then_sealed_into_a_shared_object() {
     let (id, existed) = pool.seal_segment(&writer, number).unwrap();
     assert!(!existed);
     assert_eq!(id, ObjectId::of(b"hello"));
-    assert!(file.write_all(b"!").is_err(), "sealed: the writer's own fd cannot write");
+    assert!(
+        file.write_all(b"!").is_err(),
+        "sealed: the writer's own fd cannot write"
+    );
     let (figures, _) = pool.snapshot();
-    assert_eq!((figures.segments, figures.objects, figures.used_bytes), (0, 1, 5));
-    let Found::Ready(fd, size) = pool.get(&client(2, "reader"), &id).unwrap() else { panic!() };
+    assert_eq!(
+        (figures.segments, figures.objects, figures.used_bytes),
+        (0, 1, 5)
+    );
+    let Found::Ready(fd, size) = pool.get(&client(2, "reader"), &id).unwrap() else {
+        panic!()
+    };
     assert_eq!(read(&fd, size), b"hello");
     // A segment its client leaves unsealed is freed with it.
     pool.allocate(&writer, 100).unwrap();
@@ -223,7 +273,9 @@ fn unsafe_writable_map(file: &File, len: usize) -> impl Drop {
 fn the_memfd_is_sealed_against_change() {
     let mut pool = pool(1 << 20, Compression::Lz4, 0);
     let (id, _) = pool.put_bytes(&client(1, "x"), b"sealed").unwrap();
-    let Found::Ready(fd, size) = pool.get(&client(2, "y"), &id).unwrap() else { panic!() };
+    let Found::Ready(fd, size) = pool.get(&client(2, "y"), &id).unwrap() else {
+        panic!()
+    };
     assert_eq!(size, 6);
     let mut file = File::from(fd);
     assert!(file.write_all(b"x").is_err(), "F_SEAL_WRITE");
@@ -240,9 +292,18 @@ fn a_client_holds_a_bounded_number_of_objects_and_segments() {
     };
     pool.put_bytes(&who, b"one").unwrap();
     pool.allocate(&who, 3).unwrap();
-    assert_eq!(pool.put_bytes(&who, b"three"), Err(StoreError::TooManyHeld(2)));
-    assert!(pool.put_bytes(&who, b"one").is_ok(), "another reference to one it holds");
-    assert!(pool.put_bytes(&client(2, "x"), b"three").is_ok(), "another client");
+    assert_eq!(
+        pool.put_bytes(&who, b"three"),
+        Err(StoreError::TooManyHeld(2))
+    );
+    assert!(
+        pool.put_bytes(&who, b"one").is_ok(),
+        "another reference to one it holds"
+    );
+    assert!(
+        pool.put_bytes(&client(2, "x"), b"three").is_ok(),
+        "another client"
+    );
 }
 
 #[test]
