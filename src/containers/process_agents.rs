@@ -158,14 +158,10 @@ impl Seen {
             .cmdline
             .as_ref()
             .is_none_or(|piece| self.cmdline.contains(piece.as_str()));
-        let cgroup = m.cgroup.as_ref().is_none_or(|want| {
-            let want = want.trim_end_matches('/');
-            self.cgroups.as_ref().is_some_and(|cg| {
-                cg.unified.iter().chain(cg.v1.values()).any(|path| {
-                    path == want || path.strip_prefix(want).is_some_and(|r| r.starts_with('/'))
-                })
-            })
-        });
+        let cgroup = m
+            .cgroup
+            .as_ref()
+            .is_none_or(|want| self.cgroups.as_ref().is_some_and(|cg| cg.within(want)));
         comm && cmdline && cgroup
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::config::EngineConfig;
 use crate::host::HostRoots;
 use crate::host::cgroups::read_proc_cgroups;
-use crate::model::{ContainerStat, Snapshot};
+use crate::model::Snapshot;
 
 /// The socket agents connect to: `[object_store] socket`, else `pools.sock` in the runtime dir.
 pub fn socket_path(config: &EngineConfig) -> PathBuf {
@@ -72,22 +72,9 @@ pub fn agent_of(snapshot: &Snapshot, roots: &HostRoots, pid: i32) -> Option<Stri
         return Some(agent.name.clone());
     }
     let cgroups = read_proc_cgroups(roots, pid).ok()?;
-    let paths: Vec<&String> = cgroups.unified.iter().chain(cgroups.v1.values()).collect();
     agents
         .iter()
-        .find(|a| holds(a, &paths))
-        .map(|a| a.name.clone())
-}
-
-/// Whether a container's cgroup is one of `paths`, or above one of them.
-fn holds(agent: &ContainerStat, paths: &[&String]) -> bool {
-    let Some(cgroup) = agent.cgroup.as_deref().filter(|c| *c != "/") else {
-        return false;
-    };
-    paths.iter().any(|path| {
-        path.as_str() == cgroup
-            || path
-                .strip_prefix(cgroup)
-                .is_some_and(|rest| rest.starts_with('/'))
-    })
+        .filter_map(|a| Some((a, a.cgroup.as_deref().filter(|c| *c != "/")?)))
+        .find(|(_, cgroup)| cgroups.within(cgroup))
+        .map(|(a, _)| a.name.clone())
 }

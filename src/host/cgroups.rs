@@ -247,6 +247,17 @@ pub struct ProcCgroups {
 }
 
 impl ProcCgroups {
+    /// Whether any of the process's cgroups (unified or v1) is `path` or below it.
+    pub fn within(&self, path: &str) -> bool {
+        let path = path.trim_end_matches('/');
+        self.unified.iter().chain(self.v1.values()).any(|own| {
+            own == path
+                || own
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
     /// The path to show for a process: the unified one on v2 hosts; on hybrid hosts the
     /// unified entry is usually just "/", so a v1 controller's path says more.
     pub fn display_path(&self) -> String {

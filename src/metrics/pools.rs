@@ -23,7 +23,6 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
     )
     .push(Labels::none(), store.clients);
     let pools = unique_by(&store.pools, |p| &p.name);
-    type Pick = fn(&PoolSnapshot) -> u64;
     let gauges: [(&'static str, bool, &'static str, Pick); 8] = [
         ("pools_capacity", true, "Size of the pool.", |p| {
             p.capacity_bytes
@@ -68,12 +67,7 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
             |p| p.packed_objects as u64,
         ),
     ];
-    for (name, in_bytes, help, pick) in gauges {
-        let family = f.gauge(name, if in_bytes { bytes() } else { None }, help);
-        for pool in &pools {
-            family.push(labels([("pool", &pool.name)]), pick(pool));
-        }
-    }
+    per_pool(f, &pools, false, &gauges);
     let counters: [(&'static str, bool, &'static str, Pick); 6] = [
         (
             "pools_evictions",
@@ -112,12 +106,7 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
             |p| p.compressed_from_bytes,
         ),
     ];
-    for (name, in_bytes, help, pick) in counters {
-        let family = f.counter(name, if in_bytes { bytes() } else { None }, help);
-        for pool in &pools {
-            family.push(labels([("pool", &pool.name)]), pick(pool));
-        }
-    }
+    per_pool(f, &pools, true, &counters);
     let dedup = f.gauge(
         "pools_dedup",
         ratio(),
@@ -129,6 +118,27 @@ pub(super) fn pools_families(snap: &Snapshot, f: &mut Families) {
         }
     }
     agent_families(&store.agents, f);
+}
+
+type Pick = fn(&PoolSnapshot) -> u64;
+
+/// One family per figure (its name, whether in bytes, its help), a series per pool.
+fn per_pool(
+    f: &mut Families,
+    pools: &[&PoolSnapshot],
+    counter: bool,
+    figures: &[(&'static str, bool, &'static str, Pick)],
+) {
+    for &(name, in_bytes, help, pick) in figures {
+        let unit = if in_bytes { bytes() } else { None };
+        let family = match counter {
+            true => f.counter(name, unit, help),
+            false => f.gauge(name, unit, help),
+        };
+        for pool in pools {
+            family.push(labels([("pool", &pool.name)]), pick(pool));
+        }
+    }
 }
 
 fn agent_families(agents: &[AgentUse], f: &mut Families) {

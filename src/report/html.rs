@@ -787,10 +787,11 @@ fn ksm_table(html: &mut String, rows: &[(String, crate::model::AgentKsm)]) {
     for (agent, ksm) in rows {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{:.1} MiB</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
             esc(agent),
-            mib(ksm.merging_bytes),
-            ksm.profit_bytes as f64 / (1024.0 * 1024.0),
+            bytes(ksm.merging_bytes),
+            if ksm.profit_bytes < 0 { "-" } else { "" },
+            bytes(ksm.profit_bytes.unsigned_abs()),
             if ksm.merge_any {
                 "whole process"
             } else {
@@ -818,16 +819,16 @@ fn pool_tables(html: &mut String, store: &sutazai_pools::PoolsSnapshot) {
              <td>{}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td></tr>",
             esc(&p.name),
             esc(&p.compression),
-            mib(p.used_bytes),
-            mib(p.capacity_bytes),
+            bytes(p.used_bytes),
+            bytes(p.capacity_bytes),
             p.objects,
-            mib(p.physical_bytes),
-            mib(p.logical_bytes),
+            bytes(p.physical_bytes),
+            bytes(p.logical_bytes),
             ratio(p.dedup_ratio()),
             p.packed_objects,
             ratio(p.compression_ratio()),
             p.evictions,
-            mib(p.evicted_bytes),
+            bytes(p.evicted_bytes),
             p.refused
         );
     }
@@ -847,14 +848,10 @@ fn pool_tables(html: &mut String, store: &sutazai_pools::PoolsSnapshot) {
             esc(&a.agent),
             esc(&a.pool),
             a.objects,
-            mib(a.held_bytes),
-            mib(a.saved_bytes),
-            mib(a.segment_bytes)
+            bytes(a.held_bytes),
+            bytes(a.saved_bytes),
+            bytes(a.segment_bytes)
         );
     }
     html.push_str("</tbody></table>");
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

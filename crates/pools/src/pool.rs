@@ -383,15 +383,23 @@ impl Pool {
     /// held by k clients, (1 - 1/k) of its size per holding client, as PSS divides pages.
     fn agent_uses(&self, holders: &HashMap<ObjectId, u64>) -> Vec<AgentUse> {
         let mut uses: HashMap<&str, AgentUse> = HashMap::new();
-        for (client, held) in &self.held {
+        let pool = &self.spec.name;
+        fn row<'a, 'b>(
+            uses: &'a mut HashMap<&'b str, AgentUse>,
+            agent: &'b str,
+            pool: &str,
+        ) -> &'a mut AgentUse {
+            uses.entry(agent).or_insert_with(|| AgentUse {
+                agent: agent.to_string(),
+                pool: pool.to_string(),
+                ..AgentUse::default()
+            })
+        }
+        for (client, held) in self.held.iter().filter(|(_, held)| !held.is_empty()) {
             let Some(agent) = self.agents.get(client) else {
                 continue;
             };
-            let usage = uses.entry(agent).or_insert_with(|| AgentUse {
-                agent: agent.clone(),
-                pool: self.spec.name.clone(),
-                ..AgentUse::default()
-            });
+            let usage = row(&mut uses, agent, pool);
             for id in held.keys() {
                 let (Some(object), Some(&k)) = (self.objects.get(id), holders.get(id)) else {
                     continue;
@@ -402,22 +410,10 @@ impl Pool {
             }
         }
         for segment in self.segments.values() {
-            if let Some(agent) = self.agents.get(&segment.client)
-                && let Some(usage) = uses.get_mut(agent.as_str())
-            {
+            if let Some(agent) = self.agents.get(&segment.client) {
+                let usage = row(&mut uses, agent, pool);
                 usage.segments += 1;
                 usage.segment_bytes += segment.size;
-            } else if let Some(agent) = self.agents.get(&segment.client) {
-                uses.insert(
-                    agent,
-                    AgentUse {
-                        agent: agent.clone(),
-                        pool: self.spec.name.clone(),
-                        segments: 1,
-                        segment_bytes: segment.size,
-                        ..AgentUse::default()
-                    },
-                );
             }
         }
         let mut uses: Vec<AgentUse> = uses.into_values().collect();

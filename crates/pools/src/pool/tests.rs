@@ -66,6 +66,10 @@ fn the_same_bytes_are_stored_once_and_counted_per_holder() {
     assert_eq!(pool.refs(&a), Some(1));
     pool.release(2, &a).unwrap();
     assert_eq!(pool.refs(&a), Some(0));
+    assert!(
+        pool.snapshot().1.is_empty(),
+        "a client holding nothing has no row"
+    );
     assert!(matches!(pool.release(2, &a), Err(StoreError::Unknown(_))));
 }
 
